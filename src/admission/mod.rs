@@ -1,0 +1,225 @@
+//! Admission decisions: from a parsed AdmissionReview request to an AdmissionResponse.
+//!
+//! This layer does the (bounded) identity lookups and calls the pure decision functions; it
+//! knows nothing of HTTP, so the offline checker and tests can drive it directly.
+
+pub mod mutate;
+pub mod review;
+pub mod validate;
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use crate::config::{FailureMode, InjectionSettings};
+use crate::identity::{Freshness, Identities, Resolution};
+use mutate::{PodView, Skip};
+use review::{AdmissionRequest, AdmissionResponse, Operation};
+
+/// What a decision did, for logs and metrics (bounded set of values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A patch was returned.
+    Mutated,
+    /// Allowed with nothing to change (no identity, already injected, skipped, not a pod).
+    Unchanged,
+    /// Validation passed.
+    Allowed,
+    /// Allowed with warnings about policy.
+    Warned,
+    /// Denied by policy.
+    Denied,
+    /// The request could not be processed (unreadable object): denied with code 400.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutated => "mutated",
+            Self::Unchanged => "unchanged",
+            Self::Allowed => "allowed",
+            Self::Warned => "warned",
+            Self::Denied => "denied",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A response plus what the logs and metrics need to know about it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub response: AdmissionResponse,
+    pub outcome: Outcome,
+    /// The ServiceAccount the decision was about, when there was one.
+    pub service_account: Option<String>,
+    /// A short reason for the log line (why unchanged, what was denied).
+    pub reason: &'static str,
+}
+
+impl Decision {
+    pub fn new(response: AdmissionResponse, outcome: Outcome, reason: &'static str) -> Self {
+        Self {
+            response,
+            outcome,
+            service_account: None,
+            reason,
+        }
+    }
+
+    pub fn with_service_account(mut self, sa: impl Into<String>) -> Self {
+        self.service_account = Some(sa.into());
+        self
+    }
+}
+
+/// Parses a request's object as `T`; the error names the field that was wrong.
+pub fn read_object<T: serde::de::DeserializeOwned>(
+    raw: &RawValue,
+    expected: &str,
+) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            format!("object is not a readable {expected}: {inner}")
+        } else {
+            format!("object is not a readable {expected}: at {path}: {inner}")
+        }
+    })
+}
+
+/// The mutating webhook: injects identities into pods (SPEC §2).
+pub struct Mutator {
+    pub injection: InjectionSettings,
+    pub identities: Identities,
+    pub failure_mode: FailureMode,
+}
+
+impl Mutator {
+    pub fn new(injection: InjectionSettings, identities: Identities) -> Self {
+        Self {
+            injection,
+            identities,
+            failure_mode: FailureMode::Stale,
+        }
+    }
+
+    /// Decides one request. `budget` bounds the identity lookups (a little under the API
+    /// server's timeout for this call).
+    pub async fn review(&self, req: &AdmissionRequest<'_>, budget: Duration) -> Decision {
+        let uid = req.uid.as_str();
+        let allow = |reason| Decision::new(AdmissionResponse::allow(uid), Outcome::Unchanged, reason);
+        // Only pod creation is mutated; anything else the configuration routes here is let
+        // through untouched rather than blocked.
+        if req.kind.kind != "Pod" || req.kind.group != "" {
+            return allow("not a pod");
+        }
+        if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+            return allow("subresource");
+        }
+        if req.operation != Operation::Create {
+            return allow("not a create");
+        }
+        let Some(object) = req.object() else {
+            return Decision::new(
+                AdmissionResponse::deny(uid, 400, "request has no object to mutate"),
+                Outcome::Error,
+                "no object",
+            );
+        };
+        let pod: PodView = match read_object(object, "Pod") {
+            Ok(p) => p,
+            Err(message) => {
+                return Decision::new(
+                    AdmissionResponse::deny(uid, 400, message),
+                    Outcome::Error,
+                    "unreadable object",
+                );
+            }
+        };
+        let sa = pod.service_account().to_string();
+        if let Some(skip) = Skip::check(&pod) {
+            let reason = match skip {
+                Skip::MirrorPod => "mirror pod",
+                Skip::OptOutLabel => "opt-out label",
+            };
+            return allow(reason).with_service_account(sa);
+        }
+        let namespace = req
+            .namespace
+            .as_deref()
+            .or(pod.metadata.namespace.as_deref())
+            .unwrap_or_default();
+        if namespace.is_empty() {
+            return allow("no namespace").with_service_account(sa);
+        }
+
+        let resolution = match tokio::time::timeout(
+            budget,
+            self.identities.resolve(namespace, &sa, Freshness::Cached),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Resolution {
+                identity: None,
+                errors: vec![crate::identity::IdentityError::Timeout {
+                    source_name: "identity sources",
+                    waited: budget,
+                }],
+            },
+        };
+
+        let Some(identity) = resolution.identity else {
+            if resolution.complete() {
+                return allow("no identity").with_service_account(sa);
+            }
+            // Could not tell: never block pod creation on our own outage (SPEC: never deny
+            // because of a stale cache). The user is told credentials were not injected.
+            for e in &resolution.errors {
+                tracing::warn!(error = %e, namespace, service_account = %sa, "identity lookup failed; admitting unmutated");
+            }
+            let warning = format!(
+                "AWS credentials not injected: identity lookup for {namespace}/{sa} failed; recreate the pod later"
+            );
+            return Decision::new(
+                AdmissionResponse::allow(uid).with_warnings(vec![warning]),
+                Outcome::Unchanged,
+                "identity lookup failed",
+            )
+            .with_service_account(sa);
+        };
+        let mut mutation = mutate::mutate_pod(&pod, &identity, &self.injection);
+        if !resolution.errors.is_empty() && self.failure_mode == FailureMode::AdmitUnmutated {
+            let warning = format!(
+                "AWS credentials not injected: identity sources for {namespace}/{sa} are unavailable"
+            );
+            return Decision::new(
+                AdmissionResponse::allow(uid).with_warnings(vec![warning]),
+                Outcome::Unchanged,
+                "identity lookup failed",
+            )
+            .with_service_account(sa);
+        }
+        let outcome = if mutation.patch.0.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Mutated
+        };
+        let warnings = std::mem::take(&mut mutation.warnings);
+        Decision::new(
+            AdmissionResponse::allow(uid)
+                .with_patch(&mutation.patch)
+                .with_warnings(warnings),
+            outcome,
+            if outcome == Outcome::Mutated {
+                "identity injected"
+            } else {
+                "already injected"
+            },
+        )
+        .with_service_account(sa)
+    }
+}

@@ -1,0 +1,296 @@
+//! The AdmissionReview wire format (SPEC §4).
+//!
+//! Our own small types rather than `kube::core::admission`: the request object stays a raw JSON
+//! slice (parsed once, into just the fields a decision needs), and the response's `patch` is
+//! always the base64 string the API server expects.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// API versions the API server may send; the response echoes the one received.
+pub const SUPPORTED_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// Why a body could not be read as an AdmissionReview (answered with HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not an AdmissionReview: {0}")]
+    Json(String),
+    #[error("unsupported AdmissionReview apiVersion `{0}`; send admission.k8s.io/v1")]
+    ApiVersion(String),
+    #[error("kind is `{0}`, expected AdmissionReview")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    EmptyUid,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(borrow)]
+    request: Option<AdmissionRequest<'a>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct GroupVersionResource {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// One admission request. `object` and `old_object` borrow from the request body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest<'a> {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub resource: GroupVersionResource,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub user_info: UserInfo,
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+impl AdmissionRequest<'_> {
+    /// The object, treating an explicit JSON `null` like an absent one.
+    pub fn object(&self) -> Option<&RawValue> {
+        self.object.filter(|o| o.get() != "null")
+    }
+    pub fn old_object(&self) -> Option<&RawValue> {
+        self.old_object.filter(|o| o.get() != "null")
+    }
+}
+
+/// A parsed review: the request plus the apiVersion to echo.
+#[derive(Debug)]
+pub struct Review<'a> {
+    pub api_version: String,
+    pub request: AdmissionRequest<'a>,
+}
+
+impl<'a> Review<'a> {
+    /// Parses a body. Any error here is answered with HTTP 400 (SPEC §4).
+    pub fn parse(body: &'a [u8]) -> Result<Self, ReviewError> {
+        let raw: ReviewIn<'a> =
+            serde_json::from_slice(body).map_err(|e| ReviewError::Json(one_line(&e)))?;
+        let api_version = raw.api_version.unwrap_or_default();
+        if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
+            return Err(ReviewError::ApiVersion(api_version));
+        }
+        match raw.kind.as_deref() {
+            Some("AdmissionReview") => {}
+            other => return Err(ReviewError::Kind(other.unwrap_or_default().to_string())),
+        }
+        let request = raw.request.ok_or(ReviewError::NoRequest)?;
+        if request.uid.trim().is_empty() {
+            return Err(ReviewError::EmptyUid);
+        }
+        Ok(Review {
+            api_version,
+            request,
+        })
+    }
+}
+
+fn one_line(e: &serde_json::Error) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+/// `status` of a response (a subset of metav1.Status).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// Base64 (standard alphabet) of the JSON Patch document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl AdmissionResponse {
+    pub fn allow(uid: &str) -> Self {
+        Self {
+            uid: uid.to_string(),
+            allowed: true,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            status: None,
+        }
+    }
+
+    pub fn deny(uid: &str, code: u16, message: impl Into<String>) -> Self {
+        Self {
+            uid: uid.to_string(),
+            allowed: false,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            status: Some(Status {
+                code,
+                message: message.into(),
+                reason: Some(match code {
+                    400 => "BadRequest",
+                    _ => "Forbidden",
+                }),
+            }),
+        }
+    }
+
+    /// Attaches a JSON Patch; an empty patch attaches nothing (SPEC §2: no patch, not `[]`).
+    pub fn with_patch(mut self, patch: &json_patch::Patch) -> Self {
+        if !patch.0.is_empty() {
+            let json = serde_json::to_vec(patch).expect("a JSON Patch always serialises");
+            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+            self.patch_type = Some("JSONPatch");
+        }
+        self
+    }
+
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: &'a AdmissionResponse,
+}
+
+/// Serialises the AdmissionReview answer, echoing the request's apiVersion.
+pub fn response_body(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
+    serde_json::to_vec(&ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response,
+    })
+    .expect("an AdmissionReview response always serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"a":1},"oldObject":null}}"#;
+
+    #[test]
+    fn parses_and_borrows_object() {
+        let r = Review::parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(r.request.uid, "u1");
+        assert_eq!(r.request.object().unwrap().get(), r#"{"a":1}"#);
+        assert!(r.request.old_object().is_none());
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_review() {
+        assert!(matches!(
+            Review::parse(b"not json"),
+            Err(ReviewError::Json(_))
+        ));
+        assert!(matches!(
+            Review::parse(br#"{"apiVersion":"v1","kind":"Pod"}"#),
+            Err(ReviewError::ApiVersion(_))
+        ));
+        assert!(matches!(
+            Review::parse(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#),
+            Err(ReviewError::NoRequest)
+        ));
+        let no_uid = MINIMAL.replace(r#""uid":"u1""#, r#""uid":"""#);
+        assert!(matches!(
+            Review::parse(no_uid.as_bytes()),
+            Err(ReviewError::EmptyUid)
+        ));
+    }
+
+    #[test]
+    fn patch_is_base64_string_and_empty_patch_is_absent() {
+        let empty = AdmissionResponse::allow("u").with_patch(&json_patch::Patch(vec![]));
+        let body = String::from_utf8(response_body("admission.k8s.io/v1", &empty)).unwrap();
+        assert!(!body.contains("patch"), "{body}");
+        let p: json_patch::Patch =
+            serde_json::from_str(r#"[{"op":"add","path":"/a","value":1}]"#).unwrap();
+        let r = AdmissionResponse::allow("u").with_patch(&p);
+        let v: serde_json::Value = serde_json::from_slice(&response_body("x", &r)).unwrap();
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(v["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(decoded, br#"[{"op":"add","path":"/a","value":1}]"#);
+    }
+}

@@ -1,0 +1,71 @@
+//! The application state shared by the HTTP layers: decisions, metrics and health.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::admission::Mutator;
+use crate::admission::validate::Validator;
+use crate::identity::Identities;
+use crate::metrics::Metrics;
+
+/// Process health as `/livez` and `/readyz` report it.
+#[derive(Debug, Default)]
+pub struct Health {
+    certs_loaded: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn set_certs_loaded(&self) {
+        self.certs_loaded.store(true, Ordering::Release);
+    }
+    pub fn certs_loaded(&self) -> bool {
+        self.certs_loaded.load(Ordering::Acquire)
+    }
+    /// Turns the process unready so endpoints drop it before it stops serving.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    pub mutator: Mutator,
+    pub validator: Validator,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub max_body_bytes: usize,
+}
+
+impl App {
+    pub fn new(mutator: Mutator, validator: Validator) -> Self {
+        Self {
+            mutator,
+            validator,
+            metrics: Metrics::new(),
+            health: Health::default(),
+            max_body_bytes: crate::config::ServerSettings::default().max_body_bytes,
+        }
+    }
+
+    pub fn identities(&self) -> &Identities {
+        &self.mutator.identities
+    }
+
+    /// The reasons the process is not ready; empty when ready.
+    pub fn not_ready_reasons(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if !self.health.certs_loaded() {
+            reasons.push("serving certificate not loaded");
+        }
+        if self.health.shutting_down() {
+            reasons.push("shutting down");
+        }
+        if !self.identities().ready() {
+            reasons.push("identity sources not synced");
+        }
+        reasons
+    }
+}

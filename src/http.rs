@@ -1,0 +1,238 @@
+//! HTTP routes: the admission endpoints (served over TLS) and the admin endpoints (plain HTTP).
+//!
+//! Routers are plain `axum::Router`s, so tests drive them in-process without sockets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tracing::Instrument;
+
+use crate::admission::Outcome;
+use crate::admission::review::{Review, response_body};
+use crate::app::App;
+use crate::config::parse_duration;
+
+/// The API server's default webhook timeout, used when the request does not say.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutate => "mutate",
+            Self::Validate => "validate",
+        }
+    }
+}
+
+/// `POST /mutate` and `POST /validate`.
+pub fn admission_router(app: Arc<App>) -> Router {
+    let limit = app.max_body_bytes;
+    Router::new()
+        .route(
+            "/mutate",
+            post(
+                |State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body| {
+                    handle(app, Endpoint::Mutate, uri, headers, body)
+                },
+            ),
+        )
+        .route(
+            "/validate",
+            post(
+                |State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body| {
+                    handle(app, Endpoint::Validate, uri, headers, body)
+                },
+            ),
+        )
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// `/livez`, `/readyz`, `/metrics`.
+pub fn admin_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(app): State<Arc<App>>| async move {
+                let reasons = app.not_ready_reasons();
+                if reasons.is_empty() {
+                    (StatusCode::OK, "ready\n".to_string())
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {}\n", reasons.join(", ")),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<App>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    app.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(app)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+/// How long identity lookups may take: a margin under the `?timeout=` the API server sent.
+fn lookup_budget(uri: &Uri) -> Duration {
+    let timeout = uri
+        .query()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("timeout="))
+                .and_then(|v| parse_duration(v).ok())
+        })
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .min(Duration::from_secs(30));
+    // Answer with time to spare for the network and the API server's own bookkeeping.
+    (timeout.mul_f64(0.8))
+        .min(timeout.saturating_sub(Duration::from_millis(500)))
+        .max(Duration::from_millis(50))
+}
+
+async fn handle(
+    app: Arc<App>,
+    endpoint: Endpoint,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let start = Instant::now();
+    let name = endpoint.as_str();
+    if !is_json(&headers) {
+        app.metrics.record_rejected(name, 415);
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json".into(),
+        );
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            app.metrics.record_rejected(name, status.as_u16());
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("request body is larger than {} bytes", app.max_body_bytes)
+            } else {
+                format!("cannot read request body: {}", rejection.body_text())
+            };
+            return plain(status, message);
+        }
+    };
+    let review = match Review::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            app.metrics.record_rejected(name, 400);
+            return plain(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let req = &review.request;
+    let span = tracing::info_span!(
+        "admission",
+        uid = %req.uid,
+        endpoint = name,
+        kind = %req.kind.kind,
+        namespace = req.namespace.as_deref().unwrap_or(""),
+        name = req.name.as_deref().unwrap_or(""),
+    );
+    let budget = lookup_budget(&uri);
+    let decision = async {
+        match endpoint {
+            Endpoint::Mutate => app.mutator.review(req, budget).await,
+            Endpoint::Validate => app.validator.review(req, budget).await,
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let elapsed = start.elapsed();
+    app.metrics.record_admission(
+        name,
+        &req.kind.kind,
+        req.operation.as_str(),
+        decision.outcome.as_str(),
+        elapsed,
+    );
+    span.in_scope(|| {
+        let sa = decision.service_account.as_deref().unwrap_or("");
+        let dry_run = req.dry_run.unwrap_or(false);
+        let micros = elapsed.as_micros() as u64;
+        let message = decision
+            .response
+            .status
+            .as_ref()
+            .map(|s| s.message.as_str())
+            .unwrap_or("");
+        match decision.outcome {
+            Outcome::Denied | Outcome::Error => tracing::info!(
+                operation = req.operation.as_str(), service_account = sa, outcome = decision.outcome.as_str(),
+                reason = decision.reason, dry_run, duration_us = micros, message, "admission decision"
+            ),
+            _ => tracing::info!(
+                operation = req.operation.as_str(), service_account = sa, outcome = decision.outcome.as_str(),
+                reason = decision.reason, dry_run, duration_us = micros, "admission decision"
+            ),
+        }
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        response_body(&review.api_version, &decision.response),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_follows_the_api_server_timeout() {
+        let u: Uri = "/mutate?timeout=10s".parse().unwrap();
+        assert_eq!(lookup_budget(&u), Duration::from_secs(8));
+        let u: Uri = "/mutate?timeout=1s".parse().unwrap();
+        assert_eq!(lookup_budget(&u), Duration::from_millis(500));
+        let u: Uri = "/mutate".parse().unwrap();
+        assert_eq!(lookup_budget(&u), Duration::from_secs(8));
+        let u: Uri = "/mutate?timeout=garbage".parse().unwrap();
+        assert_eq!(lookup_budget(&u), Duration::from_secs(8));
+    }
+}

@@ -1,0 +1,368 @@
+//! The identity layer (SPEC §1): where a ServiceAccount's AWS identity comes from.
+//!
+//! Independent of HTTP so the webhook, the offline `check`, the audit and the node agent can all
+//! reuse it. Two small traits sit at the I/O edge:
+//! - [`AssociationSource`]: Pod Identity associations (associations file, EKS API);
+//! - [`ServiceAccountStore`]: ServiceAccount annotations (Kubernetes API) for IRSA.
+//!
+//! [`Identities`] combines them into the one answer a decision needs: [`ResolvedIdentity`].
+
+pub mod file;
+pub mod kube;
+pub mod sa;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub use sa::ServiceAccountInfo;
+
+/// An EKS Pod Identity association (SPEC §1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Association {
+    pub namespace: String,
+    pub service_account: String,
+    pub role_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_session_tags: Option<bool>,
+    /// The EKS association id, when the association came from EKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub association_id: Option<String>,
+}
+
+/// Whether a lookup may be answered from a cached "not found".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Any cached answer will do (the admission hot path).
+    Cached,
+    /// Look again past a cached "not found" (before a policy denial, SPEC §3).
+    BypassNegative,
+}
+
+/// Errors of identity sources. They are reported, never turned into "no identity".
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{source_name} did not answer within {waited:?}")]
+    Timeout {
+        source_name: &'static str,
+        waited: Duration,
+    },
+    #[error("{source_name} is unavailable: {message}")]
+    Unavailable {
+        source_name: &'static str,
+        message: String,
+    },
+}
+
+/// A source of Pod Identity associations.
+pub trait AssociationSource: Send + Sync + 'static {
+    /// Short name for logs and metrics (`file`, `eks`).
+    fn name(&self) -> &'static str;
+
+    /// The association of `namespace`/`service_account`, `Ok(None)` when it has none.
+    /// Implementations bound their own wait; an error means "could not tell", never "none".
+    fn lookup<'a>(
+        &'a self,
+        namespace: &'a str,
+        service_account: &'a str,
+        freshness: Freshness,
+    ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>>;
+
+    /// Whether the source has loaded (or given up waiting for) its first full view.
+    fn ready(&self) -> bool;
+}
+
+/// A store of ServiceAccount annotations (for IRSA and per-ServiceAccount settings).
+pub trait ServiceAccountStore: Send + Sync + 'static {
+    /// The ServiceAccount, `Ok(None)` when it does not exist.
+    fn get<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<ServiceAccountInfo>>, IdentityError>>;
+
+    fn ready(&self) -> bool;
+}
+
+/// The identity a pod gets, decided from all sources (SPEC §1: the association wins over IRSA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityKind {
+    PodIdentity(Arc<Association>),
+    Irsa { role_arn: String },
+}
+
+/// Everything the mutation needs to know about a pod's ServiceAccount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedIdentity {
+    pub kind: IdentityKind,
+    /// The ServiceAccount's annotations that tune injection (audience, STS, token lifetime).
+    pub service_account: Arc<ServiceAccountInfo>,
+}
+
+/// The outcome of resolving a ServiceAccount: the identity (if any) and the sources that could
+/// not answer (so callers can tell "none" from "could not tell").
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    pub identity: Option<ResolvedIdentity>,
+    pub errors: Vec<IdentityError>,
+}
+
+impl Resolution {
+    /// True when every source answered.
+    pub fn complete(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// All identity sources of a running webhook.
+#[derive(Clone, Default)]
+pub struct Identities {
+    associations: Vec<Arc<dyn AssociationSource>>,
+    service_accounts: Option<Arc<dyn ServiceAccountStore>>,
+    annotation_prefix: String,
+}
+
+impl Identities {
+    pub fn new(annotation_prefix: impl Into<String>) -> Self {
+        Self {
+            associations: Vec::new(),
+            service_accounts: None,
+            annotation_prefix: annotation_prefix.into(),
+        }
+    }
+
+    /// Adds an association source; earlier sources win when both know a ServiceAccount.
+    pub fn with_associations(mut self, source: Arc<dyn AssociationSource>) -> Self {
+        self.associations.push(source);
+        self
+    }
+
+    pub fn with_service_accounts(mut self, store: Arc<dyn ServiceAccountStore>) -> Self {
+        self.service_accounts = Some(store);
+        self
+    }
+
+    pub fn annotation_prefix(&self) -> &str {
+        &self.annotation_prefix
+    }
+
+    pub fn has_service_account_store(&self) -> bool {
+        self.service_accounts.is_some()
+    }
+
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.associations.iter().map(|s| s.name()).collect()
+    }
+
+    /// Ready when every source is.
+    pub fn ready(&self) -> bool {
+        self.associations.iter().all(|s| s.ready())
+            && self.service_accounts.as_ref().is_none_or(|s| s.ready())
+    }
+
+    /// Looks up a ServiceAccount's identity in every source, concurrently.
+    pub async fn resolve(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        freshness: Freshness,
+    ) -> Resolution {
+        let sa_lookup = async {
+            match &self.service_accounts {
+                Some(store) => store.get(namespace, service_account).await,
+                None => Ok(None),
+            }
+        };
+        let assoc_lookups = futures::future::join_all(
+            self.associations
+                .iter()
+                .map(|s| s.lookup(namespace, service_account, freshness)),
+        );
+        let (sa, assocs) = futures::join!(sa_lookup, assoc_lookups);
+
+        let mut errors = Vec::new();
+        let mut association = None;
+        for result in assocs {
+            match result {
+                Ok(Some(a)) if association.is_none() => association = Some(a),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        let sa_info = match sa {
+            Ok(Some(info)) => info,
+            Ok(None) => Arc::new(ServiceAccountInfo::default()),
+            Err(e) => {
+                errors.push(e);
+                Arc::new(ServiceAccountInfo::default())
+            }
+        };
+        let kind = match association {
+            Some(a) => Some(IdentityKind::PodIdentity(a)),
+            None => sa_info
+                .role_arn
+                .as_ref()
+                .map(|role_arn| IdentityKind::Irsa {
+                    role_arn: role_arn.clone(),
+                }),
+        };
+        Resolution {
+            identity: kind.map(|kind| ResolvedIdentity {
+                kind,
+                service_account: sa_info,
+            }),
+            errors,
+        }
+    }
+}
+
+/// Association lookups keyed without allocating: namespace → serviceAccount → association.
+pub type AssociationIndex = BTreeMap<String, BTreeMap<String, Arc<Association>>>;
+
+/// Builds an index, refusing two associations for the same ServiceAccount (EKS allows one).
+pub fn index_associations(list: Vec<Association>) -> Result<AssociationIndex, String> {
+    let mut index = AssociationIndex::new();
+    for a in list {
+        let by_sa = index.entry(a.namespace.clone()).or_default();
+        if by_sa.contains_key(&a.service_account) {
+            return Err(format!(
+                "two associations for {}/{}; EKS allows one per ServiceAccount",
+                a.namespace, a.service_account
+            ));
+        }
+        by_sa.insert(a.service_account.clone(), Arc::new(a));
+    }
+    Ok(index)
+}
+
+/// Looks up an index without allocating.
+pub fn index_get(
+    index: &AssociationIndex,
+    namespace: &str,
+    service_account: &str,
+) -> Option<Arc<Association>> {
+    index
+        .get(namespace)
+        .and_then(|m| m.get(service_account))
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Option<Association>, bool);
+    impl AssociationSource for Fixed {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        fn lookup<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Freshness,
+        ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+            Box::pin(async move {
+                if self.1 {
+                    Err(IdentityError::Unavailable {
+                        source_name: "fixed",
+                        message: "down".into(),
+                    })
+                } else {
+                    Ok(self.0.clone().map(Arc::new))
+                }
+            })
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+    }
+
+    struct OneSa(ServiceAccountInfo);
+    impl ServiceAccountStore for OneSa {
+        fn get<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Arc<ServiceAccountInfo>>, IdentityError>> {
+            Box::pin(async move { Ok(Some(Arc::new(self.0.clone()))) })
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+    }
+
+    fn assoc() -> Association {
+        Association {
+            namespace: "n".into(),
+            service_account: "s".into(),
+            role_arn: "arn:aws:iam::111122223333:role/a".into(),
+            target_role_arn: None,
+            external_id: None,
+            disable_session_tags: None,
+            association_id: None,
+        }
+    }
+
+    fn irsa_sa() -> ServiceAccountInfo {
+        ServiceAccountInfo::from_annotations(
+            [(
+                "eks.amazonaws.com/role-arn".to_string(),
+                "arn:aws:iam::111122223333:role/irsa".to_string(),
+            )],
+            "eks.amazonaws.com",
+        )
+    }
+
+    #[tokio::test]
+    async fn association_wins_over_irsa() {
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(Some(assoc()), false)))
+            .with_service_accounts(Arc::new(OneSa(irsa_sa())));
+        let r = ids.resolve("n", "s", Freshness::Cached).await;
+        assert!(matches!(
+            r.identity.unwrap().kind,
+            IdentityKind::PodIdentity(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn irsa_when_no_association() {
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(None, false)))
+            .with_service_accounts(Arc::new(OneSa(irsa_sa())));
+        let r = ids.resolve("n", "s", Freshness::Cached).await;
+        assert!(r.complete());
+        assert_eq!(
+            r.identity.unwrap().kind,
+            IdentityKind::Irsa {
+                role_arn: "arn:aws:iam::111122223333:role/irsa".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn source_error_is_reported_not_hidden() {
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(None, true)));
+        let r = ids.resolve("n", "s", Freshness::Cached).await;
+        assert!(r.identity.is_none());
+        assert!(!r.complete());
+    }
+
+    #[test]
+    fn duplicate_associations_are_refused() {
+        assert!(index_associations(vec![assoc(), assoc()]).is_err());
+        let idx = index_associations(vec![assoc()]).unwrap();
+        assert!(index_get(&idx, "n", "s").is_some());
+        assert!(index_get(&idx, "n", "x").is_none());
+    }
+}

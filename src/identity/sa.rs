@@ -1,0 +1,116 @@
+//! What the webhook needs to know about a ServiceAccount: its `<prefix>/…` annotations.
+
+/// The injection-relevant annotations of a ServiceAccount (IRSA webhook semantics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAccountInfo {
+    /// `<prefix>/role-arn`: the IRSA role.
+    pub role_arn: Option<String>,
+    /// `<prefix>/audience`: the IRSA token audience.
+    pub audience: Option<String>,
+    /// `<prefix>/sts-regional-endpoints`: `"true"`/`"false"`; wins over the flag.
+    pub sts_regional_endpoints: Option<bool>,
+    /// `<prefix>/token-expiration`: seconds; `None` when absent or not an integer.
+    pub token_expiration: Option<i64>,
+}
+
+pub const ROLE_ARN: &str = "role-arn";
+pub const AUDIENCE: &str = "audience";
+pub const STS_REGIONAL_ENDPOINTS: &str = "sts-regional-endpoints";
+pub const TOKEN_EXPIRATION: &str = "token-expiration";
+
+/// `prefix/name`, e.g. `eks.amazonaws.com/role-arn`.
+pub fn annotation_key(prefix: &str, name: &str) -> String {
+    format!("{prefix}/{name}")
+}
+
+/// Returns the value of `prefix/name` from an annotation iterator without allocating a key.
+pub fn annotation<'a, I>(annotations: I, prefix: &str, name: &str) -> Option<&'a str>
+where
+    I: IntoIterator<Item = (&'a String, &'a String)>,
+{
+    annotations.into_iter().find_map(|(k, v)| {
+        let rest = k.strip_prefix(prefix)?.strip_prefix('/')?;
+        (rest == name).then_some(v.as_str())
+    })
+}
+
+/// Parses a token lifetime the way the IRSA webhook does: integers only, others ignored.
+pub fn parse_token_expiration(value: &str) -> Option<i64> {
+    value.trim().parse::<i64>().ok()
+}
+
+impl ServiceAccountInfo {
+    pub fn from_annotations<I, K, V>(annotations: I, prefix: &str) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut info = Self::default();
+        for (k, v) in annotations {
+            let Some(name) = k
+                .as_ref()
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('/'))
+            else {
+                continue;
+            };
+            let v = v.as_ref();
+            match name {
+                ROLE_ARN if !v.trim().is_empty() => info.role_arn = Some(v.trim().to_string()),
+                AUDIENCE if !v.trim().is_empty() => info.audience = Some(v.trim().to_string()),
+                STS_REGIONAL_ENDPOINTS => {
+                    info.sts_regional_endpoints = match v.trim() {
+                        "true" => Some(true),
+                        "false" => Some(false),
+                        _ => None,
+                    }
+                }
+                TOKEN_EXPIRATION => info.token_expiration = parse_token_expiration(v),
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prefixed_annotations_only() {
+        let info = ServiceAccountInfo::from_annotations(
+            [
+                ("eks.amazonaws.com/role-arn", "arn:aws:iam::1:role/r"),
+                ("eks.amazonaws.com/audience", "custom"),
+                ("eks.amazonaws.com/sts-regional-endpoints", "true"),
+                ("eks.amazonaws.com/token-expiration", "3600"),
+                ("other.io/role-arn", "ignored"),
+            ],
+            "eks.amazonaws.com",
+        );
+        assert_eq!(info.role_arn.as_deref(), Some("arn:aws:iam::1:role/r"));
+        assert_eq!(info.audience.as_deref(), Some("custom"));
+        assert_eq!(info.sts_regional_endpoints, Some(true));
+        assert_eq!(info.token_expiration, Some(3600));
+    }
+
+    #[test]
+    fn non_integer_lifetime_is_ignored() {
+        let info = ServiceAccountInfo::from_annotations(
+            [("eks.amazonaws.com/token-expiration", "1h")],
+            "eks.amazonaws.com",
+        );
+        assert_eq!(info.token_expiration, None);
+    }
+
+    #[test]
+    fn custom_prefix() {
+        let info = ServiceAccountInfo::from_annotations(
+            [("example.com/role-arn", "arn:aws:iam::1:role/r")],
+            "example.com",
+        );
+        assert!(info.role_arn.is_some());
+    }
+}

@@ -1,0 +1,46 @@
+//! pod-identity-webhook: a Kubernetes admission webhook that gives pods AWS credentials through
+//! EKS Pod Identity associations (or IRSA annotations), exactly as EKS does, and enforces which
+//! workloads may run without one.
+//!
+//! Layout:
+//! - [`identity`]: where identities come from (associations file, EKS, ServiceAccounts); no HTTP.
+//! - [`admission`]: the AdmissionReview protocol and the decisions (pure mutation, policy).
+//! - [`http`], [`server`], [`tls`]: serving over HTTPS with reloadable certificates.
+//! - [`serve`]: wiring settings into a running webhook.
+
+pub mod admission;
+pub mod app;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod logging;
+pub mod metrics;
+pub mod reload;
+pub mod serve;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+
+/// Why the webhook could not start. Each message names the thing to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Associations(#[from] identity::file::FileError),
+    #[error(transparent)]
+    Kube(#[from] identity::kube::KubeError),
+    #[error("cannot listen on {addr} ({what}): {source}; is another process using the port?")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}

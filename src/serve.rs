@@ -1,0 +1,215 @@
+//! `serve`: turns [`Settings`] into a running webhook, and stops it gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::StartError;
+use crate::admission::Mutator;
+use crate::admission::validate::Validator;
+use crate::app::App;
+use crate::config::{Settings, TlsSource};
+use crate::identity::Identities;
+use crate::identity::file::FileSource;
+use crate::identity::kube::{self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings};
+use crate::tls::{CertReloader, CertResolver};
+use crate::{certs, http, reload, server, tls};
+
+/// A running webhook: its addresses, state and the handle to stop it.
+pub struct Running {
+    pub https_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub app: Arc<App>,
+    pub cert_resolver: Arc<CertResolver>,
+    /// The CA that signed the serving certificate, for `--self-signed` runs.
+    pub self_signed_ca_pem: Option<String>,
+    settings: Settings,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Graceful stop (SPEC/issue: unready, keep serving for the grace period, then drain).
+    pub async fn shutdown(mut self) {
+        self.app.health.set_shutting_down();
+        let grace = self.settings.server.shutdown_grace;
+        if !grace.is_zero() {
+            tracing::info!(?grace, "unready; serving on until endpoints are updated");
+            tokio::time::sleep(grace).await;
+        }
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits for `signal`, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutdown requested");
+        self.shutdown().await;
+    }
+}
+
+/// The webhook's own namespace: setting, else `POD_NAMESPACE`, else the in-cluster file.
+pub fn own_namespace(configured: Option<&str>) -> Option<String> {
+    configured
+        .map(str::to_string)
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Builds the identity sources, binds the listeners and starts serving.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    tls::install_default_provider();
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    // --- TLS ---------------------------------------------------------------------------------
+    let mut self_signed_ca_pem = None;
+    let (resolver, cert_files) = match &settings.tls {
+        TlsSource::Files { cert, key } => (
+            CertResolver::new(tls::load_certified_key(cert, key)?),
+            Some((cert.clone(), key.clone())),
+        ),
+        TlsSource::SelfSigned => {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            names.extend(certs::service_names("pod-identity-webhook", "pod-identity-webhook"));
+            let generated = certs::generate(&names)?;
+            let ck = tls::certified_key_from_pem(
+                generated.cert_pem.as_bytes(),
+                generated.key_pem.as_bytes(),
+                &PathBuf::from("<self-signed>"),
+                &PathBuf::from("<self-signed>"),
+            )?;
+            let ca_path = std::env::temp_dir().join("pod-identity-webhook-ca.crt");
+            match std::fs::write(&ca_path, &generated.ca_cert_pem) {
+                Ok(()) => tracing::info!(ca = %ca_path.display(), "self-signed certificate generated; clients can trust this CA file"),
+                Err(e) => tracing::warn!(error = %e, "self-signed certificate generated; could not write its CA file"),
+            }
+            self_signed_ca_pem = Some(generated.ca_cert_pem);
+            (CertResolver::new(ck), None)
+        }
+    };
+
+    // --- identity sources -------------------------------------------------------------------
+    let inj = settings.injection.clone();
+    let mut identities = Identities::new(inj.annotation_prefix.clone());
+    if let Some(path) = &settings.associations_file {
+        let (source, reloader) = FileSource::open(path)?;
+        tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
+        identities = identities.with_associations(source);
+        tasks.spawn(reload::run(
+            reloader,
+            settings.server.reload_interval,
+            stop.clone(),
+        ));
+    }
+    if let Some(eks) = &settings.eks {
+        return Err(StartError::Other(format!(
+            "the EKS association source (cluster {}) is not available in this build; use --associations",
+            eks.cluster_name
+        )));
+    }
+    match kube_source::connect(settings.kubeconfig.as_deref()).await? {
+        ClusterAccess::Client(client, from) => {
+            tracing::info!(%from, "watching ServiceAccounts for IRSA annotations");
+            let store = KubeServiceAccounts::start(
+                client,
+                StoreSettings::new(inj.annotation_prefix.clone()),
+                stop.clone(),
+            );
+            identities = identities.with_service_accounts(store);
+        }
+        ClusterAccess::None => {
+            tracing::info!(
+                "no Kubernetes API (no --kubeconfig and not running in a pod): running on the associations file alone; IRSA annotations are not read"
+            );
+        }
+    }
+    if identities.source_names().is_empty() && !identities.has_service_account_store() {
+        tracing::warn!(
+            "no identity source configured: every pod is admitted unchanged (give --associations or --cluster-name)"
+        );
+    }
+
+    // --- application ------------------------------------------------------------------------
+    let mut mutator = Mutator::new(inj, identities);
+    if let Some(eks) = &settings.eks {
+        mutator.failure_mode = eks.failure_mode;
+    }
+    let mut app = App::new(mutator, Validator::default());
+    app.max_body_bytes = settings.server.max_body_bytes;
+    let app = Arc::new(app);
+
+    if let Some((cert, key)) = cert_files {
+        let metrics_app = app.clone();
+        let reloader = CertReloader::new(cert, key, resolver.clone())
+            .on_reload(move |_| {
+                metrics_app.metrics.certificate_reloads.inc();
+            });
+        tasks.spawn(reload::run(
+            reloader,
+            settings.server.reload_interval,
+            stop.clone(),
+        ));
+    }
+    app.health.set_certs_loaded();
+
+    // --- listeners ---------------------------------------------------------------------------
+    let https = server::bind(settings.server.listen, "HTTPS admission endpoint").await?;
+    let admin = server::bind(settings.server.admin_listen, "admin endpoint").await?;
+    let https_addr = https.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+    let admin_addr = admin.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+    tasks.spawn(server::serve_tls(
+        https,
+        tls::server_config(resolver.clone()),
+        http::admission_router(app.clone()),
+        stop.clone(),
+        settings.server.drain_timeout,
+    ));
+    tasks.spawn(server::serve_admin(
+        admin,
+        http::admin_router(app.clone()),
+        stop.clone(),
+    ));
+    tracing::info!(%https_addr, %admin_addr, "pod-identity-webhook serving");
+
+    Ok(Running {
+        https_addr,
+        admin_addr,
+        app,
+        cert_resolver: resolver,
+        self_signed_ca_pem,
+        settings,
+        stop,
+        tasks,
+    })
+}
+
+/// Resolves when the process gets SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
