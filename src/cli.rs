@@ -183,7 +183,12 @@ pub struct ServeArgs {
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     pub drain_timeout: Option<Duration>,
     /// Log format [default: auto: JSON unless stderr is a terminal].
-    #[arg(long, env = "POD_IDENTITY_WEBHOOK_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    #[arg(
+        long,
+        env = "POD_IDENTITY_WEBHOOK_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT"
+    )]
     pub log_format: Option<LogFormat>,
 
     /// Accepted for compatibility with the IRSA webhook's arguments; ignored.

@@ -361,7 +361,10 @@ impl InjectionSettings {
             return Err(invalid("token-audience", "must not be empty"));
         }
         if self.container_credentials_audience.is_empty() {
-            return Err(invalid("container-credentials-audience", "must not be empty"));
+            return Err(invalid(
+                "container-credentials-audience",
+                "must not be empty",
+            ));
         }
         if !(self.container_credentials_full_uri.starts_with("http://")
             || self.container_credentials_full_uri.starts_with("https://"))
@@ -515,10 +518,12 @@ pub struct Settings {
 impl Settings {
     /// Settings for tests and local runs: self-signed, loopback, nothing else configured.
     pub fn local() -> Self {
-        let mut server = ServerSettings::default();
-        server.listen = "127.0.0.1:0".parse().expect("static address");
-        server.admin_listen = "127.0.0.1:0".parse().expect("static address");
-        server.shutdown_grace = Duration::ZERO;
+        let server = ServerSettings {
+            listen: "127.0.0.1:0".parse().expect("static address"),
+            admin_listen: "127.0.0.1:0".parse().expect("static address"),
+            shutdown_grace: Duration::ZERO,
+            ..Default::default()
+        };
         Self {
             server,
             tls: TlsSource::SelfSigned,

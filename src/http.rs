@@ -203,12 +203,23 @@ async fn handle(
             .unwrap_or("");
         match decision.outcome {
             Outcome::Denied | Outcome::Error => tracing::info!(
-                operation = req.operation.as_str(), service_account = sa, outcome = decision.outcome.as_str(),
-                reason = decision.reason, dry_run, duration_us = micros, message, "admission decision"
+                operation = req.operation.as_str(),
+                service_account = sa,
+                outcome = decision.outcome.as_str(),
+                reason = decision.reason,
+                dry_run,
+                duration_us = micros,
+                message,
+                "admission decision"
             ),
             _ => tracing::info!(
-                operation = req.operation.as_str(), service_account = sa, outcome = decision.outcome.as_str(),
-                reason = decision.reason, dry_run, duration_us = micros, "admission decision"
+                operation = req.operation.as_str(),
+                service_account = sa,
+                outcome = decision.outcome.as_str(),
+                reason = decision.reason,
+                dry_run,
+                duration_us = micros,
+                "admission decision"
             ),
         }
     });

@@ -75,10 +75,9 @@ impl Metrics {
             "Admission reviews answered, by endpoint, kind, operation and outcome",
             admissions.clone(),
         );
-        let admission_duration =
-            Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(LATENCY_BUCKETS)
-            });
+        let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
         registry.register(
             "admission_duration_seconds",
             "Time from a parsed request to its answer",

@@ -14,7 +14,9 @@ use crate::app::App;
 use crate::config::{Settings, TlsSource};
 use crate::identity::Identities;
 use crate::identity::file::FileSource;
-use crate::identity::kube::{self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings};
+use crate::identity::kube::{
+    self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
+};
 use crate::tls::{CertReloader, CertResolver};
 use crate::{certs, http, reload, server, tls};
 
@@ -79,7 +81,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         ),
         TlsSource::SelfSigned => {
             let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-            names.extend(certs::service_names("pod-identity-webhook", "pod-identity-webhook"));
+            names.extend(certs::service_names(
+                "pod-identity-webhook",
+                "pod-identity-webhook",
+            ));
             let generated = certs::generate(&names)?;
             let ck = tls::certified_key_from_pem(
                 generated.cert_pem.as_bytes(),
@@ -89,8 +94,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             )?;
             let ca_path = std::env::temp_dir().join("pod-identity-webhook-ca.crt");
             match std::fs::write(&ca_path, &generated.ca_cert_pem) {
-                Ok(()) => tracing::info!(ca = %ca_path.display(), "self-signed certificate generated; clients can trust this CA file"),
-                Err(e) => tracing::warn!(error = %e, "self-signed certificate generated; could not write its CA file"),
+                Ok(()) => {
+                    tracing::info!(ca = %ca_path.display(), "self-signed certificate generated; clients can trust this CA file")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "self-signed certificate generated; could not write its CA file")
+                }
             }
             self_signed_ca_pem = Some(generated.ca_cert_pem);
             (CertResolver::new(ck), None)
@@ -149,10 +158,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
     if let Some((cert, key)) = cert_files {
         let metrics_app = app.clone();
-        let reloader = CertReloader::new(cert, key, resolver.clone())
-            .on_reload(move |_| {
-                metrics_app.metrics.certificate_reloads.inc();
-            });
+        let reloader = CertReloader::new(cert, key, resolver.clone()).on_reload(move |_| {
+            metrics_app.metrics.certificate_reloads.inc();
+        });
         tasks.spawn(reload::run(
             reloader,
             settings.server.reload_interval,
@@ -164,8 +172,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     // --- listeners ---------------------------------------------------------------------------
     let https = server::bind(settings.server.listen, "HTTPS admission endpoint").await?;
     let admin = server::bind(settings.server.admin_listen, "admin endpoint").await?;
-    let https_addr = https.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-    let admin_addr = admin.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+    let https_addr = https
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
     tasks.spawn(server::serve_tls(
         https,
         tls::server_config(resolver.clone()),

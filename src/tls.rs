@@ -28,9 +28,7 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{path} is not a readable PEM certificate chain: {message}")]
     BadCertificate { path: PathBuf, message: String },
-    #[error(
-        "{path} holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM expected): {message}"
-    )]
+    #[error("{path} holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM expected): {message}")]
     BadKey { path: PathBuf, message: String },
     #[error("the key in {key} does not belong to the certificate in {cert}: {message}")]
     Mismatch {
@@ -74,13 +72,14 @@ pub fn certified_key_from_pem(
         path: key_path.to_owned(),
         message: e.to_string(),
     })?;
-    let signing_key = provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsError::BadKey {
-            path: key_path.to_owned(),
-            message: e.to_string(),
-        })?;
+    let signing_key =
+        provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::BadKey {
+                path: key_path.to_owned(),
+                message: e.to_string(),
+            })?;
     let ck = CertifiedKey::new(chain, signing_key);
     match ck.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
@@ -149,6 +148,9 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
+/// Called with each newly loaded certificate (metrics).
+pub type ReloadHook = Box<dyn Fn(&CertifiedKey) + Send + Sync>;
+
 /// Re-reads the certificate and key when their bytes change.
 ///
 /// Polling the content (not inotify) follows the `..data` symlink swap a Secret volume does and
@@ -159,7 +161,7 @@ pub struct CertReloader {
     resolver: Arc<CertResolver>,
     last: (Vec<u8>, Vec<u8>),
     /// Called after every successful swap (metrics hook).
-    on_reload: Option<Box<dyn Fn(&CertifiedKey) + Send + Sync>>,
+    on_reload: Option<ReloadHook>,
 }
 
 impl CertReloader {
@@ -205,7 +207,6 @@ impl CertReloader {
             Err(e) => ReloadOutcome::Failed(e.to_string()),
         }
     }
-
 }
 
 impl Reloadable for CertReloader {

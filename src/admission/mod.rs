@@ -110,10 +110,11 @@ impl Mutator {
     /// server's timeout for this call).
     pub async fn review(&self, req: &AdmissionRequest<'_>, budget: Duration) -> Decision {
         let uid = req.uid.as_str();
-        let allow = |reason| Decision::new(AdmissionResponse::allow(uid), Outcome::Unchanged, reason);
+        let allow =
+            |reason| Decision::new(AdmissionResponse::allow(uid), Outcome::Unchanged, reason);
         // Only pod creation is mutated; anything else the configuration routes here is let
         // through untouched rather than blocked.
-        if req.kind.kind != "Pod" || req.kind.group != "" {
+        if req.kind.kind != "Pod" || !req.kind.group.is_empty() {
             return allow("not a pod");
         }
         if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {

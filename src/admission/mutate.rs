@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::{AddOperation, Patch, PatchOperation};
 use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -144,7 +144,10 @@ impl PodView {
         self.spec.node_selector.as_ref().is_some_and(|ns| {
             ["kubernetes.io/os", "beta.kubernetes.io/os"]
                 .iter()
-                .any(|k| ns.get(*k).is_some_and(|v| v.eq_ignore_ascii_case("windows")))
+                .any(|k| {
+                    ns.get(*k)
+                        .is_some_and(|v| v.eq_ignore_ascii_case("windows"))
+                })
         })
     }
 }
@@ -252,7 +255,12 @@ pub fn mutate_pod(
         prefix,
         SKIP_CONTAINERS,
     )
-    .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+    .map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
     .unwrap_or_default();
 
     let mut injected_any = false;
@@ -283,7 +291,12 @@ pub fn mutate_pod(
                     env.push(env_var(name, value));
                 }
             }
-            append(&mut ops, &["spec", list, &i.to_string(), "env"], &c.env, env);
+            append(
+                &mut ops,
+                &["spec", list, &i.to_string(), "env"],
+                &c.env,
+                env,
+            );
 
             let mounted = c
                 .volume_mounts
@@ -367,7 +380,12 @@ fn add(tokens: &[&str], value: Value) -> PatchOperation {
 }
 
 /// Appends items to a list, creating the list only when the pod has none.
-fn append<T>(ops: &mut Vec<PatchOperation>, list: &[&str], existing: &Option<T>, items: Vec<Value>) {
+fn append<T>(
+    ops: &mut Vec<PatchOperation>,
+    list: &[&str],
+    existing: &Option<T>,
+    items: Vec<Value>,
+) {
     if items.is_empty() {
         return;
     }

@@ -274,7 +274,10 @@ mod tests {
         let p = Path::new("a.yaml");
         let bad_arn = GOOD.replace("arn:aws:iam::111122223333:role/carts", "carts");
         let e = parse(p, &bad_arn).unwrap_err().to_string();
-        assert!(e.contains("associations[0] (team-a/carts)") && e.contains("roleArn"), "{e}");
+        assert!(
+            e.contains("associations[0] (team-a/carts)") && e.contains("roleArn"),
+            "{e}"
+        );
         let typo = GOOD.replace("roleArn", "rolearn");
         let e = parse(p, &typo).unwrap_err().to_string();
         assert!(e.contains("rolearn") || e.contains("roleArn"), "{e}");
@@ -302,7 +305,10 @@ mod tests {
 
         std::fs::write(&path, "associations: [ {broken").unwrap();
         assert!(matches!(reloader.check(), ReloadOutcome::Failed(_)));
-        assert!(src.get("team-a", "carts").is_some(), "last good content kept");
+        assert!(
+            src.get("team-a", "carts").is_some(),
+            "last good content kept"
+        );
 
         std::fs::write(&path, GOOD.replace("carts", "orders")).unwrap();
         assert_eq!(reloader.check(), ReloadOutcome::Reloaded);

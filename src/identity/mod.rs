@@ -351,8 +351,8 @@ mod tests {
 
     #[tokio::test]
     async fn source_error_is_reported_not_hidden() {
-        let ids = Identities::new("eks.amazonaws.com")
-            .with_associations(Arc::new(Fixed(None, true)));
+        let ids =
+            Identities::new("eks.amazonaws.com").with_associations(Arc::new(Fixed(None, true)));
         let r = ids.resolve("n", "s", Freshness::Cached).await;
         assert!(r.identity.is_none());
         assert!(!r.complete());
