@@ -13,6 +13,7 @@ use crate::admission::validate::Validator;
 use crate::app::App;
 use crate::config::{Settings, TlsSource};
 use crate::identity::Identities;
+use crate::identity::cache::EksSource;
 use crate::identity::file::FileSource;
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
@@ -119,11 +120,20 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             stop.clone(),
         ));
     }
+    // After the file source: a ServiceAccount in the associations file keeps its entry there.
     if let Some(eks) = &settings.eks {
-        return Err(StartError::Other(format!(
-            "the EKS association source (cluster {}) is not available in this build; use --associations",
-            eks.cluster_name
-        )));
+        let source = EksSource::connect(eks)
+            .await
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        tracing::info!(
+            cluster = %eks.cluster_name,
+            region = eks.region.as_deref().unwrap_or("(from the AWS environment)"),
+            endpoint = eks.endpoint.as_deref().unwrap_or("(default)"),
+            sync_interval = ?eks.sync_interval,
+            "reading Pod Identity associations from EKS"
+        );
+        identities = identities.with_associations(Arc::new(source.clone()));
+        tasks.spawn(source.run_sync(stop.clone()));
     }
     match kube_source::connect(settings.kubeconfig.as_deref()).await? {
         ClusterAccess::Client(client, from) => {

@@ -7,6 +7,8 @@
 //!
 //! [`Identities`] combines them into the one answer a decision needs: [`ResolvedIdentity`].
 
+pub mod cache;
+pub mod eks;
 pub mod file;
 pub mod kube;
 pub mod sa;
