@@ -527,14 +527,17 @@ impl Inner {
         namespace: &str,
         sa: &str,
     ) -> Result<(Option<Arc<Association>>, Instant), IdentityError> {
-        self.breaker_admit()?;
+        let probe = self.breaker_admit()?;
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| unavailable("EKS source is shutting down"))?;
-        // The breaker may have opened while this lookup queued.
-        self.breaker_admit()?;
+        // The breaker may have opened while this lookup queued (a probe goes ahead: it is
+        // what closes the breaker again).
+        if !probe {
+            self.breaker_admit()?;
+        }
         let started = Instant::now();
         let result = self.point_lookup(namespace, sa).await;
         self.breaker_record(result.as_ref().err());
@@ -611,7 +614,8 @@ impl Inner {
         }
     }
 
-    fn breaker_admit(&self) -> Result<(), IdentityError> {
+    /// `Ok(true)` when this caller is the one probe let through after a pause.
+    fn breaker_admit(&self) -> Result<bool, IdentityError> {
         let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         match b.open_until {
@@ -624,9 +628,9 @@ impl Inner {
             Some(_) => {
                 // Half-open: this caller probes; everyone else waits for another cool-down.
                 b.open_until = Some(now + b.cooldown);
-                Ok(())
+                Ok(true)
             }
-            None => Ok(()),
+            None => Ok(false),
         }
     }
 
@@ -1014,6 +1018,30 @@ mod tests {
         let threshold = src.options().breaker_threshold as usize;
         assert_eq!(mem.lists.load(Ordering::SeqCst), threshold);
         assert!(src.stats().paused);
+    }
+
+    #[tokio::test]
+    async fn calls_resume_after_the_cool_down_when_eks_recovers() {
+        let mem = Arc::new(MemEks::default());
+        mem.down.store(true, Ordering::SeqCst);
+        let src = source(&mem, opts());
+        for i in 0..10 {
+            assert!(
+                src.lookup("n", &format!("sa{i}"), Freshness::Cached)
+                    .await
+                    .is_err()
+            );
+        }
+        assert!(src.stats().paused);
+        mem.down.store(false, Ordering::SeqCst);
+        mem.set(vec![assoc("n", "s", "r1")]);
+        // One probe after the cool-down closes the breaker again.
+        tokio::time::sleep(src.options().breaker_cooldown * 2).await;
+        assert_eq!(
+            role(&src, "n", "s", Freshness::Cached).await.as_deref(),
+            Some("r1")
+        );
+        assert!(!src.stats().paused);
     }
 
     #[tokio::test]

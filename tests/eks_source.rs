@@ -1,0 +1,393 @@
+//! The EKS association source against a fake EKS API over HTTP: the real `aws-sdk-eks` client,
+//! its signing and its retries run on every call (issue 3).
+
+mod eks_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eks_support::{FakeEks, Fault, fast_tuning, role_arn};
+use pod_identity_webhook::config::{EksSettings, FailureMode};
+use pod_identity_webhook::identity::cache::{CacheOptions, EksSource};
+use pod_identity_webhook::identity::{AssociationSource, Freshness, IdentityError};
+
+const CLUSTER: &str = "prod";
+
+fn options() -> CacheOptions {
+    let mut s = EksSettings::new(CLUSTER);
+    s.ttl = Duration::from_millis(400);
+    s.negative_ttl = Duration::from_millis(150);
+    s.max_wait = Duration::from_millis(300);
+    s.sync_interval = Duration::from_millis(200);
+    s.ready_timeout = Duration::from_secs(5);
+    let mut o = CacheOptions::from_settings(&s);
+    o.error_cooldown = Duration::from_millis(50);
+    o.breaker_cooldown = Duration::from_millis(300);
+    o.breaker_max_cooldown = Duration::from_millis(600);
+    o.sync_retry = Duration::from_millis(50);
+    o
+}
+
+fn source(fake: &FakeEks, opts: CacheOptions) -> EksSource {
+    EksSource::new(Arc::new(fake.client(CLUSTER, &fast_tuning())), opts)
+}
+
+async fn role_of(src: &EksSource, ns: &str, sa: &str) -> Result<Option<String>, IdentityError> {
+    src.lookup(ns, sa, Freshness::Cached)
+        .await
+        .map(|a| a.map(|a| a.role_arn.clone()))
+}
+
+/// Polls (bounded) until `lookup` gives `want`; the cache refreshes in the background.
+async fn eventually(src: &EksSource, ns: &str, sa: &str, want: Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = role_of(src, ns, sa).await;
+        if matches!(&got, Ok(v) if *v == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ns}/{sa}: still {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_sync_reads_every_page_and_describes_every_association() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add_many(1_001);
+    let src = source(&fake, options());
+    let report = src.sync_now().await.expect("sync");
+    assert_eq!(report.associations, 1_001);
+    assert_eq!(report.pages, 11, "100 a page");
+    assert_eq!(fake.lists(), 11);
+    assert_eq!(fake.describes(), 1_001);
+    assert_eq!(fake.unsigned(), 0, "every request is SigV4-signed");
+
+    let before = fake.requests();
+    assert_eq!(
+        role_of(&src, "ns-20", "sa-1000").await.unwrap(),
+        Some(role_arn("role-1000"))
+    );
+    assert_eq!(
+        role_of(&src, "ns-0", "sa-0").await.unwrap(),
+        Some(role_arn("role-0"))
+    );
+    // Not in the synced view: "none", straight from the snapshot.
+    assert_eq!(role_of(&src, "ns-0", "nobody").await.unwrap(), None);
+    assert_eq!(fake.requests(), before, "answered without calling EKS");
+    let stats = src.stats();
+    assert_eq!(stats.synced_associations, 1_001);
+    assert!(stats.last_sync_unix.is_some());
+}
+
+#[tokio::test]
+async fn added_removed_and_changed_associations_show_up_after_the_next_sync() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    fake.add("team-a", "db", "db");
+    let src = source(&fake, options());
+    src.sync_now().await.unwrap();
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+
+    fake.set_role("team-a", "carts", "carts-v2");
+    fake.remove("team-a", "db");
+    fake.add("team-b", "reporter", "reporter");
+    fake.update("team-b", "reporter", |a| {
+        a.target_role_arn = Some("arn:aws:iam::777788889999:role/reader".into());
+        a.external_id = Some("ext".into());
+        a.disable_session_tags = Some(true);
+    });
+    src.sync_now().await.unwrap();
+
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts-v2"))
+    );
+    assert_eq!(role_of(&src, "team-a", "db").await.unwrap(), None);
+    let reporter = src
+        .lookup("team-b", "reporter", Freshness::Cached)
+        .await
+        .unwrap()
+        .expect("new association");
+    assert_eq!(
+        reporter.target_role_arn.as_deref(),
+        Some("arn:aws:iam::777788889999:role/reader")
+    );
+    assert_eq!(reporter.external_id.as_deref(), Some("ext"));
+    assert_eq!(reporter.disable_session_tags, Some(true));
+    assert!(
+        reporter
+            .association_id
+            .as_deref()
+            .unwrap()
+            .starts_with("a-")
+    );
+}
+
+#[tokio::test]
+async fn the_background_sync_loop_picks_up_changes_and_turns_ready() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    let src = source(&fake, options());
+    assert!(!src.ready(), "not ready before the first sync");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(src.clone().run_sync(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !src.ready() {
+        assert!(Instant::now() < deadline, "never turned ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fake.set_role("team-a", "carts", "carts-v2");
+    eventually(&src, "team-a", "carts", Some(role_arn("carts-v2"))).await;
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn changes_show_up_after_the_ttl_without_a_sync() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    let src = source(&fake, options());
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+    assert_eq!(role_of(&src, "team-a", "db").await.unwrap(), None);
+
+    fake.set_role("team-a", "carts", "carts-v2");
+    fake.add("team-a", "db", "db");
+    // Within the TTLs the cached answers stand ...
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+    assert_eq!(role_of(&src, "team-a", "db").await.unwrap(), None);
+    // ... after them the new ones arrive (the negative TTL is the shorter one).
+    eventually(&src, "team-a", "db", Some(role_arn("db"))).await;
+    eventually(&src, "team-a", "carts", Some(role_arn("carts-v2"))).await;
+
+    fake.remove("team-a", "carts");
+    eventually(&src, "team-a", "carts", None).await;
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_lookups_of_a_cold_service_account_make_one_list_and_one_describe() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    // Slow enough that every lookup arrives while the first is still in flight.
+    fake.set_delay(Duration::from_millis(100));
+    let mut opts = options();
+    opts.max_wait = Duration::from_secs(3);
+    let src = source(&fake, opts);
+    let lookups: Vec<_> = (0..1_000)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move { role_of(&src, "team-a", "carts").await })
+        })
+        .collect();
+    for l in lookups {
+        assert_eq!(l.await.unwrap().unwrap(), Some(role_arn("carts")));
+    }
+    assert_eq!(fake.lists(), 1);
+    assert_eq!(fake.describes(), 1);
+    let stats = src.stats();
+    assert_eq!(stats.list_calls, 1);
+    assert_eq!(stats.describe_calls, 1);
+    assert!(stats.coalesced > 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn bypass_negative_asks_eks_again_and_concurrent_bypasses_share_the_call() {
+    let fake = FakeEks::start(CLUSTER).await;
+    let src = source(&fake, options());
+    assert_eq!(role_of(&src, "team-a", "fresh").await.unwrap(), None);
+    fake.add("team-a", "fresh", "fresh");
+    let lists = fake.lists();
+    let lookups: Vec<_> = (0..50)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move {
+                src.lookup("team-a", "fresh", Freshness::BypassNegative)
+                    .await
+                    .map(|a| a.map(|a| a.role_arn.clone()))
+            })
+        })
+        .collect();
+    for l in lookups {
+        assert_eq!(l.await.unwrap().unwrap(), Some(role_arn("fresh")));
+    }
+    assert_eq!(fake.lists(), lists + 1);
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_by_the_sdk() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    fake.fail_next(2, Fault::Throttle);
+    let src = source(&fake, options());
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+    assert_eq!(fake.lists(), 3, "two 429s, then the answer");
+    assert_eq!(fake.describes(), 1);
+    assert_eq!(src.stats().list_errors, 0, "retries stay inside the SDK");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported_and_never_cached_as_absent() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    fake.fail_next(3, Fault::Server);
+    let src = source(&fake, options());
+    let err = role_of(&src, "team-a", "carts").await.unwrap_err();
+    assert!(matches!(err, IdentityError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("ServerException"), "{err}");
+    assert_eq!(fake.lists(), 3, "three attempts");
+    assert_eq!(src.stats().list_errors, 1);
+    // The failure left nothing behind: the next lookup asks again and finds it.
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_parameter_is_not_retried_and_a_wrong_cluster_names_the_flag() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.fail_next(1, Fault::InvalidParameter);
+    let src = source(&fake, options());
+    let err = role_of(&src, "team-a", "carts").await.unwrap_err();
+    assert!(
+        err.to_string().contains("InvalidParameterException"),
+        "{err}"
+    );
+    assert_eq!(fake.lists(), 1, "a client error is not retried");
+
+    let wrong = EksSource::new(Arc::new(fake.client("nope", &fast_tuning())), options());
+    let err = role_of(&wrong, "team-a", "carts").await.unwrap_err();
+    assert!(err.to_string().contains("--cluster-name"), "{err}");
+    let err = wrong.sync_now().await.unwrap_err();
+    assert!(
+        err.to_string().contains("ResourceNotFoundException"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn eks_down_serves_last_known_data_within_the_bound_and_does_not_storm() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    let opts = options();
+    let bound = opts.max_wait + Duration::from_secs(2); // scheduling slack on a busy machine
+    let src = source(&fake, opts.clone());
+    // Known through a point lookup (no full sync: every other key stays unknown).
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+    fake.set_down(true);
+    tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
+
+    let before = fake.requests();
+    for i in 0..200 {
+        // The known association keeps being served ...
+        let known = tokio::time::timeout(bound, role_of(&src, "team-a", "carts"))
+            .await
+            .expect("answered within the bound");
+        assert_eq!(known.unwrap(), Some(role_arn("carts")));
+        // ... an unknown ServiceAccount is "could not tell", never "none".
+        let cold = tokio::time::timeout(bound, role_of(&src, "team-a", &format!("sa-{i}")))
+            .await
+            .expect("answered within the bound");
+        assert!(cold.is_err(), "{cold:?}");
+    }
+    let during = fake.requests() - before;
+    // Five failed lookups open the breaker; each took at most three attempts.
+    assert!(during <= 30, "{during} requests reached a failing EKS");
+    let stats = src.stats();
+    assert!(stats.paused, "{stats:?}");
+    assert!(stats.stale > 0);
+
+    // A sync while down fails and changes nothing.
+    assert!(src.sync_now().await.is_err());
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+
+    // Recovery: after the cool-down, lookups reach EKS again.
+    fake.set_down(false);
+    fake.add("team-a", "late", "late");
+    eventually(&src, "team-a", "late", Some(role_arn("late"))).await;
+}
+
+#[tokio::test]
+async fn a_slow_eks_is_bounded_and_the_answer_arrives_in_the_background() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    fake.set_delay(Duration::from_millis(400)); // > max_wait (300 ms) for each call
+    let src = source(&fake, options());
+    let err = tokio::time::timeout(Duration::from_secs(3), role_of(&src, "team-a", "carts"))
+        .await
+        .expect("the wait is bounded")
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::Timeout { .. }), "{err}");
+    // The lookup continues and fills the cache for the next admission.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.describes() == 0 || src.stats().cache_entries == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "background lookup never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        src.lookup("x", "y", Freshness::Cached).await.ok(); // lets moka count
+    }
+    fake.set_delay(Duration::ZERO);
+    let lists = fake.lists();
+    assert_eq!(
+        role_of(&src, "team-a", "carts").await.unwrap(),
+        Some(role_arn("carts"))
+    );
+    assert_eq!(fake.lists(), lists, "served from the cache");
+}
+
+#[tokio::test]
+async fn a_slow_eks_with_stale_data_serves_it_at_once() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    let opts = options();
+    let src = source(&fake, opts.clone());
+    src.sync_now().await.unwrap();
+    fake.set_delay(Duration::from_secs(2));
+    tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
+    let answer = tokio::time::timeout(opts.max_wait, role_of(&src, "team-a", "carts"))
+        .await
+        .expect("stale data does not wait for EKS");
+    assert_eq!(answer.unwrap(), Some(role_arn("carts")));
+}
+
+#[tokio::test]
+async fn admit_unmutated_mode_gives_an_error_instead_of_stale_data() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    let mut opts = options();
+    opts.failure_mode = FailureMode::AdmitUnmutated;
+    let src = source(&fake, opts.clone());
+    src.sync_now().await.unwrap();
+    fake.set_delay(Duration::from_secs(2));
+    tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
+    let answer = tokio::time::timeout(Duration::from_secs(2), role_of(&src, "team-a", "carts"))
+        .await
+        .expect("bounded");
+    assert!(
+        matches!(answer, Err(IdentityError::Timeout { .. })),
+        "{answer:?}"
+    );
+}
