@@ -1,0 +1,71 @@
+//! Full sync of 5,000 associations against the fake EKS API over HTTP (the real aws-sdk-eks
+//! client, signing included): wall time, EKS calls, peak memory (VmHWM of this process, which
+//! also holds the fake server). `cargo bench --bench eks_sync`
+
+#[path = "../tests/eks_support/mod.rs"]
+mod eks_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eks_support::{FakeEks, fast_tuning};
+use pod_identity_webhook::config::EksSettings;
+use pod_identity_webhook::identity::cache::{CacheOptions, EksSource};
+
+/// Peak resident set size so far, in KiB (Linux).
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument other than ours means "not me".
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && !"eks_sync".contains(a.as_str()))
+    {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let fake = FakeEks::start("bench").await;
+        fake.add_many(5_000);
+        for concurrency in [8usize, 32] {
+            let mut s = EksSettings::new("bench");
+            s.concurrency = concurrency;
+            let mut tuning = fast_tuning();
+            tuning.operation_timeout = Duration::from_secs(30);
+            let mut runs = Vec::new();
+            for _ in 0..3 {
+                let src = EksSource::new(
+                    Arc::new(fake.client("bench", &tuning)),
+                    CacheOptions::from_settings(&s),
+                );
+                let (lists, describes) = (fake.lists(), fake.describes());
+                let before = vm_hwm_kib().unwrap_or(0);
+                let start = Instant::now();
+                let report = src.sync_now().await.expect("sync");
+                let took = start.elapsed();
+                let after = vm_hwm_kib().unwrap_or(0);
+                assert_eq!(report.associations, 5_000);
+                runs.push(took);
+                println!(
+                    "eks full sync 5000 associations, concurrency {concurrency}: {:>8.1} ms, {} List + {} Describe calls, VmHWM {} KiB -> {} KiB",
+                    took.as_secs_f64() * 1e3,
+                    fake.lists() - lists,
+                    fake.describes() - describes,
+                    before,
+                    after
+                );
+            }
+            runs.sort();
+            println!(
+                "eks full sync 5000 associations, concurrency {concurrency}: median {:.1} ms",
+                runs[1].as_secs_f64() * 1e3
+            );
+        }
+    });
+}
