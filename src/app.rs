@@ -66,6 +66,9 @@ impl App {
         if !self.identities().ready() {
             reasons.push("identity sources not synced");
         }
+        if !self.validator.ready() {
+            reasons.push("namespace labels not synced");
+        }
         reasons
     }
 }

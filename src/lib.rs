@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`identity`]: where identities come from (associations file, EKS, ServiceAccounts); no HTTP.
 //! - [`admission`]: the AdmissionReview protocol and the decisions (pure mutation, policy).
+//! - [`policy`]: the identity policy (modes, exemptions, verdicts); [`namespaces`]: its labels.
 //! - [`http`], [`server`], [`tls`]: serving over HTTPS with reloadable certificates.
 //! - [`serve`]: wiring settings into a running webhook.
 
@@ -17,6 +18,8 @@ pub mod http;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod namespaces;
+pub mod policy;
 pub mod reload;
 pub mod serve;
 pub mod server;

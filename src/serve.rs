@@ -18,6 +18,8 @@ use crate::identity::file::FileSource;
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
 };
+use crate::namespaces::{KubeNamespaces, NamespaceStore};
+use crate::policy::Policy;
 use crate::tls::{CertReloader, CertResolver};
 use crate::{certs, http, reload, server, tls};
 
@@ -107,6 +109,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         }
     };
 
+    // --- policy -------------------------------------------------------------------------------
+    let own_ns = own_namespace(settings.namespace.as_deref());
+    let policy = Policy::compile(&settings.policy, own_ns.as_deref())?
+        .with_associations_file(settings.associations_file.clone());
+    let mut namespace_store: Option<Arc<dyn NamespaceStore>> = None;
+
     // --- identity sources -------------------------------------------------------------------
     let inj = settings.injection.clone();
     let mut identities = Identities::new(inj.annotation_prefix.clone());
@@ -139,15 +147,23 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         ClusterAccess::Client(client, from) => {
             tracing::info!(%from, "watching ServiceAccounts for IRSA annotations");
             let store = KubeServiceAccounts::start(
-                client,
+                client.clone(),
                 StoreSettings::new(inj.annotation_prefix.clone()),
                 stop.clone(),
             );
             identities = identities.with_service_accounts(store);
+            tracing::info!("watching Namespaces for the policy label");
+            let sa_settings = StoreSettings::new(inj.annotation_prefix.clone());
+            namespace_store = Some(KubeNamespaces::start(
+                client,
+                sa_settings.live_get_timeout,
+                sa_settings.ready_timeout,
+                stop.clone(),
+            ));
         }
         ClusterAccess::None => {
             tracing::info!(
-                "no Kubernetes API (no --kubeconfig and not running in a pod): running on the associations file alone; IRSA annotations are not read"
+                "no Kubernetes API (no --kubeconfig and not running in a pod): running on the associations file alone; IRSA annotations and namespace policy labels are not read"
             );
         }
     }
@@ -158,11 +174,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
 
     // --- application ------------------------------------------------------------------------
+    let mut validator = Validator::new(policy, identities.clone());
+    if let Some(store) = namespace_store {
+        validator = validator.with_namespaces(store);
+    }
     let mut mutator = Mutator::new(inj, identities);
     if let Some(eks) = &settings.eks {
         mutator.failure_mode = eks.failure_mode;
     }
-    let mut app = App::new(mutator, Validator::default());
+    let mut app = App::new(mutator, validator);
     app.max_body_bytes = settings.server.max_body_bytes;
     let app = Arc::new(app);
 

@@ -1,0 +1,290 @@
+//! Narrow views of the objects the policy checks: the pod spec of a Pod, or the pod template of
+//! a workload, reduced to the ServiceAccount and the containers' literal env values.
+
+use serde::Deserialize;
+
+use super::verdict::StaticCredential;
+
+/// The environment variables that carry static AWS keys.
+pub const STATIC_KEY_VARS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
+/// The kinds whose pods the policy checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+}
+
+impl WorkloadKind {
+    /// The kind of a request, from its API group and kind.
+    pub fn from_gvk(group: &str, kind: &str) -> Option<Self> {
+        Some(match (group, kind) {
+            ("", "Pod") => Self::Pod,
+            ("apps", "Deployment") => Self::Deployment,
+            ("apps", "StatefulSet") => Self::StatefulSet,
+            ("apps", "DaemonSet") => Self::DaemonSet,
+            ("apps", "ReplicaSet") => Self::ReplicaSet,
+            ("batch", "Job") => Self::Job,
+            ("batch", "CronJob") => Self::CronJob,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::Job => "Job",
+            Self::CronJob => "CronJob",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub generate_name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Meta {
+    /// A readable name (`generateName` objects have none yet at admission).
+    pub fn display_name(&self) -> String {
+        match (&self.name, &self.generate_name) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, Some(g)) if !g.is_empty() => format!("{g}*"),
+            _ => "<unnamed>".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+    /// Deprecated alias, still filled in by the API server.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub containers: Option<Vec<Container>>,
+    #[serde(default)]
+    pub init_containers: Option<Vec<Container>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub env: Option<Vec<EnvVar>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EnvVar {
+    #[serde(default)]
+    pub name: String,
+    /// Only literal values matter; `valueFrom` (a Secret reference) is not a literal.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+impl PodSpec {
+    /// `serviceAccountName`, else `serviceAccount`, else `default` (what the API server uses).
+    pub fn service_account(&self) -> &str {
+        self.service_account_name
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(self.service_account.as_deref().filter(|s| !s.is_empty()))
+            .unwrap_or("default")
+    }
+
+    /// Containers that set a static AWS key as a literal value.
+    pub fn static_credentials(&self) -> Vec<StaticCredential> {
+        let containers = self.init_containers.iter().chain(self.containers.iter());
+        let mut found = Vec::new();
+        for c in containers.flatten() {
+            for e in c.env.iter().flatten() {
+                if STATIC_KEY_VARS.contains(&e.name.as_str())
+                    && e.value.as_deref().is_some_and(|v| !v.is_empty())
+                {
+                    found.push(StaticCredential {
+                        container: c.name.clone(),
+                        variable: e.name.clone(),
+                    });
+                }
+            }
+        }
+        found
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Template {
+    #[serde(default)]
+    spec: PodSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WithTemplate {
+    #[serde(default)]
+    template: Template,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct JobTemplate {
+    #[serde(default)]
+    spec: WithTemplate,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CronJobSpec {
+    #[serde(default)]
+    job_template: JobTemplate,
+}
+
+#[derive(Debug, Deserialize)]
+struct PodObject {
+    #[serde(default)]
+    metadata: Meta,
+    #[serde(default)]
+    spec: PodSpec,
+}
+
+#[derive(Debug, Deserialize)]
+struct TemplateObject {
+    #[serde(default)]
+    metadata: Meta,
+    #[serde(default)]
+    spec: WithTemplate,
+}
+
+#[derive(Debug, Deserialize)]
+struct CronJobObject {
+    #[serde(default)]
+    metadata: Meta,
+    #[serde(default)]
+    spec: CronJobSpec,
+}
+
+/// A Pod or workload reduced to what the policy reads.
+#[derive(Debug, Default)]
+pub struct WorkloadView {
+    pub metadata: Meta,
+    /// The pod spec (of the pod, or of the pod template).
+    pub pod: PodSpec,
+}
+
+impl WorkloadView {
+    /// Reads the object of a request of `kind`; the error names the field that was wrong.
+    pub fn read(kind: WorkloadKind, raw: &serde_json::value::RawValue) -> Result<Self, String> {
+        use crate::admission::read_object;
+        let what = kind.as_str();
+        Ok(match kind {
+            WorkloadKind::Pod => {
+                let o: PodObject = read_object(raw, what)?;
+                Self {
+                    metadata: o.metadata,
+                    pod: o.spec,
+                }
+            }
+            WorkloadKind::CronJob => {
+                let o: CronJobObject = read_object(raw, what)?;
+                Self {
+                    metadata: o.metadata,
+                    pod: o.spec.job_template.spec.template.spec,
+                }
+            }
+            _ => {
+                let o: TemplateObject = read_object(raw, what)?;
+                Self {
+                    metadata: o.metadata,
+                    pod: o.spec.template.spec,
+                }
+            }
+        })
+    }
+
+    /// Static pods the kubelet mirrors into the API: the kubelet cannot act on a denial.
+    pub fn is_mirror_pod(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::admission::mutate::MIRROR_ANNOTATION))
+    }
+}
+
+/// A ServiceAccount reduced to its name and annotations.
+#[derive(Debug, Deserialize)]
+pub struct ServiceAccountView {
+    #[serde(default)]
+    pub metadata: Meta,
+}
+
+impl ServiceAccountView {
+    /// The value of `<prefix>/role-arn`, trimmed; `None` when absent or blank.
+    pub fn role_arn(&self, prefix: &str) -> Option<&str> {
+        let annotations = self.metadata.annotations.as_ref()?;
+        crate::identity::sa::annotation(annotations, prefix, crate::identity::sa::ROLE_ARN)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn reads_each_kind_template() {
+        let tpl = r#"{"template":{"spec":{"serviceAccountName":"a","containers":[{"name":"c","env":[{"name":"AWS_ACCESS_KEY_ID","value":"AKIA"}]}]}}}"#;
+        let obj = format!(r#"{{"metadata":{{"name":"x"}},"spec":{tpl}}}"#);
+        let v = WorkloadView::read(WorkloadKind::Deployment, &raw(&obj)).unwrap();
+        assert_eq!(v.pod.service_account(), "a");
+        assert_eq!(v.pod.static_credentials().len(), 1);
+        let cron =
+            format!(r#"{{"metadata":{{"name":"x"}},"spec":{{"jobTemplate":{{"spec":{tpl}}}}}}}"#);
+        let v = WorkloadView::read(WorkloadKind::CronJob, &raw(&cron)).unwrap();
+        assert_eq!(v.pod.service_account(), "a");
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"serviceAccount":"legacy"}}"#;
+        let v = WorkloadView::read(WorkloadKind::Pod, &raw(pod)).unwrap();
+        assert_eq!(v.pod.service_account(), "legacy");
+        let none = r#"{"metadata":{"name":"p"},"spec":{}}"#;
+        let v = WorkloadView::read(WorkloadKind::ReplicaSet, &raw(none)).unwrap();
+        assert_eq!(v.pod.service_account(), "default");
+    }
+
+    #[test]
+    fn secret_references_are_not_static_keys() {
+        let pod = r#"{"spec":{"containers":[{"name":"c","env":[{"name":"AWS_SECRET_ACCESS_KEY","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},{"name":"AWS_ACCESS_KEY_ID","value":""}]}]}}"#;
+        let v = WorkloadView::read(WorkloadKind::Pod, &raw(pod)).unwrap();
+        assert!(v.pod.static_credentials().is_empty());
+    }
+
+    #[test]
+    fn unreadable_object_names_the_field() {
+        let bad = r#"{"spec":{"template":{"spec":{"containers":"nope"}}}}"#;
+        let e = WorkloadView::read(WorkloadKind::Job, &raw(bad)).unwrap_err();
+        assert!(e.contains("spec.template.spec.containers"), "{e}");
+        assert!(e.contains("Job"), "{e}");
+    }
+}
