@@ -12,11 +12,13 @@ use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::app::App;
 use crate::config::{Settings, TlsSource};
-use crate::identity::Identities;
 use crate::identity::file::FileSource;
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
 };
+use crate::identity::{AssociationSource, Identities};
+use crate::live_config::ConfigReloader;
+use crate::metrics::{FamilySnapshot, Metrics, SampleKind};
 use crate::tls::{CertReloader, CertResolver};
 use crate::{certs, http, reload, server, tls};
 
@@ -66,8 +68,20 @@ pub fn own_namespace(configured: Option<&str>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// What a caller can add to the configured webhook (tests, embedders).
+#[derive(Default)]
+pub struct Extras {
+    /// Association sources consulted before the configured ones (earlier sources win).
+    pub association_sources: Vec<Arc<dyn AssociationSource>>,
+}
+
 /// Builds the identity sources, binds the listeners and starts serving.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    start_with(settings, Extras::default()).await
+}
+
+/// [`start`], with `extras` added to what `settings` configure.
+pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, StartError> {
     tls::install_default_provider();
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -107,17 +121,29 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
 
     // --- identity sources -------------------------------------------------------------------
+    let mut metrics = Metrics::new();
     let inj = settings.injection.clone();
-    let mut identities = Identities::new(inj.annotation_prefix.clone());
+    let mut identities =
+        Identities::new(inj.annotation_prefix.clone()).with_observer(metrics.lookup_observer());
+    for source in extras.association_sources {
+        identities = identities.with_associations(source);
+    }
+    let mut file_reloader = None;
     if let Some(path) = &settings.associations_file {
         let (source, reloader) = FileSource::open(path)?;
         tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
+        metrics.record_loaded("associations");
+        let counted = source.clone();
+        metrics.register_snapshot(move || {
+            vec![FamilySnapshot {
+                name: "associations",
+                help: "Pod Identity associations known, by source",
+                kind: SampleKind::Gauge,
+                samples: vec![(vec![("source", "file")], counted.len() as f64)],
+            }]
+        });
         identities = identities.with_associations(source);
-        tasks.spawn(reload::run(
-            reloader,
-            settings.server.reload_interval,
-            stop.clone(),
-        ));
+        file_reloader = Some(reloader);
     }
     if let Some(eks) = &settings.eks {
         return Err(StartError::Other(format!(
@@ -148,24 +174,48 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
 
     // --- application ------------------------------------------------------------------------
+    if let Some(expiry) = tls::not_after(&resolver.current()) {
+        metrics.certificate_expiry_seconds.set(expiry);
+    }
+    metrics.record_loaded("certificate");
+    if settings.config_file.is_some() {
+        metrics.record_loaded("config");
+    }
     let mut mutator = Mutator::new(inj, identities);
     if let Some(eks) = &settings.eks {
         mutator.failure_mode = eks.failure_mode;
     }
+    let live_injection = mutator.injection.clone();
     let mut app = App::new(mutator, Validator::default());
+    app.metrics = metrics;
     app.max_body_bytes = settings.server.max_body_bytes;
     let app = Arc::new(app);
 
+    // --- reloads -----------------------------------------------------------------------------
+    let interval = settings.server.reload_interval;
+    let observe = |file: &'static str| {
+        let app = app.clone();
+        move |outcome: &reload::ReloadOutcome| app.metrics.record_reload(file, outcome)
+    };
+    if let Some(reloader) = file_reloader {
+        let reloader = reload::observed(reloader, observe("associations"));
+        tasks.spawn(reload::run(reloader, interval, stop.clone()));
+    }
+    if let Some(path) = &settings.config_file {
+        let reloader = ConfigReloader::new(path.clone(), settings.clone(), live_injection);
+        let reloader = reload::observed(reloader, observe("config"));
+        tasks.spawn(reload::run(reloader, interval, stop.clone()));
+    }
     if let Some((cert, key)) = cert_files {
         let metrics_app = app.clone();
-        let reloader = CertReloader::new(cert, key, resolver.clone()).on_reload(move |_| {
+        let reloader = CertReloader::new(cert, key, resolver.clone()).on_reload(move |ck| {
             metrics_app.metrics.certificate_reloads.inc();
+            if let Some(expiry) = tls::not_after(ck) {
+                metrics_app.metrics.certificate_expiry_seconds.set(expiry);
+            }
         });
-        tasks.spawn(reload::run(
-            reloader,
-            settings.server.reload_interval,
-            stop.clone(),
-        ));
+        let reloader = reload::observed(reloader, observe("certificate"));
+        tasks.spawn(reload::run(reloader, interval, stop.clone()));
     }
     app.health.set_certs_loaded();
 
