@@ -213,31 +213,33 @@ fn log_decision(
     let service_account = decision.service_account.as_deref().unwrap_or("");
     let dry_run = req.dry_run.unwrap_or(false);
     let duration_us = elapsed.as_micros() as u64;
-    // Denial messages are written by this webhook (what is missing, how to fix it).
-    let message = match decision.outcome {
-        Outcome::Denied | Outcome::Error => decision
-            .response
-            .status
-            .as_ref()
-            .map(|s| s.message.as_str())
-            .unwrap_or(""),
-        _ => "",
-    };
-    tracing::info!(
-        uid = %req.uid,
-        endpoint,
-        kind = %req.kind.kind,
-        operation = req.operation.as_str(),
-        namespace = req.namespace.as_deref().unwrap_or(""),
-        name = req.name.as_deref().unwrap_or(""),
-        service_account,
-        outcome = decision.outcome.as_str(),
-        reason = decision.reason,
-        dry_run,
-        duration_us,
-        message,
-        "admission decision"
-    );
+    macro_rules! decision_line {
+        ($($detail:tt)*) => {
+            tracing::info!(
+                uid = %req.uid,
+                endpoint,
+                kind = %req.kind.kind,
+                operation = req.operation.as_str(),
+                namespace = req.namespace.as_deref().unwrap_or(""),
+                name = req.name.as_deref().unwrap_or(""),
+                service_account,
+                outcome = decision.outcome.as_str(),
+                reason = decision.reason,
+                dry_run,
+                duration_us,
+                $($detail)*
+                "admission decision"
+            )
+        };
+    }
+    // A denial's message is written by this webhook (what is missing, how to fix it). It goes in
+    // `detail`: `message` is the line's own text in JSON output.
+    match (decision.outcome, decision.response.status.as_ref()) {
+        (Outcome::Denied | Outcome::Error, Some(status)) => {
+            decision_line!(detail = status.message.as_str(),)
+        }
+        _ => decision_line!(),
+    }
 }
 
 #[cfg(test)]
