@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicI64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -156,32 +156,42 @@ impl std::fmt::Debug for SnapshotCollector {
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for family in (self.0)() {
-            match family.kind {
-                SampleKind::Counter => {
-                    let mut metric = encoder.encode_descriptor(
-                        family.name,
-                        family.help,
-                        None,
-                        ConstCounter::new(0.0).metric_type(),
-                    )?;
-                    for (labels, value) in &family.samples {
-                        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
-                    }
+            let metric_type = match family.kind {
+                SampleKind::Counter => ConstCounter::new(0u64).metric_type(),
+                SampleKind::Gauge => ConstGauge::new(0i64).metric_type(),
+            };
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, metric_type)?;
+            match family.samples.as_slice() {
+                // A single unlabelled sample prints as `name value`, not `name{} value`.
+                [(labels, value)] if labels.is_empty() => {
+                    encode_sample(metric, family.kind, *value)?
                 }
-                SampleKind::Gauge => {
-                    let mut metric = encoder.encode_descriptor(
-                        family.name,
-                        family.help,
-                        None,
-                        ConstGauge::new(0.0).metric_type(),
-                    )?;
-                    for (labels, value) in &family.samples {
-                        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+                samples => {
+                    for (labels, value) in samples {
+                        encode_sample(metric.encode_family(labels)?, family.kind, *value)?;
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Whole numbers print as such (`3`, not `3.0`).
+fn encode_sample(
+    metric: MetricEncoder<'_>,
+    kind: SampleKind,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let whole = value.fract() == 0.0 && value.abs() < 9.0e15;
+    match kind {
+        SampleKind::Counter if whole && value >= 0.0 => {
+            ConstCounter::new(value as u64).encode(metric)
+        }
+        SampleKind::Counter => ConstCounter::new(value).encode(metric),
+        SampleKind::Gauge if whole => ConstGauge::new(value as i64).encode(metric),
+        SampleKind::Gauge => ConstGauge::new(value).encode(metric),
     }
 }
 
@@ -332,5 +342,72 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_read_on_every_scrape() {
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(3));
+        let seen = calls.clone();
+        let mut metrics = Metrics::new();
+        metrics.register_snapshot(move || {
+            vec![
+                FamilySnapshot {
+                    name: "eks_calls",
+                    help: "EKS API calls",
+                    kind: SampleKind::Counter,
+                    samples: vec![(
+                        vec![("operation", "ListPodIdentityAssociations")],
+                        seen.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                    )],
+                },
+                FamilySnapshot::gauge("eks_cache_entries", "Cached associations", 12.0),
+            ]
+        });
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE pod_identity_webhook_eks_calls counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "pod_identity_webhook_eks_calls_total{operation=\"ListPodIdentityAssociations\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_webhook_eks_cache_entries 12"),
+            "{text}"
+        );
+        calls.store(5, std::sync::atomic::Ordering::Relaxed);
+        assert!(metrics.encode().contains(
+            "pod_identity_webhook_eks_calls_total{operation=\"ListPodIdentityAssociations\"} 5"
+        ));
+    }
+
+    #[test]
+    fn reload_outcomes_are_counted_and_timestamped() {
+        let metrics = Metrics::new();
+        metrics.record_reload("config", &ReloadOutcome::Unchanged);
+        metrics.record_reload("config", &ReloadOutcome::Failed("bad".into()));
+        metrics.record_reload("config", &ReloadOutcome::Reloaded);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "pod_identity_webhook_reloads_total{file=\"config\",result=\"failed\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_webhook_reloads_total{file=\"config\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "pod_identity_webhook_last_successful_load_timestamp_seconds{file=\"config\"}"
+        ));
     }
 }

@@ -452,6 +452,94 @@ mod tests {
         assert!(!r.complete());
     }
 
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<(&'static str, LookupResult)>>);
+    impl LookupObserver for Recorded {
+        fn observe(&self, source: &'static str, result: LookupResult) {
+            self.0.lock().unwrap().push((source, result));
+        }
+    }
+
+    /// A source answering from an outdated view.
+    struct Stale;
+    impl AssociationSource for Stale {
+        fn name(&self) -> &'static str {
+            "stale"
+        }
+        fn lookup<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Freshness,
+        ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+        fn stale(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn every_lookup_is_observed_once_by_source_and_result() {
+        let recorded = Arc::new(Recorded::default());
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(Some(assoc()), false)))
+            .with_associations(Arc::new(Fixed(None, true)))
+            .with_associations(Arc::new(Stale))
+            .with_service_accounts(Arc::new(OneSa(irsa_sa())))
+            .with_observer(recorded.clone());
+        ids.resolve("n", "s", Freshness::Cached).await;
+        let mut seen = recorded.0.lock().unwrap().clone();
+        seen.sort_by_key(|(s, r)| (*s, r.as_str()));
+        assert_eq!(
+            seen,
+            [
+                ("fixed", LookupResult::Error),
+                ("fixed", LookupResult::Hit),
+                (SERVICE_ACCOUNT_SOURCE, LookupResult::Hit),
+                ("stale", LookupResult::Stale),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lookup_abandoned_by_its_caller_counts_as_an_error() {
+        struct Never;
+        impl AssociationSource for Never {
+            fn name(&self) -> &'static str {
+                "never"
+            }
+            fn lookup<'a>(
+                &'a self,
+                _: &'a str,
+                _: &'a str,
+                _: Freshness,
+            ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+                Box::pin(std::future::pending())
+            }
+            fn ready(&self) -> bool {
+                true
+            }
+        }
+        let recorded = Arc::new(Recorded::default());
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Never))
+            .with_observer(recorded.clone());
+        let cut = tokio::time::timeout(
+            Duration::from_millis(1),
+            ids.resolve("n", "s", Freshness::Cached),
+        )
+        .await;
+        assert!(cut.is_err());
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            [("never", LookupResult::Error)]
+        );
+    }
+
     #[test]
     fn duplicate_associations_are_refused() {
         assert!(index_associations(vec![assoc(), assoc()]).is_err());
