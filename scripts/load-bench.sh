@@ -53,13 +53,13 @@ wait_port() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done
-  echo "nothing listening on port $1" >&2; exit 1
+  echo "nothing listening on port $1" >&2; cat "$WORK"/*.log >&2; exit 1
 }
 
-"$BIN/baseline_server" "127.0.0.1:$BASE_PORT" "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>/dev/null &
+"$BIN/examples/baseline_server" "127.0.0.1:$BASE_PORT" "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/baseline.log" &
 PIDS+=($!)
 # Logs on, as in production (JSON, one line per decision), written to a file.
-"$BIN/pod-identity-webhook" serve \
+RUST_LOG="${WEBHOOK_RUST_LOG:-info}" "$BIN/pod-identity-webhook" serve \
   --listen "127.0.0.1:$OURS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
   --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
   --associations "$WORK/associations.yaml" --log-format json 2>"$WORK/webhook.log" &
@@ -74,7 +74,7 @@ echo "webhook after start-up with 5,000 associations: $(rss)"
 
 run() { # label port extra-args...
   local label=$1 port=$2; shift 2
-  "$BIN/loadgen" --addr "127.0.0.1:$port" --ca "$WORK/certs/ca.crt" --fixtures "$FIXTURES" \
+  "$BIN/examples/loadgen" --addr "127.0.0.1:$port" --ca "$WORK/certs/ca.crt" --fixtures "$FIXTURES" \
     --connections "$CONNS" --seconds "$SECONDS_PER_RUN" --label "$label" "$@"
 }
 for proto in "" "--h2"; do
