@@ -513,6 +513,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     /// The config file these settings came from, if any (watched for policy reloads).
     pub config_file: Option<PathBuf>,
+    /// The flags these settings were resolved with, re-applied over the file on a reload.
+    pub overrides: Overrides,
 }
 
 impl Settings {
@@ -534,6 +536,7 @@ impl Settings {
             injection: InjectionSettings::default(),
             policy: PolicySettings::default(),
             config_file: None,
+            overrides: Overrides::default(),
         }
     }
 }
@@ -609,6 +612,7 @@ impl Settings {
         config_file: Option<PathBuf>,
         o: Overrides,
     ) -> Result<Self, ConfigError> {
+        let overrides = o.clone();
         let mut server = ServerSettings::default();
         let sf = file.server.unwrap_or_default();
         server.listen = o.listen.or(file.listen).unwrap_or(server.listen);
@@ -852,6 +856,7 @@ impl Settings {
             injection,
             policy,
             config_file,
+            overrides,
         })
     }
 }

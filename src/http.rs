@@ -166,13 +166,15 @@ async fn handle(
         }
     };
     let req = &review.request;
+    // Context for anything logged while deciding. (`name` is reserved for the span's own name
+    // in JSON output, hence `object`.)
     let span = tracing::info_span!(
         "admission",
         uid = %req.uid,
         endpoint = name,
         kind = %req.kind.kind,
         namespace = req.namespace.as_deref().unwrap_or(""),
-        name = req.name.as_deref().unwrap_or(""),
+        object = req.name.as_deref().unwrap_or(""),
     );
     let budget = lookup_budget(&uri);
     let decision = async {
@@ -181,7 +183,7 @@ async fn handle(
             Endpoint::Validate => app.validator.review(req, budget).await,
         }
     }
-    .instrument(span.clone())
+    .instrument(span)
     .await;
     let elapsed = start.elapsed();
     app.metrics.record_admission(
@@ -191,44 +193,53 @@ async fn handle(
         decision.outcome.as_str(),
         elapsed,
     );
-    span.in_scope(|| {
-        let sa = decision.service_account.as_deref().unwrap_or("");
-        let dry_run = req.dry_run.unwrap_or(false);
-        let micros = elapsed.as_micros() as u64;
-        let message = decision
-            .response
-            .status
-            .as_ref()
-            .map(|s| s.message.as_str())
-            .unwrap_or("");
-        match decision.outcome {
-            Outcome::Denied | Outcome::Error => tracing::info!(
-                operation = req.operation.as_str(),
-                service_account = sa,
-                outcome = decision.outcome.as_str(),
-                reason = decision.reason,
-                dry_run,
-                duration_us = micros,
-                message,
-                "admission decision"
-            ),
-            _ => tracing::info!(
-                operation = req.operation.as_str(),
-                service_account = sa,
-                outcome = decision.outcome.as_str(),
-                reason = decision.reason,
-                dry_run,
-                duration_us = micros,
-                "admission decision"
-            ),
-        }
-    });
+    log_decision(name, req, &decision, elapsed);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         response_body(&review.api_version, &decision.response),
     )
         .into_response()
+}
+
+/// The one line per decision (issue 6): self-contained, so a log query needs no span context.
+/// It carries identifiers and the outcome only: never the object, its env values or patches.
+fn log_decision(
+    endpoint: &'static str,
+    req: &crate::admission::review::AdmissionRequest<'_>,
+    decision: &crate::admission::Decision,
+    elapsed: Duration,
+) {
+    let service_account = decision.service_account.as_deref().unwrap_or("");
+    let dry_run = req.dry_run.unwrap_or(false);
+    let duration_us = elapsed.as_micros() as u64;
+    macro_rules! decision_line {
+        ($($detail:tt)*) => {
+            tracing::info!(
+                uid = %req.uid,
+                endpoint,
+                kind = %req.kind.kind,
+                operation = req.operation.as_str(),
+                namespace = req.namespace.as_deref().unwrap_or(""),
+                name = req.name.as_deref().unwrap_or(""),
+                service_account,
+                outcome = decision.outcome.as_str(),
+                reason = decision.reason,
+                dry_run,
+                duration_us,
+                $($detail)*
+                "admission decision"
+            )
+        };
+    }
+    // A denial's message is written by this webhook (what is missing, how to fix it). It goes in
+    // `detail`: `message` is the line's own text in JSON output.
+    match (decision.outcome, decision.response.status.as_ref()) {
+        (Outcome::Denied | Outcome::Error, Some(status)) => {
+            decision_line!(detail = status.message.as_str(),)
+        }
+        _ => decision_line!(),
+    }
 }
 
 #[cfg(test)]

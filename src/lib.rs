@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod live_config;
 pub mod logging;
 pub mod metrics;
 pub mod namespaces;

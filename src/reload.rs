@@ -51,3 +51,37 @@ pub async fn run<R: Reloadable>(mut target: R, interval: Duration, stop: Cancell
         }
     }
 }
+
+/// A [`Reloadable`] that also reports each check's outcome (metrics).
+pub struct Observed<R, F> {
+    inner: R,
+    on_check: F,
+}
+
+/// Wraps `target` so `on_check` sees every outcome.
+pub fn observed<R, F>(target: R, on_check: F) -> Observed<R, F>
+where
+    R: Reloadable,
+    F: FnMut(&ReloadOutcome) + Send + 'static,
+{
+    Observed {
+        inner: target,
+        on_check,
+    }
+}
+
+impl<R, F> Reloadable for Observed<R, F>
+where
+    R: Reloadable,
+    F: FnMut(&ReloadOutcome) + Send + 'static,
+{
+    fn what(&self) -> String {
+        self.inner.what()
+    }
+
+    fn check(&mut self) -> ReloadOutcome {
+        let outcome = self.inner.check();
+        (self.on_check)(&outcome);
+        outcome
+    }
+}

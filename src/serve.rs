@@ -12,12 +12,14 @@ use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::app::App;
 use crate::config::{Settings, TlsSource};
-use crate::identity::Identities;
 use crate::identity::cache::EksSource;
 use crate::identity::file::FileSource;
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
 };
+use crate::identity::{AssociationSource, Identities};
+use crate::live_config::ConfigReloader;
+use crate::metrics::{FamilySnapshot, Metrics, SampleKind};
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
 use crate::tls::{CertReloader, CertResolver};
@@ -69,8 +71,20 @@ pub fn own_namespace(configured: Option<&str>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// What a caller can add to the configured webhook (tests, embedders).
+#[derive(Default)]
+pub struct Extras {
+    /// Association sources consulted before the configured ones (earlier sources win).
+    pub association_sources: Vec<Arc<dyn AssociationSource>>,
+}
+
 /// Builds the identity sources, binds the listeners and starts serving.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    start_with(settings, Extras::default()).await
+}
+
+/// [`start`], with `extras` added to what `settings` configure.
+pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, StartError> {
     tls::install_default_provider();
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -116,17 +130,29 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let mut namespace_store: Option<Arc<dyn NamespaceStore>> = None;
 
     // --- identity sources -------------------------------------------------------------------
+    let mut metrics = Metrics::new();
     let inj = settings.injection.clone();
-    let mut identities = Identities::new(inj.annotation_prefix.clone());
+    let mut identities =
+        Identities::new(inj.annotation_prefix.clone()).with_observer(metrics.lookup_observer());
+    for source in extras.association_sources {
+        identities = identities.with_associations(source);
+    }
+    let mut file_reloader = None;
     if let Some(path) = &settings.associations_file {
         let (source, reloader) = FileSource::open(path)?;
         tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
+        metrics.record_loaded("associations");
+        let counted = source.clone();
+        metrics.register_snapshot(move || {
+            vec![FamilySnapshot {
+                name: "associations",
+                help: "Pod Identity associations known, by source",
+                kind: SampleKind::Gauge,
+                samples: vec![(vec![("source", "file")], counted.len() as f64)],
+            }]
+        });
         identities = identities.with_associations(source);
-        tasks.spawn(reload::run(
-            reloader,
-            settings.server.reload_interval,
-            stop.clone(),
-        ));
+        file_reloader = Some(reloader);
     }
     // After the file source: a ServiceAccount in the associations file keeps its entry there.
     if let Some(eks) = &settings.eks {
@@ -140,6 +166,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             sync_interval = ?eks.sync_interval,
             "reading Pod Identity associations from EKS"
         );
+        let observed = source.clone();
+        metrics.register_snapshot(move || crate::metrics::eks_families(&observed.stats()));
         identities = identities.with_associations(Arc::new(source.clone()));
         tasks.spawn(source.run_sync(stop.clone()));
     }
@@ -174,6 +202,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
 
     // --- application ------------------------------------------------------------------------
+    if let Some(expiry) = tls::not_after(&resolver.current()) {
+        metrics.certificate_expiry_seconds.set(expiry);
+    }
+    metrics.record_loaded("certificate");
+    if settings.config_file.is_some() {
+        metrics.record_loaded("config");
+    }
     let mut validator = Validator::new(policy, identities.clone());
     if let Some(store) = namespace_store {
         validator = validator.with_namespaces(store);
@@ -182,20 +217,50 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if let Some(eks) = &settings.eks {
         mutator.failure_mode = eks.failure_mode;
     }
+    let live_injection = mutator.injection.clone();
     let mut app = App::new(mutator, validator);
+    app.metrics = metrics;
     app.max_body_bytes = settings.server.max_body_bytes;
     let app = Arc::new(app);
 
+    // --- reloads -----------------------------------------------------------------------------
+    let interval = settings.server.reload_interval;
+    let observe = |file: &'static str| {
+        let app = app.clone();
+        move |outcome: &reload::ReloadOutcome| app.metrics.record_reload(file, outcome)
+    };
+    if let Some(reloader) = file_reloader {
+        let reloader = reload::observed(reloader, observe("associations"));
+        tasks.spawn(reload::run(reloader, interval, stop.clone()));
+    }
+    if let Some(path) = &settings.config_file {
+        let policy_app = app.clone();
+        let own_ns = own_ns.clone();
+        let associations_file = settings.associations_file.clone();
+        let reloader = ConfigReloader::new(path.clone(), settings.clone(), live_injection)
+            .on_policy(move |next| {
+                match Policy::compile(next, own_ns.as_deref()) {
+                    Ok(policy) => policy_app
+                        .validator
+                        .set_policy(policy.with_associations_file(associations_file.clone())),
+                    // The reloader validated the file; a policy that still does not compile keeps
+                    // the one in force rather than leaving the webhook without any.
+                    Err(e) => tracing::error!(error = %e, "policy not updated; the previous policy stays in force"),
+                }
+            });
+        let reloader = reload::observed(reloader, observe("config"));
+        tasks.spawn(reload::run(reloader, interval, stop.clone()));
+    }
     if let Some((cert, key)) = cert_files {
         let metrics_app = app.clone();
-        let reloader = CertReloader::new(cert, key, resolver.clone()).on_reload(move |_| {
+        let reloader = CertReloader::new(cert, key, resolver.clone()).on_reload(move |ck| {
             metrics_app.metrics.certificate_reloads.inc();
+            if let Some(expiry) = tls::not_after(ck) {
+                metrics_app.metrics.certificate_expiry_seconds.set(expiry);
+            }
         });
-        tasks.spawn(reload::run(
-            reloader,
-            settings.server.reload_interval,
-            stop.clone(),
-        ));
+        let reloader = reload::observed(reloader, observe("certificate"));
+        tasks.spawn(reload::run(reloader, interval, stop.clone()));
     }
     app.health.set_certs_loaded();
 

@@ -43,10 +43,15 @@ pub async fn serve_tls(
         .timer(TokioTimer::new())
         .max_concurrent_streams(250);
     let builder = Arc::new(builder);
+    // Connections live in a set (not detached) so the ones still open when the drain timeout
+    // passes can be closed.
+    let mut connections = tokio::task::JoinSet::new();
 
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
+            // Reap finished connections so the set stays the size of the open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -62,7 +67,7 @@ pub async fn serve_tls(
         let builder = builder.clone();
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -83,8 +88,11 @@ pub async fn serve_tls(
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain timeout passed; closing remaining connections"),
+        _ = tokio::time::sleep(drain) => {
+            tracing::warn!(?drain, open = connections.len(), "drain timeout passed; closing remaining connections");
+        }
     }
+    connections.shutdown().await;
 }
 
 /// Serves the admin router over plain HTTP until `stop` is cancelled.

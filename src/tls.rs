@@ -109,6 +109,14 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     )
 }
 
+/// When the leaf certificate expires, as Unix seconds (`None` when it cannot be parsed, which
+/// rustls would already have refused to load).
+pub fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// Serves whatever certificate was stored last (stackable's pattern).
 #[derive(Debug)]
 pub struct CertResolver {
@@ -215,5 +223,31 @@ impl Reloadable for CertReloader {
     }
     fn check(&mut self) -> ReloadOutcome {
         CertReloader::check(self)
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn expiry_of_a_generated_certificate_is_read_from_the_leaf() {
+        install_default_provider();
+        let generated = crate::certs::generate(&["localhost".to_string()]).unwrap();
+        let ck = certified_key_from_pem(
+            generated.cert_pem.as_bytes(),
+            generated.key_pem.as_bytes(),
+            Path::new("c"),
+            Path::new("k"),
+        )
+        .unwrap();
+        let now = crate::metrics::unix_now();
+        let expiry = not_after(&ck).expect("a generated certificate parses");
+        // `certs::generate` issues serving certificates for one year.
+        let year = 365 * 86_400;
+        assert!(
+            (now + year - 86_400..=now + year + 86_400).contains(&expiry),
+            "expiry {expiry} should be about a year after {now}"
+        );
     }
 }

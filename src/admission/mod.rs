@@ -7,8 +7,10 @@ pub mod mutate;
 pub mod review;
 pub mod validate;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde_json::value::RawValue;
 
 use crate::config::{FailureMode, InjectionSettings};
@@ -92,7 +94,8 @@ pub fn read_object<T: serde::de::DeserializeOwned>(
 
 /// The mutating webhook: injects identities into pods (SPEC §2).
 pub struct Mutator {
-    pub injection: InjectionSettings,
+    /// Swapped whole when the config file changes; each request reads one consistent version.
+    pub injection: Arc<ArcSwap<InjectionSettings>>,
     pub identities: Identities,
     pub failure_mode: FailureMode,
 }
@@ -100,7 +103,7 @@ pub struct Mutator {
 impl Mutator {
     pub fn new(injection: InjectionSettings, identities: Identities) -> Self {
         Self {
-            injection,
+            injection: Arc::new(ArcSwap::from_pointee(injection)),
             identities,
             failure_mode: FailureMode::Stale,
         }
@@ -192,7 +195,7 @@ impl Mutator {
             )
             .with_service_account(sa);
         };
-        let mut mutation = mutate::mutate_pod(&pod, &identity, &self.injection);
+        let mut mutation = mutate::mutate_pod(&pod, &identity, &self.injection.load());
         if !resolution.errors.is_empty() && self.failure_mode == FailureMode::AdmitUnmutated {
             let warning = format!(
                 "AWS credentials not injected: identity sources for {namespace}/{sa} are unavailable"

@@ -80,6 +80,75 @@ pub trait AssociationSource: Send + Sync + 'static {
 
     /// Whether the source has loaded (or given up waiting for) its first full view.
     fn ready(&self) -> bool;
+
+    /// Whether answers currently come from a view older than the source's freshness bound
+    /// (its backend is unreachable). Counted as `stale` in lookup metrics; a source without a
+    /// remote backend never is.
+    fn stale(&self) -> bool {
+        false
+    }
+}
+
+/// How one source answered one lookup, for metrics (a bounded set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LookupResult {
+    /// Found.
+    Hit,
+    /// Known not to exist.
+    Miss,
+    /// Answered (found or not) from a view older than the source's freshness bound.
+    Stale,
+    /// No answer: an error, or the caller's time budget ran out first.
+    Error,
+}
+
+impl LookupResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Told about every source lookup (metrics), so this layer stays free of any metrics library.
+pub trait LookupObserver: Send + Sync + 'static {
+    fn observe(&self, source: &'static str, result: LookupResult);
+}
+
+/// The source name under which ServiceAccount-store lookups are observed.
+pub const SERVICE_ACCOUNT_SOURCE: &str = "serviceaccounts";
+
+/// Reports one lookup to the observer exactly once: with its answer, or as `error` when the
+/// lookup is dropped unfinished (the caller's budget ran out).
+struct Observation<'a> {
+    observer: Option<&'a dyn LookupObserver>,
+    source: &'static str,
+}
+
+impl<'a> Observation<'a> {
+    fn start(observer: Option<&'a Arc<dyn LookupObserver>>, source: &'static str) -> Self {
+        Self {
+            observer: observer.map(|o| &**o),
+            source,
+        }
+    }
+
+    fn finish(mut self, result: LookupResult) {
+        if let Some(o) = self.observer.take() {
+            o.observe(self.source, result);
+        }
+    }
+}
+
+impl Drop for Observation<'_> {
+    fn drop(&mut self) {
+        if let Some(o) = self.observer.take() {
+            o.observe(self.source, LookupResult::Error);
+        }
+    }
 }
 
 /// A store of ServiceAccount annotations (for IRSA and per-ServiceAccount settings).
@@ -130,6 +199,7 @@ pub struct Identities {
     associations: Vec<Arc<dyn AssociationSource>>,
     service_accounts: Option<Arc<dyn ServiceAccountStore>>,
     annotation_prefix: String,
+    observer: Option<Arc<dyn LookupObserver>>,
 }
 
 impl Identities {
@@ -138,7 +208,14 @@ impl Identities {
             associations: Vec::new(),
             service_accounts: None,
             annotation_prefix: annotation_prefix.into(),
+            observer: None,
         }
+    }
+
+    /// Reports every source lookup to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn LookupObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Adds an association source; earlier sources win when both know a ServiceAccount.
@@ -177,17 +254,34 @@ impl Identities {
         service_account: &str,
         freshness: Freshness,
     ) -> Resolution {
+        let observer = self.observer.as_ref();
         let sa_lookup = async {
             match &self.service_accounts {
-                Some(store) => store.get(namespace, service_account).await,
+                Some(store) => {
+                    let observation = Observation::start(observer, SERVICE_ACCOUNT_SOURCE);
+                    let result = store.get(namespace, service_account).await;
+                    observation.finish(match &result {
+                        Ok(Some(_)) => LookupResult::Hit,
+                        Ok(None) => LookupResult::Miss,
+                        Err(_) => LookupResult::Error,
+                    });
+                    result
+                }
                 None => Ok(None),
             }
         };
-        let assoc_lookups = futures::future::join_all(
-            self.associations
-                .iter()
-                .map(|s| s.lookup(namespace, service_account, freshness)),
-        );
+        let assoc_lookups =
+            futures::future::join_all(self.associations.iter().map(|source| async move {
+                let observation = Observation::start(observer, source.name());
+                let result = source.lookup(namespace, service_account, freshness).await;
+                observation.finish(match &result {
+                    Err(_) => LookupResult::Error,
+                    Ok(_) if source.stale() => LookupResult::Stale,
+                    Ok(Some(_)) => LookupResult::Hit,
+                    Ok(None) => LookupResult::Miss,
+                });
+                result
+            }));
         let (sa, assocs) = futures::join!(sa_lookup, assoc_lookups);
 
         let mut errors = Vec::new();
@@ -358,6 +452,94 @@ mod tests {
         let r = ids.resolve("n", "s", Freshness::Cached).await;
         assert!(r.identity.is_none());
         assert!(!r.complete());
+    }
+
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<(&'static str, LookupResult)>>);
+    impl LookupObserver for Recorded {
+        fn observe(&self, source: &'static str, result: LookupResult) {
+            self.0.lock().unwrap().push((source, result));
+        }
+    }
+
+    /// A source answering from an outdated view.
+    struct Stale;
+    impl AssociationSource for Stale {
+        fn name(&self) -> &'static str {
+            "stale"
+        }
+        fn lookup<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Freshness,
+        ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+        fn stale(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn every_lookup_is_observed_once_by_source_and_result() {
+        let recorded = Arc::new(Recorded::default());
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(Some(assoc()), false)))
+            .with_associations(Arc::new(Fixed(None, true)))
+            .with_associations(Arc::new(Stale))
+            .with_service_accounts(Arc::new(OneSa(irsa_sa())))
+            .with_observer(recorded.clone());
+        ids.resolve("n", "s", Freshness::Cached).await;
+        let mut seen = recorded.0.lock().unwrap().clone();
+        seen.sort_by_key(|(s, r)| (*s, r.as_str()));
+        assert_eq!(
+            seen,
+            [
+                ("fixed", LookupResult::Error),
+                ("fixed", LookupResult::Hit),
+                (SERVICE_ACCOUNT_SOURCE, LookupResult::Hit),
+                ("stale", LookupResult::Stale),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lookup_abandoned_by_its_caller_counts_as_an_error() {
+        struct Never;
+        impl AssociationSource for Never {
+            fn name(&self) -> &'static str {
+                "never"
+            }
+            fn lookup<'a>(
+                &'a self,
+                _: &'a str,
+                _: &'a str,
+                _: Freshness,
+            ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+                Box::pin(std::future::pending())
+            }
+            fn ready(&self) -> bool {
+                true
+            }
+        }
+        let recorded = Arc::new(Recorded::default());
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Never))
+            .with_observer(recorded.clone());
+        let cut = tokio::time::timeout(
+            Duration::from_millis(1),
+            ids.resolve("n", "s", Freshness::Cached),
+        )
+        .await;
+        assert!(cut.is_err());
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            [("never", LookupResult::Error)]
+        );
     }
 
     #[test]

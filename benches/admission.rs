@@ -1,0 +1,156 @@
+//! Admission decisions without HTTP, on the real API server captures (issue 6, benchmarks):
+//! - `mutate_pod/<fixture>`: the pure path: parse the AdmissionReview, read the pod, compute the
+//!   patch, build and serialise the response.
+//! - `mutator/<fixture>`: the same through `Mutator::review` (identity lookup in an in-memory
+//!   associations source of 5,000 entries).
+//! - `validator/<fixture>`: parse + `Validator::review` + serialise, for every `*.validate.json`.
+//!
+//! Run: `cargo bench --bench admission` (set `POD_IDENTITY_FIXTURES` if the captures are not in
+//! `../shared/fixtures/apiserver-v1.24`).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pod_identity_webhook::admission::mutate::{PodView, mutate_pod};
+use pod_identity_webhook::admission::review::{AdmissionResponse, Review, response_body};
+use pod_identity_webhook::admission::validate::Validator;
+use pod_identity_webhook::admission::{Mutator, read_object};
+use pod_identity_webhook::config::InjectionSettings;
+use pod_identity_webhook::identity::file::FileSource;
+use pod_identity_webhook::identity::{
+    Association, Identities, IdentityKind, ResolvedIdentity, ServiceAccountInfo,
+};
+
+fn fixtures_dir() -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("POD_IDENTITY_FIXTURES")
+        .map(Into::into)
+        .into_iter()
+        .chain([
+            root.join("tests/fixtures/apiserver-v1.24"),
+            root.join("fixtures/apiserver-v1.24"),
+            root.join("../shared/fixtures/apiserver-v1.24"),
+        ])
+        .find(|d| d.is_dir())
+        .expect("fixtures not found: set POD_IDENTITY_FIXTURES to fixtures/apiserver-v1.24")
+}
+
+/// `(file stem, review body)` of every fixture ending in `suffix`.
+fn fixtures(suffix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?.to_string();
+            let stem = name.strip_suffix(suffix)?.to_string();
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            Some((stem, serde_json::to_vec(&v["review"]).ok()?))
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no *{suffix} fixtures");
+    out
+}
+
+fn association(namespace: &str, service_account: &str) -> Association {
+    Association {
+        namespace: namespace.into(),
+        service_account: service_account.into(),
+        role_arn: format!("arn:aws:iam::111122223333:role/{service_account}"),
+        target_role_arn: None,
+        external_id: None,
+        disable_session_tags: None,
+        association_id: None,
+    }
+}
+
+/// 5,000 associations, including every ServiceAccount the fixtures use.
+fn associations() -> Vec<Association> {
+    let mut list: Vec<Association> = [
+        "carts",
+        "default",
+        "s3-reader",
+        "db",
+        "migrator",
+        "reporter",
+    ]
+    .iter()
+    .map(|sa| association("team-a", sa))
+    .collect();
+    for i in list.len()..5000 {
+        list.push(association(&format!("ns-{}", i % 100), &format!("sa-{i}")));
+    }
+    list
+}
+
+fn bench(c: &mut Criterion) {
+    let settings = InjectionSettings::default();
+    let mut group = c.benchmark_group("mutate_pod");
+    for (name, body) in fixtures(".mutate.json") {
+        group.bench_function(&name, |b| {
+            b.iter(|| {
+                let review = Review::parse(black_box(&body)).unwrap();
+                let req = &review.request;
+                let pod: PodView = read_object(req.object().unwrap(), "Pod").unwrap();
+                let identity = ResolvedIdentity {
+                    kind: IdentityKind::PodIdentity(Arc::new(association(
+                        "team-a",
+                        pod.service_account(),
+                    ))),
+                    service_account: Arc::new(ServiceAccountInfo::default()),
+                };
+                let mutation = mutate_pod(&pod, &identity, &settings);
+                let response = AdmissionResponse::allow(&req.uid)
+                    .with_patch(&mutation.patch)
+                    .with_warnings(mutation.warnings);
+                black_box(response_body(&review.api_version, &response))
+            })
+        });
+    }
+    group.finish();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let identities = Identities::new("eks.amazonaws.com")
+        .with_associations(FileSource::from_list(associations()).unwrap());
+    let mutator = Mutator::new(settings.clone(), identities);
+    let budget = Duration::from_secs(8);
+    let mut group = c.benchmark_group("mutator");
+    for (name, body) in fixtures(".mutate.json") {
+        group.bench_function(&name, |b| {
+            b.iter(|| {
+                let review = Review::parse(black_box(&body)).unwrap();
+                let decision = runtime.block_on(mutator.review(&review.request, budget));
+                black_box(response_body(&review.api_version, &decision.response))
+            })
+        });
+    }
+    group.finish();
+
+    let validator = Validator::default();
+    let mut group = c.benchmark_group("validator");
+    for (name, body) in fixtures(".validate.json") {
+        group.bench_function(&name, |b| {
+            b.iter(|| {
+                let review = Review::parse(black_box(&body)).unwrap();
+                let decision = runtime.block_on(validator.review(&review.request, budget));
+                black_box(response_body(&review.api_version, &decision.response))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(benches);

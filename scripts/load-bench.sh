@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Load benchmark of the admission endpoint (issue 6). Builds in release, starts the baseline
+# (examples/baseline_server.rs) and the webhook on loopback with the same certificate, drives both
+# with examples/loadgen.rs over TLS with keep-alive (HTTP/1.1 and HTTP/2, 64 connections closed
+# loop, then a fixed 5,000 req/s open loop), then reports the webhook's memory with 5,000
+# associations loaded. Everything listens on 127.0.0.1 and every run is bounded.
+#
+#   scripts/load-bench.sh [SECONDS]        (default 10 s per run, plus 2 s warm-up)
+#
+# Fixtures: $POD_IDENTITY_FIXTURES, else ../shared/fixtures/apiserver-v1.24.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_RUN="${1:-10}"
+RATE="${RATE:-5000}"
+CONNS="${CONNS:-64}"
+FIXTURES="${POD_IDENTITY_FIXTURES:-}"
+for d in "$FIXTURES" tests/fixtures/apiserver-v1.24 fixtures/apiserver-v1.24 ../shared/fixtures/apiserver-v1.24; do
+  if [ -n "$d" ] && [ -d "$d" ]; then FIXTURES="$d"; break; fi
+done
+[ -d "$FIXTURES" ] || { echo "fixtures not found; set POD_IDENTITY_FIXTURES" >&2; exit 1; }
+
+BASE_PORT="${BASE_PORT:-18443}"
+OURS_PORT="${OURS_PORT:-18444}"
+ADMIN_PORT="${ADMIN_PORT:-18081}"
+
+cargo build --release --locked --bin pod-identity-webhook --example baseline_server --example loadgen >&2
+BIN=target/release
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN/pod-identity-webhook" certs --out "$WORK/certs" --san 127.0.0.1 --san localhost >/dev/null 2>&1
+
+# 5,000 associations, including the ServiceAccounts of the captured pods (so every pod is mutated).
+{
+  echo "associations:"
+  for sa in carts default s3-reader db migrator reporter; do
+    printf '  - {namespace: team-a, serviceAccount: %s, roleArn: "arn:aws:iam::111122223333:role/%s"}\n' "$sa" "$sa"
+  done
+  for i in $(seq 6 4999); do
+    printf '  - {namespace: ns-%d, serviceAccount: sa-%d, roleArn: "arn:aws:iam::111122223333:role/r-%d"}\n' $((i % 100)) "$i" "$i"
+  done
+} > "$WORK/associations.yaml"
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listening on port $1" >&2; cat "$WORK"/*.log >&2; exit 1
+}
+
+"$BIN/examples/baseline_server" "127.0.0.1:$BASE_PORT" "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/baseline.log" &
+PIDS+=($!)
+# Logs on, as in production (JSON, one line per decision), written to a file.
+RUST_LOG="${WEBHOOK_RUST_LOG:-info}" "$BIN/pod-identity-webhook" serve \
+  --listen "127.0.0.1:$OURS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+  --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
+  --associations "$WORK/associations.yaml" --log-format json 2>"$WORK/webhook.log" &
+OURS_PID=$!
+PIDS+=($OURS_PID)
+wait_port "$BASE_PORT"
+wait_port "$OURS_PORT"
+
+rss() { awk '/^(VmRSS|VmHWM)/ {printf "%s=%.1fMiB ", $1, $2/1024}' "/proc/$OURS_PID/status"; echo; }
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr)"
+echo "webhook after start-up with 5,000 associations: $(rss)"
+
+run() { # label port extra-args...
+  local label=$1 port=$2; shift 2
+  "$BIN/examples/loadgen" --addr "127.0.0.1:$port" --ca "$WORK/certs/ca.crt" --fixtures "$FIXTURES" \
+    --connections "$CONNS" --seconds "$SECONDS_PER_RUN" --label "$label" "$@"
+}
+for proto in "" "--h2"; do
+  run baseline "$BASE_PORT" $proto
+  run webhook "$OURS_PORT" $proto
+done
+for proto in "" "--h2"; do
+  run baseline "$BASE_PORT" $proto --rate "$RATE"
+  run webhook "$OURS_PORT" $proto --rate "$RATE"
+done
+echo "webhook after the runs: $(rss)"
+echo "decision log lines written: $(wc -l < "$WORK/webhook.log")"

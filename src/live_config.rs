@@ -1,0 +1,250 @@
+//! Reloading the `--config` file while running: the injection settings and the policy section
+//! take effect without a restart; a file that no longer parses or validates keeps the last good
+//! settings (and the reason is logged by [`crate::reload::run`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, InjectionSettings, PolicySettings, Settings};
+use crate::reload::{ReloadOutcome, Reloadable};
+
+/// Called with the new policy section whenever it changes.
+pub type PolicyHook = Box<dyn Fn(&PolicySettings) + Send + Sync>;
+
+/// Re-reads the config file when its bytes change and applies what can change live.
+pub struct ConfigReloader {
+    path: PathBuf,
+    last_bytes: Vec<u8>,
+    current: Settings,
+    injection: Arc<ArcSwap<InjectionSettings>>,
+    on_policy: Vec<PolicyHook>,
+}
+
+impl ConfigReloader {
+    /// `settings` are the ones the server started with (resolved from `path` and the flags);
+    /// `injection` is the live copy the mutating webhook reads.
+    pub fn new(
+        path: PathBuf,
+        settings: Settings,
+        injection: Arc<ArcSwap<InjectionSettings>>,
+    ) -> Self {
+        let last_bytes = std::fs::read(&path).unwrap_or_default();
+        Self {
+            path,
+            last_bytes,
+            current: settings,
+            injection,
+            on_policy: Vec::new(),
+        }
+    }
+
+    /// Registers a consumer of policy changes (the validating webhook).
+    pub fn on_policy(mut self, hook: impl Fn(&PolicySettings) + Send + Sync + 'static) -> Self {
+        self.on_policy.push(Box::new(hook));
+        self
+    }
+
+    /// The settings in effect (after the last good reload).
+    pub fn current(&self) -> &Settings {
+        &self.current
+    }
+
+    /// One check: apply the file when its bytes changed and it still validates.
+    pub fn check(&mut self) -> ReloadOutcome {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) => return ReloadOutcome::Failed(format!("cannot read: {e}")),
+        };
+        if bytes == self.last_bytes {
+            return ReloadOutcome::Unchanged;
+        }
+        // Remember these bytes even when they are rejected, so a broken file is reported once
+        // (not every tick); the next edit is looked at again.
+        self.last_bytes = bytes;
+        let text = match std::str::from_utf8(&self.last_bytes) {
+            Ok(t) => t,
+            Err(_) => return ReloadOutcome::Failed("not UTF-8 text".into()),
+        };
+        let next = config::parse_file_config(&self.path, text).and_then(|file| {
+            Settings::resolve(
+                file,
+                Some(self.path.clone()),
+                self.current.overrides.clone(),
+            )
+        });
+        let mut next = match next {
+            Ok(s) => s,
+            Err(e) => return ReloadOutcome::Failed(e.to_string()),
+        };
+
+        let restart_needed = self.restart_needed(&next);
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                file = %self.path.display(),
+                settings = %restart_needed.join(", "),
+                "changed in the config file; these take effect after a restart"
+            );
+        }
+        // The annotation prefix is also how ServiceAccounts are read; a half-applied change would
+        // mix two prefixes, so it waits for the restart too.
+        next.injection.annotation_prefix = self.current.injection.annotation_prefix.clone();
+
+        if next.injection != self.current.injection {
+            self.injection.store(Arc::new(next.injection.clone()));
+            tracing::info!(file = %self.path.display(), "injection settings updated");
+        }
+        if format!("{:?}", next.policy) != format!("{:?}", self.current.policy) {
+            for hook in &self.on_policy {
+                hook(&next.policy);
+            }
+            tracing::info!(file = %self.path.display(), "policy updated");
+        }
+        self.current = next;
+        ReloadOutcome::Reloaded
+    }
+
+    /// The settings that changed but are only read at start-up.
+    fn restart_needed(&self, next: &Settings) -> Vec<&'static str> {
+        let now = &self.current;
+        let mut changed = Vec::new();
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        if differs(&now.server, &next.server) {
+            changed.push("listen/adminListen/server");
+        }
+        if differs(&now.tls, &next.tls) {
+            changed.push("tls");
+        }
+        if now.associations_file != next.associations_file {
+            changed.push("associationsFile");
+        }
+        if now.kubeconfig != next.kubeconfig {
+            changed.push("kubeconfig");
+        }
+        if now.namespace != next.namespace {
+            changed.push("namespace");
+        }
+        if differs(&now.eks, &next.eks) {
+            changed.push("eks");
+        }
+        if now.injection.annotation_prefix != next.injection.annotation_prefix {
+            changed.push("injection.annotationPrefix");
+        }
+        changed
+    }
+}
+
+impl Reloadable for ConfigReloader {
+    fn what(&self) -> String {
+        format!("config file {}", self.path.display())
+    }
+
+    fn check(&mut self) -> ReloadOutcome {
+        ConfigReloader::check(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, PolicyMode};
+    use std::sync::Mutex;
+
+    fn start(path: &std::path::Path, overrides: Overrides) -> (ConfigReloader, Settings) {
+        let file = config::read_file_config(path).unwrap();
+        let settings = Settings::resolve(file, Some(path.to_owned()), overrides).unwrap();
+        let live = Arc::new(ArcSwap::from_pointee(settings.injection.clone()));
+        (
+            ConfigReloader::new(path.to_owned(), settings.clone(), live),
+            settings,
+        )
+    }
+
+    fn self_signed() -> Overrides {
+        Overrides {
+            self_signed: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn injection_changes_apply_and_a_broken_file_keeps_the_last_good_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "injection:\n  tokenExpiration: 3600\n").unwrap();
+        let (mut reloader, _) = start(&path, self_signed());
+        let live = reloader.injection.clone();
+        assert_eq!(reloader.check(), ReloadOutcome::Unchanged);
+
+        std::fs::write(
+            &path,
+            "injection:\n  tokenExpiration: 7200\n  awsDefaultRegion: eu-west-1\n",
+        )
+        .unwrap();
+        assert_eq!(reloader.check(), ReloadOutcome::Reloaded);
+        assert_eq!(live.load().token_expiration, 7200);
+        assert_eq!(live.load().aws_default_region.as_deref(), Some("eu-west-1"));
+
+        // A typo must not silently change anything (SPEC §8: unknown keys are errors).
+        std::fs::write(&path, "injection:\n  tokenExpiraton: 900\n").unwrap();
+        match reloader.check() {
+            ReloadOutcome::Failed(e) => assert!(e.contains("tokenExpiraton"), "{e}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(live.load().token_expiration, 7200);
+        // Reported once, not on every tick.
+        assert_eq!(reloader.check(), ReloadOutcome::Unchanged);
+
+        // Values that parse but do not validate are refused too.
+        std::fs::write(&path, "injection:\n  tokenMountPath: relative/path\n").unwrap();
+        assert!(matches!(reloader.check(), ReloadOutcome::Failed(_)));
+        assert_eq!(live.load().token_expiration, 7200);
+    }
+
+    #[test]
+    fn flags_still_win_over_a_reloaded_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "injection:\n  tokenExpiration: 3600\n").unwrap();
+        let overrides = Overrides {
+            token_expiration: Some(1800),
+            ..self_signed()
+        };
+        let (mut reloader, settings) = start(&path, overrides);
+        assert_eq!(settings.injection.token_expiration, 1800);
+        std::fs::write(
+            &path,
+            "injection:\n  tokenExpiration: 9999\n  stsRegionalEndpoint: true\n",
+        )
+        .unwrap();
+        assert_eq!(reloader.check(), ReloadOutcome::Reloaded);
+        let live = reloader.injection.load();
+        assert_eq!(live.token_expiration, 1800);
+        assert!(live.sts_regional_endpoint);
+    }
+
+    #[test]
+    fn policy_changes_reach_the_hook_and_the_annotation_prefix_waits_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "policy:\n  defaultMode: warn\n").unwrap();
+        let (reloader, _) = start(&path, self_signed());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let mut reloader = reloader.on_policy(move |p| sink.lock().unwrap().push(p.default_mode));
+        std::fs::write(
+            &path,
+            "policy:\n  defaultMode: enforce\ninjection:\n  annotationPrefix: example.com\n",
+        )
+        .unwrap();
+        assert_eq!(reloader.check(), ReloadOutcome::Reloaded);
+        assert_eq!(*seen.lock().unwrap(), vec![PolicyMode::Enforce]);
+        assert_eq!(reloader.current().policy.default_mode, PolicyMode::Enforce);
+        assert_eq!(
+            reloader.injection.load().annotation_prefix,
+            "eks.amazonaws.com"
+        );
+    }
+}

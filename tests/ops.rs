@@ -1,0 +1,500 @@
+//! Operability (issue 6): metrics after a scripted set of admissions, readiness transitions,
+//! graceful drain on shutdown, configuration reload without restart, certificate metrics.
+
+mod ops_support;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ops_support::{
+    ControlledSource, TlsClient, WAIT, admin_get, carts_association, fixture, fixture_with_uid,
+    sample, wait_readyz,
+};
+use pod_identity_webhook::config::{FileConfig, Overrides, Settings, TlsSource};
+use pod_identity_webhook::serve::{self, Extras, Running};
+
+const CARTS_ASSOCIATIONS: &str = "associations:
+  - namespace: team-a
+    serviceAccount: carts
+    roleArn: arn:aws:iam::111122223333:role/carts
+";
+
+fn local_with_associations(dir: &Path) -> Settings {
+    let path = dir.join("associations.yaml");
+    std::fs::write(&path, CARTS_ASSOCIATIONS).unwrap();
+    let mut settings = Settings::local();
+    settings.associations_file = Some(path);
+    settings.server.reload_interval = Duration::from_millis(20);
+    settings
+}
+
+async fn client(running: &Running, h2: bool) -> TlsClient {
+    TlsClient::connect(
+        running.https_addr,
+        running.self_signed_ca_pem.as_deref().unwrap(),
+        h2,
+    )
+    .await
+    .expect("the webhook accepts TLS connections")
+}
+
+async fn metrics(running: &Running) -> String {
+    let (status, body) = admin_get(running.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    body
+}
+
+/// The decoded JSON Patch of a response, `[]` when there is none.
+fn patch(answer: &serde_json::Value) -> serde_json::Value {
+    use base64::Engine;
+    match answer["response"]["patch"].as_str() {
+        Some(p) => serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(p)
+                .expect("patch is base64"),
+        )
+        .unwrap(),
+        None => serde_json::json!([]),
+    }
+}
+
+/// A fixture pod review whose object cannot be read as a Pod.
+fn unreadable_pod(uid: &str) -> Vec<u8> {
+    let (_, body) = fixture_with_uid("pod-create-carts.mutate.json", uid);
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["request"]["object"]["spec"]["containers"] = serde_json::json!("not a list");
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_a_scripted_set_of_admissions_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = serve::start(local_with_associations(dir.path()))
+        .await
+        .unwrap();
+    let mut c = client(&running, false).await;
+
+    for i in 0..3 {
+        let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", &format!("m-{i}"));
+        let a = c.review(&path, body).await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json()["response"]["patchType"], "JSONPatch");
+    }
+    for i in 0..2 {
+        let (path, body) = fixture_with_uid(
+            "pod-create-hostnetwork-default-sa.mutate.json",
+            &format!("u-{i}"),
+        );
+        let a = c.review(&path, body).await.unwrap();
+        assert_eq!(a.status, 200);
+        assert!(a.json()["response"].get("patch").is_none());
+    }
+    let a = c
+        .review("/mutate?timeout=10s", unreadable_pod("e-0"))
+        .await
+        .unwrap();
+    assert_eq!(a.json()["response"]["status"]["code"], 400);
+    let (path, body) = fixture("sa-create-default.validate.json");
+    assert_eq!(c.review(&path, body).await.unwrap().status, 200);
+    let (path, body) = fixture("pod-create-carts.mutate.json");
+    assert_eq!(c.post(&path, "text/plain", body).await.unwrap().status, 415);
+    assert_eq!(
+        c.review("/mutate", b"not an AdmissionReview".to_vec())
+            .await
+            .unwrap()
+            .status,
+        400
+    );
+
+    let text = metrics(&running).await;
+    let count =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let admissions = |endpoint: &str, kind: &str, op: &str, outcome: &str| {
+        count(&format!(
+            "pod_identity_webhook_admissions_total{{endpoint=\"{endpoint}\",kind=\"{kind}\",operation=\"{op}\",outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(admissions("mutate", "Pod", "CREATE", "mutated"), 3.0);
+    assert_eq!(admissions("mutate", "Pod", "CREATE", "unchanged"), 2.0);
+    assert_eq!(admissions("mutate", "Pod", "CREATE", "error"), 1.0);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("pod_identity_webhook_admissions_total{endpoint=\"validate\""))
+            .count(),
+        1,
+        "one validate series:\n{text}"
+    );
+    assert_eq!(
+        count("pod_identity_webhook_rejected_requests_total{endpoint=\"mutate\",status=\"415\"}"),
+        1.0
+    );
+    assert_eq!(
+        count("pod_identity_webhook_rejected_requests_total{endpoint=\"mutate\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(
+        count("pod_identity_webhook_admission_duration_seconds_count{endpoint=\"mutate\"}"),
+        6.0
+    );
+    // The smallest bucket is 100µs.
+    assert!(text.contains("pod_identity_webhook_admission_duration_seconds_bucket{le=\"0.0001\",endpoint=\"mutate\"}"), "{text}");
+    // Three lookups found carts' association; the `default` ServiceAccount has none.
+    assert_eq!(
+        count("pod_identity_webhook_identity_lookups_total{source=\"file\",result=\"hit\"}"),
+        3.0
+    );
+    assert_eq!(
+        count("pod_identity_webhook_identity_lookups_total{source=\"file\",result=\"miss\"}"),
+        2.0
+    );
+    assert_eq!(
+        count("pod_identity_webhook_associations{source=\"file\"}"),
+        1.0
+    );
+    let now = pod_identity_webhook::metrics::unix_now() as f64;
+    let expiry = count("pod_identity_webhook_certificate_expiry_timestamp_seconds");
+    assert!(expiry > now, "certificate expiry {expiry} is in the future");
+    let loaded =
+        count("pod_identity_webhook_last_successful_load_timestamp_seconds{file=\"associations\"}");
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&loaded),
+        "{loaded} vs {now}"
+    );
+
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_sources_and_turns_off_on_shutdown() {
+    let source = ControlledSource::new(false, Duration::ZERO, None);
+    let mut settings = Settings::local();
+    settings.server.shutdown_grace = Duration::from_millis(300);
+    let running = serve::start_with(
+        settings,
+        Extras {
+            association_sources: vec![source.clone()],
+        },
+    )
+    .await
+    .unwrap();
+    let admin = running.admin_addr;
+
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("identity sources not synced"), "{body}");
+    assert_eq!(admin_get(admin, "/livez").await.0, 200);
+
+    source.set_ready();
+    wait_readyz(admin, 200).await;
+
+    let stopping = tokio::spawn(running.shutdown());
+    let body = wait_readyz(admin, 503).await;
+    assert!(body.contains("shutting down"), "{body}");
+    // Alive (and serving) throughout the grace period.
+    assert_eq!(admin_get(admin, "/livez").await.0, 200);
+    tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_then_refuses_connections() {
+    // Lookups take longer than the grace period, so requests are still in flight when the
+    // listener closes and have to be drained.
+    let source = ControlledSource::new(true, Duration::from_millis(600), Some(carts_association()));
+    let mut settings = Settings::local();
+    settings.server.shutdown_grace = Duration::from_millis(300);
+    settings.server.drain_timeout = Duration::from_secs(5);
+    let running = serve::start_with(
+        settings,
+        Extras {
+            association_sources: vec![source.clone()],
+        },
+    )
+    .await
+    .unwrap();
+    let (https, admin) = (running.https_addr, running.admin_addr);
+    let ca = running.self_signed_ca_pem.clone().unwrap();
+
+    const N: usize = 12;
+    let mut in_flight = Vec::new();
+    for i in 0..N {
+        let mut c = TlsClient::connect(https, &ca, i % 2 == 1).await.unwrap();
+        in_flight.push(tokio::spawn(async move {
+            let uid = format!("drain-{i}");
+            let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", &uid);
+            let answer = c.review(&path, body).await;
+            (uid, answer, c)
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while source.started.load(Ordering::Acquire) < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never reached the source"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let stopping = tokio::spawn(running.shutdown());
+    wait_readyz(admin, 503).await;
+    // During the grace period new connections are still served (endpoints may lag).
+    let mut late = TlsClient::connect(https, &ca, false)
+        .await
+        .expect("connections are accepted during the grace period");
+    let late_request = tokio::spawn(async move {
+        let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", "late");
+        late.review(&path, body).await
+    });
+
+    let mut clients = Vec::new();
+    for task in in_flight {
+        let (uid, answer, c) = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        let answer = answer.unwrap_or_else(|e| panic!("{uid} failed during drain: {e}"));
+        assert_eq!(answer.status, 200);
+        let json = answer.json();
+        assert_eq!(json["response"]["uid"], uid.as_str());
+        assert_eq!(json["response"]["allowed"], true);
+        assert!(
+            !patch(&json).as_array().unwrap().is_empty(),
+            "{uid} was mutated"
+        );
+        clients.push(c);
+    }
+    let late = tokio::time::timeout(WAIT, late_request)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a request accepted during the grace period completes");
+    assert_eq!(late.json()["response"]["uid"], "late");
+
+    tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(https).await.is_err(),
+        "no new connections after the drain"
+    );
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+    // Keep-alive connections were closed, not left hanging.
+    for mut c in clients {
+        let (path, body) = fixture("pod-create-carts.mutate.json");
+        assert!(
+            tokio::time::timeout(WAIT, c.review(&path, body))
+                .await
+                .unwrap()
+                .is_err()
+        );
+    }
+}
+
+fn config_settings(path: &Path) -> Settings {
+    let file: FileConfig = pod_identity_webhook::config::read_file_config(path).unwrap();
+    let overrides = Overrides {
+        self_signed: true,
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        reload_interval: Some(Duration::from_millis(20)),
+        shutdown_grace: Some(Duration::ZERO),
+        ..Default::default()
+    };
+    Settings::resolve(file, Some(path.to_owned()), overrides).unwrap()
+}
+
+/// The env entries a mutation added to the first container, by name.
+fn added_env(answer: &serde_json::Value) -> Vec<(String, String)> {
+    patch(answer)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|op| {
+            op["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/spec/containers/0/env"))
+        })
+        .flat_map(|op| match &op["value"] {
+            serde_json::Value::Array(list) => list.clone(),
+            one => vec![one.clone()],
+        })
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn config_file_changes_apply_without_restart_and_a_broken_file_keeps_the_last_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let associations = dir.path().join("associations.yaml");
+    std::fs::write(&associations, CARTS_ASSOCIATIONS).unwrap();
+    let config = dir.path().join("config.yaml");
+    let write_config = |injection: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "associationsFile: {}\ninjection:\n{injection}",
+                associations.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_config("  stsRegionalEndpoint: false\n");
+    let running = serve::start(config_settings(&config)).await.unwrap();
+    let mut c = client(&running, true).await;
+    let region = |env: &[(String, String)]| {
+        env.iter()
+            .find(|(k, _)| k == "AWS_DEFAULT_REGION")
+            .map(|(_, v)| v.clone())
+    };
+    let (path, body) = fixture("pod-create-carts.mutate.json");
+    let first = c.review(&path, body.clone()).await.unwrap().json();
+    assert_eq!(region(&added_env(&first)), None);
+
+    write_config("  awsDefaultRegion: eu-west-1\n");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = c.review(&path, body.clone()).await.unwrap().json();
+        if region(&added_env(&answer)).as_deref() == Some("eu-west-1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "config change never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A typo (unknown key) is refused; the last good settings stay in force.
+    write_config("  awsDefaultRegoin: us-east-2\n");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let failed = "pod_identity_webhook_reloads_total{file=\"config\",result=\"failed\"}";
+    while sample(&metrics(&running).await, failed).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broken config never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = metrics(&running).await;
+    assert_eq!(sample(&text, failed), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            "pod_identity_webhook_reloads_total{file=\"config\",result=\"ok\"}"
+        ),
+        Some(1.0)
+    );
+    let answer = c.review(&path, body).await.unwrap().json();
+    assert_eq!(region(&added_env(&answer)).as_deref(), Some("eu-west-1"));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_reload_is_counted_and_updates_the_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let first = pod_identity_webhook::certs::generate(&names).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    std::fs::write(&key, &first.key_pem).unwrap();
+    let mut settings = Settings::local();
+    settings.tls = TlsSource::Files {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    settings.server.reload_interval = Duration::from_millis(20);
+    let running = serve::start(settings).await.unwrap();
+    let expiry_series = "pod_identity_webhook_certificate_expiry_timestamp_seconds";
+    let initial = sample(&metrics(&running).await, expiry_series).unwrap();
+    let expected_initial = pod_identity_webhook::tls::not_after(&running.cert_resolver.current());
+    assert_eq!(Some(initial as i64), expected_initial);
+
+    // The replacement expires at a known instant: 2031-01-01T00:00:00Z.
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
+    params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+    let new_key = rcgen::KeyPair::generate().unwrap();
+    let second = params.self_signed(&new_key).unwrap();
+    std::fs::write(&key, new_key.serialize_pem()).unwrap();
+    std::fs::write(&cert, second.pem()).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = metrics(&running).await;
+        if sample(&text, "pod_identity_webhook_certificate_reloads_total") == Some(1.0) {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reload never counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(sample(&text, expiry_series), Some(1_924_992_000.0));
+    assert_eq!(
+        sample(
+            &text,
+            "pod_identity_webhook_reloads_total{file=\"certificate\",result=\"ok\"}"
+        ),
+        Some(1.0)
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn lookups_cut_short_by_the_budget_count_as_errors() {
+    let source = ControlledSource::new(true, Duration::from_secs(5), Some(carts_association()));
+    let running = serve::start_with(
+        Settings::local(),
+        Extras {
+            association_sources: vec![source.clone()],
+        },
+    )
+    .await
+    .unwrap();
+    let mut c = client(&running, false).await;
+    // timeout=1s leaves a 500ms lookup budget; the webhook admits unmutated with a warning.
+    let (_, body) = fixture("pod-create-carts.mutate.json");
+    let answer = c.review("/mutate?timeout=1s", body).await.unwrap().json();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none());
+    let text = metrics(&running).await;
+    assert_eq!(
+        sample(
+            &text,
+            "pod_identity_webhook_identity_lookups_total{source=\"controlled\",result=\"error\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_drain_is_bounded_by_its_timeout() {
+    // A request slower than grace + drain is cut off rather than holding the process open.
+    let source = ControlledSource::new(true, Duration::from_secs(8), Some(carts_association()));
+    let mut settings = Settings::local();
+    settings.server.drain_timeout = Duration::from_millis(100);
+    let running = serve::start_with(
+        settings,
+        Extras {
+            association_sources: vec![source.clone()],
+        },
+    )
+    .await
+    .unwrap();
+    let mut c = client(&running, false).await;
+    let stuck = tokio::spawn(async move {
+        let (path, body) = fixture("pod-create-carts.mutate.json");
+        c.review(&path, body).await
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while source.started.load(Ordering::Acquire) < 1 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(4), running.shutdown())
+        .await
+        .expect("shutdown returns after the drain timeout, not after the slow request");
+    let result = tokio::time::timeout(WAIT, stuck).await.unwrap().unwrap();
+    assert!(result.is_err(), "the connection was closed: {result:?}");
+}

@@ -1,0 +1,173 @@
+//! Logs (issue 6): one structured line per admission decision, with the request uid, kind,
+//! namespace, name, ServiceAccount, outcome and duration, and nothing secret.
+
+mod ops_support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::Request;
+use ops_support::{carts_association, fixture_with_uid};
+use pod_identity_webhook::admission::Mutator;
+use pod_identity_webhook::admission::validate::Validator;
+use pod_identity_webhook::app::App;
+use pod_identity_webhook::config::InjectionSettings;
+use pod_identity_webhook::identity::Identities;
+use pod_identity_webhook::identity::file::FileSource;
+use pod_identity_webhook::{http, logging};
+use tower::ServiceExt;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+fn app() -> Arc<App> {
+    let identities = Identities::new("eks.amazonaws.com")
+        .with_associations(FileSource::from_list(vec![carts_association()]).unwrap());
+    Arc::new(App::new(
+        Mutator::new(InjectionSettings::default(), identities),
+        Validator::default(),
+    ))
+}
+
+/// The carts pod with a secret-looking env value, to check it never reaches the logs.
+fn pod_with_secret_env(uid: &str, secret: &str) -> (String, Vec<u8>) {
+    let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", uid);
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["request"]["object"]["spec"]["containers"][0]["env"] =
+        serde_json::json!([{"name": "DB_PASSWORD", "value": secret}]);
+    (path, serde_json::to_vec(&v).unwrap())
+}
+
+async fn post(app: &Arc<App>, path: &str, body: Vec<u8>) -> u16 {
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    http::admission_router(app.clone())
+        .oneshot(req)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn one_json_line_per_decision_with_its_uid_and_no_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = logging::json_subscriber(EnvFilter::new("info"), move || writer.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let secret = "hunter2-not-for-logs";
+    let app = app();
+    let (path, body) = pod_with_secret_env("uid-mutated", secret);
+    assert_eq!(post(&app, &path, body).await, 200);
+    let (path, body) = fixture_with_uid(
+        "pod-create-hostnetwork-default-sa.mutate.json",
+        "uid-unchanged",
+    );
+    assert_eq!(post(&app, &path, body).await, 200);
+    let (path, body) = fixture_with_uid("sa-create-default.validate.json", "uid-validate");
+    assert_eq!(post(&app, &path, body).await, 200);
+    let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", "uid-error");
+    let mut broken: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    broken["request"]["object"]["spec"]["containers"] = serde_json::json!(7);
+    assert_eq!(
+        post(&app, &path, serde_json::to_vec(&broken).unwrap()).await,
+        200
+    );
+    // Not an AdmissionReview: no decision, so no decision line.
+    assert_eq!(post(&app, "/mutate", b"{}".to_vec()).await, 400);
+
+    let lines = captured.lines();
+    let decisions: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "admission decision")
+        .collect();
+    let uids: Vec<&str> = decisions
+        .iter()
+        .map(|l| l["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        uids,
+        ["uid-mutated", "uid-unchanged", "uid-validate", "uid-error"]
+    );
+
+    let mutated = decisions[0];
+    assert_eq!(mutated["level"], "INFO");
+    assert_eq!(mutated["endpoint"], "mutate");
+    assert_eq!(mutated["kind"], "Pod");
+    assert_eq!(mutated["operation"], "CREATE");
+    assert_eq!(mutated["namespace"], "team-a");
+    assert_eq!(mutated["name"], "carts-0");
+    assert_eq!(mutated["service_account"], "carts");
+    assert_eq!(mutated["outcome"], "mutated");
+    assert_eq!(mutated["dry_run"], false);
+    assert!(mutated["duration_us"].is_u64(), "{mutated}");
+
+    let unchanged = decisions[1];
+    assert_eq!(unchanged["service_account"], "default");
+    assert_eq!(unchanged["outcome"], "unchanged");
+    assert_eq!(unchanged["reason"], "no identity");
+    assert_eq!(decisions[2]["kind"], "ServiceAccount");
+    assert_eq!(decisions[2]["endpoint"], "validate");
+
+    let error = decisions[3];
+    assert_eq!(error["outcome"], "error");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("spec.containers"),
+        "the detail names the field: {detail}"
+    );
+
+    let text = captured.text();
+    assert!(
+        !text.contains(secret),
+        "an env value reached the logs:\n{text}"
+    );
+    assert!(
+        !text.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+        "patches are not logged"
+    );
+}
+
+#[tokio::test]
+async fn rust_log_style_filters_apply() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    // `warn` for our crate: decision lines (info) are filtered out.
+    let subscriber =
+        logging::json_subscriber(EnvFilter::new("pod_identity_webhook=warn"), move || {
+            writer.clone()
+        });
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app();
+    let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", "quiet");
+    assert_eq!(post(&app, &path, body).await, 200);
+    assert!(captured.text().is_empty(), "{}", captured.text());
+}

@@ -1,0 +1,258 @@
+//! Helpers for the operability tests: a minimal TLS client (HTTP/1.1 or HTTP/2 over
+//! tokio-rustls + hyper), a plain admin GET, and identity sources whose timing tests control.
+#![allow(dead_code)] // Each test binary that includes this module uses a different part.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pod_identity_webhook::identity::{Association, AssociationSource, Freshness, IdentityError};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::net::TcpStream;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The real API server captures: `$POD_IDENTITY_FIXTURES`, else a copy inside the repository,
+/// else the shared directory next to it.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("POD_IDENTITY_FIXTURES")
+        .map(Into::into)
+        .into_iter()
+        .chain([
+            root.join("tests/fixtures/apiserver-v1.24"),
+            root.join("fixtures/apiserver-v1.24"),
+            root.join("../shared/fixtures/apiserver-v1.24"),
+        ])
+        .find(|d| d.is_dir())
+        .expect("fixtures not found: set POD_IDENTITY_FIXTURES to fixtures/apiserver-v1.24")
+}
+
+/// A fixture from the real API server: `(path, review body)`.
+pub fn fixture(name: &str) -> (String, Vec<u8>) {
+    let file = fixtures_dir().join(name);
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (
+        v["path"].as_str().unwrap().to_string(),
+        serde_json::to_vec(&v["review"]).unwrap(),
+    )
+}
+
+/// A fixture's review with its uid replaced (so log lines and responses can be told apart).
+pub fn fixture_with_uid(name: &str, uid: &str) -> (String, Vec<u8>) {
+    let (path, body) = fixture(name);
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["request"]["uid"] = serde_json::Value::String(uid.to_string());
+    (path, serde_json::to_vec(&v).unwrap())
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// One keep-alive TLS connection to the admission endpoint.
+pub struct TlsClient {
+    sender: Sender,
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl TlsClient {
+    /// Connects over TLS, trusting only `ca_pem`; `h2` picks HTTP/2 by ALPN, else HTTP/1.1.
+    pub async fn connect(addr: SocketAddr, ca_pem: &str, h2: bool) -> std::io::Result<Self> {
+        pod_identity_webhook::tls::install_default_provider();
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![if h2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        let io = TokioIo::new(tls);
+        let sender = if h2 {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        };
+        Ok(Self { sender })
+    }
+
+    /// POSTs `body` to `path` with `content_type`.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, hyper::Error> {
+        let req = Request::post(path)
+            .header("content-type", content_type)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, body })
+    }
+
+    /// POSTs an AdmissionReview as the API server does.
+    pub async fn review(&mut self, path: &str, body: Vec<u8>) -> Result<Answer, hyper::Error> {
+        self.post(path, "application/json", body).await
+    }
+}
+
+/// `GET http://addr/path` on the admin port: `(status, body)`.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.expect("admin port accepts");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Polls `/readyz` until it answers `want` (bounded by [`WAIT`]).
+pub async fn wait_readyz(addr: SocketAddr, want: u16) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = admin_get(addr, "/readyz").await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {status} ({body}), wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of one sample line of the Prometheus text (`name{labels} value`); `None` when the
+/// sample is absent.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// An association source whose readiness the test flips and whose lookups take `delay`.
+pub struct ControlledSource {
+    pub ready: AtomicBool,
+    /// Lookups started so far (to know requests are in flight).
+    pub started: std::sync::atomic::AtomicUsize,
+    pub delay: Duration,
+    pub association: Option<Arc<Association>>,
+}
+
+impl ControlledSource {
+    pub fn new(ready: bool, delay: Duration, association: Option<Association>) -> Arc<Self> {
+        Arc::new(Self {
+            ready: AtomicBool::new(ready),
+            started: Default::default(),
+            delay,
+            association: association.map(Arc::new),
+        })
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+impl AssociationSource for ControlledSource {
+    fn name(&self) -> &'static str {
+        "controlled"
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        namespace: &'a str,
+        service_account: &'a str,
+        _freshness: Freshness,
+    ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+        Box::pin(async move {
+            self.started.fetch_add(1, Ordering::AcqRel);
+            tokio::time::sleep(self.delay).await;
+            Ok(self
+                .association
+                .as_ref()
+                .filter(|a| a.namespace == namespace && a.service_account == service_account)
+                .cloned())
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// The association the `pod-create-carts` fixture's ServiceAccount gets.
+pub fn carts_association() -> Association {
+    Association {
+        namespace: "team-a".into(),
+        service_account: "carts".into(),
+        role_arn: "arn:aws:iam::111122223333:role/carts".into(),
+        target_role_arn: None,
+        external_id: None,
+        disable_session_tags: None,
+        association_id: None,
+    }
+}
