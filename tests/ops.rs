@@ -498,3 +498,53 @@ async fn the_drain_is_bounded_by_its_timeout() {
     let result = tokio::time::timeout(WAIT, stuck).await.unwrap().unwrap();
     assert!(result.is_err(), "the connection was closed: {result:?}");
 }
+
+#[tokio::test]
+async fn a_policy_change_in_the_config_file_applies_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let associations = dir.path().join("associations.yaml");
+    std::fs::write(&associations, CARTS_ASSOCIATIONS).unwrap();
+    let config = dir.path().join("config.yaml");
+    let write_config = |mode: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "associationsFile: {}\npolicy:\n  defaultMode: {mode}\n",
+                associations.display()
+            ),
+        )
+        .unwrap()
+    };
+    // A DaemonSet on the `default` ServiceAccount, which has no association.
+    let (path, body) = fixture("daemonset-create-hostnetwork-default-sa.validate.json");
+    write_config("warn");
+    let running = serve::start(config_settings(&config)).await.unwrap();
+    let mut c = client(&running, false).await;
+    let first = c.review(&path, body.clone()).await.unwrap().json();
+    assert_eq!(
+        first["response"]["allowed"], true,
+        "warn mode admits: {first}"
+    );
+    assert!(
+        first["response"]["warnings"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty()),
+        "warn mode warns: {first}"
+    );
+
+    write_config("enforce");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = c.review(&path, body.clone()).await.unwrap().json();
+        if answer["response"]["allowed"] == false {
+            assert_eq!(answer["response"]["status"]["code"], 403, "{answer}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "policy change never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+}
