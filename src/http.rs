@@ -166,16 +166,9 @@ async fn handle(
         }
     };
     let req = &review.request;
-    // Context for anything logged while deciding. (`name` is reserved for the span's own name
-    // in JSON output, hence `object`.)
-    let span = tracing::info_span!(
-        "admission",
-        uid = %req.uid,
-        endpoint = name,
-        kind = %req.kind.kind,
-        namespace = req.namespace.as_deref().unwrap_or(""),
-        object = req.name.as_deref().unwrap_or(""),
-    );
+    // Ties anything logged while deciding to the decision line, which carries the rest. One
+    // field: the span's fields are formatted on every request, logged or not.
+    let span = tracing::info_span!("admission", uid = %req.uid);
     let budget = lookup_budget(&uri);
     let decision = async {
         match endpoint {

@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
             let settings = args
                 .settings()
                 .context("invalid configuration (see `pod-identity-webhook serve --help`)")?;
-            logging::init(settings.server.log_format);
+            let _log_guard = logging::init(settings.server.log_format);
             for flag in args.ignored_flags() {
                 tracing::warn!(flag, "flag of the IRSA webhook accepted and ignored");
             }

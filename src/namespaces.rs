@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
@@ -106,52 +104,13 @@ impl KubeNamespaces {
         ready_timeout: Duration,
         stop: CancellationToken,
     ) -> Arc<Self> {
-        let (reader, writer) = reflector::store();
-        let ready = Arc::new(AtomicBool::new(false));
-        let api: Api<Namespace> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(strip)
-            .reflect(writer);
-        let stop_watch = stop.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = stop_watch.cancelled() => return,
-                    next = stream.next() => match next {
-                        None => return,
-                        Some(Ok(_)) => {
-                            if failing {
-                                tracing::info!("Namespace watch recovered");
-                                failing = false;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            if !failing {
-                                tracing::warn!(error = %e, "Namespace watch failed; retrying with backoff (lookups fall back to live GETs)");
-                            }
-                            failing = true;
-                        }
-                    }
-                }
-            }
-        });
-        let (ready_flag, waiting) = (ready.clone(), reader.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                r = tokio::time::timeout(ready_timeout, waiting.wait_until_ready()) => {
-                    if r.is_err() {
-                        tracing::warn!(?ready_timeout, "Namespaces not listed yet; turning ready anyway (misses use live GETs)");
-                    } else {
-                        tracing::info!("Namespaces listed");
-                    }
-                    ready_flag.store(true, Ordering::Release);
-                }
-            }
-        });
+        let (reader, ready) = crate::identity::kube::reflect(
+            Api::<Namespace>::all(client.clone()),
+            strip,
+            "Namespace",
+            ready_timeout,
+            stop,
+        );
         Arc::new(Self {
             client,
             store: reader,

@@ -80,6 +80,11 @@ pub fn read_object<T: serde::de::DeserializeOwned>(
     raw: &RawValue,
     expected: &str,
 ) -> Result<T, String> {
+    // Fast path first: tracking the path costs an allocation per key of the object, which
+    // matters for every pod on the hot path but only for the message of a broken one.
+    if let Ok(value) = serde_json::from_str(raw.get()) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -105,57 +105,85 @@ fn strip(sa: &mut ServiceAccount, prefix: &str) {
     }
 }
 
+/// Runs a watch-backed store of every `K` in the cluster until `stop`, each object trimmed by
+/// `strip` before it is stored (only what lookups read is kept). Errors are retried with backoff
+/// and logged once per outage. The flag turns true after the first complete list, or after
+/// `ready_timeout` (lookups then fall back to live GETs).
+pub(crate) fn reflect<K>(
+    api: Api<K>,
+    strip: impl FnMut(&mut K) + Send + 'static,
+    kind: &'static str,
+    ready_timeout: Duration,
+    stop: CancellationToken,
+) -> (Store<K>, Arc<AtomicBool>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let ready = Arc::new(AtomicBool::new(false));
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer);
+    let stop_watch = stop.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop_watch.cancelled() => return,
+                next = stream.next() => match next {
+                    None => return,
+                    Some(Ok(_)) => {
+                        if failing {
+                            tracing::info!(kind, "watch recovered");
+                            failing = false;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if !failing {
+                            tracing::warn!(kind, error = %e, "watch failed; retrying with backoff (lookups fall back to live GETs)");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        }
+    });
+    let (ready_flag, waiting) = (ready.clone(), reader.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            r = tokio::time::timeout(ready_timeout, waiting.wait_until_ready()) => {
+                if r.is_err() {
+                    tracing::warn!(kind, ?ready_timeout, "not listed yet; turning ready anyway (misses use live GETs)");
+                } else {
+                    tracing::info!(kind, "listed");
+                }
+                ready_flag.store(true, Ordering::Release);
+            }
+        }
+    });
+    (reader, ready)
+}
+
 impl KubeServiceAccounts {
     /// Starts the reflector; it runs until `stop` is cancelled, retrying with backoff.
     pub fn start(client: Client, settings: StoreSettings, stop: CancellationToken) -> Arc<Self> {
-        let (reader, writer) = reflector::store();
-        let ready = Arc::new(AtomicBool::new(false));
         let prefix = settings.annotation_prefix.clone();
-        let api: Api<ServiceAccount> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(move |sa| strip(sa, &prefix))
-            .reflect(writer);
-        let stop_watch = stop.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = stop_watch.cancelled() => return,
-                    next = stream.next() => match next {
-                        None => return,
-                        Some(Ok(_)) => {
-                            if failing {
-                                tracing::info!("ServiceAccount watch recovered");
-                                failing = false;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            if !failing {
-                                tracing::warn!(error = %e, "ServiceAccount watch failed; retrying with backoff (lookups fall back to live GETs)");
-                            }
-                            failing = true;
-                        }
-                    }
-                }
-            }
-        });
-        let (ready_flag, waiting, timeout) =
-            (ready.clone(), reader.clone(), settings.ready_timeout);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                r = tokio::time::timeout(timeout, waiting.wait_until_ready()) => {
-                    if r.is_err() {
-                        tracing::warn!(?timeout, "ServiceAccounts not listed yet; turning ready anyway (misses use live GETs)");
-                    } else {
-                        tracing::info!("ServiceAccounts listed");
-                    }
-                    ready_flag.store(true, Ordering::Release);
-                }
-            }
-        });
+        let (reader, ready) = reflect(
+            Api::<ServiceAccount>::all(client.clone()),
+            move |sa| strip(sa, &prefix),
+            "ServiceAccount",
+            settings.ready_timeout,
+            stop,
+        );
         Arc::new(Self {
             client,
             store: reader,
