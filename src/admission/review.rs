@@ -4,6 +4,8 @@
 //! slice (parsed once, into just the fields a decision needs), and the response's `patch` is
 //! always the base64 string the API server expects.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -55,12 +57,14 @@ pub struct GroupVersionResource {
     pub resource: String,
 }
 
+/// Who sent the request. Borrowed from the body: no decision reads it today, and the group list
+/// of a real user is long.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct UserInfo {
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
+pub struct UserInfo<'a> {
+    #[serde(default, borrow)]
+    pub username: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub groups: Option<&'a RawValue>,
 }
 
 /// One admission request. `object` and `old_object` borrow from the request body.
@@ -78,8 +82,8 @@ pub struct AdmissionRequest<'a> {
     #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    #[serde(default)]
-    pub user_info: UserInfo,
+    #[serde(default, borrow)]
+    pub user_info: UserInfo<'a>,
     #[serde(default, borrow)]
     pub object: Option<&'a RawValue>,
     #[serde(default, borrow)]
@@ -128,8 +132,13 @@ pub struct Review<'a> {
 impl<'a> Review<'a> {
     /// Parses a body. Any error here is answered with HTTP 400 (SPEC §4).
     pub fn parse(body: &'a [u8]) -> Result<Self, ReviewError> {
+        // One UTF-8 check of the whole body up front: parsing from `&str` then skips the
+        // per-string checks, and the borrowed object needs none again.
+        let body = std::str::from_utf8(body).map_err(|e| {
+            ReviewError::Json(format!("body is not UTF-8 at byte {}", e.valid_up_to()))
+        })?;
         let raw: ReviewIn<'a> =
-            serde_json::from_slice(body).map_err(|e| ReviewError::Json(one_line(&e)))?;
+            serde_json::from_str(body).map_err(|e| ReviewError::Json(one_line(&e)))?;
         let api_version = raw.api_version.unwrap_or_default();
         if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
             return Err(ReviewError::ApiVersion(api_version));
