@@ -3,7 +3,8 @@
 //!   patch, build and serialise the response.
 //! - `mutator/<fixture>`: the same through `Mutator::review` (identity lookup in an in-memory
 //!   associations source of 5,000 entries).
-//! - `validator/<fixture>`: parse + `Validator::review` + serialise, for every `*.validate.json`.
+//! - `validator/<fixture>`: parse + `Validator::review` (enforce mode, role allowlist, lookups in
+//!   the same 5,000 associations) + serialise, for every `*.validate.json`.
 //!
 //! Run: `cargo bench --bench admission` (set `POD_IDENTITY_FIXTURES` if the captures are not in
 //! `../shared/fixtures/apiserver-v1.24`).
@@ -18,11 +19,12 @@ use pod_identity_webhook::admission::mutate::{PodView, mutate_pod};
 use pod_identity_webhook::admission::review::{AdmissionResponse, Review, response_body};
 use pod_identity_webhook::admission::validate::Validator;
 use pod_identity_webhook::admission::{Mutator, read_object};
-use pod_identity_webhook::config::InjectionSettings;
+use pod_identity_webhook::config::{InjectionSettings, NamespaceRule, PolicyMode, PolicySettings};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
     Association, Identities, IdentityKind, ResolvedIdentity, ServiceAccountInfo,
 };
+use pod_identity_webhook::policy::Policy;
 
 fn fixtures_dir() -> PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -132,7 +134,21 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    let validator = Validator::default();
+    // The policy of a multi-tenant cluster: enforce everywhere, team-a limited to its own roles.
+    let policy = Policy::compile(
+        &PolicySettings {
+            default_mode: PolicyMode::Enforce,
+            namespaces: vec![NamespaceRule {
+                pattern: "team-a".into(),
+                mode: Some(PolicyMode::Enforce),
+                allowed_role_arns: Some(vec!["arn:aws:iam::111122223333:role/*".into()]),
+            }],
+            ..PolicySettings::default()
+        },
+        Some("pod-identity-webhook"),
+    )
+    .unwrap();
+    let validator = Validator::new(policy, mutator.identities.clone());
     let mut group = c.benchmark_group("validator");
     for (name, body) in fixtures(".validate.json") {
         group.bench_function(&name, |b| {

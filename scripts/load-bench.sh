@@ -57,14 +57,15 @@ wait_port() {
 }
 
 "$BIN/examples/baseline_server" "127.0.0.1:$BASE_PORT" "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/baseline.log" &
-PIDS+=($!)
+BASE_PID=$!
+PIDS+=("$BASE_PID")
 # Logs on, as in production (JSON, one line per decision), written to a file.
 RUST_LOG="${WEBHOOK_RUST_LOG:-info}" "$BIN/pod-identity-webhook" serve \
   --listen "127.0.0.1:$OURS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
   --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
   --associations "$WORK/associations.yaml" --log-format json 2>"$WORK/webhook.log" &
 OURS_PID=$!
-PIDS+=($OURS_PID)
+PIDS+=("$OURS_PID")
 wait_port "$BASE_PORT"
 wait_port "$OURS_PORT"
 
@@ -85,5 +86,20 @@ for proto in "" "--h2"; do
   run baseline "$BASE_PORT" $proto --rate "$RATE"
   run webhook "$OURS_PORT" $proto --rate "$RATE"
 done
+# Server CPU per request (user + system, from /proc), closed loop over HTTP/1.1 without warm-up so
+# every request the CPU time covers is counted. Less sensitive than throughput to what else the
+# machine runs, since the load generator's own CPU is not in it.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_per_request() { # label port pid
+  local before after out requests
+  before=$(ticks "$3")
+  out=$(run "$1" "$2" --warmup 0)
+  after=$(ticks "$3")
+  requests=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$out")
+  echo "$out"
+  echo "$1 server CPU per request: $(( (after - before) * 1000000 / $(getconf CLK_TCK) / requests )) us"
+}
+cpu_per_request baseline "$BASE_PORT" "$BASE_PID"
+cpu_per_request webhook "$OURS_PORT" "$OURS_PID"
 echo "webhook after the runs: $(rss)"
 echo "decision log lines written: $(wc -l < "$WORK/webhook.log")"
