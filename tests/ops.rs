@@ -1,18 +1,18 @@
 //! Operability (issue 6): metrics after a scripted set of admissions, readiness transitions,
 //! graceful drain on shutdown, configuration reload without restart, certificate metrics.
 
-mod ops_support;
+mod support;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ops_support::{
+use pod_identity_webhook::config::{FileConfig, Overrides, Settings, TlsSource};
+use pod_identity_webhook::serve::{self, Extras, Running};
+use support::{
     ControlledSource, TlsClient, WAIT, admin_get, carts_association, fixture, fixture_with_uid,
     sample, wait_readyz,
 };
-use pod_identity_webhook::config::{FileConfig, Overrides, Settings, TlsSource};
-use pod_identity_webhook::serve::{self, Extras, Running};
 
 const CARTS_ASSOCIATIONS: &str = "associations:
   - namespace: team-a

@@ -1,14 +1,13 @@
 //! Logs (issue 6): one structured line per admission decision, with the request uid, kind,
 //! namespace, name, ServiceAccount, outcome and duration, and nothing secret.
 
-mod ops_support;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::Request;
-use ops_support::{carts_association, fixture_with_uid};
 use pod_identity_webhook::admission::Mutator;
 use pod_identity_webhook::admission::validate::Validator;
 use pod_identity_webhook::app::App;
@@ -16,6 +15,7 @@ use pod_identity_webhook::config::InjectionSettings;
 use pod_identity_webhook::identity::Identities;
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::{http, logging};
+use support::{carts_association, fixture_with_uid};
 use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
 

@@ -1,37 +1,14 @@
 //! Every `*.validate.json` captured from a real kube-apiserver (SPEC §5), sent over real TLS to a
 //! running webhook with the headers and path the API server used, checked against SPEC §3.
 
-mod policy_support;
+mod support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pod_identity_webhook::config::{NamespaceRule, PolicyMode, PolicySettings, Settings};
 use pod_identity_webhook::serve::{self, Running};
-use policy_support::TlsClient;
-use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
-
-/// CI clones the repository with `shared/` beside it (see .ci/run).
-fn fixtures_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/apiserver-v1.24");
-    assert!(
-        dir.is_dir(),
-        "fixtures not found at {}; clone the project with shared/ beside it",
-        dir.display()
-    );
-    dir
-}
-
-#[derive(Deserialize)]
-struct Fixture<'a> {
-    path: String,
-    headers: BTreeMap<String, String>,
-    /// Sent byte for byte as captured.
-    #[serde(borrow)]
-    review: &'a RawValue,
-}
+use support::{Capture, TlsClient, captures};
 
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -91,23 +68,14 @@ fn expected(stem: &str) -> Expect {
     }
 }
 
-fn fixture_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .expect("read fixtures dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.to_string_lossy().ends_with(".validate.json"))
-        .collect();
-    files.sort();
+fn fixture_files() -> Vec<Capture> {
+    let files = captures(".validate.json");
     assert!(
         files.len() >= 16,
-        "expected the captured validate fixtures, found {files:?}"
+        "expected the captured validate fixtures, found {}",
+        files.len()
     );
     files
-}
-
-fn stem(path: &Path) -> String {
-    let name = path.file_name().unwrap().to_string_lossy();
-    name.trim_end_matches(".validate.json").to_string()
 }
 
 async fn start(default_mode: PolicyMode) -> (Running, TlsClient) {
@@ -128,38 +96,31 @@ async fn start(default_mode: PolicyMode) -> (Running, TlsClient) {
         ..PolicySettings::default()
     };
     let running = serve::start(settings).await.expect("webhook starts");
-    let client = TlsClient::new(
+    let client = TlsClient::connect(
+        running.https_addr,
         running
             .self_signed_ca_pem
             .as_deref()
             .expect("self-signed CA"),
-    );
+        false,
+    )
+    .await
+    .expect("TLS connection");
     (running, client)
 }
 
 /// Sends one capture; checks the protocol (SPEC §4) and returns the response object.
-async fn send(running: &Running, client: &TlsClient, path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).expect("read fixture");
-    let fixture: Fixture = serde_json::from_str(&text).expect("fixture parses");
-    let headers: Vec<(String, String)> = fixture.headers.clone().into_iter().collect();
-    let body = fixture.review.get().as_bytes();
-    let response = client
-        .post(running.https_addr, &fixture.path, &headers, body)
-        .await;
-    let name = stem(path);
-    assert_eq!(
-        response.status,
-        200,
-        "{name}: {:?}",
-        String::from_utf8_lossy(&response.body)
-    );
+async fn send(client: &mut TlsClient, fixture: &Capture) -> Value {
+    let response = client.send(fixture).await.expect("request answered");
+    let name = fixture.name.trim_end_matches(".validate");
+    assert_eq!(response.status, 200, "{name}: {}", response.text());
     assert!(
         response
             .header("content-type")
             .is_some_and(|c| c.starts_with("application/json")),
         "{name}"
     );
-    let sent: Value = serde_json::from_str(fixture.review.get()).unwrap();
+    let sent = fixture.review();
     let got: Value = serde_json::from_slice(&response.body).expect("response is JSON");
     assert_eq!(got["apiVersion"], sent["apiVersion"], "{name}");
     assert_eq!(got["kind"], "AdmissionReview", "{name}");
@@ -180,10 +141,10 @@ async fn send(running: &Running, client: &TlsClient, path: &Path) -> Value {
 
 #[tokio::test]
 async fn captured_validate_requests_over_tls_in_enforce_mode() {
-    let (running, client) = start(PolicyMode::Enforce).await;
-    for path in fixture_files() {
-        let name = stem(&path);
-        let r = send(&running, &client, &path).await;
+    let (running, mut client) = start(PolicyMode::Enforce).await;
+    for fixture in fixture_files() {
+        let name = fixture.name.trim_end_matches(".validate").to_string();
+        let r = send(&mut client, &fixture).await;
         match expected(&name) {
             Expect::Allow => {
                 assert_eq!(r["allowed"], true, "{name}: {r}");
@@ -215,11 +176,11 @@ async fn captured_validate_requests_over_tls_in_enforce_mode() {
 
 #[tokio::test]
 async fn captured_validate_requests_over_tls_in_warn_mode_are_all_allowed() {
-    let (running, client) = start(PolicyMode::Warn).await;
+    let (running, mut client) = start(PolicyMode::Warn).await;
     let mut warned = Vec::new();
-    for path in fixture_files() {
-        let name = stem(&path);
-        let r = send(&running, &client, &path).await;
+    for fixture in fixture_files() {
+        let name = fixture.name.trim_end_matches(".validate").to_string();
+        let r = send(&mut client, &fixture).await;
         assert_eq!(r["allowed"], true, "{name}: warn mode never denies: {r}");
         let warns = r["warnings"].as_array().cloned().unwrap_or_default();
         // What enforce mode denies, warn mode warns about; what it allows stays silent.

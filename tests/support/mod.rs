@@ -1,5 +1,6 @@
-//! Helpers for the operability tests: a minimal TLS client (HTTP/1.1 or HTTP/2 over
-//! tokio-rustls + hyper), a plain admin GET, and identity sources whose timing tests control.
+//! Shared test helpers: the real API server captures, a TLS client (HTTP/1.1 or HTTP/2 over
+//! tokio-rustls + hyper) that reports the server's certificate, JSON Patch decoding and
+//! application, a plain admin GET, and identity sources whose timing tests control.
 #![allow(dead_code)] // Each test binary that includes this module uses a different part.
 
 use std::net::SocketAddr;
@@ -47,6 +48,81 @@ pub fn fixture(name: &str) -> (String, Vec<u8>) {
     )
 }
 
+/// One capture from the real API server, byte for byte.
+pub struct Capture {
+    /// File name without `.json`.
+    pub name: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Capture {
+    pub fn load(file: &std::path::Path) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Raw<'a> {
+            path: String,
+            headers: std::collections::BTreeMap<String, String>,
+            #[serde(borrow)]
+            review: &'a serde_json::value::RawValue,
+        }
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", file.display()));
+        let raw: Raw = serde_json::from_str(&text).expect("fixture parses");
+        Self {
+            name: file
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches(".json")
+                .to_string(),
+            path: raw.path,
+            headers: raw.headers.into_iter().collect(),
+            body: raw.review.get().as_bytes().to_vec(),
+        }
+    }
+
+    /// The review as JSON.
+    pub fn review(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Every capture whose file name ends in `suffix` (`.mutate.json`, `.validate.json`), sorted.
+pub fn captures(suffix: &str) -> Vec<Capture> {
+    let mut files: Vec<_> = std::fs::read_dir(fixtures_dir())
+        .expect("read fixtures dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    files.sort();
+    files.iter().map(|f| Capture::load(f)).collect()
+}
+
+/// The JSON Patch of an AdmissionReview response, decoded from its base64 string (`[]` when
+/// there is none). Panics on anything the API server would refuse.
+pub fn decode_patch(answer: &serde_json::Value) -> json_patch::Patch {
+    use base64::Engine;
+    let response = &answer["response"];
+    match response.get("patch") {
+        None => json_patch::Patch(Vec::new()),
+        Some(p) => {
+            assert_eq!(response["patchType"], "JSONPatch", "patchType with a patch");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(p.as_str().expect("patch is a base64 string, not a list"))
+                .expect("patch is base64");
+            serde_json::from_slice(&bytes).expect("patch is a JSON Patch")
+        }
+    }
+}
+
+/// `object` with the response's patch applied, as the API server would.
+pub fn apply_answer(object: &serde_json::Value, answer: &serde_json::Value) -> serde_json::Value {
+    let mut patched = object.clone();
+    json_patch::patch(&mut patched, &decode_patch(answer)).expect("patch applies to the object");
+    patched
+}
+
 /// A fixture's review with its uid replaced (so log lines and responses can be told apart).
 pub fn fixture_with_uid(name: &str, uid: &str) -> (String, Vec<u8>) {
     let (path, body) = fixture(name);
@@ -63,16 +139,31 @@ enum Sender {
 /// One keep-alive TLS connection to the admission endpoint.
 pub struct TlsClient {
     sender: Sender,
+    /// The leaf certificate the server presented in this connection's handshake.
+    pub peer_certificate: CertificateDer<'static>,
 }
 
 /// The answer to one request.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
     pub body: Bytes,
 }
 
 impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
@@ -101,6 +192,14 @@ impl TlsClient {
         let tls = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await?;
+        let peer_certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .expect("the server presents a certificate")
+            .clone()
+            .into_owned();
         let io = TokioIo::new(tls);
         let sender = if h2 {
             let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -115,7 +214,10 @@ impl TlsClient {
             tokio::spawn(conn);
             Sender::H1(sender)
         };
-        Ok(Self { sender })
+        Ok(Self {
+            sender,
+            peer_certificate,
+        })
     }
 
     /// POSTs `body` to `path` with `content_type`.
@@ -125,8 +227,28 @@ impl TlsClient {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<Answer, hyper::Error> {
-        let req = Request::post(path)
-            .header("content-type", content_type)
+        self.post_with(path, &[("content-type".into(), content_type.into())], body)
+            .await
+    }
+
+    /// POSTs `body` to `path` with exactly `headers` (plus `host`).
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<Answer, hyper::Error> {
+        let mut req = Request::post(path);
+        for (k, v) in headers {
+            // Hop-by-hop and framing headers are the connection's business.
+            if ["host", "content-length", "connection", "accept-encoding"]
+                .contains(&k.to_ascii_lowercase().as_str())
+            {
+                continue;
+            }
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req
             .header("host", "localhost")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
@@ -141,8 +263,23 @@ impl TlsClient {
             }
         };
         let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends a capture as the API server did: its path, headers and bytes.
+    pub async fn send(&mut self, capture: &Capture) -> Result<Answer, hyper::Error> {
+        self.post_with(&capture.path, &capture.headers, capture.body.clone())
+            .await
     }
 
     /// POSTs an AdmissionReview as the API server does.
