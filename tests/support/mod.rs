@@ -3,6 +3,8 @@
 //! application, a plain admin GET, and identity sources whose timing tests control.
 #![allow(dead_code)] // Each test binary that includes this module uses a different part.
 
+pub mod kube_api;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

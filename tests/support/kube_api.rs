@@ -1,0 +1,209 @@
+//! A fake Kubernetes API server over plain HTTP on 127.0.0.1 that answers with what a real
+//! kube-apiserver v1.24 answered (`fixtures/apiserver-v1.24/kube-api/`): the ServiceAccount
+//! list, its watch events, single GETs, and the Namespace list.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::fixtures_dir;
+
+fn captured(name: &str) -> String {
+    let path = fixtures_dir().join("kube-api").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Fake {
+    service_accounts: Value,
+    namespaces: Value,
+    /// The captured watch events, one JSON line each.
+    watch_lines: Vec<String>,
+    /// How many of them the watch sends before it goes quiet (staying open).
+    watch_events: usize,
+    /// ServiceAccounts that exist only for single GETs (created after the list).
+    created_later: Vec<Value>,
+    pub gets: AtomicUsize,
+    pub lists: AtomicUsize,
+}
+
+/// The running fake; stops with the value.
+pub struct FakeKubeApi {
+    pub addr: SocketAddr,
+    fake: Arc<Fake>,
+    stop: CancellationToken,
+}
+
+impl Drop for FakeKubeApi {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn not_found(what: &str, name: &str) -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                "code": 404, "message": format!("{what} \"{name}\" not found")}),
+    )
+}
+
+fn quiet_watch(lines: Vec<String>) -> Response {
+    // The events, then a stream that never ends: a watch that is open and idle.
+    let events = futures::stream::iter(
+        lines
+            .into_iter()
+            .map(|l| Ok::<_, std::io::Error>(format!("{l}\n").into_bytes())),
+    );
+    let body = Body::from_stream(futures::StreamExt::chain(
+        events,
+        futures::stream::pending(),
+    ));
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
+async fn service_accounts(State(f): State<Arc<Fake>>, RawQuery(q): RawQuery) -> Response {
+    if q.unwrap_or_default().contains("watch=true") {
+        return quiet_watch(f.watch_lines[..f.watch_events].to_vec());
+    }
+    f.lists.fetch_add(1, Ordering::Relaxed);
+    json_response(StatusCode::OK, &f.service_accounts)
+}
+
+async fn one_service_account(
+    State(f): State<Arc<Fake>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+) -> Response {
+    f.gets.fetch_add(1, Ordering::Relaxed);
+    let found = f.service_accounts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(&f.created_later)
+        .find(|sa| sa["metadata"]["namespace"] == namespace && sa["metadata"]["name"] == name);
+    match found {
+        Some(sa) => json_response(StatusCode::OK, sa),
+        None => not_found("serviceaccounts", &name),
+    }
+}
+
+async fn namespaces(State(f): State<Arc<Fake>>, RawQuery(q): RawQuery) -> Response {
+    if q.unwrap_or_default().contains("watch=true") {
+        return quiet_watch(Vec::new());
+    }
+    json_response(StatusCode::OK, &f.namespaces)
+}
+
+async fn one_namespace(State(f): State<Arc<Fake>>, UrlPath(name): UrlPath<String>) -> Response {
+    match f.namespaces["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ns| ns["metadata"]["name"] == name)
+    {
+        Some(ns) => json_response(StatusCode::OK, ns),
+        None => not_found("namespaces", &name),
+    }
+}
+
+impl FakeKubeApi {
+    /// Serves the captures; the ServiceAccount watch sends its first `watch_events` captured
+    /// events, and `created_later` ServiceAccounts answer single GETs only.
+    pub async fn start(watch_events: usize, created_later: Vec<Value>) -> Self {
+        let watch_lines: Vec<String> = captured("serviceaccounts.watch.jsonl")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        assert!(watch_events <= watch_lines.len());
+        let fake = Arc::new(Fake {
+            service_accounts: serde_json::from_str(&captured("serviceaccounts.list.json")).unwrap(),
+            namespaces: serde_json::from_str(&captured("namespaces.list.json")).unwrap(),
+            watch_lines,
+            watch_events,
+            created_later,
+            gets: AtomicUsize::new(0),
+            lists: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/api/v1/serviceaccounts", get(service_accounts))
+            .route(
+                "/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
+                get(one_service_account),
+            )
+            .route("/api/v1/namespaces", get(namespaces))
+            .route("/api/v1/namespaces/{name}", get(one_namespace))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let serving = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(serving.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Self { addr, fake, stop }
+    }
+
+    /// A client for the fake, as kube-rs builds one from a kubeconfig.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// Writes a kubeconfig pointing at the fake into `dir` (for `--kubeconfig`).
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster: {{server: \"http://{}\"}}
+users:
+- name: nobody
+  user: {{}}
+contexts:
+- name: fake
+  context: {{cluster: fake, user: nobody}}
+current-context: fake
+",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Single ServiceAccount GETs answered so far.
+    pub fn gets(&self) -> usize {
+        self.fake.gets.load(Ordering::Relaxed)
+    }
+
+    /// ServiceAccount lists answered so far.
+    pub fn lists(&self) -> usize {
+        self.fake.lists.load(Ordering::Relaxed)
+    }
+}
