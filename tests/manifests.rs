@@ -1,0 +1,905 @@
+//! The deployment files (issue 5), checked without a cluster:
+//! - every YAML document in `manifests/` and `hack/demo/` parses into its k8s-openapi type, and
+//!   serialises back to the same JSON (a misspelt field would be dropped and show here);
+//! - each overlay is composed the way kustomize does for the features these files use
+//!   (resources, namespace, labels, images, strategic-merge patches; any other kustomization key
+//!   fails the test), and the result is checked for consistency with the binary itself: its CLI
+//!   accepts the container arguments, its config parser and associations parser accept the
+//!   ConfigMap, and ports, paths, Secret and Service names line up;
+//! - the scripts pass `bash -n` and shellcheck (when installed; `.ci/run` installs it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Parser;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use pod_identity_webhook::cli::{Cli, Command as CliCommand};
+use pod_identity_webhook::config::{self, Overrides, Settings, TlsSource};
+use pod_identity_webhook::identity::file::FileSource;
+use pod_identity_webhook::policy::workload::WorkloadKind;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The YAML documents of a file, as JSON values (empty documents skipped).
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
+        })
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// Drops nulls (k8s-openapi omits unset fields) so a round trip compares like with like.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+fn typed<T: DeserializeOwned + serde::Serialize>(doc: &Value, origin: &str) -> T {
+    let value: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{origin}: not a valid {}: {e}", doc["kind"]));
+    let back = without_nulls(&serde_json::to_value(&value).unwrap());
+    assert_eq!(
+        back,
+        without_nulls(doc),
+        "{origin}: {} {} has fields its type does not know (misspelt?)",
+        doc["kind"],
+        doc["metadata"]["name"]
+    );
+    value
+}
+
+/// Parses one document into its type; cert-manager kinds (no k8s-openapi type) get their
+/// required fields checked by hand.
+fn check_typed(doc: &Value, origin: &str) {
+    let kind = doc["kind"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{origin}: no kind"));
+    let api = doc["apiVersion"].as_str().unwrap_or_default();
+    assert!(
+        doc["metadata"]["name"].is_string(),
+        "{origin}: {kind} has no name"
+    );
+    match (api, kind) {
+        ("v1", "Namespace") => drop(typed::<Namespace>(doc, origin)),
+        ("v1", "ServiceAccount") => drop(typed::<ServiceAccount>(doc, origin)),
+        ("v1", "ConfigMap") => drop(typed::<ConfigMap>(doc, origin)),
+        ("v1", "Service") => drop(typed::<Service>(doc, origin)),
+        ("v1", "Pod") => drop(typed::<Pod>(doc, origin)),
+        ("apps/v1", "Deployment") => drop(typed::<Deployment>(doc, origin)),
+        ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(doc, origin)),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(doc, origin)),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            drop(typed::<ClusterRoleBinding>(doc, origin))
+        }
+        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+            drop(typed::<MutatingWebhookConfiguration>(doc, origin))
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
+            drop(typed::<ValidatingWebhookConfiguration>(doc, origin))
+        }
+        ("cert-manager.io/v1", "Issuer") => {
+            let spec = doc["spec"].as_object().expect("Issuer spec");
+            assert!(
+                spec.contains_key("selfSigned") || spec["ca"]["secretName"].is_string(),
+                "{origin}: Issuer needs selfSigned or ca.secretName"
+            );
+        }
+        ("cert-manager.io/v1", "Certificate") => {
+            assert!(doc["spec"]["secretName"].is_string(), "{origin}");
+            assert!(doc["spec"]["issuerRef"]["name"].is_string(), "{origin}");
+        }
+        // Kustomize patches are partial objects: checked after composition instead.
+        other => panic!("{origin}: unexpected {other:?}; add it to this test"),
+    }
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+}
+
+// --- a small kustomize -------------------------------------------------------------------
+
+/// Kinds kustomize leaves without a namespace.
+const CLUSTER_SCOPED: [&str; 5] = [
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+fn id(doc: &Value) -> (String, String) {
+    (
+        doc["kind"].as_str().unwrap().to_string(),
+        doc["metadata"]["name"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Strategic merge for what these patches use: maps merge key by key, lists of objects with
+/// a `name` merge item by item on it, anything else is replaced.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                match t.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        t.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(p))
+            if p.iter().all(|i| i["name"].is_string())
+                && t.iter().all(|i| i["name"].is_string()) =>
+        {
+            for item in p {
+                match t.iter_mut().find(|x| x["name"] == item["name"]) {
+                    Some(existing) => merge(existing, item),
+                    None => t.push(item.clone()),
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn build(dir: &Path) -> Vec<Value> {
+    let kustomization = documents(&dir.join("kustomization.yaml")).remove(0);
+    let k = kustomization.as_object().unwrap();
+    for key in k.keys() {
+        assert!(
+            [
+                "apiVersion",
+                "kind",
+                "resources",
+                "namespace",
+                "labels",
+                "images",
+                "patches"
+            ]
+            .contains(&key.as_str()),
+            "{}: kustomization key {key} is not composed by this test",
+            dir.display()
+        );
+    }
+    let mut docs = Vec::new();
+    for r in k["resources"].as_array().unwrap() {
+        let path = dir.join(r.as_str().unwrap());
+        if path.is_dir() {
+            docs.extend(build(&path));
+        } else {
+            let origin = path.display().to_string();
+            for doc in documents(&path) {
+                check_typed(&doc, &origin);
+                docs.push(doc);
+            }
+        }
+    }
+    if let Some(ns) = k.get("namespace").and_then(Value::as_str) {
+        for doc in &mut docs {
+            if !CLUSTER_SCOPED.contains(&doc["kind"].as_str().unwrap()) {
+                doc["metadata"]["namespace"] = Value::String(ns.into());
+            }
+        }
+    }
+    for label in k
+        .get("labels")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(label["includeSelectors"], false, "selectors are left alone");
+        for doc in &mut docs {
+            let labels = &mut doc["metadata"]["labels"];
+            if labels.is_null() {
+                *labels = Value::Object(Default::default());
+            }
+            for (key, value) in label["pairs"].as_object().unwrap() {
+                labels[key] = value.clone();
+            }
+        }
+    }
+    for image in k
+        .get("images")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = image["name"].as_str().unwrap();
+        let new = format!(
+            "{}:{}",
+            image["newName"].as_str().unwrap_or(name),
+            image["newTag"].as_str().unwrap()
+        );
+        let mut used = false;
+        for doc in docs.iter_mut().filter(|d| d["kind"] == "Deployment") {
+            for c in doc["spec"]["template"]["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+            {
+                let current = c["image"].as_str().unwrap();
+                if current == name || current.starts_with(&format!("{name}:")) {
+                    c["image"] = Value::String(new.clone());
+                    used = true;
+                }
+            }
+        }
+        assert!(used, "{}: image {name} matches no container", dir.display());
+    }
+    for patch in k
+        .get("patches")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let path = dir.join(patch["path"].as_str().expect("patches by path"));
+        for p in documents(&path) {
+            let target = docs
+                .iter_mut()
+                .find(|d| id(d) == id(&p))
+                .unwrap_or_else(|| {
+                    panic!("{}: patch {:?} matches nothing", path.display(), id(&p))
+                });
+            merge(target, &p);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for doc in &docs {
+        assert!(
+            seen.insert(id(doc)),
+            "{}: {:?} twice",
+            dir.display(),
+            id(doc)
+        );
+    }
+    docs
+}
+
+// --- the composed objects ----------------------------------------------------------------
+
+struct Built {
+    name: &'static str,
+    docs: Vec<Value>,
+}
+
+impl Built {
+    fn new(name: &'static str) -> Self {
+        let docs = build(&root().join("manifests").join(name));
+        // The composed objects are still valid objects of their types.
+        for doc in &docs {
+            check_typed(doc, &format!("{name} (composed)"));
+        }
+        Self { name, docs }
+    }
+
+    fn one<T: DeserializeOwned>(&self, kind: &str) -> T {
+        let found: Vec<&Value> = self.docs.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "{}: one {kind}", self.name);
+        serde_json::from_value(found[0].clone()).unwrap()
+    }
+
+    fn raw(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.docs
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+    }
+}
+
+fn webhook_container(d: &Deployment) -> Container {
+    let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(spec.containers.len(), 1);
+    spec.containers[0].clone()
+}
+
+fn port_named(c: &Container, name: &str) -> i32 {
+    c.ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("container port {name}"))
+        .container_port
+}
+
+/// The settings the binary would run with: its CLI parses the container's arguments and its
+/// config parser reads the ConfigMap's `config.yaml` (written where the args point).
+fn settings_of(b: &Built, dir: &Path) -> Settings {
+    let deployment: Deployment = b.one("Deployment");
+    let container = webhook_container(&deployment);
+    let config_map: ConfigMap = b.one("ConfigMap");
+    let data = config_map.data.unwrap();
+    let args = container.args.clone().unwrap();
+    let cli = Cli::try_parse_from(
+        std::iter::once("pod-identity-webhook".to_string()).chain(args.clone()),
+    )
+    .unwrap_or_else(|e| panic!("{}: the binary refuses {args:?}: {e}", b.name));
+    let CliCommand::Serve(_) = cli.command else {
+        panic!("{}: the container must run `serve`", b.name)
+    };
+    // The --config path is the config volume's mount path + the ConfigMap key.
+    let config_arg = args
+        .iter()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .expect("--config")
+        .clone();
+    let mounts = container.volume_mounts.clone().unwrap();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let config_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| {
+            v.config_map
+                .as_ref()
+                .is_some_and(|c| c.name == config_map.metadata.name.clone().unwrap())
+        })
+        .expect("a volume of the ConfigMap");
+    let mount = mounts
+        .iter()
+        .find(|m| m.name == config_volume.name)
+        .expect("the ConfigMap is mounted");
+    let key = config_arg
+        .strip_prefix(&format!("{}/", mount.mount_path))
+        .unwrap_or_else(|| panic!("{config_arg} is not under {}", mount.mount_path));
+    let text = data
+        .get(key)
+        .unwrap_or_else(|| panic!("ConfigMap has no {key}"));
+    let file = config::parse_file_config(Path::new(&config_arg), text)
+        .unwrap_or_else(|e| panic!("{}: config.yaml: {e}", b.name));
+    // Files the config names are the mounted ones; check them, then read them from `dir`.
+    let settings = Settings::resolve(file, Some(config_arg.clone().into()), Overrides::default())
+        .unwrap_or_else(|e| panic!("{}: config.yaml: {e}", b.name));
+    if let Some(path) = &settings.associations_file {
+        let key = path.strip_prefix(&mount.mount_path).unwrap_or_else(|_| {
+            panic!(
+                "associations file {} is not in the ConfigMap mount",
+                path.display()
+            )
+        });
+        let text = data
+            .get(key.to_str().unwrap())
+            .unwrap_or_else(|| panic!("ConfigMap has no {}", key.display()));
+        let local = dir.join("associations.yaml");
+        std::fs::write(&local, text).unwrap();
+        let (source, _) =
+            FileSource::open(&local).unwrap_or_else(|e| panic!("{}: associations: {e}", b.name));
+        assert!(!source.is_empty());
+    }
+    settings
+}
+
+/// Everything every overlay must get right.
+fn check_consistency(b: &Built) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_of(b, dir.path());
+    let deployment: Deployment = b.one("Deployment");
+    let service: Service = b.one("Service");
+    let mutating: MutatingWebhookConfiguration = b.one("MutatingWebhookConfiguration");
+    let validating: ValidatingWebhookConfiguration = b.one("ValidatingWebhookConfiguration");
+    let role: ClusterRole = b.one("ClusterRole");
+    let binding: ClusterRoleBinding = b.one("ClusterRoleBinding");
+    let pdb: PodDisruptionBudget = b.one("PodDisruptionBudget");
+    let ns: Namespace = b.one("Namespace");
+    let own_ns = ns.metadata.name.clone().unwrap();
+    let container = webhook_container(&deployment);
+    let spec = deployment.spec.clone().unwrap();
+    let pod = spec.template.spec.clone().unwrap();
+    let pod_labels = spec.template.metadata.clone().unwrap().labels.unwrap();
+
+    // Ports: listen/adminListen of the config are the container ports, which the Service and
+    // the probes use.
+    assert_eq!(
+        port_named(&container, "https") as u16,
+        settings.server.listen.port(),
+        "{}",
+        b.name
+    );
+    assert_eq!(
+        port_named(&container, "admin") as u16,
+        settings.server.admin_listen.port()
+    );
+    let svc = service.spec.clone().unwrap();
+    let https = svc
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("https"))
+        .unwrap();
+    assert_eq!(https.target_port, Some(IntOrString::String("https".into())));
+    for (probe, path) in [
+        (container.readiness_probe.clone(), "/readyz"),
+        (container.liveness_probe.clone(), "/livez"),
+    ] {
+        let get = probe.unwrap().http_get.unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, IntOrString::String("admin".into()));
+    }
+    // The Service and PDB select the pods.
+    for (k, v) in svc.selector.unwrap() {
+        assert_eq!(pod_labels.get(&k), Some(&v), "{}: Service selector", b.name);
+    }
+    for (k, v) in pdb.spec.unwrap().selector.unwrap().match_labels.unwrap() {
+        assert_eq!(pod_labels.get(&k), Some(&v), "{}: PDB selector", b.name);
+    }
+
+    // TLS: the config's files are in the mounted Secret.
+    let TlsSource::Files { cert, key } = &settings.tls else {
+        panic!("{}: in-cluster TLS comes from files", b.name)
+    };
+    let tls_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.secret.is_some())
+        .expect("a Secret volume");
+    let secret_name = tls_volume.secret.clone().unwrap().secret_name.unwrap();
+    assert_eq!(secret_name, "pod-identity-webhook-tls");
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == tls_volume.name)
+        .unwrap();
+    for (file, expected) in [(cert, "tls.crt"), (key, "tls.key")] {
+        assert_eq!(
+            *file,
+            Path::new(&mount.mount_path).join(expected),
+            "{}",
+            b.name
+        );
+    }
+
+    // Webhooks: our Service, our paths, v1, no side effects, short timeouts, system and own
+    // namespaces excluded.
+    let service_name = service.metadata.name.clone().unwrap();
+    let service_ns = service.metadata.namespace.clone().unwrap();
+    let mut routes = Vec::new();
+    let m = &mutating.webhooks.clone().unwrap()[0];
+    let v = &validating.webhooks.clone().unwrap()[0];
+    for (cfg, path, versions, side, timeout, selector) in [
+        (
+            &m.client_config,
+            "/mutate",
+            &m.admission_review_versions,
+            &m.side_effects,
+            m.timeout_seconds,
+            &m.namespace_selector,
+        ),
+        (
+            &v.client_config,
+            "/validate",
+            &v.admission_review_versions,
+            &v.side_effects,
+            v.timeout_seconds,
+            &v.namespace_selector,
+        ),
+    ] {
+        let s = cfg.service.clone().expect("service reference");
+        assert_eq!(
+            (s.name.as_str(), s.namespace.as_str()),
+            (service_name.as_str(), service_ns.as_str())
+        );
+        assert_eq!(s.path.as_deref(), Some(path));
+        assert_eq!(s.port, https.port.into());
+        routes.push(path);
+        assert_eq!(versions, &vec!["v1".to_string()]);
+        assert_eq!(side, "None");
+        assert!(timeout.is_some_and(|t| (1..=10).contains(&t)));
+        let excluded: Vec<String> = selector
+            .clone()
+            .unwrap()
+            .match_expressions
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+            .flat_map(|e| e.values.unwrap())
+            .collect();
+        for ns in [
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            own_ns.as_str(),
+        ] {
+            assert!(
+                excluded.iter().any(|e| e == ns),
+                "{}: {ns} not excluded",
+                b.name
+            );
+        }
+    }
+    assert_eq!(m.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    // The paths exist in the router the binary serves.
+    check_routes(&routes);
+
+    // Rules: exactly the kinds the server handles.
+    let mutate_rules = m.rules.clone().unwrap();
+    assert_eq!(mutate_rules.len(), 1);
+    assert_eq!(
+        rule_targets(&mutate_rules[0]),
+        vec![("".into(), "pods".into(), "CREATE".into())]
+    );
+    let mut validated: Vec<(String, String, String)> = v
+        .rules
+        .clone()
+        .unwrap()
+        .iter()
+        .flat_map(rule_targets)
+        .collect();
+    validated.sort();
+    let mut expected = vec![
+        ("".to_string(), "pods".to_string(), "CREATE".to_string()),
+        ("".into(), "serviceaccounts".into(), "CREATE".into()),
+        ("".into(), "serviceaccounts".into(), "UPDATE".into()),
+    ];
+    for (group, resource, kind) in [
+        ("apps", "deployments", "Deployment"),
+        ("apps", "statefulsets", "StatefulSet"),
+        ("apps", "daemonsets", "DaemonSet"),
+        ("apps", "replicasets", "ReplicaSet"),
+        ("batch", "jobs", "Job"),
+        ("batch", "cronjobs", "CronJob"),
+    ] {
+        assert!(
+            WorkloadKind::from_gvk(group, kind).is_some(),
+            "the validator checks {kind}"
+        );
+        for op in ["CREATE", "UPDATE"] {
+            expected.push((group.into(), resource.into(), op.into()));
+        }
+    }
+    expected.sort();
+    assert_eq!(validated, expected, "{}: validating rules", b.name);
+
+    // RBAC: read ServiceAccounts and Namespaces, nothing else; bound to the pods' account.
+    let rules = role.rules.unwrap();
+    for rule in &rules {
+        assert_eq!(rule.api_groups.clone().unwrap(), vec![String::new()]);
+        for r in rule.resources.clone().unwrap() {
+            assert!(
+                ["serviceaccounts", "namespaces"].contains(&r.as_str()),
+                "{r}"
+            );
+        }
+        for verb in &rule.verbs {
+            assert!(["get", "list", "watch"].contains(&verb.as_str()), "{verb}");
+        }
+    }
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(Some(subject.name.clone()), pod.service_account_name);
+    assert_eq!(subject.namespace.as_deref(), Some(own_ns.as_str()));
+    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
+
+    // Hardening and availability.
+    assert!(spec.replicas.unwrap() >= 2);
+    assert!(pod.affinity.unwrap().pod_anti_affinity.is_some());
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let csc = container.security_context.clone().unwrap();
+    assert_eq!(csc.read_only_root_filesystem, Some(true));
+    assert_eq!(csc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        csc.capabilities.unwrap().drop.unwrap(),
+        vec!["ALL".to_string()]
+    );
+    let resources = container.resources.clone().unwrap();
+    assert!(resources.requests.is_some() && resources.limits.is_some());
+    assert!(
+        container
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "POD_NAMESPACE"),
+        "own namespace for the policy exemption"
+    );
+    // Above shutdown grace + drain, so in-flight reviews finish.
+    let budget = settings.server.shutdown_grace + settings.server.drain_timeout;
+    assert!(pod.termination_grace_period_seconds.unwrap() as u64 > budget.as_secs());
+}
+
+fn rule_targets(rule: &RuleWithOperations) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for g in rule.api_groups.clone().unwrap() {
+        for r in rule.resources.clone().unwrap() {
+            for op in rule.operations.clone().unwrap() {
+                out.push((g.clone(), r.clone(), op));
+            }
+        }
+    }
+    out
+}
+
+/// POSTs to each path on the binary's own router (in process): a route that exists answers
+/// 400 to a non-review body, an absent one 404.
+fn check_routes(paths: &[&str]) {
+    use tower::ServiceExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = std::sync::Arc::new(pod_identity_webhook::app::App::new(
+            pod_identity_webhook::admission::Mutator::new(
+                Default::default(),
+                pod_identity_webhook::identity::Identities::default(),
+            ),
+            Default::default(),
+        ));
+        for path in paths {
+            let router = pod_identity_webhook::http::admission_router(app.clone());
+            let req = axum::http::Request::post(*path)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from("{}"))
+                .unwrap();
+            let status = router.oneshot(req).await.unwrap().status();
+            assert_eq!(status, 400, "{path} is not served by the binary");
+        }
+    });
+}
+
+#[test]
+fn every_manifest_and_demo_document_parses_into_its_type() {
+    let mut files = Vec::new();
+    yaml_files(&root().join("manifests"), &mut files);
+    yaml_files(&root().join("hack/demo"), &mut files);
+    assert!(files.len() >= 10, "{files:?}");
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let docs = documents(&file);
+        if name == "kustomization.yaml" {
+            assert_eq!(docs[0]["kind"], "Kustomization");
+            continue;
+        }
+        let is_patch = build_patch_paths().contains(&file);
+        for doc in docs {
+            if !is_patch {
+                check_typed(&doc, &file.display().to_string());
+            }
+        }
+    }
+}
+
+/// Files kustomizations use as patches (partial objects).
+fn build_patch_paths() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    yaml_files(&root().join("manifests"), &mut files);
+    for f in files.iter().filter(|f| f.ends_with("kustomization.yaml")) {
+        let k = documents(f).remove(0);
+        for p in k["patches"].as_array().into_iter().flatten() {
+            out.push(f.parent().unwrap().join(p["path"].as_str().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_base_is_consistent_with_the_binary() {
+    let b = Built::new("base");
+    check_consistency(&b);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_of(&b, dir.path());
+    assert!(settings.associations_file.is_some() && settings.eks.is_none());
+}
+
+#[test]
+fn the_kind_overlay_runs_the_loaded_image_on_the_associations_file() {
+    let b = Built::new("overlays/kind");
+    check_consistency(&b);
+    let container = webhook_container(&b.one("Deployment"));
+    assert_eq!(container.image.as_deref(), Some("pod-identity-webhook:dev"));
+    assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(settings_of(&b, dir.path()).associations_file.is_some());
+    // The script creates the Secret and patches the caBundle; nothing in the overlay sets one.
+    let script = std::fs::read_to_string(root().join("hack/kind-quickstart.sh")).unwrap();
+    assert!(script.contains("create secret tls pod-identity-webhook-tls"));
+    assert!(script.contains("/webhooks/0/clientConfig/caBundle"));
+    assert!(script.contains("apply -k manifests/overlays/kind"));
+    assert!(script.contains("--service \"$NS\" --namespace \"$NS\""));
+}
+
+#[test]
+fn the_cert_manager_overlay_issues_the_serving_secret_and_injects_the_ca() {
+    let b = Built::new("overlays/cert-manager");
+    check_consistency(&b);
+    let service: Service = b.one("Service");
+    let svc = format!(
+        "{}.{}.svc",
+        service.metadata.name.unwrap(),
+        service.metadata.namespace.unwrap()
+    );
+    let serving = b
+        .raw("Certificate", "pod-identity-webhook-serving")
+        .expect("serving Certificate");
+    assert_eq!(serving["spec"]["secretName"], "pod-identity-webhook-tls");
+    assert!(
+        serving["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::String(svc))
+    );
+    let issuer = serving["spec"]["issuerRef"]["name"].as_str().unwrap();
+    assert!(b.raw("Issuer", issuer).is_some(), "issuer {issuer} exists");
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let cfg = b.raw(kind, "pod-identity-webhook").unwrap();
+        assert_eq!(
+            cfg["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            format!(
+                "{}/{}",
+                serving["metadata"]["namespace"].as_str().unwrap(),
+                serving["metadata"]["name"].as_str().unwrap()
+            )
+        );
+    }
+}
+
+#[test]
+fn the_eks_overlay_reads_associations_from_eks_with_the_documented_iam_policy() {
+    let b = Built::new("overlays/eks");
+    check_consistency(&b);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_of(&b, dir.path());
+    let eks = settings.eks.expect("the EKS source is configured");
+    assert!(!eks.cluster_name.is_empty());
+    assert!(settings.associations_file.is_none());
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("manifests/overlays/eks/iam-policy.json")).unwrap(),
+    )
+    .unwrap();
+    let actions: Vec<&str> = policy["Statement"][0]["Action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "eks:ListPodIdentityAssociations",
+            "eks:DescribePodIdentityAssociation"
+        ]
+    );
+}
+
+#[test]
+fn the_demo_matches_the_base_associations_and_policy_label() {
+    let b = Built::new("base");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_of(&b, dir.path());
+    let namespace = documents(&root().join("hack/demo/namespace.yaml"));
+    let label = &settings.policy.namespace_label;
+    assert_eq!(
+        namespace[0]["metadata"]["labels"][label.as_str()],
+        "enforce"
+    );
+    let config_map: ConfigMap = b.one("ConfigMap");
+    let associations = config_map.data.unwrap()["associations.yaml"].clone();
+    let listed: BTreeMap<String, Vec<BTreeMap<String, String>>> =
+        serde_yaml_ng::from_str(&associations).unwrap();
+    let has = |sa: &str| {
+        listed["associations"]
+            .iter()
+            .any(|a| a["namespace"] == "team-a" && a["serviceAccount"] == sa)
+    };
+    let pod_sa = |file: &str| {
+        documents(&root().join("hack/demo").join(file))[0]["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        has(&pod_sa("pod-carts.yaml")),
+        "the demo pod's ServiceAccount is associated"
+    );
+    assert!(
+        !has(&pod_sa("pod-no-identity.yaml")),
+        "the rejected pod's is not"
+    );
+}
+
+#[test]
+fn the_dockerfile_runs_this_binary_as_non_root() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(dockerfile.contains(&format!("cargo build --release --locked --bin {bin}")));
+    assert!(dockerfile.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{bin}\"]")));
+    assert!(dockerfile.contains("USER 65532:65532"));
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    for entry in ["target/", ".git/", "certs/out/"] {
+        assert!(
+            ignore.lines().any(|l| l == entry),
+            ".dockerignore lacks {entry}"
+        );
+    }
+}
+
+#[test]
+fn the_scripts_pass_bash_n_and_shellcheck() {
+    let scripts = [
+        "hack/kind-quickstart.sh",
+        "certs/generate.sh",
+        "scripts/load-bench.sh",
+        ".ci/run",
+    ];
+    for script in scripts {
+        let path = root().join(script);
+        let status = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+        assert!(status.success(), "bash -n {script}");
+    }
+    match Command::new("shellcheck").arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let out = Command::new("shellcheck")
+                .args(scripts.map(|s| root().join(s)))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "shellcheck:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        _ => eprintln!("shellcheck not installed: skipped (.ci/run installs it)"),
+    }
+}
+
+#[test]
+fn the_kind_script_names_every_missing_prerequisite() {
+    // With an empty PATH (bash itself by absolute path) every tool is missing.
+    let bash = ["/bin/bash", "/usr/bin/bash"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("bash");
+    let out = Command::new(bash)
+        .arg(root().join("hack/kind-quickstart.sh"))
+        .env_clear()
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for tool in ["docker:", "kind:", "kubectl:"] {
+        assert!(err.contains(tool), "does not name {tool}: {err}");
+    }
+}
