@@ -26,13 +26,7 @@ async fn start() -> (Running, tempfile::TempDir) {
 }
 
 async fn client(running: &Running, h2: bool) -> TlsClient {
-    TlsClient::connect(
-        running.https_addr,
-        running.self_signed_ca_pem.as_deref().unwrap(),
-        h2,
-    )
-    .await
-    .unwrap()
+    TlsClient::to(running, h2).await
 }
 
 /// A good review still gets its patch, on a new connection.

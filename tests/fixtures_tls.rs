@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
-use support::{Capture, TlsClient, apply_answer, captures, wait_readyz};
+use support::{Capture, TlsClient, apply_answer, captures, env_pairs, wait_readyz};
 
 use pod_identity_webhook::config::Settings;
 use pod_identity_webhook::serve::{self, Running};
@@ -45,33 +45,13 @@ async fn start() -> Webhook {
     let running = serve::start(settings).await.expect("webhook starts");
     // Ready once the ServiceAccounts are listed from the fake API server.
     wait_readyz(running.admin_addr, 200).await;
-    let client = TlsClient::connect(
-        running.https_addr,
-        running.self_signed_ca_pem.as_deref().unwrap(),
-        false,
-    )
-    .await
-    .unwrap();
+    let client = TlsClient::to(&running, false).await;
     Webhook {
         running,
         client,
         _api: api,
         _dir: dir,
     }
-}
-
-fn env_of(container: &Value) -> Vec<(String, String)> {
-    container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap().to_string(),
-                e["value"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -193,7 +173,7 @@ fn check(capture: &Capture, answer: &Value) -> Value {
         "pod-create-carts" | "pod-create-generatename-dryrun" => {
             // Association wins over the ServiceAccount's IRSA annotation (SPEC §1).
             let app = &patched["spec"]["containers"][0];
-            assert_eq!(env_of(app), pairs(&PI_ENV), "{name}");
+            assert_eq!(env_pairs(app), pairs(&PI_ENV), "{name}");
             assert_mount(app, PI_VOLUME, PI_MOUNT);
             assert_pod_identity_volume(&patched);
             assert!(named(&patched["spec"]["volumes"], IRSA_VOLUME).is_none());
@@ -202,7 +182,7 @@ fn check(capture: &Capture, answer: &Value) -> Value {
         }
         "pod-create-hostnetwork-default-sa" => {
             let app = &patched["spec"]["containers"][0];
-            assert_eq!(env_of(app), pairs(&PI_ENV), "{name}");
+            assert_eq!(env_pairs(app), pairs(&PI_ENV), "{name}");
             assert_pod_identity_volume(&patched);
             assert_only_additions(name, original, &patched, PI_VOLUME);
             let w = warnings.as_array().expect("hostNetwork pods get a warning");
@@ -222,11 +202,15 @@ fn check(capture: &Capture, answer: &Value) -> Value {
                 ("AWS_WEB_IDENTITY_TOKEN_FILE", token),
             ]);
             let spec = &patched["spec"];
-            assert_eq!(env_of(&spec["initContainers"][0]), full, "init container");
-            assert_eq!(env_of(&spec["containers"][1]), full, "sidecar");
+            assert_eq!(
+                env_pairs(&spec["initContainers"][0]),
+                full,
+                "init container"
+            );
+            assert_eq!(env_pairs(&spec["containers"][1]), full, "sidecar");
             // The app sets AWS_REGION itself: no region variables are added, its own is kept.
             assert_eq!(
-                env_of(&spec["containers"][0]),
+                env_pairs(&spec["containers"][0]),
                 pairs(&[
                     ("AWS_REGION", "eu-west-1"),
                     ("AWS_STS_REGIONAL_ENDPOINTS", "regional"),

@@ -2,6 +2,8 @@
 //! patch is applied with json-patch to the pod and the result is read back; every mutated pod
 //! is mutated a second time, which must add nothing.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -86,17 +88,7 @@ fn run(
 }
 
 fn env(container: &Value) -> Vec<(String, String)> {
-    container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap().into(),
-                e["value"].as_str().unwrap_or_default().into(),
-            )
-        })
-        .collect()
+    support::env_pairs(container)
 }
 
 fn env_names(container: &Value) -> Vec<String> {

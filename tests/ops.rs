@@ -30,13 +30,7 @@ fn local_with_associations(dir: &Path) -> Settings {
 }
 
 async fn client(running: &Running, h2: bool) -> TlsClient {
-    TlsClient::connect(
-        running.https_addr,
-        running.self_signed_ca_pem.as_deref().unwrap(),
-        h2,
-    )
-    .await
-    .expect("the webhook accepts TLS connections")
+    TlsClient::to(running, h2).await
 }
 
 async fn metrics(running: &Running) -> String {

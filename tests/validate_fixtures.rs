@@ -96,16 +96,7 @@ async fn start(default_mode: PolicyMode) -> (Running, TlsClient) {
         ..PolicySettings::default()
     };
     let running = serve::start(settings).await.expect("webhook starts");
-    let client = TlsClient::connect(
-        running.https_addr,
-        running
-            .self_signed_ca_pem
-            .as_deref()
-            .expect("self-signed CA"),
-        false,
-    )
-    .await
-    .expect("TLS connection");
+    let client = TlsClient::to(&running, false).await;
     (running, client)
 }
 

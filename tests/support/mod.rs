@@ -118,6 +118,21 @@ pub fn decode_patch(answer: &serde_json::Value) -> json_patch::Patch {
     }
 }
 
+/// A container's env as `(name, value)` pairs, in order (`valueFrom` entries have value "").
+pub fn env_pairs(container: &serde_json::Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// `object` with the response's patch applied, as the API server would.
 pub fn apply_answer(object: &serde_json::Value, answer: &serde_json::Value) -> serde_json::Value {
     let mut patched = object.clone();
@@ -220,6 +235,20 @@ impl TlsClient {
             sender,
             peer_certificate,
         })
+    }
+
+    /// Connects to a webhook started with a self-signed certificate, trusting its CA.
+    pub async fn to(running: &pod_identity_webhook::serve::Running, h2: bool) -> Self {
+        Self::connect(
+            running.https_addr,
+            running
+                .self_signed_ca_pem
+                .as_deref()
+                .expect("started with a self-signed certificate"),
+            h2,
+        )
+        .await
+        .expect("the webhook accepts TLS connections")
     }
 
     /// POSTs `body` to `path` with `content_type`.
