@@ -3,18 +3,15 @@
 //! full sync (or its timeout).
 
 mod eks_support;
+mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Once};
-use std::time::{Duration, Instant};
+use std::sync::Once;
+use std::time::Duration;
 
-use base64::Engine;
 use eks_support::FakeEks;
 use pod_identity_webhook::config::{EksSettings, Settings};
 use pod_identity_webhook::serve;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{TlsClient, admin_get, decode_patch, sample, wait_readyz};
 
 const CLUSTER: &str = "prod";
 
@@ -47,80 +44,26 @@ fn settings(endpoint: String) -> Settings {
     s
 }
 
-/// `GET path` on the admin port: (status, body).
-async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.unwrap();
-    split_response(&buf)
-}
-
-fn split_response(buf: &[u8]) -> (u16, String) {
-    let text = String::from_utf8_lossy(buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// `POST /mutate` over TLS, trusting the self-signed CA: the parsed AdmissionReview.
+/// `POST /mutate` over TLS (HTTP/1.1, as the API server), trusting the self-signed CA.
 async fn mutate(running: &serve::Running, review: &str) -> serde_json::Value {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = running.self_signed_ca_pem.as_ref().expect("self-signed CA");
-    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(running.https_addr)
+    let answer = TlsClient::to(running, false)
         .await
-        .unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    let req = format!(
-        "POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{review}",
-        review.len()
-    );
-    tls.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    // The server closes after the response; a missing close_notify is not this test's concern.
-    let _ = tls.read_to_end(&mut buf).await;
-    let (status, body) = split_response(&buf);
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("AdmissionReview")
+        .review("/mutate?timeout=10s", review.as_bytes().to_vec())
+        .await
+        .expect("answered");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
 }
 
 fn patch_of(review: &serde_json::Value) -> Option<String> {
-    review["response"]["patch"].as_str().map(|p| {
-        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(p).unwrap()).unwrap()
-    })
+    review["response"]
+        .get("patch")
+        .map(|_| serde_json::to_string(&decode_patch(review)).unwrap())
 }
 
 fn carts_review(service_account: &str) -> String {
     include_str!("../examples/review-pod-carts.json")
         .replace("\"carts\"", &format!("\"{service_account}\""))
-}
-
-async fn wait_ready(admin: SocketAddr, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let (status, body) = admin_get(admin, "/readyz").await;
-        if status == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never ready: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -129,7 +72,7 @@ async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
     let running = serve::start(settings(fake.url())).await.expect("start");
-    wait_ready(running.admin_addr, Duration::from_secs(10)).await;
+    wait_readyz(running.admin_addr, 200).await;
     assert!(fake.lists() >= 1, "readiness came from a full sync");
 
     let review = mutate(&running, &carts_review("carts")).await;
@@ -146,6 +89,31 @@ async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
     assert_eq!(review["response"]["allowed"], true);
     assert_eq!(patch_of(&review), None);
     assert_eq!(fake.unsigned(), 0, "the webhook signs its EKS calls");
+
+    // The EKS source's own counters are on /metrics, matching what the fake EKS saw.
+    let (status, metrics) = admin_get(running.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let list_calls = sample(
+        &metrics,
+        "pod_identity_webhook_eks_calls_total{operation=\"ListPodIdentityAssociations\"}",
+    );
+    assert_eq!(list_calls, Some(fake.lists() as f64), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "pod_identity_webhook_eks_synced_associations"),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "pod_identity_webhook_eks_last_sync_timestamp_seconds"
+        )
+        .is_some_and(|t| t > 1.7e9),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "pod_identity_webhook_eks_paused"),
+        Some(0.0)
+    );
     running.shutdown().await;
 }
 
@@ -161,7 +129,7 @@ async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreacha
     let (status, body) = admin_get(running.admin_addr, "/readyz").await;
     assert_eq!(status, 503, "not ready before a sync: {body}");
     assert!(body.contains("identity"), "{body}");
-    wait_ready(running.admin_addr, Duration::from_secs(10)).await;
+    wait_readyz(running.admin_addr, 200).await;
 
     // EKS still down: the pod is admitted, unmutated, with a warning, within the bound.
     let review = tokio::time::timeout(
