@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pod_identity_webhook::admission::mutate::{PodView, mutate_pod};
+use pod_identity_webhook::admission::mutate::mutate_pod;
+use pod_identity_webhook::admission::pod::PodView;
 use pod_identity_webhook::admission::review::{AdmissionResponse, Review, response_body};
 use pod_identity_webhook::admission::validate::Validator;
 use pod_identity_webhook::admission::{Mutator, read_object};

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use pod_identity_webhook::admission::mutate::{PodView, Skip, mutate_pod};
+use pod_identity_webhook::admission::mutate::{Skip, mutate_pod};
+use pod_identity_webhook::admission::pod::PodView;
 use pod_identity_webhook::config::InjectionSettings;
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{

@@ -4,6 +4,7 @@
 //! knows nothing of HTTP, so the offline checker and tests can drive it directly.
 
 pub mod mutate;
+pub mod pod;
 pub mod review;
 pub mod validate;
 
@@ -15,7 +16,8 @@ use serde_json::value::RawValue;
 
 use crate::config::{FailureMode, InjectionSettings};
 use crate::identity::{Freshness, Identities, Resolution};
-use mutate::{PodView, Skip};
+use mutate::Skip;
+use pod::PodView;
 use review::{AdmissionRequest, AdmissionResponse, Operation};
 
 /// What a decision did, for logs and metrics (bounded set of values).

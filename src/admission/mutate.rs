@@ -4,20 +4,18 @@
 //! the object is never parsed, so it cannot be lost. The patch is a list of targeted `add`
 //! operations (`/spec/containers/0/env/-`, …); whole containers or lists are never rewritten.
 
-use std::collections::BTreeMap;
-
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
 use crate::identity::sa::{TOKEN_EXPIRATION, annotation, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
 
+use super::pod::PodView;
+
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
 pub const SKIP_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
-pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 pub const SKIP_CONTAINERS: &str = "skip-containers";
 
 pub const ENV_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
@@ -27,130 +25,6 @@ pub const ENV_WEB_IDENTITY_TOKEN_FILE: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
 pub const ENV_STS_REGIONAL: &str = "AWS_STS_REGIONAL_ENDPOINTS";
 pub const ENV_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
 pub const ENV_REGION: &str = "AWS_REGION";
-
-/// The fields of a Pod that the rules read. Unknown fields are skipped by serde, not kept:
-/// the patch never re-serialises this view.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodView {
-    #[serde(default)]
-    pub metadata: MetaView,
-    #[serde(default)]
-    pub spec: SpecView,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MetaView {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub generate_name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// `None` when the pod has no `labels` map at all (the patch must create it).
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpecView {
-    #[serde(default)]
-    pub service_account_name: Option<String>,
-    /// Deprecated alias of `serviceAccountName`, still filled by the API server.
-    #[serde(default)]
-    pub service_account: Option<String>,
-    #[serde(default)]
-    pub containers: Option<Vec<ContainerView>>,
-    #[serde(default)]
-    pub init_containers: Option<Vec<ContainerView>>,
-    #[serde(default)]
-    pub volumes: Option<Vec<Named>>,
-    #[serde(default)]
-    pub node_selector: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub host_network: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerView {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub env: Option<Vec<Named>>,
-    #[serde(default)]
-    pub volume_mounts: Option<Vec<MountView>>,
-    /// Present on native sidecars (`Always`); read for logs only, both kinds get injected.
-    #[serde(default)]
-    pub restart_policy: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct Named {
-    #[serde(default)]
-    pub name: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MountView {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub mount_path: String,
-}
-
-impl PodView {
-    /// The pod's ServiceAccount: `serviceAccountName`, else `serviceAccount`, else `default`.
-    pub fn service_account(&self) -> &str {
-        self.spec
-            .service_account_name
-            .as_deref()
-            .or(self.spec.service_account.as_deref())
-            .filter(|s| !s.is_empty())
-            .unwrap_or("default")
-    }
-
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .map(String::as_str)
-    }
-
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .labels
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .map(String::as_str)
-    }
-
-    /// A readable name for logs and messages (`generateName` pods have no name yet).
-    pub fn display_name(&self) -> String {
-        match (&self.metadata.name, &self.metadata.generate_name) {
-            (Some(n), _) if !n.is_empty() => n.clone(),
-            (_, Some(g)) if !g.is_empty() => format!("{g}*"),
-            _ => "<unnamed>".into(),
-        }
-    }
-
-    pub fn is_windows(&self) -> bool {
-        self.spec.node_selector.as_ref().is_some_and(|ns| {
-            ["kubernetes.io/os", "beta.kubernetes.io/os"]
-                .iter()
-                .any(|k| {
-                    ns.get(*k)
-                        .is_some_and(|v| v.eq_ignore_ascii_case("windows"))
-                })
-        })
-    }
-}
 
 /// Why a pod was left alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +36,7 @@ pub enum Skip {
 impl Skip {
     /// Checks the pod-level reasons to leave a pod untouched (SPEC §2 "Untouched").
     pub fn check(pod: &PodView) -> Option<Skip> {
-        if pod.annotation(MIRROR_ANNOTATION).is_some() {
+        if pod.metadata.is_mirror_pod() {
             return Some(Skip::MirrorPod);
         }
         // Any value opts out, except an explicit "false" (the label reads as a switch).
@@ -264,54 +138,49 @@ pub fn mutate_pod(
     .unwrap_or_default();
 
     let mut injected_any = false;
-    for (list, containers) in [
-        ("initContainers", &pod.spec.init_containers),
-        ("containers", &pod.spec.containers),
-    ] {
-        for (i, c) in containers.iter().flatten().enumerate() {
-            if skipped.contains(&c.name.as_str()) {
-                continue;
-            }
-            injected_any = true;
-            let has_env = |name: &str| c.env.iter().flatten().any(|e| e.name == name);
+    for (list, i, c) in pod.spec.all_containers() {
+        if skipped.contains(&c.name.as_str()) {
+            continue;
+        }
+        injected_any = true;
+        let has_env = |name: &str| c.has_env(name);
 
-            let mut env: Vec<Value> = Vec::with_capacity(5);
-            if sts_regional && !has_env(ENV_STS_REGIONAL) {
-                env.push(env_var(ENV_STS_REGIONAL, "regional"));
+        let mut env: Vec<Value> = Vec::with_capacity(5);
+        if sts_regional && !has_env(ENV_STS_REGIONAL) {
+            env.push(env_var(ENV_STS_REGIONAL, "regional"));
+        }
+        if let Some(region) = &settings.aws_default_region
+            && !has_env(ENV_DEFAULT_REGION)
+            && !has_env(ENV_REGION)
+        {
+            env.push(env_var(ENV_DEFAULT_REGION, region));
+            env.push(env_var(ENV_REGION, region));
+        }
+        if !pair.iter().any(|(name, _)| has_env(name)) {
+            for (name, value) in &pair {
+                env.push(env_var(name, value));
             }
-            if let Some(region) = &settings.aws_default_region
-                && !has_env(ENV_DEFAULT_REGION)
-                && !has_env(ENV_REGION)
-            {
-                env.push(env_var(ENV_DEFAULT_REGION, region));
-                env.push(env_var(ENV_REGION, region));
-            }
-            if !pair.iter().any(|(name, _)| has_env(name)) {
-                for (name, value) in &pair {
-                    env.push(env_var(name, value));
-                }
-            }
+        }
+        append(
+            &mut ops,
+            &["spec", list, &i.to_string(), "env"],
+            &c.env,
+            env,
+        );
+
+        let mounted = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == volume_name || m.mount_path == mount_path);
+        if !mounted {
+            let mount = json!({"name": volume_name, "readOnly": true, "mountPath": mount_path});
             append(
                 &mut ops,
-                &["spec", list, &i.to_string(), "env"],
-                &c.env,
-                env,
+                &["spec", list, &i.to_string(), "volumeMounts"],
+                &c.volume_mounts,
+                vec![mount],
             );
-
-            let mounted = c
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.name == volume_name || m.mount_path == mount_path);
-            if !mounted {
-                let mount = json!({"name": volume_name, "readOnly": true, "mountPath": mount_path});
-                append(
-                    &mut ops,
-                    &["spec", list, &i.to_string(), "volumeMounts"],
-                    &c.volume_mounts,
-                    vec![mount],
-                );
-            }
         }
     }
 

@@ -13,7 +13,7 @@ use super::{Decision, Outcome, read_object};
 use crate::config::PolicyMode;
 use crate::identity::{Freshness, Identities, IdentityError, Resolution};
 use crate::namespaces::NamespaceStore;
-use crate::policy::workload::{ServiceAccountView, WorkloadKind, WorkloadView};
+use crate::policy::workload::{self, ServiceAccountView, WorkloadKind, WorkloadView};
 use crate::policy::{IdentityCheck, Policy, Subject, Verdict};
 
 /// The validating webhook.
@@ -218,7 +218,7 @@ impl Validator {
             )
             .with_service_account(sa);
         }
-        if kind == WorkloadKind::Pod && view.is_mirror_pod() {
+        if kind == WorkloadKind::Pod && view.metadata.is_mirror_pod() {
             // The kubelet cannot act on a denial of a static pod's mirror.
             return Decision::new(
                 AdmissionResponse::allow(uid),
@@ -242,7 +242,7 @@ impl Validator {
         let verdict = policy.workload_verdict(
             mode,
             &subject,
-            &view.pod.static_credentials(),
+            &workload::static_credentials(&view.pod),
             &identity,
             self.identities.annotation_prefix(),
         );

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::verdict::StaticCredential;
+use crate::admission::pod::{MetaView, SpecView};
 
 /// The environment variables that carry static AWS keys.
 pub const STATIC_KEY_VARS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
@@ -48,95 +49,29 @@ impl WorkloadKind {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Meta {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub generate_name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    #[serde(default)]
-    pub annotations: Option<std::collections::BTreeMap<String, String>>,
-}
-
-impl Meta {
-    /// A readable name (`generateName` objects have none yet at admission).
-    pub fn display_name(&self) -> String {
-        match (&self.name, &self.generate_name) {
-            (Some(n), _) if !n.is_empty() => n.clone(),
-            (_, Some(g)) if !g.is_empty() => format!("{g}*"),
-            _ => "<unnamed>".into(),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodSpec {
-    #[serde(default)]
-    pub service_account_name: Option<String>,
-    /// Deprecated alias, still filled in by the API server.
-    #[serde(default)]
-    pub service_account: Option<String>,
-    #[serde(default)]
-    pub containers: Option<Vec<Container>>,
-    #[serde(default)]
-    pub init_containers: Option<Vec<Container>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct Container {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub env: Option<Vec<EnvVar>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct EnvVar {
-    #[serde(default)]
-    pub name: String,
-    /// Only literal values matter; `valueFrom` (a Secret reference) is not a literal.
-    #[serde(default)]
-    pub value: Option<String>,
-}
-
-impl PodSpec {
-    /// `serviceAccountName`, else `serviceAccount`, else `default` (what the API server uses).
-    pub fn service_account(&self) -> &str {
-        self.service_account_name
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .or(self.service_account.as_deref().filter(|s| !s.is_empty()))
-            .unwrap_or("default")
-    }
-
-    /// Containers that set a static AWS key as a literal value.
-    pub fn static_credentials(&self) -> Vec<StaticCredential> {
-        let containers = self.init_containers.iter().chain(self.containers.iter());
-        let mut found = Vec::new();
-        for c in containers.flatten() {
-            for e in c.env.iter().flatten() {
-                if STATIC_KEY_VARS.contains(&e.name.as_str())
-                    && e.value.as_deref().is_some_and(|v| !v.is_empty())
-                {
-                    found.push(StaticCredential {
-                        container: c.name.clone(),
-                        variable: e.name.clone(),
-                    });
-                }
+/// Containers (init containers and native sidecars included) that set a static AWS key as a
+/// literal value; a `valueFrom` reference is not a literal.
+pub fn static_credentials(pod: &SpecView) -> Vec<StaticCredential> {
+    let mut found = Vec::new();
+    for (_, _, c) in pod.all_containers() {
+        for e in c.env.iter().flatten() {
+            if STATIC_KEY_VARS.contains(&e.name.as_str())
+                && e.value.as_deref().is_some_and(|v| !v.is_empty())
+            {
+                found.push(StaticCredential {
+                    container: c.name.clone(),
+                    variable: e.name.clone(),
+                });
             }
         }
-        found
     }
+    found
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct Template {
     #[serde(default)]
-    spec: PodSpec,
+    spec: SpecView,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,15 +96,15 @@ struct CronJobSpec {
 #[derive(Debug, Deserialize)]
 struct PodObject {
     #[serde(default)]
-    metadata: Meta,
+    metadata: MetaView,
     #[serde(default)]
-    spec: PodSpec,
+    spec: SpecView,
 }
 
 #[derive(Debug, Deserialize)]
 struct TemplateObject {
     #[serde(default)]
-    metadata: Meta,
+    metadata: MetaView,
     #[serde(default)]
     spec: WithTemplate,
 }
@@ -177,7 +112,7 @@ struct TemplateObject {
 #[derive(Debug, Deserialize)]
 struct CronJobObject {
     #[serde(default)]
-    metadata: Meta,
+    metadata: MetaView,
     #[serde(default)]
     spec: CronJobSpec,
 }
@@ -185,9 +120,9 @@ struct CronJobObject {
 /// A Pod or workload reduced to what the policy reads.
 #[derive(Debug, Default)]
 pub struct WorkloadView {
-    pub metadata: Meta,
+    pub metadata: MetaView,
     /// The pod spec (of the pod, or of the pod template).
-    pub pod: PodSpec,
+    pub pod: SpecView,
 }
 
 impl WorkloadView {
@@ -219,21 +154,13 @@ impl WorkloadView {
             }
         })
     }
-
-    /// Static pods the kubelet mirrors into the API: the kubelet cannot act on a denial.
-    pub fn is_mirror_pod(&self) -> bool {
-        self.metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(crate::admission::mutate::MIRROR_ANNOTATION))
-    }
 }
 
 /// A ServiceAccount reduced to its name and annotations.
 #[derive(Debug, Deserialize)]
 pub struct ServiceAccountView {
     #[serde(default)]
-    pub metadata: Meta,
+    pub metadata: MetaView,
 }
 
 impl ServiceAccountView {
@@ -260,7 +187,7 @@ mod tests {
         let obj = format!(r#"{{"metadata":{{"name":"x"}},"spec":{tpl}}}"#);
         let v = WorkloadView::read(WorkloadKind::Deployment, &raw(&obj)).unwrap();
         assert_eq!(v.pod.service_account(), "a");
-        assert_eq!(v.pod.static_credentials().len(), 1);
+        assert_eq!(static_credentials(&v.pod).len(), 1);
         let cron =
             format!(r#"{{"metadata":{{"name":"x"}},"spec":{{"jobTemplate":{{"spec":{tpl}}}}}}}"#);
         let v = WorkloadView::read(WorkloadKind::CronJob, &raw(&cron)).unwrap();
@@ -277,7 +204,7 @@ mod tests {
     fn secret_references_are_not_static_keys() {
         let pod = r#"{"spec":{"containers":[{"name":"c","env":[{"name":"AWS_SECRET_ACCESS_KEY","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},{"name":"AWS_ACCESS_KEY_ID","value":""}]}]}}"#;
         let v = WorkloadView::read(WorkloadKind::Pod, &raw(pod)).unwrap();
-        assert!(v.pod.static_credentials().is_empty());
+        assert!(static_credentials(&v.pod).is_empty());
     }
 
     #[test]
