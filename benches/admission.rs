@@ -10,11 +10,14 @@
 //! `../shared/fixtures/apiserver-v1.24`).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+// The captures are found and read the way the tests read them.
+#[path = "../tests/support/mod.rs"]
+mod support;
 use pod_identity_webhook::admission::mutate::mutate_pod;
 use pod_identity_webhook::admission::pod::PodView;
 use pod_identity_webhook::admission::review::{AdmissionResponse, Review, response_body};
@@ -27,33 +30,15 @@ use pod_identity_webhook::identity::{
 };
 use pod_identity_webhook::policy::Policy;
 
-fn fixtures_dir() -> PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::env::var_os("POD_IDENTITY_FIXTURES")
-        .map(Into::into)
-        .into_iter()
-        .chain([
-            root.join("tests/fixtures/apiserver-v1.24"),
-            root.join("fixtures/apiserver-v1.24"),
-            root.join("../shared/fixtures/apiserver-v1.24"),
-        ])
-        .find(|d| d.is_dir())
-        .expect("fixtures not found: set POD_IDENTITY_FIXTURES to fixtures/apiserver-v1.24")
-}
-
-/// `(file stem, review body)` of every fixture ending in `suffix`.
+/// `(name without the suffix, review body)` of every capture ending in `suffix`.
 fn fixtures(suffix: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(fixtures_dir())
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            let name = path.file_name()?.to_str()?.to_string();
-            let stem = name.strip_suffix(suffix)?.to_string();
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-            Some((stem, serde_json::to_vec(&v["review"]).ok()?))
+    let out: Vec<(String, Vec<u8>)> = support::captures(suffix)
+        .into_iter()
+        .map(|c| {
+            let name = format!("{}.json", c.name);
+            (name.trim_end_matches(suffix).to_string(), c.body)
         })
         .collect();
-    out.sort();
     assert!(!out.is_empty(), "no *{suffix} fixtures");
     out
 }
