@@ -541,3 +541,43 @@ async fn an_association_wins_over_an_irsa_annotation_and_irsa_serves_without_one
         "no identity: untouched"
     );
 }
+
+#[test]
+fn the_ipv6_credentials_uri_is_configurable() {
+    let settings = InjectionSettings {
+        container_credentials_full_uri: "http://[fd00:ec2::23]/v1/credentials".into(),
+        ..Default::default()
+    };
+    let (p, _) = run(&one_container(), &pod_identity(), &settings);
+    assert_eq!(
+        env(&p["spec"]["containers"][0])[0],
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_string(),
+            "http://[fd00:ec2::23]/v1/credentials".to_string()
+        )
+    );
+}
+
+#[test]
+fn a_linux_node_selector_keeps_the_posix_token_path() {
+    let p = pod(
+        json!({"nodeSelector": {"kubernetes.io/os": "linux"}, "containers": [{"name": "app"}]}),
+    );
+    let (p, _) = run(&p, &pod_identity(), &InjectionSettings::default());
+    assert_eq!(env(&p["spec"]["containers"][0])[1].1, PI_TOKEN);
+}
+
+#[test]
+fn host_network_pods_with_irsa_get_no_warning() {
+    let p = pod(json!({"hostNetwork": true, "containers": [{"name": "app"}]}));
+    let (patched, warnings) = run(
+        &p,
+        &irsa(ServiceAccountInfo::default()),
+        &InjectionSettings::default(),
+    );
+    assert_eq!(env(&patched["spec"]["containers"][0]).len(), 2);
+    assert!(
+        warnings.is_empty(),
+        "IRSA does not use the node agent: {warnings:?}"
+    );
+}
