@@ -4,16 +4,18 @@
 //! namespace, name, ServiceAccount, outcome and duration. Logs carry identifiers, never pod specs,
 //! env values or patches.
 
-use std::io::{BufWriter, IsTerminal};
+mod writer;
+
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tracing::Subscriber;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+pub use writer::{BatchWriter, FlushGuard};
 
 /// The filter used when `RUST_LOG` is not set: our info lines, dependencies' warnings.
 pub const DEFAULT_FILTER: &str =
@@ -39,48 +41,48 @@ where
         .finish()
 }
 
-/// Lines the background writer had to drop because it could not keep up (see [`init`]).
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+/// The installed writer, for its count of dropped lines (see [`init`]).
+static WRITER: OnceLock<BatchWriter> = OnceLock::new();
 
-/// Keeps the background log writer running; dropping it flushes what is still queued.
+/// Keeps the background log writer running; dropping it writes what is still queued.
 #[must_use = "dropping the guard stops the log writer; hold it until the process exits"]
-pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
-
-/// How many lines the queue can hold before new ones are dropped (and counted).
-const QUEUED_LINES: usize = 64 * 1024;
+pub struct LogGuard(#[allow(dead_code)] Option<FlushGuard>);
 
 /// Installs the global subscriber once; later calls are no-ops (tests start many servers).
 ///
-/// Lines are formatted on the request's thread but written by a dedicated thread through a
-/// buffer, so an admission never waits on a slow or blocked stderr, and a burst of decisions
-/// costs one `write` per batch instead of one per line. If stderr stays blocked until the queue
-/// is full, further lines are dropped rather than delaying admissions; the count is exported as
-/// `pod_identity_webhook_log_lines_dropped_total`.
+/// Lines are formatted on the request's thread and written to stderr in batches by a background
+/// thread (`logging/writer.rs`), so an admission never waits on a slow or blocked stderr. If stderr
+/// stays blocked until the queue is full, further lines are dropped rather than delaying
+/// admissions; the count is exported as `pod_identity_webhook_log_lines_dropped_total`.
 pub fn init(format: LogFormat) -> LogGuard {
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("log-writer")
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-    let counter = writer.error_counter();
+    let Ok((writer, guard)) =
+        BatchWriter::spawn(std::io::stderr(), writer::DEFAULT_MAX_QUEUED_BYTES)
+    else {
+        // No thread for the writer: log straight to stderr rather than not at all.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(env_filter())
+            .with_writer(std::io::stderr)
+            .try_init();
+        return LogGuard(None);
+    };
     // `try_init` also forwards `log` records (rustls) into tracing.
     let installed = if json {
-        json_subscriber(env_filter(), writer).try_init()
+        json_subscriber(env_filter(), writer.clone()).try_init()
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(env_filter())
-            .with_writer(writer)
+            .with_writer(writer.clone())
             .finish()
             .try_init()
     };
     match installed {
         Ok(()) => {
-            let _ = DROPPED.set(counter);
+            let _ = WRITER.set(writer);
             LogGuard(Some(guard))
         }
         Err(_) => LogGuard(None),
@@ -89,5 +91,5 @@ pub fn init(format: LogFormat) -> LogGuard {
 
 /// Log lines dropped so far because the writer could not keep up.
 pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    WRITER.get().map_or(0, BatchWriter::dropped_lines)
 }
