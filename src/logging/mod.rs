@@ -4,6 +4,7 @@
 //! namespace, name, ServiceAccount, outcome and duration. Logs carry identifiers, never pod specs,
 //! env values or patches.
 
+mod json;
 mod writer;
 
 use std::io::IsTerminal;
@@ -15,6 +16,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+pub use json::{JsonLines, JsonSpanFields};
 pub use writer::{BatchWriter, FlushGuard};
 
 /// The filter used when `RUST_LOG` is not set: our info lines, dependencies' warnings.
@@ -34,10 +36,8 @@ where
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
+        .fmt_fields(JsonSpanFields)
+        .event_format(JsonLines)
         .finish()
 }
 

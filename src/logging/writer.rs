@@ -279,7 +279,10 @@ mod tests {
         for _ in 0..20 {
             w.write_all(&[b'b'; 100]).unwrap();
         }
-        assert!(start.elapsed() < Duration::from_secs(1), "callers never wait on the sink");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "callers never wait on the sink"
+        );
         assert_eq!(w.dropped_lines(), 10);
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();

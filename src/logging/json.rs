@@ -1,0 +1,389 @@
+//! JSON log lines, written straight into the line buffer.
+//!
+//! The shape is `tracing-subscriber`'s JSON format with flattened events and the current span:
+//! `{"timestamp":…,"level":…,<event fields>,"target":…,"span":{<span fields>,"name":…}}`.
+//! It is written here by hand because the stock formatter costs more than the admission it
+//! reports: it serialises through an `io::Write` adaptor that re-checks UTF-8 on every piece,
+//! builds a map of `serde_json::Value`s for every span, and re-parses the span's stored JSON on
+//! every event.
+
+use std::fmt::{self, Write};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Formats events as one JSON object per line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonLines;
+
+/// Formats span fields as the members of a JSON object (`"k":v,…`, without braces), so an event
+/// can copy them into its line as they are.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonSpanFields;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // Records forwarded from the `log` crate (rustls) carry their real target in fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+
+        w.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut w)?;
+        w.write_str("\",\"level\":\"")?;
+        w.write_str(meta.level().as_str())?;
+        w.write_char('"')?;
+
+        let mut fields = Members::new(&mut w, false);
+        event.record(&mut fields);
+        fields.result?;
+
+        w.write_str(",\"target\":")?;
+        write_string(&mut w, meta.target())?;
+
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            w.write_str(",\"span\":{")?;
+            let ext = span.extensions();
+            if let Some(stored) = ext.get::<FormattedFields<N>>()
+                && !stored.is_empty()
+            {
+                w.write_str(stored)?;
+                w.write_char(',')?;
+            }
+            w.write_str("\"name\":")?;
+            write_string(&mut w, span.metadata().name())?;
+            w.write_char('}')?;
+        }
+        w.write_str("}\n")
+    }
+}
+
+impl<'w> FormatFields<'w> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(&self, mut w: Writer<'w>, fields: R) -> fmt::Result {
+        let mut members = Members::new(&mut w, true);
+        fields.record(&mut members);
+        members.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let first = current.fields.is_empty();
+        let mut w = current.as_writer();
+        let mut members = Members::new(&mut w, first);
+        fields.record(&mut members);
+        members.result
+    }
+}
+
+/// Writes visited fields as `,"name":value` members.
+struct Members<'a, W: Write> {
+    w: &'a mut W,
+    /// No comma before the next member (it is the first of its object).
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<'a, W: Write> Members<'a, W> {
+    fn new(w: &'a mut W, first: bool) -> Self {
+        Self {
+            w,
+            first,
+            result: Ok(()),
+        }
+    }
+
+    /// Writes the member's key; `None` for fields that are not to be written.
+    fn key(&mut self, field: &Field) -> Option<&mut W> {
+        let name = field.name();
+        // `log.*` fields are the forwarded record's metadata, already used above.
+        if name.starts_with("log.") || self.result.is_err() {
+            return None;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let sep = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            ","
+        };
+        self.result = self
+            .w
+            .write_str(sep)
+            .and_then(|()| write_string(self.w, name))
+            .and_then(|()| self.w.write_char(':'));
+        self.result.is_ok().then_some(&mut *self.w)
+    }
+
+    fn raw(&mut self, field: &Field, value: impl fmt::Display) {
+        if let Some(w) = self.key(field) {
+            self.result = write!(w, "{value}");
+        }
+    }
+}
+
+impl<W: Write> Visit for Members<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if let Some(w) = self.key(field) {
+            self.result = write_string(w, value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.raw(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.raw(field, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.raw(field, value);
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.raw(field, value);
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.raw(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.raw(field, value);
+        } else {
+            // JSON has no NaN or infinity.
+            self.raw(field, "null");
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if let Some(w) = self.key(field) {
+            self.result = w
+                .write_char('"')
+                .and_then(|()| write!(Escaped(w), "{value:?}"))
+                .and_then(|()| w.write_char('"'));
+        }
+    }
+}
+
+/// A JSON string, quoted and escaped.
+fn write_string(w: &mut impl Write, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    Escaped(w).write_str(s)?;
+    w.write_char('"')
+}
+
+/// Escapes what it is given for the inside of a JSON string.
+struct Escaped<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f | 0x7f => "",
+                _ => continue,
+            };
+            // Escapes are ASCII, so `i` is a char boundary.
+            self.0.write_str(&s[start..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            start = i + 1;
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(s: &str) -> String {
+        let mut out = String::new();
+        write_string(&mut out, s).unwrap();
+        out
+    }
+
+    #[test]
+    fn strings_round_trip_through_a_json_parser() {
+        for s in [
+            "plain",
+            "",
+            "quote \" and backslash \\",
+            "lines\nand\ttabs\r",
+            "control \u{1} \u{1f} \u{7f}",
+            "unicode é 日本 🚀",
+        ] {
+            let json = escaped(s);
+            let back: String = serde_json::from_str(&json)
+                .unwrap_or_else(|e| panic!("{json} is not a JSON string: {e}"));
+            assert_eq!(back, s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod same_as_tracing_subscriber {
+    //! Our lines must read exactly like `tracing-subscriber`'s JSON format (flattened events,
+    //! current span), which log pipelines were set up against.
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    impl Capture {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"));
+                    let ts = v.as_object_mut().unwrap().remove("timestamp").unwrap();
+                    // RFC 3339, UTC, microseconds: 2026-11-23T09:26:56.138601Z
+                    let ts = ts.as_str().unwrap();
+                    assert!(ts.len() == 27 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T');
+                    v
+                })
+                .collect()
+        }
+    }
+
+    fn events() {
+        #[derive(Debug)]
+        struct Thing {
+            #[allow(dead_code)]
+            name: &'static str,
+        }
+        let e = std::io::Error::other("disk \"full\"");
+        tracing::info!(
+            uid = "u-1",
+            endpoint = "mutate",
+            dry_run = false,
+            duration_us = 42u64,
+            delta = -3i64,
+            ratio = 0.5f64,
+            quoted = "a \"b\"\n\tc\\",
+            shown = %"display\u{1}",
+            debugged = ?Thing { name: "x" },
+            error = &e as &dyn std::error::Error,
+            "admission decision"
+        );
+        let span = tracing::info_span!("admission", uid = %"u-2", n = 7u64);
+        span.in_scope(|| {
+            tracing::warn!(
+                namespace = "team-a",
+                "identity lookup failed; admitting unmutated"
+            );
+            let inner = tracing::info_span!("inner", r#type = "nested");
+            inner.in_scope(|| tracing::error!("deep \u{1f680}"));
+        });
+        tracing::debug!("filtered out");
+    }
+
+    fn run(subscriber: impl Subscriber + Send + Sync + 'static) {
+        tracing::subscriber::with_default(subscriber, events);
+    }
+
+    #[test]
+    fn lines_match_the_stock_json_format() {
+        let ours = Capture::default();
+        run(tracing_subscriber::fmt()
+            .with_writer(ours.clone())
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLines)
+            .finish());
+        let stock = Capture::default();
+        run(tracing_subscriber::fmt()
+            .with_writer(stock.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish());
+        let (ours, stock) = (ours.lines(), stock.lines());
+        assert_eq!(ours.len(), 3);
+        assert_eq!(ours, stock);
+        assert_eq!(ours[1]["span"]["uid"], "u-2");
+        assert_eq!(ours[2]["span"]["name"], "inner");
+    }
+
+    #[test]
+    fn log_crate_records_keep_their_target_and_drop_their_metadata_fields() {
+        let ours = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(ours.clone())
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let record = log::Record::builder()
+                .args(format_args!("peer sent no certificates"))
+                .level(log::Level::Warn)
+                .target("rustls::server::hs")
+                .module_path_static(Some("rustls::server::hs"))
+                .file_static(Some("src/server/hs.rs"))
+                .line(Some(10))
+                .build();
+            tracing_log::format_trace(&record).unwrap();
+        });
+        let lines = ours.lines();
+        assert_eq!(
+            lines,
+            vec![serde_json::json!({
+                "level": "WARN",
+                "message": "peer sent no certificates",
+                "target": "rustls::server::hs",
+            })]
+        );
+    }
+}
