@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use tracing::Instrument;
 
 use crate::admission::Outcome;
+use crate::admission::pod::PodView;
 use crate::admission::review::{Review, response_body};
 use crate::app::App;
 use crate::config::parse_duration;
@@ -158,6 +159,16 @@ async fn handle(
             return plain(status, message);
         }
     };
+    let budget = lookup_budget(&uri);
+    // Pods are read in the same pass as the review. A body that does not parse that way (not a
+    // review, or an object that is not a readable pod) takes the general path below, which
+    // answers with the precise error.
+    if let Endpoint::Mutate = endpoint
+        && let Ok(review) = Review::<PodView>::parse_as(&body)
+    {
+        let decision = app.mutator.review_pod(&review.request, budget);
+        return answer(&app, name, &review, decision, start).await;
+    }
     let review = match Review::parse(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -166,18 +177,36 @@ async fn handle(
         }
     };
     let req = &review.request;
+    match endpoint {
+        Endpoint::Mutate => {
+            answer(&app, name, &review, app.mutator.review(req, budget), start).await
+        }
+        Endpoint::Validate => {
+            answer(
+                &app,
+                name,
+                &review,
+                app.validator.review(req, budget),
+                start,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs `decide` for `review`, records and logs the decision, and answers with it.
+async fn answer<O>(
+    app: &App,
+    name: &'static str,
+    review: &Review<'_, O>,
+    decide: impl std::future::Future<Output = crate::admission::Decision>,
+    start: Instant,
+) -> Response {
+    let req = &review.request;
     // Ties anything logged while deciding to the decision line, which carries the rest. One
     // field: the span's fields are formatted on every request, logged or not.
     let span = tracing::info_span!("admission", uid = %req.uid);
-    let budget = lookup_budget(&uri);
-    let decision = async {
-        match endpoint {
-            Endpoint::Mutate => app.mutator.review(req, budget).await,
-            Endpoint::Validate => app.validator.review(req, budget).await,
-        }
-    }
-    .instrument(span)
-    .await;
+    let decision = decide.instrument(span).await;
     let elapsed = start.elapsed();
     app.metrics.record_admission(
         name,
@@ -197,9 +226,9 @@ async fn handle(
 
 /// The one line per decision (issue 6): self-contained, so a log query needs no span context.
 /// It carries identifiers and the outcome only: never the object, its env values or patches.
-fn log_decision(
+fn log_decision<O>(
     endpoint: &'static str,
-    req: &crate::admission::review::AdmissionRequest<'_>,
+    req: &crate::admission::review::AdmissionRequest<'_, O>,
     decision: &crate::admission::Decision,
     elapsed: Duration,
 ) {

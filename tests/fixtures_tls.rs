@@ -304,3 +304,63 @@ async fn captured_validate_requests_sent_to_mutate_pass_through_unchanged() {
     }
     w.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_one_pass_pod_path_decides_exactly_like_the_raw_path() {
+    use pod_identity_webhook::admission::Mutator;
+    use pod_identity_webhook::admission::pod::PodView;
+    use pod_identity_webhook::admission::review::Review;
+    use pod_identity_webhook::identity::Identities;
+    use pod_identity_webhook::identity::file::FileSource;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("associations.yaml");
+    std::fs::write(&path, ASSOCIATIONS).unwrap();
+    let (source, _) = FileSource::open(&path).unwrap();
+    let mutator = Mutator::new(
+        Default::default(),
+        Identities::new("eks.amazonaws.com").with_associations(source),
+    );
+    let budget = std::time::Duration::from_secs(1);
+    let mut bodies: Vec<(String, Vec<u8>)> = captures(".json")
+        .into_iter()
+        .map(|c| (c.name, c.body))
+        .collect();
+    // Shapes around the edges: a null object, a pod with a field of the wrong type (the one-pass
+    // parse fails and the raw path answers), a pod UPDATE.
+    let carts = captures(".mutate.json")
+        .into_iter()
+        .find(|c| c.name.starts_with("pod-create-carts"))
+        .unwrap()
+        .review();
+    for (what, edit) in [
+        ("null object", json!({"object": null})),
+        ("wrong type", json!({"object": {"spec": {"containers": 7}}})),
+        ("update", json!({"operation": "UPDATE"})),
+    ] {
+        let mut review = carts.clone();
+        for (k, v) in edit.as_object().unwrap() {
+            review["request"][k] = v.clone();
+        }
+        bodies.push((what.into(), serde_json::to_vec(&review).unwrap()));
+    }
+    for (name, body) in bodies {
+        let raw = Review::parse(&body).unwrap();
+        let slow = mutator.review(&raw.request, budget).await;
+        let fast = match Review::<PodView>::parse_as(&body) {
+            Ok(review) => mutator.review_pod(&review.request, budget).await,
+            // The handler falls back to the raw path: nothing to compare.
+            Err(_) => {
+                assert_eq!(name, "wrong type", "only the broken pod needs the raw path");
+                continue;
+            }
+        };
+        assert_eq!(
+            serde_json::to_value(&fast.response).unwrap(),
+            serde_json::to_value(&slow.response).unwrap(),
+            "{name}"
+        );
+        assert_eq!(fast.outcome, slow.outcome, "{name}");
+        assert_eq!(fast.reason, slow.reason, "{name}");
+    }
+}
