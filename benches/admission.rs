@@ -1,8 +1,9 @@
 //! Admission decisions without HTTP, on the real API server captures (issue 6, benchmarks):
 //! - `mutate_pod/<fixture>`: the pure path: parse the AdmissionReview, read the pod, compute the
 //!   patch, build and serialise the response.
-//! - `mutator/<fixture>`: the same through `Mutator::review` (identity lookup in an in-memory
-//!   associations source of 5,000 entries).
+//! - `mutator/<fixture>`: what the server does on `/mutate`: the review and its pod read in one
+//!   pass (`Review::<PodView>::parse_as`), `Mutator::review_pod` (identity lookup in an in-memory
+//!   associations source of 5,000 entries), the response serialised.
 //! - `validator/<fixture>`: parse + `Validator::review` (enforce mode, role allowlist, lookups in
 //!   the same 5,000 associations) + serialise, for every `*.validate.json`.
 //!
@@ -92,7 +93,7 @@ fn bench(c: &mut Criterion) {
                 };
                 let mutation = mutate_pod(&pod, &identity, &settings);
                 let response = AdmissionResponse::allow(&req.uid)
-                    .with_patch(&mutation.patch)
+                    .with_patch(&mutation.patch, mutation.patch.is_empty())
                     .with_warnings(mutation.warnings);
                 black_box(response_body(&review.api_version, &response))
             })
@@ -112,8 +113,8 @@ fn bench(c: &mut Criterion) {
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
             b.iter(|| {
-                let review = Review::parse(black_box(&body)).unwrap();
-                let decision = runtime.block_on(mutator.review(&review.request, budget));
+                let review = Review::<PodView>::parse_as(black_box(&body)).unwrap();
+                let decision = runtime.block_on(mutator.review_pod(&review.request, budget));
                 black_box(response_body(&review.api_version, &decision.response))
             })
         });

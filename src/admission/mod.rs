@@ -246,7 +246,6 @@ impl Mutator {
             )
             .with_service_account(sa);
         };
-        let mut mutation = mutate::mutate_pod(pod, &identity, &self.injection.load());
         if !resolution.errors.is_empty() && self.failure_mode == FailureMode::AdmitUnmutated {
             let warning = format!(
                 "AWS credentials not injected: identity sources for {namespace}/{sa} are unavailable"
@@ -258,7 +257,9 @@ impl Mutator {
             )
             .with_service_account(sa);
         }
-        let outcome = if mutation.patch.0.is_empty() {
+        let settings = self.injection.load();
+        let mut mutation = mutate::mutate_pod(pod, &identity, &settings);
+        let outcome = if mutation.patch.is_empty() {
             Outcome::Unchanged
         } else {
             Outcome::Mutated
@@ -266,7 +267,7 @@ impl Mutator {
         let warnings = std::mem::take(&mut mutation.warnings);
         Decision::new(
             AdmissionResponse::allow(uid)
-                .with_patch(&mutation.patch)
+                .with_patch(&mutation.patch, mutation.patch.is_empty())
                 .with_warnings(warnings),
             outcome,
             if outcome == Outcome::Mutated {

@@ -4,9 +4,9 @@
 //! the object is never parsed, so it cannot be lost. The patch is a list of targeted `add`
 //! operations (`/spec/containers/0/env/-`, …); whole containers or lists are never rewritten.
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
-use serde_json::{Value, json};
+use std::borrow::Cow;
+
+use serde::Serialize;
 
 use crate::config::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
 use crate::identity::sa::{TOKEN_EXPIRATION, annotation, parse_token_expiration};
@@ -52,20 +52,107 @@ impl Skip {
 
 /// The result of mutating one pod.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Mutation {
+pub struct Mutation<'a> {
     /// Targeted `add` operations; empty when the pod already carries everything.
-    pub patch: Patch,
+    pub patch: Patch<'a>,
     /// Admission warnings for the user (each short).
     pub warnings: Vec<String>,
 }
 
+/// A JSON Patch of `add` operations, typed rather than built from `serde_json::Value`s: it is
+/// made for every pod, and typed values borrow their strings and serialise without maps.
+/// Object keys serialise in sorted order, as `Value` maps would.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Patch<'a>(pub Vec<Add<'a>>);
+
+/// `{"op":"add","path":…,"value":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Add<'a> {
+    op: &'static str,
+    /// A JSON Pointer (RFC 6901), already escaped.
+    pub path: String,
+    pub value: Item<'a>,
+}
+
+/// What an `add` puts in the pod.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Item<'a> {
+    Env(EnvVar<'a>),
+    Mount(Mount<'a>),
+    Volume(Volume<'a>),
+    /// The pod's first labels: `{"eks.amazonaws.com/pod-identity": "enabled"}`.
+    Labels(PodIdentityLabel),
+    Text(&'static str),
+    List(Vec<Item<'a>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnvVar<'a> {
+    pub name: &'a str,
+    pub value: Cow<'a, str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount<'a> {
+    pub mount_path: &'a str,
+    pub name: &'a str,
+    pub read_only: bool,
+}
+
+/// A projected ServiceAccount token volume.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Volume<'a> {
+    pub name: &'a str,
+    pub projected: Projected<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Projected<'a> {
+    pub sources: [Source<'a>; 1],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source<'a> {
+    pub service_account_token: TokenProjection<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenProjection<'a> {
+    pub audience: &'a str,
+    pub expiration_seconds: i64,
+    pub path: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodIdentityLabel {
+    #[serde(rename = "eks.amazonaws.com/pod-identity")]
+    pub value: &'static str,
+}
+
+impl Patch<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The same patch as `json-patch`'s type, to apply it (tests, offline checks).
+    pub fn to_json_patch(&self) -> json_patch::Patch {
+        let value = serde_json::to_value(self).expect("a typed patch always serialises");
+        serde_json::from_value(value).expect("a typed patch is a valid JSON Patch")
+    }
+}
+
 /// Computes the patch that gives `pod` its identity (SPEC §2).
-pub fn mutate_pod(
+pub fn mutate_pod<'a>(
     pod: &PodView,
-    identity: &ResolvedIdentity,
-    settings: &InjectionSettings,
-) -> Mutation {
-    let mut ops: Vec<PatchOperation> = Vec::new();
+    identity: &'a ResolvedIdentity,
+    settings: &'a InjectionSettings,
+) -> Mutation<'a> {
+    let mut ops: Vec<Add<'a>> = Vec::new();
     let mut warnings = Vec::new();
     let prefix = settings.annotation_prefix.as_str();
     let sa = &identity.service_account;
@@ -110,16 +197,17 @@ pub fn mutate_pod(
         .unwrap_or(settings.sts_regional_endpoint);
 
     // The mode's pair, in the order the SPEC appends them.
-    let pair: [(&str, String); 2] = match &identity.kind {
+    let token_file: Cow<'a, str> = Cow::Owned(token_file);
+    let pair: [(&str, Cow<'a, str>); 2] = match &identity.kind {
         IdentityKind::PodIdentity(_) => [
             (
                 ENV_FULL_URI,
-                settings.container_credentials_full_uri.clone(),
+                settings.container_credentials_full_uri.as_str().into(),
             ),
             (ENV_AUTH_TOKEN_FILE, token_file),
         ],
         IdentityKind::Irsa { role_arn } => [
-            (ENV_ROLE_ARN, role_arn.clone()),
+            (ENV_ROLE_ARN, role_arn.as_str().into()),
             (ENV_WEB_IDENTITY_TOKEN_FILE, token_file),
         ],
     };
@@ -145,28 +233,24 @@ pub fn mutate_pod(
         injected_any = true;
         let has_env = |name: &str| c.has_env(name);
 
-        let mut env: Vec<Value> = Vec::with_capacity(5);
+        let mut env: Vec<Item<'a>> = Vec::with_capacity(5);
         if sts_regional && !has_env(ENV_STS_REGIONAL) {
-            env.push(env_var(ENV_STS_REGIONAL, "regional"));
+            env.push(env_var(ENV_STS_REGIONAL, "regional".into()));
         }
         if let Some(region) = &settings.aws_default_region
             && !has_env(ENV_DEFAULT_REGION)
             && !has_env(ENV_REGION)
         {
-            env.push(env_var(ENV_DEFAULT_REGION, region));
-            env.push(env_var(ENV_REGION, region));
+            env.push(env_var(ENV_DEFAULT_REGION, region.as_str().into()));
+            env.push(env_var(ENV_REGION, region.as_str().into()));
         }
         if !pair.iter().any(|(name, _)| has_env(name)) {
             for (name, value) in &pair {
-                env.push(env_var(name, value));
+                env.push(env_var(name, value.clone()));
             }
         }
-        append(
-            &mut ops,
-            &["spec", list, &i.to_string(), "env"],
-            &c.env,
-            env,
-        );
+        let container = format!("/spec/{list}/{i}");
+        append(&mut ops, &container, "env", &c.env, env);
 
         let mounted = c
             .volume_mounts
@@ -174,10 +258,15 @@ pub fn mutate_pod(
             .flatten()
             .any(|m| m.name == volume_name || m.mount_path == mount_path);
         if !mounted {
-            let mount = json!({"name": volume_name, "readOnly": true, "mountPath": mount_path});
+            let mount = Item::Mount(Mount {
+                mount_path,
+                name: volume_name,
+                read_only: true,
+            });
             append(
                 &mut ops,
-                &["spec", list, &i.to_string(), "volumeMounts"],
+                &container,
+                "volumeMounts",
                 &c.volume_mounts,
                 vec![mount],
             );
@@ -193,17 +282,22 @@ pub fn mutate_pod(
             .flatten()
             .any(|v| v.name == volume_name);
         if !has_volume {
-            let volume = json!({
-                "name": volume_name,
-                "projected": {"sources": [{"serviceAccountToken": {
-                    "audience": audience,
-                    "expirationSeconds": expiration,
-                    "path": token_path,
-                }}]}
+            let volume = Item::Volume(Volume {
+                name: volume_name,
+                projected: Projected {
+                    sources: [Source {
+                        service_account_token: TokenProjection {
+                            audience,
+                            expiration_seconds: expiration,
+                            path: token_path,
+                        },
+                    }],
+                },
             });
             append(
                 &mut ops,
-                &["spec", "volumes"],
+                "/spec",
+                "volumes",
                 &pod.spec.volumes,
                 vec![volume],
             );
@@ -212,16 +306,17 @@ pub fn mutate_pod(
 
     if let IdentityKind::PodIdentity(_) = identity.kind {
         if injected_any && pod.label(POD_IDENTITY_LABEL).is_none() {
-            match pod.metadata.labels {
-                Some(_) => ops.push(add(
-                    &["metadata", "labels", POD_IDENTITY_LABEL],
-                    Value::String("enabled".into()),
-                )),
-                None => ops.push(add(
-                    &["metadata", "labels"],
-                    json!({POD_IDENTITY_LABEL: "enabled"}),
-                )),
-            }
+            ops.push(match pod.metadata.labels {
+                // "/" in the key is "~1" in a JSON Pointer.
+                Some(_) => add(
+                    format!("/metadata/labels/{}", POD_IDENTITY_LABEL.replace('/', "~1")),
+                    Item::Text("enabled"),
+                ),
+                None => add(
+                    "/metadata/labels".into(),
+                    Item::Labels(PodIdentityLabel { value: "enabled" }),
+                ),
+            });
         }
         if pod.spec.host_network == Some(true) {
             warnings.push(
@@ -237,34 +332,35 @@ pub fn mutate_pod(
     }
 }
 
-fn env_var(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
+fn env_var<'a>(name: &'a str, value: Cow<'a, str>) -> Item<'a> {
+    Item::Env(EnvVar { name, value })
 }
 
-fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(tokens.iter().copied()),
+fn add(path: String, value: Item<'_>) -> Add<'_> {
+    Add {
+        op: "add",
+        path,
         value,
-    })
+    }
 }
 
-/// Appends items to a list, creating the list only when the pod has none.
-fn append<T>(
-    ops: &mut Vec<PatchOperation>,
-    list: &[&str],
+/// Appends items to the list `field` of the object at `parent` (a JSON Pointer whose tokens
+/// need no escaping), creating the list only when the object has none.
+fn append<'a, T>(
+    ops: &mut Vec<Add<'a>>,
+    parent: &str,
+    field: &str,
     existing: &Option<T>,
-    items: Vec<Value>,
+    items: Vec<Item<'a>>,
 ) {
     if items.is_empty() {
         return;
     }
     if existing.is_some() {
-        let mut path = list.to_vec();
-        path.push("-");
         for item in items {
-            ops.push(add(&path, item));
+            ops.push(add(format!("{parent}/{field}/-"), item));
         }
     } else {
-        ops.push(add(list, Value::Array(items)));
+        ops.push(add(format!("{parent}/{field}"), Item::List(items)));
     }
 }
