@@ -1,4 +1,6 @@
 //! Admission decisions without HTTP, on the real API server captures (issue 6, benchmarks):
+//! - `parse/<fixture>`: the one-pass read of the review and its pod alone (how much of the
+//!   admission is JSON parsing).
 //! - `mutate_pod/<fixture>`: the pure path: parse the AdmissionReview, read the pod, compute the
 //!   patch, build and serialise the response.
 //! - `mutator/<fixture>`: what the server does on `/mutate`: the review and its pod read in one
@@ -77,6 +79,14 @@ fn associations() -> Vec<Association> {
 
 fn bench(c: &mut Criterion) {
     let settings = InjectionSettings::default();
+    let mut group = c.benchmark_group("parse");
+    for (name, body) in fixtures(".mutate.json") {
+        group.bench_function(&name, |b| {
+            b.iter(|| black_box(Review::<PodView>::parse_as(black_box(&body)).unwrap()))
+        });
+    }
+    group.finish();
+
     let mut group = c.benchmark_group("mutate_pod");
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
