@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,19 +45,15 @@ pub fn admission_router(app: Arc<App>) -> Router {
     Router::new()
         .route(
             "/mutate",
-            post(
-                |State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body| {
-                    handle(app, Endpoint::Mutate, uri, headers, body)
-                },
-            ),
+            post(|State(app): State<Arc<App>>, head: Head, body| {
+                handle(app, Endpoint::Mutate, head, body)
+            }),
         )
         .route(
             "/validate",
-            post(
-                |State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body| {
-                    handle(app, Endpoint::Validate, uri, headers, body)
-                },
-            ),
+            post(|State(app): State<Arc<App>>, head: Head, body| {
+                handle(app, Endpoint::Validate, head, body)
+            }),
         )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
@@ -93,6 +90,24 @@ pub fn admin_router(app: Arc<App>) -> Router {
             }),
         )
         .with_state(app)
+}
+
+/// What an admission handler needs from the request head, read in place (the stock `HeaderMap`
+/// and `Uri` extractors copy them, on every admission).
+struct Head {
+    json: bool,
+    budget: Duration,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Head {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            json: is_json(&parts.headers),
+            budget: lookup_budget(&parts.uri),
+        })
+    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -133,13 +148,12 @@ fn lookup_budget(uri: &Uri) -> Duration {
 async fn handle(
     app: Arc<App>,
     endpoint: Endpoint,
-    uri: Uri,
-    headers: HeaderMap,
+    head: Head,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
     let name = endpoint.as_str();
-    if !is_json(&headers) {
+    if !head.json {
         app.metrics.record_rejected(name, 415);
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -159,7 +173,7 @@ async fn handle(
             return plain(status, message);
         }
     };
-    let budget = lookup_budget(&uri);
+    let budget = head.budget;
     // Pods are read in the same pass as the review. A body that does not parse that way (not a
     // review, or an object that is not a readable pod) takes the general path below, which
     // answers with the precise error.
