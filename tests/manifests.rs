@@ -861,6 +861,7 @@ fn the_scripts_pass_bash_n_and_shellcheck() {
         "hack/kind-quickstart.sh",
         "certs/generate.sh",
         "scripts/load-bench.sh",
+        "scripts/ab-bench.sh",
         ".ci/run",
     ];
     for script in scripts {

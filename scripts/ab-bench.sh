@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A/B load benchmark: the baseline and one or more webhook binaries, driven in interleaved rounds
+# (baseline, A, B, baseline, A, B, ...) so that a noisy neighbour on a shared machine hits every
+# server alike. Reports per server the median throughput, server and load-generator CPU per
+# request (user + system from /proc), and the median of the per-round ratios to the baseline.
+#
+#   scripts/ab-bench.sh ROUNDS SECONDS [--h2] BINARY...
+#   e.g. cp target/release/pod-identity-webhook /tmp/before   # then change, rebuild, and:
+#        scripts/ab-bench.sh 5 3 "" /tmp/before target/release/pod-identity-webhook
+#
+# Closed loop, 64 connections, TLS with keep-alive, the captured *.mutate.json pods, 5,000
+# associations (as scripts/load-bench.sh). Fixtures: $POD_IDENTITY_FIXTURES, else
+# ../shared/fixtures/apiserver-v1.24.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 4 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+ROUNDS=$1 SECONDS_PER_RUN=$2
+PROTO=()
+[ -n "$3" ] && PROTO=("$3")
+shift 3
+FIXTURES="${POD_IDENTITY_FIXTURES:-}"
+for d in "$FIXTURES" tests/fixtures/apiserver-v1.24 fixtures/apiserver-v1.24 ../shared/fixtures/apiserver-v1.24; do
+  if [ -n "$d" ] && [ -d "$d" ]; then FIXTURES="$d"; break; fi
+done
+[ -d "$FIXTURES" ] || { echo "fixtures not found; set POD_IDENTITY_FIXTURES" >&2; exit 1; }
+command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package: time)" >&2; exit 1; }
+
+cargo build --release --locked --example baseline_server --example loadgen >&2
+BIN=target/release
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+"$1" certs --out "$WORK/certs" --san 127.0.0.1 --san localhost >/dev/null 2>&1
+{
+  echo "associations:"
+  for sa in carts default s3-reader db migrator reporter; do
+    printf '  - {namespace: team-a, serviceAccount: %s, roleArn: "arn:aws:iam::111122223333:role/%s"}\n' "$sa" "$sa"
+  done
+  for i in $(seq 6 4999); do
+    printf '  - {namespace: ns-%d, serviceAccount: sa-%d, roleArn: "arn:aws:iam::111122223333:role/r-%d"}\n' $((i % 100)) "$i" "$i"
+  done
+} > "$WORK/associations.yaml"
+
+"$BIN/examples/baseline_server" 127.0.0.1:19443 "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>/dev/null &
+PIDS=($!) PORTS=(19443) NAMES=(baseline)
+i=0
+for b in "$@"; do
+  i=$((i + 1))
+  RUST_LOG=info "$b" serve --listen "127.0.0.1:$((19444 + i))" --admin-listen "127.0.0.1:$((19081 + i))" \
+    --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
+    --associations "$WORK/associations.yaml" --log-format json 2>"$WORK/webhook$i.log" &
+  PIDS+=($!) PORTS+=($((19444 + i))) NAMES+=("$i:$(basename "$b")")
+done
+sleep 2
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for _ in $(seq "$ROUNDS"); do
+  for j in "${!PIDS[@]}"; do
+    before=$(ticks "${PIDS[$j]}")
+    out=$({ /usr/bin/time -f "LGTIME %U %S" "$BIN/examples/loadgen" --addr "127.0.0.1:${PORTS[$j]}" \
+      --ca "$WORK/certs/ca.crt" --fixtures "$FIXTURES" --connections 64 --seconds "$SECONDS_PER_RUN" \
+      --label x --warmup 0 "${PROTO[@]}"; } 2>&1)
+    after=$(ticks "${PIDS[$j]}")
+    n=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$out")
+    rps=$(sed -n 's/.* rps=\([0-9]*\).*/\1/p' <<<"$out")
+    lg=$(awk '/LGTIME/ {printf "%d", ($2 + $3) * 1000000}' <<<"$out")
+    # CPU in tenths of a microsecond per request (clock ticks are 1/100 s).
+    echo "${NAMES[$j]} $rps $(((after - before) * 100000 / n)) $((lg * 10 / n))"
+  done
+done > "$WORK/results"
+python3 - "$WORK/results" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, rps, cpu, lg = line.split()
+    runs[name].append((int(rps), int(cpu) / 10, int(lg) / 10))
+base = runs["baseline"]
+for name, v in runs.items():
+    ratios = [a[0] / b[0] for a, b in zip(v, base)]
+    print(f"{name:24s} rps median {statistics.median(x[0] for x in v):8.0f} | "
+          f"server CPU/req median {statistics.median(x[1] for x in v):5.1f} us (min {min(x[1] for x in v):5.1f}) | "
+          f"loadgen CPU/req median {statistics.median(x[2] for x in v):5.1f} us | "
+          f"ratio median {statistics.median(ratios):.2f} (rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
+PY
