@@ -30,15 +30,7 @@ BIN=target/release
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 "$1" certs --out "$WORK/certs" --san 127.0.0.1 --san localhost >/dev/null 2>&1
-{
-  echo "associations:"
-  for sa in carts default s3-reader db migrator reporter; do
-    printf '  - {namespace: team-a, serviceAccount: %s, roleArn: "arn:aws:iam::111122223333:role/%s"}\n' "$sa" "$sa"
-  done
-  for i in $(seq 6 4999); do
-    printf '  - {namespace: ns-%d, serviceAccount: sa-%d, roleArn: "arn:aws:iam::111122223333:role/r-%d"}\n' $((i % 100)) "$i" "$i"
-  done
-} > "$WORK/associations.yaml"
+scripts/bench-associations.sh > "$WORK/associations.yaml"
 
 "$BIN/examples/baseline_server" 127.0.0.1:19443 "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>/dev/null &
 PIDS=($!) PORTS=(19443) NAMES=(baseline)

@@ -37,16 +37,7 @@ trap cleanup EXIT
 
 "$BIN/pod-identity-webhook" certs --out "$WORK/certs" --san 127.0.0.1 --san localhost >/dev/null 2>&1
 
-# 5,000 associations, including the ServiceAccounts of the captured pods (so every pod is mutated).
-{
-  echo "associations:"
-  for sa in carts default s3-reader db migrator reporter; do
-    printf '  - {namespace: team-a, serviceAccount: %s, roleArn: "arn:aws:iam::111122223333:role/%s"}\n' "$sa" "$sa"
-  done
-  for i in $(seq 6 4999); do
-    printf '  - {namespace: ns-%d, serviceAccount: sa-%d, roleArn: "arn:aws:iam::111122223333:role/r-%d"}\n' $((i % 100)) "$i" "$i"
-  done
-} > "$WORK/associations.yaml"
+scripts/bench-associations.sh > "$WORK/associations.yaml"
 
 wait_port() {
   for _ in $(seq 1 100); do
