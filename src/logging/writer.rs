@@ -115,7 +115,7 @@ impl BatchWriter {
     }
 }
 
-impl Write for BatchWriter {
+impl Write for &BatchWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.queue(buf);
         Ok(buf.len())
@@ -126,11 +126,23 @@ impl Write for BatchWriter {
     }
 }
 
+impl Write for BatchWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Lends itself for each line: no reference count touched per line (the count's cache line
+/// would bounce between the worker threads).
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchWriter {
-    type Writer = BatchWriter;
+    type Writer = &'a BatchWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+        self
     }
 }
 
