@@ -103,7 +103,7 @@ fn bench(c: &mut Criterion) {
                 };
                 let mutation = mutate_pod(&pod, &identity, &settings);
                 let response = AdmissionResponse::allow(&req.uid)
-                    .with_patch(&mutation.patch, mutation.patch.is_empty())
+                    .with_patch(&mutation.patch)
                     .with_warnings(mutation.warnings);
                 black_box(response_body(&review.api_version, &response))
             })

@@ -267,7 +267,7 @@ impl Mutator {
         let warnings = std::mem::take(&mut mutation.warnings);
         Decision::new(
             AdmissionResponse::allow(uid)
-                .with_patch(&mutation.patch, mutation.patch.is_empty())
+                .with_patch(&mutation.patch)
                 .with_warnings(warnings),
             outcome,
             if outcome == Outcome::Mutated {

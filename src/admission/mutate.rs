@@ -128,10 +128,19 @@ pub struct TokenProjection<'a> {
     pub path: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `{POD_IDENTITY_LABEL: value}`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PodIdentityLabel {
-    #[serde(rename = "eks.amazonaws.com/pod-identity")]
     pub value: &'static str,
+}
+
+impl Serialize for PodIdentityLabel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(POD_IDENTITY_LABEL, self.value)?;
+        map.end()
+    }
 }
 
 impl Patch<'_> {

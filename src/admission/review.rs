@@ -227,13 +227,13 @@ impl AdmissionResponse {
         }
     }
 
-    /// Attaches a JSON Patch; an empty patch attaches nothing (SPEC §2: no patch, not `[]`).
-    /// Sets the JSON Patch (anything serialising to one; empty means none).
-    pub fn with_patch<P: Serialize + ?Sized>(mut self, patch: &P, is_empty: bool) -> Self {
-        if !is_empty {
-            // Serialised whole, then encoded in one go: a base64 writer under serde's many
-            // small writes costs more than the copy it saves.
-            let json = serde_json::to_vec(patch).expect("a JSON Patch always serialises");
+    /// Attaches a JSON Patch (anything that serialises to one); an empty patch attaches nothing
+    /// (SPEC §2: no patch, not `[]`).
+    pub fn with_patch<P: Serialize + ?Sized>(mut self, patch: &P) -> Self {
+        // Serialised whole, then encoded in one go: a base64 writer under serde's many small
+        // writes costs more than the copy it saves.
+        let json = serde_json::to_vec(patch).expect("a JSON Patch always serialises");
+        if json != b"[]" {
             self.patch = Some(base64_simd::STANDARD.encode_to_string(json));
             self.patch_type = Some("JSONPatch");
         }
@@ -302,12 +302,12 @@ mod tests {
     #[test]
     fn patch_is_base64_string_and_empty_patch_is_absent() {
         use base64::Engine;
-        let empty = AdmissionResponse::allow("u").with_patch(&json_patch::Patch(vec![]), true);
+        let empty = AdmissionResponse::allow("u").with_patch(&json_patch::Patch(vec![]));
         let body = String::from_utf8(response_body("admission.k8s.io/v1", &empty)).unwrap();
         assert!(!body.contains("patch"), "{body}");
         let p: json_patch::Patch =
             serde_json::from_str(r#"[{"op":"add","path":"/a","value":1}]"#).unwrap();
-        let r = AdmissionResponse::allow("u").with_patch(&p, false);
+        let r = AdmissionResponse::allow("u").with_patch(&p);
         let v: serde_json::Value = serde_json::from_slice(&response_body("x", &r)).unwrap();
         assert_eq!(v["response"]["patchType"], "JSONPatch");
         let decoded = base64::engine::general_purpose::STANDARD

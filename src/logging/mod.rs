@@ -60,33 +60,38 @@ pub fn init(format: LogFormat) -> LogGuard {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let Ok((writer, guard)) =
-        BatchWriter::spawn(std::io::stderr(), writer::DEFAULT_MAX_QUEUED_BYTES)
-    else {
-        // No thread for the writer: log straight to stderr rather than not at all.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(env_filter())
-            .with_writer(std::io::stderr)
-            .try_init();
-        return LogGuard(None);
-    };
-    // `try_init` also forwards `log` records (rustls) into tracing.
-    let installed = if json {
-        json_subscriber(env_filter(), writer.clone()).try_init()
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(env_filter())
-            .with_writer(writer.clone())
-            .finish()
-            .try_init()
-    };
-    match installed {
-        Ok(()) => {
+    match BatchWriter::spawn(std::io::stderr(), writer::DEFAULT_MAX_QUEUED_BYTES) {
+        Ok((writer, guard)) => {
+            if !install(json, writer.clone()) {
+                return LogGuard(None);
+            }
             let _ = WRITER.set(writer);
             LogGuard(Some(guard))
         }
-        Err(_) => LogGuard(None),
+        Err(_) => {
+            // No thread for the writer: log straight to stderr rather than not at all.
+            install(json, std::io::stderr);
+            LogGuard(None)
+        }
     }
+}
+
+/// Installs the JSON or text subscriber over `writer`; `false` if one was already installed.
+/// `try_init` also forwards `log` records (rustls) into tracing.
+fn install<W>(json: bool, writer: W) -> bool
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let installed = if json {
+        json_subscriber(env_filter(), writer).try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(env_filter())
+            .with_writer(writer)
+            .finish()
+            .try_init()
+    };
+    installed.is_ok()
 }
 
 /// Log lines dropped so far because the writer could not keep up.
