@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+use pod_identity_webhook::admission::json::WriteJson;
 use pod_identity_webhook::admission::mutate::{Skip, mutate_pod};
 use pod_identity_webhook::admission::pod::PodView;
 use pod_identity_webhook::config::InjectionSettings;
@@ -72,6 +73,13 @@ fn run(
 ) -> (Value, Vec<String>) {
     let view: PodView = serde_json::from_value(pod.clone()).unwrap();
     let mutation = mutate_pod(&view, identity, settings);
+    // The patch the webhook sends is written by hand: the same bytes as serde_json writes.
+    let mut written = Vec::new();
+    mutation.patch.write_json(&mut written);
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        serde_json::to_string(&mutation.patch).unwrap()
+    );
     let patch = mutation.patch.to_json_patch();
     for op in &patch.0 {
         let op = serde_json::to_value(op).unwrap();

@@ -3,6 +3,7 @@
 //! This layer does the (bounded) identity lookups and calls the pure decision functions; it
 //! knows nothing of HTTP, so the offline checker and tests can drive it directly.
 
+pub mod json;
 pub mod mutate;
 pub mod pod;
 pub mod review;

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
+use super::json::{WriteJson, object};
 use crate::config::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
 use crate::identity::sa::{TOKEN_EXPIRATION, annotation, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
@@ -140,6 +141,88 @@ impl Serialize for PodIdentityLabel {
         let mut map = s.serialize_map(Some(1))?;
         map.serialize_entry(POD_IDENTITY_LABEL, self.value)?;
         map.end()
+    }
+}
+
+// The JSON the API server receives (inside the base64 `patch`): written by hand, in the same
+// bytes as the `Serialize` derives above (`to_json_patch` and the tests use those).
+
+impl WriteJson for Patch<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        self.0[..].write_json(out);
+    }
+}
+
+impl WriteJson for Add<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        object(out, |o| {
+            o.member("op", self.op)
+                .member("path", &self.path)
+                .member("value", &self.value);
+        });
+    }
+}
+
+impl WriteJson for Item<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Item::Env(e) => object(out, |o| {
+                o.member("name", e.name).member("value", e.value.as_ref());
+            }),
+            Item::Mount(m) => object(out, |o| {
+                o.member("mountPath", m.mount_path)
+                    .member("name", m.name)
+                    .member("readOnly", &m.read_only);
+            }),
+            Item::Volume(v) => {
+                let token = &v.projected.sources[0].service_account_token;
+                object(out, |o| {
+                    o.member("name", v.name)
+                        .member("projected", &Sources(token));
+                });
+            }
+            Item::Labels(l) => object(out, |o| {
+                o.member(POD_IDENTITY_LABEL, l.value);
+            }),
+            Item::Text(t) => t.write_json(out),
+            Item::List(items) => items[..].write_json(out),
+        }
+    }
+}
+
+/// `{"sources":[{"serviceAccountToken":{...}}]}` of a projected token volume.
+struct Sources<'t, 'a>(&'t TokenProjection<'a>);
+
+impl WriteJson for Sources<'_, '_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let t = self.0;
+        object(out, |o| {
+            o.member("sources", &[TokenSource(t)][..]);
+        });
+    }
+}
+
+struct TokenSource<'t, 'a>(&'t TokenProjection<'a>);
+
+impl WriteJson for TokenSource<'_, '_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let t = self.0;
+        object(out, |o| {
+            o.member("serviceAccountToken", &Token(t));
+        });
+    }
+}
+
+struct Token<'t, 'a>(&'t TokenProjection<'a>);
+
+impl WriteJson for Token<'_, '_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let t = self.0;
+        object(out, |o| {
+            o.member("audience", t.audience)
+                .member("expirationSeconds", &t.expiration_seconds)
+                .member("path", t.path);
+        });
     }
 }
 

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::json::{self, WriteJson};
+
 /// API versions the API server may send; the response echoes the one received.
 pub const SUPPORTED_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
@@ -227,12 +229,12 @@ impl AdmissionResponse {
         }
     }
 
-    /// Attaches a JSON Patch (anything that serialises to one); an empty patch attaches nothing
-    /// (SPEC §2: no patch, not `[]`).
-    pub fn with_patch<P: Serialize + ?Sized>(mut self, patch: &P) -> Self {
-        // Serialised whole, then encoded in one go: a base64 writer under serde's many small
-        // writes costs more than the copy it saves.
-        let json = serde_json::to_vec(patch).expect("a JSON Patch always serialises");
+    /// Attaches a JSON Patch; an empty patch attaches nothing (SPEC §2: no patch, not `[]`).
+    pub fn with_patch<P: WriteJson + ?Sized>(mut self, patch: &P) -> Self {
+        // Written whole, then encoded in one go: a base64 writer under many small writes costs
+        // more than the copy it saves.
+        let mut json = Vec::with_capacity(1024);
+        patch.write_json(&mut json);
         if json != b"[]" {
             self.patch = Some(base64_simd::STANDARD.encode_to_string(json));
             self.patch_type = Some("JSONPatch");
@@ -246,22 +248,50 @@ impl AdmissionResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    response: &'a AdmissionResponse,
+/// Serialises the AdmissionReview answer, echoing the request's apiVersion. Written by hand
+/// (see [`super::json`]); the same bytes as serde_json of the derived `Serialize`.
+pub fn response_body(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
+    let patch_len = response.patch.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(192 + patch_len);
+    json::object(&mut out, |o| {
+        o.member("apiVersion", api_version)
+            .member("kind", "AdmissionReview")
+            .member("response", response);
+    });
+    out
 }
 
-/// Serialises the AdmissionReview answer, echoing the request's apiVersion.
-pub fn response_body(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
-    serde_json::to_vec(&ReviewOut {
-        api_version,
-        kind: "AdmissionReview",
-        response,
-    })
-    .expect("an AdmissionReview response always serialises")
+impl WriteJson for AdmissionResponse {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        json::object(out, |o| {
+            o.member("uid", &self.uid).member("allowed", &self.allowed);
+            if let Some(t) = self.patch_type {
+                o.member("patchType", t);
+            }
+            if let Some(p) = &self.patch {
+                // Base64 needs no escaping.
+                o.raw_string_member("patch", p);
+            }
+            if !self.warnings.is_empty() {
+                o.member("warnings", &self.warnings[..]);
+            }
+            if let Some(s) = &self.status {
+                o.member("status", s);
+            }
+        });
+    }
+}
+
+impl WriteJson for Status {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        json::object(out, |o| {
+            o.member("code", &self.code)
+                .member("message", &self.message);
+            if let Some(r) = self.reason {
+                o.member("reason", r);
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -301,18 +331,64 @@ mod tests {
 
     #[test]
     fn patch_is_base64_string_and_empty_patch_is_absent() {
+        use super::super::mutate::Patch;
         use base64::Engine;
-        let empty = AdmissionResponse::allow("u").with_patch(&json_patch::Patch(vec![]));
+        let empty = AdmissionResponse::allow("u").with_patch(&Patch::default());
         let body = String::from_utf8(response_body("admission.k8s.io/v1", &empty)).unwrap();
         assert!(!body.contains("patch"), "{body}");
-        let p: json_patch::Patch =
-            serde_json::from_str(r#"[{"op":"add","path":"/a","value":1}]"#).unwrap();
-        let r = AdmissionResponse::allow("u").with_patch(&p);
+        let r = AdmissionResponse::allow("u").with_patch(&["a", "b"][..]);
         let v: serde_json::Value = serde_json::from_slice(&response_body("x", &r)).unwrap();
         assert_eq!(v["response"]["patchType"], "JSONPatch");
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(v["response"]["patch"].as_str().unwrap())
             .unwrap();
-        assert_eq!(decoded, br#"[{"op":"add","path":"/a","value":1}]"#);
+        assert_eq!(decoded, br#"["a","b"]"#);
+    }
+
+    /// What `response_body` writes by hand, as serde_json writes it from the derives.
+    fn serde_body(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ReviewOut<'a> {
+            api_version: &'a str,
+            kind: &'static str,
+            response: &'a AdmissionResponse,
+        }
+        serde_json::to_vec(&ReviewOut {
+            api_version,
+            kind: "AdmissionReview",
+            response,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn answers_are_the_bytes_serde_json_would_write() {
+        let responses = [
+            AdmissionResponse::allow("705ab4f5-6393-11e8-b7cc-42010a800002"),
+            AdmissionResponse::allow("u").with_patch(&["x"][..]),
+            AdmissionResponse::allow("u\"q\"").with_warnings(vec![
+                "first".into(),
+                "with \"quotes\", a\ttab and ünïcödé".into(),
+            ]),
+            AdmissionResponse::deny("u", 403, "ServiceAccount `a/b` has no \"role\"\n"),
+            AdmissionResponse::deny("u", 400, "cannot read the pod"),
+            AdmissionResponse {
+                status: Some(Status {
+                    code: 500,
+                    message: String::new(),
+                    reason: None,
+                }),
+                ..AdmissionResponse::allow("u")
+            },
+        ];
+        for r in &responses {
+            for api_version in SUPPORTED_API_VERSIONS {
+                assert_eq!(
+                    String::from_utf8(response_body(api_version, r)).unwrap(),
+                    String::from_utf8(serde_body(api_version, r)).unwrap()
+                );
+            }
+        }
     }
 }
