@@ -219,7 +219,7 @@ async fn answer<O>(
     let req = &review.request;
     // Ties anything logged while deciding to the decision line, which carries the rest. One
     // field: the span's fields are formatted on every request, logged or not.
-    let span = tracing::info_span!("admission", uid = %req.uid);
+    let span = tracing::info_span!("admission", uid = req.uid.as_str());
     let decision = decide.instrument(span).await;
     let elapsed = start.elapsed();
     app.metrics.record_admission(
@@ -252,9 +252,9 @@ fn log_decision<O>(
     macro_rules! decision_line {
         ($($detail:tt)*) => {
             tracing::info!(
-                uid = %req.uid,
+                uid = req.uid.as_str(),
                 endpoint,
-                kind = %req.kind.kind,
+                kind = req.kind.kind.as_str(),
                 operation = req.operation.as_str(),
                 namespace = req.namespace.as_deref().unwrap_or(""),
                 name = req.name.as_deref().unwrap_or(""),

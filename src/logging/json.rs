@@ -200,6 +200,14 @@ struct Escaped<'a, W: Write>(&'a mut W);
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
+        // Most values need no escape: check the whole string at once (a fold without early
+        // exit, which the compiler vectorises), then copy it in one piece.
+        let plain = !bytes.iter().fold(false, |acc, &b| {
+            acc | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f)
+        });
+        if plain {
+            return self.0.write_str(s);
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let escape = match b {
