@@ -321,7 +321,8 @@ fn main() {
         seconds,
         requests,
         errors,
-        (requests - errors) as f64 / seconds,
+        // Connection failures count as errors without a request: never below zero.
+        requests.saturating_sub(errors) as f64 / seconds,
         hist.value_at_quantile(0.50),
         hist.value_at_quantile(0.99),
         hist.value_at_quantile(0.999),
