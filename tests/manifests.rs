@@ -862,6 +862,7 @@ fn the_scripts_pass_bash_n_and_shellcheck() {
         "certs/generate.sh",
         "scripts/load-bench.sh",
         "scripts/ab-bench.sh",
+        "scripts/instructions.sh",
         "scripts/bench-associations.sh",
         ".ci/run",
     ];
