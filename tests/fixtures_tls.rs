@@ -247,37 +247,41 @@ async fn every_captured_pod_is_mutated_over_tls_as_the_spec_says_and_only_once()
     let mut w = start().await;
     let mutate = captures(".mutate.json");
     assert!(mutate.len() >= 4, "expected the captured mutate requests");
-    for capture in &mutate {
-        let answer = send(&mut w.client, capture).await;
-        let response = &answer["response"];
-        assert_eq!(response["patchType"], "JSONPatch", "{}", capture.name);
-        assert!(
-            response["patch"].is_string(),
-            "{}: patch must be a base64 string",
-            capture.name
-        );
-        let patched = check(capture, &answer);
+    // HTTP/1.1 (the API server's default) and HTTP/2, which it uses when told to.
+    let mut h2 = TlsClient::to(&w.running, true).await;
+    for client in [&mut w.client, &mut h2] {
+        for capture in &mutate {
+            let answer = send(client, capture).await;
+            let response = &answer["response"];
+            assert_eq!(response["patchType"], "JSONPatch", "{}", capture.name);
+            assert!(
+                response["patch"].is_string(),
+                "{}: patch must be a base64 string",
+                capture.name
+            );
+            let patched = check(capture, &answer);
 
-        // Reinvocation (SPEC §2): the same review with the patched pod needs nothing more.
-        let mut review = capture.review();
-        review["request"]["object"] = patched;
-        review["request"]["uid"] = json!(format!(
-            "{}-again",
-            review["request"]["uid"].as_str().unwrap()
-        ));
-        let again = Capture {
-            name: capture.name.clone(),
-            path: capture.path.clone(),
-            headers: capture.headers.clone(),
-            body: serde_json::to_vec(&review).unwrap(),
-        };
-        let second = send(&mut w.client, &again).await;
-        assert!(
-            second["response"].get("patch").is_none()
-                && second["response"].get("patchType").is_none(),
-            "{}: second pass must carry no patch: {second}",
-            capture.name
-        );
+            // Reinvocation (SPEC §2): the same review with the patched pod needs nothing more.
+            let mut review = capture.review();
+            review["request"]["object"] = patched;
+            review["request"]["uid"] = json!(format!(
+                "{}-again",
+                review["request"]["uid"].as_str().unwrap()
+            ));
+            let again = Capture {
+                name: capture.name.clone(),
+                path: capture.path.clone(),
+                headers: capture.headers.clone(),
+                body: serde_json::to_vec(&review).unwrap(),
+            };
+            let second = send(client, &again).await;
+            assert!(
+                second["response"].get("patch").is_none()
+                    && second["response"].get("patchType").is_none(),
+                "{}: second pass must carry no patch: {second}",
+                capture.name
+            );
+        }
     }
     w.running.shutdown().await;
 }
