@@ -174,13 +174,9 @@ impl WriteJson for Item<'_> {
                     .member("name", m.name)
                     .member("readOnly", &m.read_only);
             }),
-            Item::Volume(v) => {
-                let token = &v.projected.sources[0].service_account_token;
-                object(out, |o| {
-                    o.member("name", v.name)
-                        .member("projected", &Sources(token));
-                });
-            }
+            Item::Volume(v) => object(out, |o| {
+                o.member("name", v.name).member("projected", &v.projected);
+            }),
             Item::Labels(l) => object(out, |o| {
                 o.member(POD_IDENTITY_LABEL, l.value);
             }),
@@ -190,38 +186,28 @@ impl WriteJson for Item<'_> {
     }
 }
 
-/// `{"sources":[{"serviceAccountToken":{...}}]}` of a projected token volume.
-struct Sources<'t, 'a>(&'t TokenProjection<'a>);
-
-impl WriteJson for Sources<'_, '_> {
+impl WriteJson for Projected<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let t = self.0;
         object(out, |o| {
-            o.member("sources", &[TokenSource(t)][..]);
+            o.member("sources", &self.sources[..]);
         });
     }
 }
 
-struct TokenSource<'t, 'a>(&'t TokenProjection<'a>);
-
-impl WriteJson for TokenSource<'_, '_> {
+impl WriteJson for Source<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let t = self.0;
         object(out, |o| {
-            o.member("serviceAccountToken", &Token(t));
+            o.member("serviceAccountToken", &self.service_account_token);
         });
     }
 }
 
-struct Token<'t, 'a>(&'t TokenProjection<'a>);
-
-impl WriteJson for Token<'_, '_> {
+impl WriteJson for TokenProjection<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let t = self.0;
         object(out, |o| {
-            o.member("audience", t.audience)
-                .member("expirationSeconds", &t.expiration_seconds)
-                .member("path", t.path);
+            o.member("audience", self.audience)
+                .member("expirationSeconds", &self.expiration_seconds)
+                .member("path", self.path);
         });
     }
 }
