@@ -190,9 +190,11 @@ pub struct AdmissionResponse {
     pub allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
-    /// Base64 (standard alphabet) of the JSON Patch document.
+    /// Base64 (standard alphabet) of the JSON Patch document. Private: only
+    /// [`AdmissionResponse::with_patch`] sets it, so it is always base64 and is written without
+    /// an escape check.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
+    patch: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,6 +244,11 @@ impl AdmissionResponse {
         self
     }
 
+    /// The base64 text of the attached patch, if any.
+    pub fn patch(&self) -> Option<&str> {
+        self.patch.as_deref()
+    }
+
     pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
         self.warnings = warnings;
         self
@@ -269,8 +276,7 @@ impl WriteJson for AdmissionResponse {
                 o.member("patchType", t);
             }
             if let Some(p) = &self.patch {
-                // Base64: the escape check passes over it in one quick pass and copies it.
-                o.member("patch", p);
+                o.member("patch", &json::Base64(p));
             }
             if !self.warnings.is_empty() {
                 o.member("warnings", &self.warnings[..]);
