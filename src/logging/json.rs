@@ -50,7 +50,10 @@ where
         let result = self
             .format_line(ctx, &mut line, event)
             .and_then(|()| w.write_str(&line));
-        LINE.set(line);
+        // An unusually long line (a huge error message) does not pin its memory for good.
+        if line.capacity() <= 64 * 1024 {
+            LINE.set(line);
+        }
         result
     }
 }
