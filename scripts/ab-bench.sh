@@ -18,19 +18,16 @@ ROUNDS=$1 SECONDS_PER_RUN=$2
 PROTO=()
 [ -n "$3" ] && PROTO=("$3")
 shift 3
-FIXTURES="${POD_IDENTITY_FIXTURES:-}"
-for d in "$FIXTURES" tests/fixtures/apiserver-v1.24 fixtures/apiserver-v1.24 ../shared/fixtures/apiserver-v1.24; do
-  if [ -n "$d" ] && [ -d "$d" ]; then FIXTURES="$d"; break; fi
-done
-[ -d "$FIXTURES" ] || { echo "fixtures not found; set POD_IDENTITY_FIXTURES" >&2; exit 1; }
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
+FIXTURES=$(bench_fixtures)
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package: time)" >&2; exit 1; }
 
 cargo build --release --locked --example baseline_server --example loadgen >&2
 BIN=target/release
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$1" certs --out "$WORK/certs" --san 127.0.0.1 --san localhost >/dev/null 2>&1
-scripts/bench-associations.sh > "$WORK/associations.yaml"
+bench_workdir "$1" "$WORK"
 
 "$BIN/examples/baseline_server" 127.0.0.1:19443 "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>/dev/null &
 PIDS=($!) PORTS=(19443) NAMES=(baseline)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the benchmarks' associations file to stdout: 5,000 associations, including the
-# ServiceAccounts of the captured pods (so every captured pod is mutated). Used by
-# load-bench.sh and ab-bench.sh.
+# ServiceAccounts of the captured pods (so every captured pod is mutated). Used by the
+# benchmark scripts through bench-common.sh.
 set -euo pipefail
 echo "associations:"
 for sa in carts default s3-reader db migrator reporter; do

@@ -17,19 +17,16 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=$1
 shift
 command -v valgrind >/dev/null || { echo "needs valgrind (Debian package: valgrind)" >&2; exit 1; }
-FIXTURES="${POD_IDENTITY_FIXTURES:-}"
-for d in "$FIXTURES" tests/fixtures/apiserver-v1.24 fixtures/apiserver-v1.24 ../shared/fixtures/apiserver-v1.24; do
-  if [ -n "$d" ] && [ -d "$d" ]; then FIXTURES="$d"; break; fi
-done
-[ -d "$FIXTURES" ] || { echo "fixtures not found; set POD_IDENTITY_FIXTURES" >&2; exit 1; }
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
+FIXTURES=$(bench_fixtures)
 
 cargo build --release --locked --example baseline_server --example loadgen >&2
 BIN=target/release
 WORK="$(mktemp -d)"
 KEEP="${OUT:-}"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$1" certs --out "$WORK/certs" --san 127.0.0.1 --san localhost >/dev/null 2>&1
-scripts/bench-associations.sh > "$WORK/associations.yaml"
+bench_workdir "$1" "$WORK"
 
 load() {
   "$BIN/examples/loadgen" --addr 127.0.0.1:19643 --ca "$WORK/certs/ca.crt" --fixtures "$FIXTURES" \

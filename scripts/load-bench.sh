@@ -14,11 +14,9 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-10}"
 RATE="${RATE:-5000}"
 CONNS="${CONNS:-64}"
-FIXTURES="${POD_IDENTITY_FIXTURES:-}"
-for d in "$FIXTURES" tests/fixtures/apiserver-v1.24 fixtures/apiserver-v1.24 ../shared/fixtures/apiserver-v1.24; do
-  if [ -n "$d" ] && [ -d "$d" ]; then FIXTURES="$d"; break; fi
-done
-[ -d "$FIXTURES" ] || { echo "fixtures not found; set POD_IDENTITY_FIXTURES" >&2; exit 1; }
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
+FIXTURES=$(bench_fixtures)
 
 BASE_PORT="${BASE_PORT:-18443}"
 OURS_PORT="${OURS_PORT:-18444}"
@@ -35,9 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/pod-identity-webhook" certs --out "$WORK/certs" --san 127.0.0.1 --san localhost >/dev/null 2>&1
-
-scripts/bench-associations.sh > "$WORK/associations.yaml"
+bench_workdir "$BIN/pod-identity-webhook" "$WORK"
 
 wait_port() {
   for _ in $(seq 1 100); do

@@ -864,6 +864,7 @@ fn the_scripts_pass_bash_n_and_shellcheck() {
         "scripts/ab-bench.sh",
         "scripts/instructions.sh",
         "scripts/bench-associations.sh",
+        "scripts/bench-common.sh",
         ".ci/run",
     ];
     for script in scripts {
