@@ -185,13 +185,25 @@ async fn an_unreadable_pod_is_refused_in_an_admission_review_naming_the_field() 
     let mut c = client(&running, false).await;
     let mut bad = pod("carts", vec![json!({"name": "app"})]);
     bad["spec"]["containers"] = json!("not a list");
-    let answer = c.review("/mutate", review_with_pod(bad)).await.unwrap();
-    assert_eq!(answer.status, 200);
-    let r = &answer.json()["response"];
-    assert_eq!(r["allowed"], false);
-    assert_eq!(r["status"]["code"], 400);
-    let message = r["status"]["message"].as_str().unwrap();
-    assert!(message.contains("spec.containers"), "{message}");
+    // Annotation values are kept as written and unescaped only when read; one that is not a
+    // string is still refused, by name.
+    let mut bad_annotation = pod("carts", vec![json!({"name": "app"})]);
+    bad_annotation["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Pod\"}\n",
+        "team": {"not": "a string"},
+    });
+    for (bad, field) in [
+        (bad, "spec.containers"),
+        (bad_annotation, "metadata.annotations.team"),
+    ] {
+        let answer = c.review("/mutate", review_with_pod(bad)).await.unwrap();
+        assert_eq!(answer.status, 200);
+        let r = &answer.json()["response"];
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 400);
+        let message = r["status"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+    }
     still_serving(&running).await;
     running.shutdown().await;
 }

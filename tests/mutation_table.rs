@@ -71,7 +71,9 @@ fn run(
     identity: &ResolvedIdentity,
     settings: &InjectionSettings,
 ) -> (Value, Vec<String>) {
-    let view: PodView = serde_json::from_value(pod.clone()).unwrap();
+    // Read from the JSON text, as the webhook reads a request body (the view borrows from it).
+    let text = pod.to_string();
+    let view: PodView = serde_json::from_str(&text).unwrap();
     let mutation = mutate_pod(&view, identity, settings);
     // The patch the webhook sends is written by hand: the same bytes as serde_json writes.
     let mut written = Vec::new();
@@ -87,7 +89,8 @@ fn run(
     }
     let mut patched = pod.clone();
     json_patch::patch(&mut patched, &patch).expect("the patch applies");
-    let again: PodView = serde_json::from_value(patched.clone()).unwrap();
+    let text = patched.to_string();
+    let again: PodView = serde_json::from_str(&text).unwrap();
     let second = mutate_pod(&again, identity, settings);
     assert!(
         second.patch.is_empty(),
@@ -454,34 +457,29 @@ fn host_network_pods_with_pod_identity_are_mutated_with_a_warning() {
 
 #[test]
 fn mirror_pods_and_opted_out_pods_are_left_untouched() {
-    let view = |meta: Value| -> PodView {
+    let skip = |meta: Value| -> Option<Skip> {
         let mut p = one_container();
         p["metadata"]
             .as_object_mut()
             .unwrap()
             .extend(meta.as_object().unwrap().clone());
-        serde_json::from_value(p).unwrap()
+        let text = p.to_string();
+        Skip::check(&serde_json::from_str::<PodView>(&text).unwrap())
     };
     assert_eq!(
-        Skip::check(&view(
-            json!({"annotations": {"kubernetes.io/config.mirror": "abc"}})
-        )),
+        skip(json!({"annotations": {"kubernetes.io/config.mirror": "abc"}})),
         Some(Skip::MirrorPod)
     );
     assert_eq!(
-        Skip::check(&view(
-            json!({"labels": {"eks.amazonaws.com/skip-pod-identity-webhook": "true"}})
-        )),
+        skip(json!({"labels": {"eks.amazonaws.com/skip-pod-identity-webhook": "true"}})),
         Some(Skip::OptOutLabel)
     );
     assert_eq!(
-        Skip::check(&view(
-            json!({"labels": {"eks.amazonaws.com/skip-pod-identity-webhook": "false"}})
-        )),
+        skip(json!({"labels": {"eks.amazonaws.com/skip-pod-identity-webhook": "false"}})),
         None,
         "an explicit false does not opt out"
     );
-    assert_eq!(Skip::check(&view(json!({}))), None);
+    assert_eq!(skip(json!({})), None);
 }
 
 /// A ServiceAccount store with fixed contents.

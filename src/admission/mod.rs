@@ -79,8 +79,8 @@ impl Decision {
 }
 
 /// Parses a request's object as `T`; the error names the field that was wrong.
-pub fn read_object<T: serde::de::DeserializeOwned>(
-    raw: &RawValue,
+pub fn read_object<'a, T: serde::Deserialize<'a>>(
+    raw: &'a RawValue,
     expected: &str,
 ) -> Result<T, String> {
     // Fast path first: tracking the path costs an allocation per key of the object, which
@@ -144,7 +144,7 @@ impl Mutator {
     /// ([`Review::parse_as`](review::Review::parse_as)): the same decision, one parse fewer.
     pub async fn review_pod(
         &self,
-        req: &AdmissionRequest<'_, PodView>,
+        req: &AdmissionRequest<'_, PodView<'_>>,
         budget: Duration,
     ) -> Decision {
         if let Some(early) = Self::not_mutated(req) {
@@ -189,7 +189,7 @@ impl Mutator {
     async fn decide<O>(
         &self,
         req: &AdmissionRequest<'_, O>,
-        pod: &PodView,
+        pod: &PodView<'_>,
         budget: Duration,
     ) -> Decision {
         let uid = req.uid.as_str();

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::json::{WriteJson, object};
 use crate::config::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
-use crate::identity::sa::{TOKEN_EXPIRATION, annotation, parse_token_expiration};
+use crate::identity::sa::{TOKEN_EXPIRATION, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
 
 use super::pod::PodView;
@@ -36,7 +36,7 @@ pub enum Skip {
 
 impl Skip {
     /// Checks the pod-level reasons to leave a pod untouched (SPEC §2 "Untouched").
-    pub fn check(pod: &PodView) -> Option<Skip> {
+    pub fn check(pod: &PodView<'_>) -> Option<Skip> {
         if pod.metadata.is_mirror_pod() {
             return Some(Skip::MirrorPod);
         }
@@ -226,7 +226,7 @@ impl Patch<'_> {
 
 /// Computes the patch that gives `pod` its identity (SPEC §2).
 pub fn mutate_pod<'a>(
-    pod: &PodView,
+    pod: &PodView<'_>,
     identity: &'a ResolvedIdentity,
     settings: &'a InjectionSettings,
 ) -> Mutation<'a> {
@@ -260,15 +260,13 @@ pub fn mutate_pod<'a>(
     };
 
     // Pod annotation > ServiceAccount annotation > configured default; minimum 600 s.
-    let expiration = annotation(
-        pod.metadata.annotations.iter().flatten(),
-        prefix,
-        TOKEN_EXPIRATION,
-    )
-    .and_then(parse_token_expiration)
-    .or(sa.token_expiration)
-    .unwrap_or(settings.token_expiration)
-    .clamp(MIN_TOKEN_EXPIRATION, MAX_TOKEN_EXPIRATION);
+    let expiration = pod
+        .metadata
+        .prefixed_annotation(prefix, TOKEN_EXPIRATION)
+        .and_then(|v| parse_token_expiration(&v))
+        .or(sa.token_expiration)
+        .unwrap_or(settings.token_expiration)
+        .clamp(MIN_TOKEN_EXPIRATION, MAX_TOKEN_EXPIRATION);
 
     let sts_regional = sa
         .sts_regional_endpoints
@@ -290,22 +288,20 @@ pub fn mutate_pod<'a>(
         ],
     };
 
-    let skipped: Vec<&str> = annotation(
-        pod.metadata.annotations.iter().flatten(),
-        prefix,
-        SKIP_CONTAINERS,
-    )
-    .map(|v| {
-        v.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
-    .unwrap_or_default();
+    let skip_annotation = pod.metadata.prefixed_annotation(prefix, SKIP_CONTAINERS);
+    let skipped: Vec<&str> = skip_annotation
+        .as_deref()
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
 
     let mut injected_any = false;
     for (list, i, c) in pod.spec.all_containers() {
-        if skipped.contains(&c.name.as_str()) {
+        if skipped.contains(&&*c.name) {
             continue;
         }
         injected_any = true;

@@ -171,9 +171,10 @@ impl Validator {
         let name = sa
             .metadata
             .name
-            .clone()
-            .or_else(|| req.name.clone())
-            .unwrap_or_default();
+            .as_deref()
+            .or(req.name.as_deref())
+            .unwrap_or_default()
+            .to_string();
         if let Some(exemption) = policy.is_exempt(namespace, Some(&name)) {
             return Decision::new(
                 AdmissionResponse::allow(uid),
@@ -188,8 +189,13 @@ impl Validator {
         } else {
             prefix
         };
-        let verdict =
-            policy.service_account_verdict(mode, namespace, &name, sa.role_arn(prefix), prefix);
+        let verdict = policy.service_account_verdict(
+            mode,
+            namespace,
+            &name,
+            sa.role_arn(prefix).as_deref(),
+            prefix,
+        );
         respond(uid, verdict, "role-arn allowlist").with_service_account(name)
     }
 

@@ -55,12 +55,12 @@ pub fn static_credentials(pod: &SpecView) -> Vec<StaticCredential> {
     let mut found = Vec::new();
     for (_, _, c) in pod.all_containers() {
         for e in c.env.iter().flatten() {
-            if STATIC_KEY_VARS.contains(&e.name.as_str())
+            if STATIC_KEY_VARS.contains(&&*e.name)
                 && e.value.as_deref().is_some_and(|v| !v.is_empty())
             {
                 found.push(StaticCredential {
-                    container: c.name.clone(),
-                    variable: e.name.clone(),
+                    container: c.name.to_string(),
+                    variable: e.name.to_string(),
                 });
             }
         }
@@ -69,65 +69,65 @@ pub fn static_credentials(pod: &SpecView) -> Vec<StaticCredential> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct Template {
-    #[serde(default)]
-    spec: SpecView,
+struct Template<'a> {
+    #[serde(default, borrow)]
+    spec: SpecView<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct WithTemplate {
-    #[serde(default)]
-    template: Template,
+struct WithTemplate<'a> {
+    #[serde(default, borrow)]
+    template: Template<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct JobTemplate {
-    #[serde(default)]
-    spec: WithTemplate,
+struct JobTemplate<'a> {
+    #[serde(default, borrow)]
+    spec: WithTemplate<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CronJobSpec {
-    #[serde(default)]
-    job_template: JobTemplate,
+struct CronJobSpec<'a> {
+    #[serde(default, borrow)]
+    job_template: JobTemplate<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-struct PodObject {
-    #[serde(default)]
-    metadata: MetaView,
-    #[serde(default)]
-    spec: SpecView,
+struct PodObject<'a> {
+    #[serde(default, borrow)]
+    metadata: MetaView<'a>,
+    #[serde(default, borrow)]
+    spec: SpecView<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-struct TemplateObject {
-    #[serde(default)]
-    metadata: MetaView,
-    #[serde(default)]
-    spec: WithTemplate,
+struct TemplateObject<'a> {
+    #[serde(default, borrow)]
+    metadata: MetaView<'a>,
+    #[serde(default, borrow)]
+    spec: WithTemplate<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-struct CronJobObject {
-    #[serde(default)]
-    metadata: MetaView,
-    #[serde(default)]
-    spec: CronJobSpec,
+struct CronJobObject<'a> {
+    #[serde(default, borrow)]
+    metadata: MetaView<'a>,
+    #[serde(default, borrow)]
+    spec: CronJobSpec<'a>,
 }
 
-/// A Pod or workload reduced to what the policy reads.
+/// A Pod or workload reduced to what the policy reads (borrowing from the request body).
 #[derive(Debug, Default)]
-pub struct WorkloadView {
-    pub metadata: MetaView,
+pub struct WorkloadView<'a> {
+    pub metadata: MetaView<'a>,
     /// The pod spec (of the pod, or of the pod template).
-    pub pod: SpecView,
+    pub pod: SpecView<'a>,
 }
 
-impl WorkloadView {
+impl<'a> WorkloadView<'a> {
     /// Reads the object of a request of `kind`; the error names the field that was wrong.
-    pub fn read(kind: WorkloadKind, raw: &serde_json::value::RawValue) -> Result<Self, String> {
+    pub fn read(kind: WorkloadKind, raw: &'a serde_json::value::RawValue) -> Result<Self, String> {
         use crate::admission::read_object;
         let what = kind.as_str();
         Ok(match kind {
@@ -158,18 +158,20 @@ impl WorkloadView {
 
 /// A ServiceAccount reduced to its name and annotations.
 #[derive(Debug, Deserialize)]
-pub struct ServiceAccountView {
-    #[serde(default)]
-    pub metadata: MetaView,
+pub struct ServiceAccountView<'a> {
+    #[serde(default, borrow)]
+    pub metadata: MetaView<'a>,
 }
 
-impl ServiceAccountView {
+impl ServiceAccountView<'_> {
     /// The value of `<prefix>/role-arn`, trimmed; `None` when absent or blank.
-    pub fn role_arn(&self, prefix: &str) -> Option<&str> {
-        let annotations = self.metadata.annotations.as_ref()?;
-        crate::identity::sa::annotation(annotations, prefix, crate::identity::sa::ROLE_ARN)
-            .map(str::trim)
+    pub fn role_arn(&self, prefix: &str) -> Option<String> {
+        let arn = self
+            .metadata
+            .prefixed_annotation(prefix, crate::identity::sa::ROLE_ARN)?;
+        Some(arn.trim())
             .filter(|v| !v.is_empty())
+            .map(str::to_string)
     }
 }
 
@@ -177,40 +179,40 @@ impl ServiceAccountView {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<serde_json::value::RawValue> {
-        serde_json::value::RawValue::from_string(s.to_string()).unwrap()
+    fn raw(s: &str) -> &serde_json::value::RawValue {
+        serde_json::from_str(s).unwrap()
     }
 
     #[test]
     fn reads_each_kind_template() {
         let tpl = r#"{"template":{"spec":{"serviceAccountName":"a","containers":[{"name":"c","env":[{"name":"AWS_ACCESS_KEY_ID","value":"AKIA"}]}]}}}"#;
         let obj = format!(r#"{{"metadata":{{"name":"x"}},"spec":{tpl}}}"#);
-        let v = WorkloadView::read(WorkloadKind::Deployment, &raw(&obj)).unwrap();
+        let v = WorkloadView::read(WorkloadKind::Deployment, raw(&obj)).unwrap();
         assert_eq!(v.pod.service_account(), "a");
         assert_eq!(static_credentials(&v.pod).len(), 1);
         let cron =
             format!(r#"{{"metadata":{{"name":"x"}},"spec":{{"jobTemplate":{{"spec":{tpl}}}}}}}"#);
-        let v = WorkloadView::read(WorkloadKind::CronJob, &raw(&cron)).unwrap();
+        let v = WorkloadView::read(WorkloadKind::CronJob, raw(&cron)).unwrap();
         assert_eq!(v.pod.service_account(), "a");
         let pod = r#"{"metadata":{"name":"p"},"spec":{"serviceAccount":"legacy"}}"#;
-        let v = WorkloadView::read(WorkloadKind::Pod, &raw(pod)).unwrap();
+        let v = WorkloadView::read(WorkloadKind::Pod, raw(pod)).unwrap();
         assert_eq!(v.pod.service_account(), "legacy");
         let none = r#"{"metadata":{"name":"p"},"spec":{}}"#;
-        let v = WorkloadView::read(WorkloadKind::ReplicaSet, &raw(none)).unwrap();
+        let v = WorkloadView::read(WorkloadKind::ReplicaSet, raw(none)).unwrap();
         assert_eq!(v.pod.service_account(), "default");
     }
 
     #[test]
     fn secret_references_are_not_static_keys() {
         let pod = r#"{"spec":{"containers":[{"name":"c","env":[{"name":"AWS_SECRET_ACCESS_KEY","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},{"name":"AWS_ACCESS_KEY_ID","value":""}]}]}}"#;
-        let v = WorkloadView::read(WorkloadKind::Pod, &raw(pod)).unwrap();
+        let v = WorkloadView::read(WorkloadKind::Pod, raw(pod)).unwrap();
         assert!(static_credentials(&v.pod).is_empty());
     }
 
     #[test]
     fn unreadable_object_names_the_field() {
         let bad = r#"{"spec":{"template":{"spec":{"containers":"nope"}}}}"#;
-        let e = WorkloadView::read(WorkloadKind::Job, &raw(bad)).unwrap_err();
+        let e = WorkloadView::read(WorkloadKind::Job, raw(bad)).unwrap_err();
         assert!(e.contains("spec.template.spec.containers"), "{e}");
         assert!(e.contains("Job"), "{e}");
     }
