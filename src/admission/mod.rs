@@ -7,6 +7,7 @@ pub mod json;
 pub mod mutate;
 pub mod pod;
 pub mod review;
+pub mod text;
 pub mod validate;
 
 use std::sync::Arc;
