@@ -252,7 +252,7 @@ async fn decide(v: &Validator, body: &str) -> Decision {
 async fn decide_within(v: &Validator, body: &str, budget: Duration) -> Decision {
     let review = Review::parse(body.as_bytes()).expect("test review parses");
     let d = v.review(&review.request, budget).await;
-    assert_eq!(d.response.uid, review.request.uid);
+    assert_eq!(d.response.uid, review.request.uid.as_str());
     for w in &d.response.warnings {
         assert!(
             w.chars().count() <= MAX_WARNING_CHARS && w.chars().count() < 120,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::json::{self, WriteJson};
+use super::text::Text;
 
 /// API versions the API server may send; the response echoes the one received.
 pub const SUPPORTED_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -32,30 +33,32 @@ pub enum ReviewError {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 struct ReviewIn<'a, O> {
-    api_version: Option<String>,
-    kind: Option<String>,
+    #[serde(borrow)]
+    api_version: Option<Text<'a>>,
+    #[serde(borrow)]
+    kind: Option<Text<'a>>,
     #[serde(borrow)]
     request: Option<AdmissionRequest<'a, O>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct GroupVersionKind {
-    #[serde(default)]
-    pub group: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default)]
-    pub kind: String,
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct GroupVersionKind<'a> {
+    #[serde(default, borrow)]
+    pub group: Text<'a>,
+    #[serde(default, borrow)]
+    pub version: Text<'a>,
+    #[serde(default, borrow)]
+    pub kind: Text<'a>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct GroupVersionResource {
-    #[serde(default)]
-    pub group: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default)]
-    pub resource: String,
+pub struct GroupVersionResource<'a> {
+    #[serde(default, borrow)]
+    pub group: Text<'a>,
+    #[serde(default, borrow)]
+    pub version: Text<'a>,
+    #[serde(default, borrow)]
+    pub resource: Text<'a>,
 }
 
 /// Who sent the request. Borrowed from the body: no decision reads it today, and the group list
@@ -68,21 +71,24 @@ pub struct UserInfo<'a> {
     pub groups: Option<&'a RawValue>,
 }
 
-/// One admission request. `old_object` borrows from the request body; so does `object` unless
-/// it is read straight into a view `O` (the one-pass path for pods).
+/// One admission request, borrowing from the request body (its strings are [`Text`]). The
+/// object is a raw slice of the body unless it is read straight into a view `O` (the one-pass
+/// path for pods).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionRequest<'a, O = &'a RawValue> {
-    pub uid: String,
-    pub kind: GroupVersionKind,
-    #[serde(default)]
-    pub resource: GroupVersionResource,
-    #[serde(default)]
-    pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
+    #[serde(borrow)]
+    pub uid: Text<'a>,
+    #[serde(borrow)]
+    pub kind: GroupVersionKind<'a>,
+    #[serde(default, borrow)]
+    pub resource: GroupVersionResource<'a>,
+    #[serde(default, borrow)]
+    pub sub_resource: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub namespace: Option<Text<'a>>,
     pub operation: Operation,
     #[serde(default, borrow)]
     pub user_info: UserInfo<'a>,
@@ -127,7 +133,7 @@ impl AdmissionRequest<'_> {
 /// A parsed review: the request plus the apiVersion to echo.
 #[derive(Debug)]
 pub struct Review<'a, O = &'a RawValue> {
-    pub api_version: String,
+    pub api_version: Text<'a>,
     pub request: AdmissionRequest<'a, O>,
 }
 
@@ -151,8 +157,8 @@ impl<'a, O: Deserialize<'a>> Review<'a, O> {
         let raw: ReviewIn<'a, O> =
             serde_json::from_str(body).map_err(|e| ReviewError::Json(one_line(&e)))?;
         let api_version = raw.api_version.unwrap_or_default();
-        if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
-            return Err(ReviewError::ApiVersion(api_version));
+        if !SUPPORTED_API_VERSIONS.contains(&&*api_version) {
+            return Err(ReviewError::ApiVersion(api_version.to_string()));
         }
         match raw.kind.as_deref() {
             Some("AdmissionReview") => {}

@@ -233,11 +233,10 @@ impl Validator {
             )
             .with_service_account(sa);
         }
-        let name = req
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| view.metadata.display_name());
+        let name = match req.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => n.to_string(),
+            None => view.metadata.display_name(),
+        };
         let identity = self.check_identity(namespace, &sa, mode, deadline).await;
         let subject = Subject {
             kind: kind.as_str(),
