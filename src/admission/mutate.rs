@@ -16,6 +16,8 @@ use crate::identity::{IdentityKind, ResolvedIdentity};
 use super::pod::PodView;
 
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
+/// [`POD_IDENTITY_LABEL`] in the pod's labels, as a JSON Pointer ("/" in a key is "~1").
+const LABEL_POINTER: &str = "/metadata/labels/eks.amazonaws.com~1pod-identity";
 pub const SKIP_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
 pub const SKIP_CONTAINERS: &str = "skip-containers";
 
@@ -251,7 +253,7 @@ pub fn mutate_pod<'a>(
     };
 
     let token_file = {
-        let path = format!("{}/{}", mount_path.trim_end_matches('/'), token_path);
+        let path = [mount_path.trim_end_matches('/'), "/", token_path].concat();
         if pod.is_windows() {
             format!("C:{}", path.replace('/', "\\"))
         } else {
@@ -323,7 +325,9 @@ pub fn mutate_pod<'a>(
                 env.push(env_var(name, value.clone()));
             }
         }
-        let container = format!("/spec/{list}/{i}");
+        // Paths are joined with `concat` (one allocation), not `format!`: they are made several
+        // times per pod, and the formatting machinery cost several times the copying.
+        let container = ["/spec/", list, "/", itoa::Buffer::new().format(i)].concat();
         append(&mut ops, &container, "env", &c.env, env);
 
         let mounted = c
@@ -381,11 +385,7 @@ pub fn mutate_pod<'a>(
     if let IdentityKind::PodIdentity(_) = identity.kind {
         if injected_any && pod.label(POD_IDENTITY_LABEL).is_none() {
             ops.push(match pod.metadata.labels {
-                // "/" in the key is "~1" in a JSON Pointer.
-                Some(_) => add(
-                    format!("/metadata/labels/{}", POD_IDENTITY_LABEL.replace('/', "~1")),
-                    Item::Text("enabled"),
-                ),
+                Some(_) => add(LABEL_POINTER.into(), Item::Text("enabled")),
                 None => add(
                     "/metadata/labels".into(),
                     Item::Labels(PodIdentityLabel { value: "enabled" }),
@@ -432,9 +432,9 @@ fn append<'a, T>(
     }
     if existing.is_some() {
         for item in items {
-            ops.push(add(format!("{parent}/{field}/-"), item));
+            ops.push(add([parent, "/", field, "/-"].concat(), item));
         }
     } else {
-        ops.push(add(format!("{parent}/{field}"), Item::List(items)));
+        ops.push(add([parent, "/", field].concat(), Item::List(items)));
     }
 }
