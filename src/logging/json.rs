@@ -7,7 +7,7 @@
 //! builds a map of `serde_json::Value`s for every span, and re-parses the span's stored JSON on
 //! every event.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
@@ -58,6 +58,66 @@ where
     }
 }
 
+/// `now` as RFC 3339 in UTC with microseconds, the bytes tracing-subscriber's `SystemTime`
+/// writes (`2026-11-23T09:26:56.138601Z`). The date and time of day are formatted once per second
+/// per thread and copied; only the microseconds are written for every line.
+fn write_timestamp(w: &mut String, now: std::time::SystemTime) -> fmt::Result {
+    thread_local! {
+        /// (Unix second, its text up to and including the ".").
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let Ok(since_epoch) = now.duration_since(std::time::UNIX_EPOCH) else {
+        // A clock before 1970: not worth a fast path.
+        return SystemTime.format_time(&mut Writer::new(w));
+    };
+    let secs = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            text.clear();
+            format_second(text, secs)?;
+            *second = secs;
+        }
+        w.push_str(text);
+        Ok::<_, fmt::Error>(())
+    })?;
+    let mut micros = *b"000000Z";
+    let mut n = since_epoch.subsec_micros();
+    for digit in micros[..6].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    w.push_str(std::str::from_utf8(&micros).expect("ASCII digits"));
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a Unix second (proleptic Gregorian calendar; years past 9999 as
+/// `+10000`, as tracing-subscriber writes them).
+fn format_second(w: &mut String, secs: u64) -> fmt::Result {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days to civil date: Howard Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if year > 9999 {
+        write!(w, "+{year}")?;
+    } else {
+        write!(w, "{year:04}")?;
+    }
+    write!(
+        w,
+        "-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 impl JsonLines {
     fn format_line<S, N>(
         &self,
@@ -74,7 +134,7 @@ impl JsonLines {
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
 
         w.push_str("{\"timestamp\":\"");
-        SystemTime.format_time(&mut Writer::new(w))?;
+        write_timestamp(w, std::time::SystemTime::now())?;
         w.push_str("\",\"level\":\"");
         w.push_str(meta.level().as_str());
         w.push('"');
@@ -379,6 +439,41 @@ mod same_as_tracing_subscriber {
 
     fn run(subscriber: impl Subscriber + Send + Sync + 'static) {
         tracing::subscriber::with_default(subscriber, events);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |secs: u64, micros: u64| {
+            let mut w = String::new();
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+            write_timestamp(&mut w, t).unwrap();
+            w
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(at(1_735_689_599, 999_999), "2024-12-31T23:59:59.999999Z");
+        assert_eq!(at(1_798_045_978, 138_601), "2026-12-23T17:12:58.138601Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+        assert_eq!(at(253_402_300_799, 1), "9999-12-31T23:59:59.000001Z");
+        assert_eq!(at(253_402_300_800, 0), "+10000-01-01T00:00:00.000000Z");
+        // The same second again (the cached text) and the next one.
+        assert_eq!(at(0, 5), "1970-01-01T00:00:00.000005Z");
+        assert_eq!(at(1, 0), "1970-01-01T00:00:01.000000Z");
+        // Against tracing-subscriber's own clock, to the second (retried across a tick).
+        for _ in 0..3 {
+            let mut stock = String::new();
+            SystemTime
+                .format_time(&mut Writer::new(&mut stock))
+                .unwrap();
+            let mut ours = String::new();
+            write_timestamp(&mut ours, std::time::SystemTime::now()).unwrap();
+            if stock[..20] == ours[..20] {
+                assert_eq!(ours.len(), stock.len());
+                return;
+            }
+        }
+        panic!("our timestamp never matched tracing-subscriber's to the second");
     }
 
     #[test]
