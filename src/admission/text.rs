@@ -79,6 +79,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 /// when read. Annotation values: most are never read, and undoing the escapes of the largest
 /// (kubectl's `last-applied-configuration`, a whole object in one string) was the biggest
 /// single cost of reading a pod.
+///
+/// Read with serde_json from text only (it is captured as a `serde_json::value::RawValue`): the
+/// views holding it borrow from their input, so they cannot come from a `serde_json::Value` or
+/// from YAML directly. A reader of YAML manifests converts them to JSON text first.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RawText<'a>(&'a str);
 
