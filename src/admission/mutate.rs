@@ -438,3 +438,14 @@ fn append<'a, T>(
         ops.push(add([parent, "/", field].concat(), Item::List(items)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_label_pointer_is_the_label_key_escaped() {
+        let escaped = POD_IDENTITY_LABEL.replace('~', "~0").replace('/', "~1");
+        assert_eq!(LABEL_POINTER, format!("/metadata/labels/{escaped}"));
+    }
+}
