@@ -9,8 +9,10 @@
 #   e.g. scripts/instructions.sh 10 target/release/pod-identity-webhook
 #
 # Writes callgrind files to $OUT (default: a temporary directory, removed) for
-# `callgrind_annotate --inclusive=yes FILE` when OUT is set. Fixtures: $POD_IDENTITY_FIXTURES,
-# else ../shared/fixtures/apiserver-v1.24.
+# `callgrind_annotate --inclusive=yes FILE` when OUT is set. With
+# VALGRIND_OPTS="--cache-sim=yes --branch-sim=yes" it also prints simulated L1 instruction and
+# data cache misses and branch mispredictions per request (slower). Fixtures:
+# $POD_IDENTITY_FIXTURES, else ../shared/fixtures/apiserver-v1.24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
@@ -50,9 +52,13 @@ count() {
   callgrind_control --dump "$pid" >/dev/null 2>&1
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  local total
-  total=$(sed -n 's/^summary: //p' "$WORK/$name.out".1)
-  echo "$name $n $total"
+  # "events: Ir ..." names the columns of "summary: ..."; written as NAME:COUNT pairs.
+  local events totals
+  read -ra events < <(sed -n 's/^events: //p' "$WORK/$name.out".1)
+  read -ra totals < <(sed -n 's/^summary: //p' "$WORK/$name.out".1)
+  local pairs=() j
+  for j in "${!events[@]}"; do pairs+=("${events[$j]}:${totals[$j]}"); done
+  echo "$name $n ${pairs[*]}"
   if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && cp "$WORK/$name.out.1" "$KEEP/$name.callgrind"; fi
 }
 
@@ -66,6 +72,8 @@ count() {
       --associations "$WORK/associations.yaml" --log-format json
   done
 } > "$WORK/results"
-awk 'NR == 1 { base = $3 / $2 }
-     { printf "%-32s %6d requests  %8.1f k instructions per request  %.2f x baseline\n", $1, $2, $3 / $2 / 1000, ($3 / $2) / base }' \
-  "$WORK/results"
+awk '{ delete e; for (i = 3; i <= NF; i++) { split($i, kv, ":"); e[kv[1]] = kv[2] / $2 }
+       if (NR == 1) base = e["Ir"]
+       line = sprintf("%-32s %6d requests  %8.1f k instructions per request  %.2f x baseline", $1, $2, e["Ir"] / 1000, e["Ir"] / base)
+       if ("I1mr" in e) line = line sprintf("  L1i misses %.0f  L1d misses %.0f  mispredicts %.0f", e["I1mr"], e["D1mr"] + e["D1mw"], e["Bcm"] + e["Bim"])
+       print line }' "$WORK/results"
