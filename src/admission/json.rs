@@ -66,11 +66,16 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
         serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
     } else {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        quoted(out, s);
     }
+}
+
+/// `"s"`, copied as it is: only for text known to need no escape.
+fn quoted(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// Whether serde_json would escape any byte of `bytes` (controls, `"` and `\`). A fold over
@@ -119,10 +124,7 @@ pub(crate) struct Base64<'a>(pub &'a str);
 impl WriteJson for Base64<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         debug_assert!(!needs_escape(self.0.as_bytes()));
-        out.reserve(self.0.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(self.0.as_bytes());
-        out.push(b'"');
+        quoted(out, self.0);
     }
 }
 

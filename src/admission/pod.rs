@@ -68,9 +68,6 @@ pub struct ContainerView<'a> {
     pub env: Option<Vec<EnvView<'a>>>,
     #[serde(default, borrow)]
     pub volume_mounts: Option<Vec<MountView<'a>>>,
-    /// Present on native sidecars (`Always`); read for logs only, both kinds get injected.
-    #[serde(default, borrow)]
-    pub restart_policy: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

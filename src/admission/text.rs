@@ -13,7 +13,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A string of the object: borrowed from the body when it had no escapes to undo.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Text<'a>(Cow<'a, str>);
 
 impl Deref for Text<'_> {
@@ -44,12 +44,6 @@ impl PartialEq<str> for Text<'_> {
 impl PartialEq<&str> for Text<'_> {
     fn eq(&self, other: &&str) -> bool {
         *self.0 == **other
-    }
-}
-
-impl<'a> From<&'a str> for Text<'a> {
-    fn from(s: &'a str) -> Self {
-        Self(Cow::Borrowed(s))
     }
 }
 
@@ -189,12 +183,6 @@ impl<'a, V> StrMap<'a, V> {
 
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
-    }
-}
-
-impl<'a, V> FromIterator<(Text<'a>, V)> for StrMap<'a, V> {
-    fn from_iter<I: IntoIterator<Item = (Text<'a>, V)>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
     }
 }
 
