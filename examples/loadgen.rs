@@ -12,8 +12,11 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:18443 --ca ca.crt \
-//!     --fixtures DIR [--h2] [--connections 64] [--seconds 10] [--rate 5000] [--label ours]
+//!     --fixtures DIR [--h2] [--connections 64] [--seconds 10] [--rate 5000] [--label ours] \
+//!     [--endpoint mutate|validate]
 //! ```
+//! `--endpoint validate` sends the `*.validate.json` captures (pods, workloads, ServiceAccounts)
+//! instead of the `*.mutate.json` pods.
 //! Prints one line: `label proto mode conns seconds requests errors rps p50_us p99_us p999_us max_us
 //! lag_p99_us`.
 
@@ -41,6 +44,7 @@ struct Args {
     warmup: u64,
     rate: Option<u64>,
     label: String,
+    endpoint: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: 2,
         rate: None,
         label: "target".into(),
+        endpoint: "mutate".into(),
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -68,8 +73,12 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => a.warmup = value()?.parse().map_err(|e| format!("{e}"))?,
             "--rate" => a.rate = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             "--label" => a.label = value()?,
+            "--endpoint" => a.endpoint = value()?,
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if !["mutate", "validate"].contains(&a.endpoint.as_str()) {
+        return Err("--endpoint must be mutate or validate".into());
     }
     if !a.addr.ip().is_loopback() {
         return Err("refusing a non-loopback target: this tool is for local benchmarks".into());
@@ -83,12 +92,13 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// `(path, body)` of every `*.mutate.json` capture: pods as the API server sent them.
-fn load_fixtures(dir: &std::path::Path) -> Vec<(String, Bytes)> {
+/// `(path, body)` of every `*.<endpoint>.json` capture: objects as the API server sent them.
+fn load_fixtures(dir: &std::path::Path, endpoint: &str) -> Vec<(String, Bytes)> {
+    let suffix = format!(".{endpoint}.json");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("fixtures directory") {
         let path = entry.unwrap().path();
-        if !path.to_string_lossy().ends_with(".mutate.json") {
+        if !path.to_string_lossy().ends_with(&suffix) {
             continue;
         }
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -98,7 +108,7 @@ fn load_fixtures(dir: &std::path::Path) -> Vec<(String, Bytes)> {
         ));
     }
     out.sort();
-    assert!(!out.is_empty(), "no *.mutate.json in {}", dir.display());
+    assert!(!out.is_empty(), "no *{suffix} in {}", dir.display());
     out
 }
 
@@ -252,7 +262,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let fixtures = Arc::new(load_fixtures(&args.fixtures));
+    let fixtures = Arc::new(load_fixtures(&args.fixtures, &args.endpoint));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&args.ca).expect("CA file") {

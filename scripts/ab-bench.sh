@@ -9,7 +9,8 @@
 #        scripts/ab-bench.sh 5 3 "" /tmp/before target/release/pod-identity-webhook
 #
 # Closed loop, 64 connections, TLS with keep-alive, the captured *.mutate.json pods, 5,000
-# associations (as scripts/load-bench.sh). Fixtures: $POD_IDENTITY_FIXTURES, else
+# associations (as scripts/load-bench.sh); ENDPOINT=validate drives /validate with the
+# *.validate.json captures instead. Fixtures: $POD_IDENTITY_FIXTURES, else
 # ../shared/fixtures/apiserver-v1.24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ for _ in $(seq "$ROUNDS"); do
     before=$(ticks "${PIDS[$j]}")
     out=$({ /usr/bin/time -f "LGTIME %U %S" "$BIN/examples/loadgen" --addr "127.0.0.1:${PORTS[$j]}" \
       --ca "$WORK/certs/ca.crt" --fixtures "$FIXTURES" --connections 64 --seconds "$SECONDS_PER_RUN" \
-      --label x --warmup 0 "${PROTO[@]}"; } 2>&1)
+      --label x --warmup 0 --endpoint "${ENDPOINT:-mutate}" "${PROTO[@]}"; } 2>&1)
     after=$(ticks "${PIDS[$j]}")
     n=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$out")
     rps=$(sed -n 's/.* rps=\([0-9]*\).*/\1/p' <<<"$out")

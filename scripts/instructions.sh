@@ -11,7 +11,8 @@
 # Writes callgrind files to $OUT (default: a temporary directory, removed) for
 # `callgrind_annotate --inclusive=yes FILE` when OUT is set. With
 # VALGRIND_OPTS="--cache-sim=yes --branch-sim=yes" it also prints simulated L1 instruction and
-# data cache misses and branch mispredictions per request (slower). Fixtures:
+# data cache misses and branch mispredictions per request (slower). With ENDPOINT=validate it
+# sends the *.validate.json captures to /validate (the default policy: warn). Fixtures:
 # $POD_IDENTITY_FIXTURES, else ../shared/fixtures/apiserver-v1.24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ bench_workdir "$1" "$WORK"
 
 load() {
   "$BIN/examples/loadgen" --addr 127.0.0.1:19643 --ca "$WORK/certs/ca.crt" --fixtures "$FIXTURES" \
-    --connections 4 --seconds "$1" --label x --warmup 0 2>&1 | sed -n 's/.* requests=\([0-9]*\).*/\1/p'
+    --connections 4 --seconds "$1" --label x --warmup 0 --endpoint "${ENDPOINT:-mutate}" 2>&1 | sed -n 's/.* requests=\([0-9]*\).*/\1/p'
 }
 
 # count NAME COMMAND...: starts COMMAND under callgrind, warms it up, counts one measured run.

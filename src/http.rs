@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::admission::Outcome;
 use crate::admission::pod::PodView;
 use crate::admission::review::{Review, response_body};
+use crate::admission::validate::read_review;
 use crate::app::App;
 use crate::config::parse_duration;
 
@@ -174,14 +175,22 @@ async fn handle(
         }
     };
     let budget = head.budget;
-    // Pods are read in the same pass as the review. A body that does not parse that way (not a
-    // review, or an object that is not a readable pod) takes the general path below, which
+    // Objects are read in the same pass as the review. A body that does not parse that way (not
+    // a review, or an object that is not a readable view) takes the general path below, which
     // answers with the precise error.
-    if let Endpoint::Mutate = endpoint
-        && let Ok(review) = Review::<PodView>::parse_as(&body)
-    {
-        let decision = app.mutator.review_pod(&review.request, budget);
-        return answer(&app, name, &review, decision, start).await;
+    match endpoint {
+        Endpoint::Mutate => {
+            if let Ok(review) = Review::<PodView>::parse_as(&body) {
+                let decision = app.mutator.review_pod(&review.request, budget);
+                return answer(&app, name, &review, decision, start).await;
+            }
+        }
+        Endpoint::Validate => {
+            if let Some((review, object)) = read_review(&body) {
+                let decision = app.validator.review_object(&review.request, object, budget);
+                return answer(&app, name, &review, decision, start).await;
+            }
+        }
     }
     let review = match Review::parse(&body) {
         Ok(r) => r,

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use super::review::{AdmissionRequest, AdmissionResponse, Operation};
+use super::review::{AdmissionRequest, AdmissionResponse, Operation, Review};
 use super::{Decision, Outcome, read_object};
 use crate::config::PolicyMode;
 use crate::identity::{Freshness, Identities, IdentityError, Resolution};
 use crate::namespaces::NamespaceStore;
-use crate::policy::workload::{self, ServiceAccountView, WorkloadKind, WorkloadView};
+use crate::policy::workload::{self, ObjectView, ServiceAccountView, WorkloadKind, WorkloadView};
 use crate::policy::{IdentityCheck, Policy, Subject, Verdict};
 
 /// The validating webhook.
@@ -34,6 +35,53 @@ impl Default for Validator {
 enum Target {
     Workload(WorkloadKind),
     ServiceAccount,
+}
+
+/// The object of a request as the validator gets it: a raw slice of the body, read only if the
+/// policy looks at it, or an [`ObjectView`] read in the same pass as the review.
+pub trait ObjectSource<'a> {
+    fn service_account(self) -> Result<ServiceAccountView<'a>, String>;
+    fn workload(self, kind: WorkloadKind) -> Result<WorkloadView<'a>, String>;
+}
+
+impl<'a> ObjectSource<'a> for &'a RawValue {
+    fn service_account(self) -> Result<ServiceAccountView<'a>, String> {
+        read_object(self, "ServiceAccount")
+    }
+    fn workload(self, kind: WorkloadKind) -> Result<WorkloadView<'a>, String> {
+        WorkloadView::read(kind, self)
+    }
+}
+
+impl<'a> ObjectSource<'a> for ObjectView<'a> {
+    fn service_account(self) -> Result<ServiceAccountView<'a>, String> {
+        Ok(self.into_service_account())
+    }
+    fn workload(self, kind: WorkloadKind) -> Result<WorkloadView<'a>, String> {
+        // Callers check `fits` first; this answers one that did not.
+        self.into_workload(kind).ok_or_else(|| {
+            format!(
+                "object does not have the shape of a {}: its kind is missing, comes after its spec, or differs",
+                kind.as_str()
+            )
+        })
+    }
+}
+
+/// Reads a `/validate` body in one pass: the review, and its object taken out as an
+/// [`ObjectView`] for [`Validator::review_object`]. `None` when that view cannot stand for the
+/// raw object (the object is unreadable as a view, or its `kind` is missing, comes after its
+/// `spec`, or is not the request's): read the body with [`Review::parse`] then, which also gives
+/// the precise error of a broken object.
+pub fn read_review(body: &[u8]) -> Option<(Review<'_, ObjectView<'_>>, Option<ObjectView<'_>>)> {
+    let mut review = Review::<ObjectView>::parse_as(body).ok()?;
+    let req = &review.request;
+    let kind = WorkloadKind::from_gvk(&req.kind.group, &req.kind.kind);
+    if !req.object.as_ref().is_none_or(|o| o.fits(kind)) {
+        return None;
+    }
+    let object = review.request.object.take();
+    Some((review, object))
 }
 
 impl Validator {
@@ -68,6 +116,18 @@ impl Validator {
     }
 
     pub async fn review(&self, req: &AdmissionRequest<'_>, budget: Duration) -> Decision {
+        self.review_object(req, req.object(), budget).await
+    }
+
+    /// [`Validator::review`] with the request's object given apart: a raw slice, or an
+    /// [`ObjectView`] read in the same pass as the review (the handler takes it out of the request
+    /// after checking [`ObjectView::fits`]); `req.object` itself is not looked at.
+    pub async fn review_object<'a, O: ObjectSource<'a>, R>(
+        &self,
+        req: &AdmissionRequest<'a, R>,
+        object: Option<O>,
+        budget: Duration,
+    ) -> Decision {
         let deadline = Instant::now() + budget;
         let uid = req.uid.as_str();
         let allow = |reason| Decision::new(AdmissionResponse::allow(uid), Outcome::Allowed, reason);
@@ -102,7 +162,7 @@ impl Validator {
         if mode == PolicyMode::Off {
             return allow("policy off");
         }
-        let Some(object) = req.object() else {
+        let Some(object) = object else {
             return Decision::new(
                 AdmissionResponse::deny(uid, 400, "request has no object to validate"),
                 Outcome::Error,
@@ -155,16 +215,16 @@ impl Validator {
         choice.mode
     }
 
-    fn service_account(
+    fn service_account<'a, R>(
         &self,
-        req: &AdmissionRequest<'_>,
+        req: &AdmissionRequest<'a, R>,
         policy: &Policy,
         mode: PolicyMode,
         namespace: &str,
-        object: &serde_json::value::RawValue,
+        object: impl ObjectSource<'a>,
     ) -> Decision {
         let uid = req.uid.as_str();
-        let sa: ServiceAccountView = match read_object(object, "ServiceAccount") {
+        let sa = match object.service_account() {
             Ok(sa) => sa,
             Err(message) => return unreadable(uid, message),
         };
@@ -200,18 +260,18 @@ impl Validator {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn workload(
+    async fn workload<'a, R>(
         &self,
-        req: &AdmissionRequest<'_>,
+        req: &AdmissionRequest<'a, R>,
         policy: &Policy,
         mode: PolicyMode,
         namespace: &str,
         kind: WorkloadKind,
-        object: &serde_json::value::RawValue,
+        object: impl ObjectSource<'a>,
         deadline: Instant,
     ) -> Decision {
         let uid = req.uid.as_str();
-        let view = match WorkloadView::read(kind, object) {
+        let view = match object.workload(kind) {
             Ok(v) => v,
             Err(message) => return unreadable(uid, message),
         };

@@ -1,10 +1,16 @@
 //! Narrow views of the objects the policy checks: the pod spec of a Pod, or the pod template of
 //! a workload, reduced to the ServiceAccount and the containers' literal env values.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use super::verdict::StaticCredential;
 use crate::admission::pod::{MetaView, SpecView};
+use crate::admission::read_object;
+use crate::admission::text::Text;
 
 /// The environment variables that carry static AWS keys.
 pub const STATIC_KEY_VARS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
@@ -34,6 +40,29 @@ impl WorkloadKind {
             ("batch", "CronJob") => Self::CronJob,
             _ => return None,
         })
+    }
+
+    /// The kind from its name alone (an object's `kind`; its group is in `apiVersion`).
+    fn from_name(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "Pod" => Self::Pod,
+            "Deployment" => Self::Deployment,
+            "StatefulSet" => Self::StatefulSet,
+            "DaemonSet" => Self::DaemonSet,
+            "ReplicaSet" => Self::ReplicaSet,
+            "Job" => Self::Job,
+            "CronJob" => Self::CronJob,
+            _ => return None,
+        })
+    }
+
+    /// Where the pod spec sits in an object of this kind.
+    fn shape(self) -> Shape {
+        match self {
+            Self::Pod => Shape::Pod,
+            Self::CronJob => Shape::CronJob,
+            _ => Shape::Template,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -127,8 +156,7 @@ pub struct WorkloadView<'a> {
 
 impl<'a> WorkloadView<'a> {
     /// Reads the object of a request of `kind`; the error names the field that was wrong.
-    pub fn read(kind: WorkloadKind, raw: &'a serde_json::value::RawValue) -> Result<Self, String> {
-        use crate::admission::read_object;
+    pub fn read(kind: WorkloadKind, raw: &'a RawValue) -> Result<Self, String> {
         let what = kind.as_str();
         Ok(match kind {
             WorkloadKind::Pod => {
@@ -153,6 +181,133 @@ impl<'a> WorkloadView<'a> {
                 }
             }
         })
+    }
+}
+
+/// Where an object keeps its pod spec: `spec` (Pod), `spec.template.spec` (Deployment,
+/// StatefulSet, DaemonSet, ReplicaSet, Job), `spec.jobTemplate.spec.template.spec` (CronJob).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Pod,
+    Template,
+    CronJob,
+}
+
+/// How [`ObjectView`] read the object's `spec`.
+#[derive(Debug, Default)]
+enum SpecRead<'a> {
+    /// No `spec`: every kind reads that as an empty pod spec.
+    #[default]
+    Absent,
+    /// Read in the shape that the object's `kind` gives.
+    Read(Shape, SpecView<'a>),
+    /// Skipped: `kind` came after `spec`, or is not a kind whose pods are checked.
+    Skipped,
+}
+
+/// Any object the validator reads (a Pod, a workload, a ServiceAccount), read in the same pass
+/// as the review. The object's own `kind`, which the API server writes before `spec`, says where
+/// the pod spec is. Use it through [`ObjectView::fits`]: when it cannot stand for what
+/// [`WorkloadView::read`] would read for the request's kind, read the raw object instead.
+#[derive(Debug, Default)]
+pub struct ObjectView<'a> {
+    metadata: MetaView<'a>,
+    spec: SpecRead<'a>,
+}
+
+impl<'a> ObjectView<'a> {
+    /// Whether this view holds what a request of `kind` (`None`: not a workload, so only the
+    /// metadata is read) needs: the same values the raw object would give.
+    pub fn fits(&self, kind: Option<WorkloadKind>) -> bool {
+        match (kind, &self.spec) {
+            (None, _) | (Some(_), SpecRead::Absent) => true,
+            (Some(kind), SpecRead::Read(shape, _)) => kind.shape() == *shape,
+            (Some(_), SpecRead::Skipped) => false,
+        }
+    }
+
+    /// The workload view, when the view [`fits`](Self::fits) `kind`.
+    pub fn into_workload(self, kind: WorkloadKind) -> Option<WorkloadView<'a>> {
+        if !self.fits(Some(kind)) {
+            return None;
+        }
+        let pod = match self.spec {
+            SpecRead::Read(_, pod) => pod,
+            _ => SpecView::default(),
+        };
+        Some(WorkloadView {
+            metadata: self.metadata,
+            pod,
+        })
+    }
+
+    pub fn into_service_account(self) -> ServiceAccountView<'a> {
+        ServiceAccountView {
+            metadata: self.metadata,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectView<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ObjectView<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Kubernetes object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // Duplicates are errors, as for the derived views, so that a body this refuses
+                // is read again the general way and answered as before.
+                let mut shape: Option<Option<Shape>> = None;
+                let mut metadata = None;
+                let mut spec = None;
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.as_str() {
+                        "kind" if shape.is_some() => {
+                            return Err(de::Error::duplicate_field("kind"));
+                        }
+                        "kind" => {
+                            let kind = map.next_value::<Text<'de>>()?;
+                            shape = Some(WorkloadKind::from_name(&kind).map(WorkloadKind::shape));
+                        }
+                        "metadata" if metadata.is_some() => {
+                            return Err(de::Error::duplicate_field("metadata"));
+                        }
+                        "metadata" => metadata = Some(map.next_value()?),
+                        "spec" if spec.is_some() => return Err(de::Error::duplicate_field("spec")),
+                        "spec" => {
+                            spec = Some(match shape.flatten() {
+                                Some(Shape::Pod) => SpecRead::Read(Shape::Pod, map.next_value()?),
+                                Some(Shape::Template) => {
+                                    let s: WithTemplate = map.next_value()?;
+                                    SpecRead::Read(Shape::Template, s.template.spec)
+                                }
+                                Some(Shape::CronJob) => {
+                                    let s: CronJobSpec = map.next_value()?;
+                                    SpecRead::Read(
+                                        Shape::CronJob,
+                                        s.job_template.spec.template.spec,
+                                    )
+                                }
+                                None => {
+                                    map.next_value::<IgnoredAny>()?;
+                                    SpecRead::Skipped
+                                }
+                            });
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(ObjectView {
+                    metadata: metadata.unwrap_or_default(),
+                    spec: spec.unwrap_or_default(),
+                })
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -215,5 +370,96 @@ mod tests {
         let e = WorkloadView::read(WorkloadKind::Job, raw(bad)).unwrap_err();
         assert!(e.contains("spec.template.spec.containers"), "{e}");
         assert!(e.contains("Job"), "{e}");
+    }
+
+    fn object(s: &str) -> ObjectView<'_> {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn object_view_reads_the_pod_spec_where_the_objects_kind_keeps_it() {
+        let spec = r#"{"serviceAccountName":"a","containers":[{"name":"c","env":[{"name":"AWS_ACCESS_KEY_ID","value":"AKIA"}]}]}"#;
+        let tpl = format!(r#"{{"template":{{"spec":{spec}}}}}"#);
+        for (kind, body) in [
+            (WorkloadKind::Pod, spec.to_string()),
+            (WorkloadKind::Deployment, tpl.clone()),
+            (WorkloadKind::StatefulSet, tpl.clone()),
+            (WorkloadKind::DaemonSet, tpl.clone()),
+            (WorkloadKind::ReplicaSet, tpl.clone()),
+            (WorkloadKind::Job, tpl.clone()),
+            (
+                WorkloadKind::CronJob,
+                format!(r#"{{"jobTemplate":{{"spec":{tpl}}}}}"#),
+            ),
+        ] {
+            let name = kind.as_str();
+            let text = format!(
+                r#"{{"kind":"{name}","apiVersion":"v1","metadata":{{"name":"x"}},"spec":{body}}}"#
+            );
+            let o = object(&text);
+            assert!(o.fits(Some(kind)), "{name}");
+            let v = o.into_workload(kind).unwrap();
+            assert_eq!(v.pod.service_account(), "a", "{name}");
+            assert_eq!(static_credentials(&v.pod).len(), 1, "{name}");
+            // The same values as the raw read.
+            let raw = WorkloadView::read(kind, raw(&text)).unwrap();
+            assert_eq!(format!("{raw:?}"), format!("{v:?}"), "{name}");
+        }
+    }
+
+    #[test]
+    fn object_view_only_fits_a_request_whose_kind_reads_the_same_spec() {
+        let pod = r#"{"kind":"Pod","spec":{"serviceAccountName":"a"}}"#;
+        assert!(object(pod).fits(Some(WorkloadKind::Pod)));
+        assert!(!object(pod).fits(Some(WorkloadKind::Deployment)));
+        assert!(object(pod).into_workload(WorkloadKind::CronJob).is_none());
+        // Deployment and Job keep their pods in the same place.
+        let job = r#"{"kind":"Job","spec":{"template":{"spec":{"serviceAccountName":"a"}}}}"#;
+        assert!(object(job).fits(Some(WorkloadKind::Deployment)));
+        // A spec before the kind, no kind, or a kind of no workload: the spec was not read.
+        for text in [
+            r#"{"spec":{"serviceAccountName":"a"},"kind":"Pod"}"#,
+            r#"{"spec":{"serviceAccountName":"a"}}"#,
+            r#"{"kind":"ConfigMap","spec":{"serviceAccountName":"a"}}"#,
+        ] {
+            assert!(!object(text).fits(Some(WorkloadKind::Pod)), "{text}");
+            // Requests that read only the metadata (ServiceAccounts) are served all the same.
+            assert!(object(text).fits(None), "{text}");
+        }
+        // No spec at all reads as an empty pod spec, for every kind, as the raw read does.
+        let bare = r#"{"metadata":{"name":"x"}}"#;
+        assert!(object(bare).fits(Some(WorkloadKind::CronJob)));
+        let v = object(bare).into_workload(WorkloadKind::CronJob).unwrap();
+        assert_eq!(v.pod.service_account(), "default");
+    }
+
+    #[test]
+    fn object_view_refuses_what_it_cannot_read_as_the_derived_views_would() {
+        // The handler then reads the body the general way, which answers as before: with the
+        // field's error, or (a `kind` that is not a string, which no view reads) with the decision.
+        for text in [
+            r#"{"kind":"Pod","spec":{},"spec":{}}"#,
+            r#"{"kind":"Pod","metadata":{},"metadata":{}}"#,
+            r#"{"kind":"Pod","kind":"Pod"}"#,
+            r#"{"kind":"Pod","spec":{"containers":"nope"}}"#,
+            r#"{"kind":7}"#,
+            r#"[]"#,
+        ] {
+            assert!(serde_json::from_str::<ObjectView>(text).is_err(), "{text}");
+        }
+        // Escaped keys are the same keys.
+        let o = object(r#"{"ki\u006ed":"Pod","sp\u0065c":{"serviceAccountName":"a"}}"#);
+        let v = o.into_workload(WorkloadKind::Pod).unwrap();
+        assert_eq!(v.pod.service_account(), "a");
+    }
+
+    #[test]
+    fn object_view_keeps_a_service_accounts_annotations() {
+        let sa = r#"{"kind":"ServiceAccount","metadata":{"name":"s","annotations":{"eks.amazonaws.com/role-arn":" arn:aws:iam::1:role/r "}}}"#;
+        let view = object(sa).into_service_account();
+        assert_eq!(
+            view.role_arn("eks.amazonaws.com").as_deref(),
+            Some("arn:aws:iam::1:role/r")
+        );
     }
 }
