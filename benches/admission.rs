@@ -6,8 +6,10 @@
 //! - `mutator/<fixture>`: what the server does on `/mutate`: the review and its pod read in one
 //!   pass (`Review::<PodView>::parse_as`), `Mutator::review_pod` (identity lookup in an in-memory
 //!   associations source of 5,000 entries), the response serialised.
-//! - `validator/<fixture>`: parse + `Validator::review` (enforce mode, role allowlist, lookups in
-//!   the same 5,000 associations) + serialise, for every `*.validate.json`.
+//! - `validator/<fixture>`: what the server does on `/validate`: the review and its object read in
+//!   one pass (`validate::read_review`), `Validator::review_object` (enforce mode, role allowlist,
+//!   lookups in the same 5,000 associations), the response serialised, for every
+//!   `*.validate.json`.
 //!
 //! Run: `cargo bench --bench admission` (set `POD_IDENTITY_FIXTURES` if the captures are not in
 //! `../shared/fixtures/apiserver-v1.24`).
@@ -24,7 +26,7 @@ mod support;
 use pod_identity_webhook::admission::mutate::mutate_pod;
 use pod_identity_webhook::admission::pod::PodView;
 use pod_identity_webhook::admission::review::{AdmissionResponse, Review, response_body};
-use pod_identity_webhook::admission::validate::Validator;
+use pod_identity_webhook::admission::validate::{Validator, read_review};
 use pod_identity_webhook::admission::{Mutator, read_object};
 use pod_identity_webhook::config::{InjectionSettings, NamespaceRule, PolicyMode, PolicySettings};
 use pod_identity_webhook::identity::file::FileSource;
@@ -150,8 +152,10 @@ fn bench(c: &mut Criterion) {
     for (name, body) in fixtures(".validate.json") {
         group.bench_function(&name, |b| {
             b.iter(|| {
-                let review = Review::parse(black_box(&body)).unwrap();
-                let decision = runtime.block_on(validator.review(&review.request, budget));
+                // What the server does: the one-pass read (every capture takes it).
+                let (review, object) = read_review(black_box(&body)).unwrap();
+                let decision =
+                    runtime.block_on(validator.review_object(&review.request, object, budget));
                 black_box(response_body(&review.api_version, &decision.response))
             })
         });
