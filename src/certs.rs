@@ -127,7 +127,7 @@ fn rcgen_duration(secs: i64) -> time::Duration {
     time::Duration::seconds(secs)
 }
 
-/// Paths of the files [`write`] creates.
+/// Paths of the files [`write()`] creates.
 #[derive(Debug, Clone)]
 pub struct WrittenCerts {
     pub ca_cert: PathBuf,

@@ -119,9 +119,9 @@ impl Validator {
         self.review_object(req, req.object(), budget).await
     }
 
-    /// [`Validator::review`] with the request's object given apart: a raw slice, or an
-    /// [`ObjectView`] read in the same pass as the review (the handler takes it out of the request
-    /// after checking [`ObjectView::fits`]); `req.object` itself is not looked at.
+    /// [`Validator::review`] with the request's object given apart: a raw slice, or the
+    /// [`ObjectView`] that [`read_review`] took out of the request; `req.object` itself is not
+    /// looked at.
     pub async fn review_object<'a, O: ObjectSource<'a>, R>(
         &self,
         req: &AdmissionRequest<'a, R>,
