@@ -28,32 +28,32 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
+    const ALL: [Self; 7] = [
+        Self::Pod,
+        Self::Deployment,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::ReplicaSet,
+        Self::Job,
+        Self::CronJob,
+    ];
+
     /// The kind of a request, from its API group and kind.
     pub fn from_gvk(group: &str, kind: &str) -> Option<Self> {
-        Some(match (group, kind) {
-            ("", "Pod") => Self::Pod,
-            ("apps", "Deployment") => Self::Deployment,
-            ("apps", "StatefulSet") => Self::StatefulSet,
-            ("apps", "DaemonSet") => Self::DaemonSet,
-            ("apps", "ReplicaSet") => Self::ReplicaSet,
-            ("batch", "Job") => Self::Job,
-            ("batch", "CronJob") => Self::CronJob,
-            _ => return None,
-        })
+        Self::from_name(kind).filter(|k| k.group() == group)
     }
 
     /// The kind from its name alone (an object's `kind`; its group is in `apiVersion`).
     fn from_name(kind: &str) -> Option<Self> {
-        Some(match kind {
-            "Pod" => Self::Pod,
-            "Deployment" => Self::Deployment,
-            "StatefulSet" => Self::StatefulSet,
-            "DaemonSet" => Self::DaemonSet,
-            "ReplicaSet" => Self::ReplicaSet,
-            "Job" => Self::Job,
-            "CronJob" => Self::CronJob,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Self::Pod => "",
+            Self::Job | Self::CronJob => "batch",
+            _ => "apps",
+        }
     }
 
     /// Where the pod spec sits in an object of this kind.
@@ -158,22 +158,22 @@ impl<'a> WorkloadView<'a> {
     /// Reads the object of a request of `kind`; the error names the field that was wrong.
     pub fn read(kind: WorkloadKind, raw: &'a RawValue) -> Result<Self, String> {
         let what = kind.as_str();
-        Ok(match kind {
-            WorkloadKind::Pod => {
+        Ok(match kind.shape() {
+            Shape::Pod => {
                 let o: PodObject = read_object(raw, what)?;
                 Self {
                     metadata: o.metadata,
                     pod: o.spec,
                 }
             }
-            WorkloadKind::CronJob => {
+            Shape::CronJob => {
                 let o: CronJobObject = read_object(raw, what)?;
                 Self {
                     metadata: o.metadata,
                     pod: o.spec.job_template.spec.template.spec,
                 }
             }
-            _ => {
+            Shape::Template => {
                 let o: TemplateObject = read_object(raw, what)?;
                 Self {
                     metadata: o.metadata,
@@ -259,6 +259,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectView<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 // Duplicates are errors, as for the derived views, so that a body this refuses
                 // is read again the general way and answered as before.
+                // Outer: `kind` seen; inner: a kind whose pods are checked.
                 let mut shape: Option<Option<Shape>> = None;
                 let mut metadata = None;
                 let mut spec = None;
@@ -370,6 +371,28 @@ mod tests {
         let e = WorkloadView::read(WorkloadKind::Job, raw(bad)).unwrap_err();
         assert!(e.contains("spec.template.spec.containers"), "{e}");
         assert!(e.contains("Job"), "{e}");
+    }
+
+    #[test]
+    fn kinds_are_known_by_group_and_name() {
+        use WorkloadKind::*;
+        for (group, kind, want) in [
+            ("", "Pod", Some(Pod)),
+            ("apps", "Deployment", Some(Deployment)),
+            ("apps", "StatefulSet", Some(StatefulSet)),
+            ("apps", "DaemonSet", Some(DaemonSet)),
+            ("apps", "ReplicaSet", Some(ReplicaSet)),
+            ("batch", "Job", Some(Job)),
+            ("batch", "CronJob", Some(CronJob)),
+            ("apps", "Pod", None),
+            ("", "Deployment", None),
+            ("extensions", "Deployment", None),
+            ("batch", "Deployment", None),
+            ("", "ServiceAccount", None),
+            ("", "pod", None),
+        ] {
+            assert_eq!(WorkloadKind::from_gvk(group, kind), want, "{group}/{kind}");
+        }
     }
 
     fn object(s: &str) -> ObjectView<'_> {
