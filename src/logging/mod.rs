@@ -4,6 +4,7 @@
 //! namespace, name, ServiceAccount, outcome and duration. Logs carry identifiers, never pod specs,
 //! env values or patches.
 
+mod filter;
 mod json;
 mod writer;
 
@@ -13,9 +14,11 @@ use std::sync::OnceLock;
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+pub use filter::Filter;
 pub use json::{JsonLines, JsonSpanFields};
 pub use writer::{BatchWriter, FlushGuard};
 
@@ -24,21 +27,33 @@ pub const DEFAULT_FILTER: &str =
     "info,aws_config=warn,aws_smithy_runtime=warn,kube_client=warn,kube_runtime=warn,hyper=warn";
 
 /// `RUST_LOG` when set and valid, else [`DEFAULT_FILTER`].
-pub fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+pub fn env_filter() -> Filter {
+    Filter::new(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)),
+    )
 }
 
 /// The JSON subscriber: one object per line, event fields at the top level.
-pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl Subscriber + Send + Sync
+pub fn json_subscriber<W>(filter: impl Into<Filter>, writer: W) -> impl Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .fmt_fields(JsonSpanFields)
-        .event_format(JsonLines)
-        .finish()
+    tracing_subscriber::registry().with(filter.into()).with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLines),
+    )
+}
+
+/// The human-readable subscriber, for a terminal.
+pub fn text_subscriber<W>(filter: impl Into<Filter>, writer: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry()
+        .with(filter.into())
+        .with(tracing_subscriber::fmt::layer().with_writer(writer))
 }
 
 /// The installed writer, for its count of dropped lines (see [`init`]).
@@ -85,11 +100,7 @@ where
     let installed = if json {
         json_subscriber(env_filter(), writer).try_init()
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(env_filter())
-            .with_writer(writer)
-            .finish()
-            .try_init()
+        text_subscriber(env_filter(), writer).try_init()
     };
     installed.is_ok()
 }
