@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use serde_json::value::RawValue;
 
 use crate::config::{FailureMode, InjectionSettings};
-use crate::identity::{Freshness, Identities, Resolution};
+use crate::identity::{Freshness, Identities};
 use mutate::Skip;
 use pod::PodView;
 use review::{AdmissionRequest, AdmissionResponse, Operation};
@@ -213,21 +213,10 @@ impl Mutator {
             return allow("no namespace").with_service_account(sa);
         }
 
-        let resolution = match tokio::time::timeout(
-            budget,
-            self.identities.resolve(namespace, &sa, Freshness::Cached),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Resolution {
-                identity: None,
-                errors: vec![crate::identity::IdentityError::Timeout {
-                    source_name: "identity sources",
-                    waited: budget,
-                }],
-            },
-        };
+        let resolution = self
+            .identities
+            .resolve_within(namespace, &sa, Freshness::Cached, budget)
+            .await;
 
         let Some(identity) = resolution.identity else {
             if resolution.complete() {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::review::{AdmissionRequest, AdmissionResponse, Operation, Review};
 use super::{Decision, Outcome, read_object};
 use crate::config::PolicyMode;
-use crate::identity::{Freshness, Identities, IdentityError, Resolution};
+use crate::identity::{Freshness, Identities, Resolution};
 use crate::namespaces::NamespaceStore;
 use crate::policy::workload::{self, ObjectView, ServiceAccountView, WorkloadKind, WorkloadView};
 use crate::policy::{IdentityCheck, Policy, Subject, Verdict};
@@ -374,19 +374,10 @@ impl Validator {
         freshness: Freshness,
         deadline: Instant,
     ) -> Resolution {
-        let waited = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout_at(deadline, self.identities.resolve(namespace, sa, freshness))
+        let budget = deadline.saturating_duration_since(Instant::now());
+        self.identities
+            .resolve_within(namespace, sa, freshness, budget)
             .await
-        {
-            Ok(r) => r,
-            Err(_) => Resolution {
-                identity: None,
-                errors: vec![IdentityError::Timeout {
-                    source_name: "identity sources",
-                    waited,
-                }],
-            },
-        }
     }
 }
 

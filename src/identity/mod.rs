@@ -247,6 +247,32 @@ impl Identities {
             && self.service_accounts.as_ref().is_none_or(|s| s.ready())
     }
 
+    /// [`Identities::resolve`], given up after `budget`: then no identity, and a timeout error.
+    pub async fn resolve_within(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        freshness: Freshness,
+        budget: Duration,
+    ) -> Resolution {
+        let mut lookup = std::pin::pin!(self.resolve(namespace, service_account, freshness));
+        // Cached lookups answer on the first poll. Only a lookup that has to wait pays for a
+        // timer (which takes the runtime's handle, a reference count shared by every worker).
+        if let std::task::Poll::Ready(resolution) = futures::poll!(lookup.as_mut()) {
+            return resolution;
+        }
+        match tokio::time::timeout(budget, lookup).await {
+            Ok(resolution) => resolution,
+            Err(_) => Resolution {
+                identity: None,
+                errors: vec![IdentityError::Timeout {
+                    source_name: "identity sources",
+                    waited: budget,
+                }],
+            },
+        }
+    }
+
     /// Looks up a ServiceAccount's identity in every source, concurrently.
     pub async fn resolve(
         &self,
