@@ -568,6 +568,68 @@ mod tests {
         );
     }
 
+    /// Answers after `0`, from the association `1`.
+    struct Slow(Duration, Association);
+    impl AssociationSource for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn lookup<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Freshness,
+        ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.0).await;
+                Ok(Some(Arc::new(self.1.clone())))
+            })
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn resolve_within_waits_for_a_slow_source_up_to_the_budget() {
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Slow(Duration::from_millis(20), assoc())));
+        let r = ids
+            .resolve_within("n", "s", Freshness::Cached, Duration::from_secs(5))
+            .await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        match r.identity.map(|i| i.kind) {
+            Some(IdentityKind::PodIdentity(a)) => {
+                assert_eq!(a.role_arn, "arn:aws:iam::111122223333:role/a")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Slow(Duration::from_secs(30), assoc())));
+        let start = std::time::Instant::now();
+        let r = ids
+            .resolve_within("n", "s", Freshness::Cached, Duration::from_millis(50))
+            .await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(r.identity.is_none());
+        assert_eq!(
+            r.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["identity sources did not answer within 50ms"]
+        );
+    }
+
+    #[tokio::test]
+    async fn resolve_within_answers_a_ready_lookup_even_with_no_budget_left() {
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(Some(assoc()), false)));
+        let r = ids
+            .resolve_within("n", "s", Freshness::Cached, Duration::ZERO)
+            .await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert!(r.identity.is_some());
+    }
+
     #[test]
     fn duplicate_associations_are_refused() {
         assert!(index_associations(vec![assoc(), assoc()]).is_err());
