@@ -171,3 +171,47 @@ async fn rust_log_style_filters_apply() {
     assert_eq!(post(&app, &path, body).await, 200);
     assert!(captured.text().is_empty(), "{}", captured.text());
 }
+
+#[tokio::test]
+async fn the_text_format_has_the_same_decision_line() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = logging::text_subscriber(EnvFilter::new("info"), move || writer.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app();
+    let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", "uid-text");
+    assert_eq!(post(&app, &path, body).await, 200);
+    // The text format colours its output (as the stock `fmt()` subscriber does): compare without.
+    let text = strip_ansi(&captured.text());
+    let decision: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("admission decision"))
+        .collect();
+    assert_eq!(decision.len(), 1, "{text}");
+    for field in [
+        "uid=\"uid-text\"",
+        "namespace=\"team-a\"",
+        "service_account=\"carts\"",
+        "outcome=\"mutated\"",
+    ] {
+        assert!(decision[0].contains(field), "{field} in {}", decision[0]);
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
