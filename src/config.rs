@@ -182,6 +182,8 @@ pub struct ServerFile {
     pub reload_interval: Option<ConfigDuration>,
     pub shutdown_grace: Option<ConfigDuration>,
     pub drain_timeout: Option<ConfigDuration>,
+    pub header_read_timeout: Option<ConfigDuration>,
+    pub idle_timeout: Option<ConfigDuration>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -482,6 +484,11 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// After the grace period: how long in-flight requests get to finish.
     pub drain_timeout: Duration,
+    /// HTTP/1.1: how long a request head may take from its first byte.
+    pub header_read_timeout: Duration,
+    /// HTTP/1.1: how long a keep-alive connection may sit idle; longer than the API server's
+    /// 90 s, so that the client, not the webhook, closes an idle connection.
+    pub idle_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -495,6 +502,8 @@ impl Default for ServerSettings {
             reload_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(20),
+            header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
+            idle_timeout: crate::server::IDLE_TIMEOUT,
             log_format: LogFormat::Auto,
         }
     }
@@ -651,6 +660,24 @@ impl Settings {
             .drain_timeout
             .or(sf.drain_timeout.map(|d| d.0))
             .unwrap_or(server.drain_timeout);
+        if let Some(d) = sf.header_read_timeout {
+            server.header_read_timeout = d.0;
+        }
+        if let Some(d) = sf.idle_timeout {
+            server.idle_timeout = d.0;
+        }
+        if server.header_read_timeout < Duration::from_millis(10) {
+            return Err(invalid("server.headerReadTimeout", "must be at least 10ms"));
+        }
+        if server.idle_timeout < server.header_read_timeout {
+            return Err(invalid(
+                "server.idleTimeout",
+                format!(
+                    "must be at least server.headerReadTimeout ({:?}); keep it above the API server's 90s",
+                    server.header_read_timeout
+                ),
+            ));
+        }
         server.log_format = o.log_format.or(sf.log_format).unwrap_or(server.log_format);
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err(invalid(
@@ -950,6 +977,27 @@ policy:
         assert_eq!(s.policy.default_mode, PolicyMode::Warn);
         assert_eq!(s.policy.namespaces[0].mode, Some(PolicyMode::Enforce));
         assert_eq!(s.policy.cluster_name.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn connection_timeouts_come_from_the_file_and_are_checked() {
+        let resolve = |server: &str| {
+            let text = format!("tls: {{selfSigned: true}}\nserver: {server}\n");
+            let file = parse_file_config(Path::new("c.yaml"), &text).unwrap();
+            Settings::resolve(file, None, Overrides::default())
+        };
+        let s = resolve("{}").unwrap();
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.server.idle_timeout, Duration::from_secs(120));
+        let s = resolve("{headerReadTimeout: 5s, idleTimeout: 5m}").unwrap();
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.server.idle_timeout, Duration::from_secs(300));
+        let err = resolve("{headerReadTimeout: 30s, idleTimeout: 10s}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.idleTimeout"), "{err}");
+        let err = resolve("{headerReadTimeout: 1ms}").unwrap_err().to_string();
+        assert!(err.contains("server.headerReadTimeout"), "{err}");
     }
 
     #[test]

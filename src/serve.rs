@@ -279,6 +279,10 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         http::admission_router(app.clone()),
         stop.clone(),
         settings.server.drain_timeout,
+        server::Limits {
+            header_read: settings.server.header_read_timeout,
+            idle: settings.server.idle_timeout,
+        },
     ));
     tasks.spawn(server::serve_admin(
         admin,

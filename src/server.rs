@@ -15,28 +15,33 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+mod timeouts;
+pub use timeouts::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, Limits};
+use timeouts::{Phase, TimedIo, Tracked};
+
 /// A TLS handshake that takes longer than this is dropped (slow or hostile clients).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/1 request headers must arrive within this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` over TLS on `listener` until `stop` is cancelled, then stops accepting and
 /// gives open connections `drain` to finish in-flight requests (keep-alive connections are
-/// closed once idle; HTTP/2 gets GOAWAY).
+/// closed once idle; HTTP/2 gets GOAWAY). HTTP/1.1 connections get `limits` (see
+/// `server/timeouts.rs`).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     router: Router,
     stop: CancellationToken,
     drain: Duration,
+    limits: Limits,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own header timeout would also close idle keep-alive connections: ours instead.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .keep_alive(true);
     builder
         .http2()
@@ -65,7 +70,7 @@ pub async fn serve_tls(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let watcher = graceful.watcher();
         connections.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -79,7 +84,12 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            // HTTP/2 (by ALPN) keeps its idle connections: clients multiplex over one for good.
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let phase = Arc::new(Phase::default());
+            let io = TimedIo::new(tls, (!h2).then_some(limits), phase.clone());
+            let service = Tracked::new(TowerToHyperService::new(router), phase);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

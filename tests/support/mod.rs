@@ -187,28 +187,38 @@ impl Answer {
     }
 }
 
+/// A TLS connection to `addr` trusting only `ca_pem`, with ALPN `h2` or `http/1.1`: for tests
+/// that write raw bytes.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    ca_pem: &str,
+    h2: bool,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    pod_identity_webhook::tls::install_default_provider();
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
 impl TlsClient {
     /// Connects over TLS, trusting only `ca_pem`; `h2` picks HTTP/2 by ALPN, else HTTP/1.1.
     pub async fn connect(addr: SocketAddr, ca_pem: &str, h2: bool) -> std::io::Result<Self> {
-        pod_identity_webhook::tls::install_default_provider();
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![if h2 {
-            b"h2".to_vec()
-        } else {
-            b"http/1.1".to_vec()
-        }];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
+        let tls = tls_stream(addr, ca_pem, h2).await?;
         let peer_certificate = tls
             .get_ref()
             .1

@@ -1,0 +1,227 @@
+//! HTTP/1.1 connection timeouts: a short one for reading a request head, a long one for an idle
+//! keep-alive connection.
+//!
+//! Why not hyper's `header_read_timeout`: it also runs while a keep-alive connection waits for
+//! its next request, so it closes every connection idle for that long. The API server keeps idle
+//! webhook connections for 90 s (Go's `IdleConnTimeout`) and does not retry a POST that meets a
+//! connection the server has just closed: each close racing a reuse is a failed admission. Here
+//! the head timeout starts at a request's first byte, and an idle connection is closed only after
+//! [`IDLE_TIMEOUT`], later than the API server gives up on it, so the client closes first.
+//!
+//! The phases of a connection, as the transport and the service see them:
+//! `Head` (bytes of a request are arriving) → `Processing` (hyper called the service: the head is
+//! complete) → `Idle` (the answer is being written; next comes the next request's first byte).
+//! Per request this costs two clock reads and no timer registration: the one timer of a
+//! connection is re-armed only when it fires.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A request head (from its first byte) must arrive within this (slow or hostile clients).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle keep-alive connection is closed after this: past the API server's own 90 s.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The two limits of an HTTP/1.1 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read: HEADER_READ_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+        }
+    }
+}
+
+const HEAD: u8 = 0;
+const PROCESSING: u8 = 1;
+const IDLE: u8 = 2;
+
+/// The phase of one connection, shared by its transport ([`TimedIo`]) and its service
+/// ([`Tracked`]).
+#[derive(Debug, Default)]
+pub struct Phase(AtomicU8);
+
+impl Phase {
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, phase: u8) {
+        self.0.store(phase, Ordering::Relaxed);
+    }
+}
+
+/// The transport of a connection, failing a read with `TimedOut` when the head or the idle
+/// limit passes. With no limits (HTTP/2, whose idle connections are normal) it only passes
+/// calls through.
+pub struct TimedIo<T> {
+    inner: T,
+    limits: Option<Limits>,
+    phase: Arc<Phase>,
+    /// When the current phase began (a connection starts by waiting for its first head).
+    since: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> TimedIo<T> {
+    pub fn new(inner: T, limits: Option<Limits>, phase: Arc<Phase>) -> Self {
+        Self {
+            inner,
+            limits,
+            phase,
+            since: Instant::now(),
+            timer: None,
+        }
+    }
+
+    /// Whether the current phase has outlived its limit; otherwise arms the timer to look again.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(limits) = self.limits else {
+            return false;
+        };
+        let limit = match self.phase.get() {
+            HEAD => limits.header_read,
+            IDLE => limits.idle,
+            // The service has the request; how long it may take is its own business.
+            _ => return false,
+        };
+        let elapsed = self.since.elapsed();
+        if elapsed >= limit {
+            return true;
+        }
+        // Never sleep longer than the head limit: a head may begin while the timer is set for
+        // the idle limit, and is then still caught on time (the timer fires, finds the head's
+        // deadline later, and is set for it).
+        let wait = (limit - elapsed).min(limits.header_read);
+        match &mut self.timer {
+            Some(timer) => {
+                if timer.as_mut().poll(cx).is_ready() {
+                    timer.as_mut().reset(Instant::now() + wait);
+                    let _ = timer.as_mut().poll(cx);
+                }
+            }
+            None => {
+                let mut timer = Box::pin(tokio::time::sleep(wait));
+                let _ = timer.as_mut().poll(cx);
+                self.timer = Some(timer);
+            }
+        }
+        false
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && self.phase.get() == IDLE {
+                    self.phase.set(HEAD);
+                    self.since = Instant::now();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.expired(cx) => {
+                let what = if self.phase.get() == IDLE {
+                    "keep-alive connection idle for longer than the idle timeout"
+                } else {
+                    "request head not received within the header read timeout"
+                };
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T> TimedIo<T> {
+    /// The answer is going out: the connection is idle from here until the next request's
+    /// first byte. (Also after a `100 Continue`, written while the body is still to come: its
+    /// first bytes then start a new head timeout, and the final answer an idle one.)
+    fn wrote(&mut self, n: usize, cx: &mut Context<'_>) {
+        if n > 0 && self.limits.is_some() && self.phase.get() != IDLE {
+            self.phase.set(IDLE);
+            self.since = Instant::now();
+            // hyper may not read again before the client sends: the timer must be armed now.
+            let _ = self.expired(cx);
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.wrote(n, cx);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        self.wrote(n, cx);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection's service, marking the head complete when hyper hands it a request.
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    phase: Arc<Phase>,
+}
+
+impl<S> Tracked<S> {
+    pub fn new(inner: S, phase: Arc<Phase>) -> Self {
+        Self { inner, phase }
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for Tracked<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.phase.set(PROCESSING);
+        self.inner.call(req)
+    }
+}

@@ -1,0 +1,193 @@
+//! Keep-alive connections over real TLS (issue 6, lifecycle). The API server keeps idle webhook
+//! connections for 90 s and does not retry a POST on a connection the server has just closed:
+//! an idle HTTP/1.1 connection stays open well past the header read timeout, which bounds only a
+//! request head from its first byte; an idle connection is closed after the idle timeout.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use pod_identity_webhook::config::Settings;
+use pod_identity_webhook::serve::{self, Extras, Running};
+use support::{ControlledSource, TlsClient, carts_association, fixture, tls_stream};
+
+const HEADER_READ: Duration = Duration::from_millis(300);
+const IDLE: Duration = Duration::from_millis(1500);
+/// Slack for a loaded CI machine: a close may come this much later than its timeout.
+const SLACK: Duration = Duration::from_secs(3);
+
+async fn start_with(extras: Extras) -> Running {
+    let mut settings = Settings::local();
+    settings.server.header_read_timeout = HEADER_READ;
+    settings.server.idle_timeout = IDLE;
+    serve::start_with(settings, extras).await.expect("starts")
+}
+
+async fn start() -> Running {
+    let source = ControlledSource::new(true, Duration::ZERO, Some(carts_association()));
+    start_with(Extras {
+        association_sources: vec![source],
+    })
+    .await
+}
+
+async fn raw(running: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let ca = running.self_signed_ca_pem.as_deref().unwrap();
+    tls_stream(running.https_addr, ca, false).await.unwrap()
+}
+
+fn request(body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// Reads one answer (head and `Content-Length` body); returns its status line.
+async fn read_answer(stream: &mut (impl AsyncRead + Unpin)) -> String {
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before an answer");
+        data.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(data[..head_end].to_vec()).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    while data.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed in the middle of an answer");
+        data.extend_from_slice(&chunk[..n]);
+    }
+    head.lines().next().unwrap().to_string()
+}
+
+/// Waits until the server closes the connection (end of stream or an error); how long it took.
+async fn closed_after(stream: &mut (impl AsyncRead + Unpin)) -> Duration {
+    let start = Instant::now();
+    let mut chunk = [0u8; 1024];
+    match tokio::time::timeout(IDLE * 4 + SLACK, stream.read(&mut chunk)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => start.elapsed(),
+        Ok(Ok(n)) => panic!("unexpected {n} bytes from the server"),
+        Err(_) => panic!("the server kept the connection open"),
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_read_timeout() {
+    let running = start().await;
+    let mut client = TlsClient::to(&running, false).await;
+    let (path, body) = fixture("pod-create-carts.mutate.json");
+    assert_eq!(
+        client.review(&path, body.clone()).await.unwrap().status,
+        200
+    );
+    // Three header read timeouts of idleness, as between two pods of a quiet cluster.
+    tokio::time::sleep(HEADER_READ * 3).await;
+    let again = client
+        .review(&path, body)
+        .await
+        .expect("the same connection still serves");
+    assert_eq!(again.status, 200);
+    assert!(again.json()["response"]["patch"].is_string());
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let running = start().await;
+    let mut stream = raw(&running).await;
+    let (_, body) = fixture("pod-create-carts.mutate.json");
+    stream.write_all(&request(&body)).await.unwrap();
+    assert_eq!(read_answer(&mut stream).await, "HTTP/1.1 200 OK");
+    let after = closed_after(&mut stream).await;
+    assert!(
+        after >= IDLE - Duration::from_millis(50),
+        "closed after {after:?}"
+    );
+    assert!(after < IDLE + HEADER_READ + SLACK, "closed after {after:?}");
+}
+
+#[tokio::test]
+async fn a_request_head_that_does_not_arrive_in_time_is_cut_off() {
+    let running = start().await;
+    // Half a head, then nothing (a slow or hostile client).
+    let mut stream = raw(&running).await;
+    stream
+        .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let after = closed_after(&mut stream).await;
+    assert!(
+        after >= HEADER_READ - Duration::from_millis(50),
+        "closed after {after:?}"
+    );
+    assert!(
+        after < IDLE,
+        "closed by the idle timeout, not the head's: {after:?}"
+    );
+
+    // After one answer, the next head's clock starts at its first byte.
+    let mut stream = raw(&running).await;
+    let (_, body) = fixture("pod-create-carts.mutate.json");
+    stream.write_all(&request(&body)).await.unwrap();
+    assert_eq!(read_answer(&mut stream).await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(HEADER_READ * 2).await;
+    stream
+        .write_all(b"POST /mutate HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let after = closed_after(&mut stream).await;
+    assert!(
+        after >= HEADER_READ - Duration::from_millis(50),
+        "closed after {after:?}"
+    );
+    assert!(after < IDLE, "closed after {after:?}");
+
+    // A connection that never sends a request is closed too.
+    let mut stream = raw(&running).await;
+    let after = closed_after(&mut stream).await;
+    assert!(after < IDLE, "closed after {after:?}");
+}
+
+#[tokio::test]
+async fn a_decision_slower_than_the_header_read_timeout_is_answered() {
+    // Lookups take three header read timeouts: the head was complete, the time is the decision's.
+    let source = ControlledSource::new(true, HEADER_READ * 3, Some(carts_association()));
+    let running = start_with(Extras {
+        association_sources: vec![source],
+    })
+    .await;
+    let mut client = TlsClient::to(&running, false).await;
+    let (path, body) = fixture("pod-create-carts.mutate.json");
+    let answer = client.review(&path, body).await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.json()["response"]["patch"].is_string());
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_kept() {
+    let running = start().await;
+    let mut client = TlsClient::to(&running, true).await;
+    let (path, body) = fixture("pod-create-carts.mutate.json");
+    assert_eq!(
+        client.review(&path, body.clone()).await.unwrap().status,
+        200
+    );
+    tokio::time::sleep(IDLE + HEADER_READ * 2).await;
+    assert_eq!(client.review(&path, body).await.unwrap().status, 200);
+}
