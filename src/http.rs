@@ -21,6 +21,7 @@ use crate::admission::review::{Review, response_body};
 use crate::admission::validate::read_review;
 use crate::app::App;
 use crate::config::parse_duration;
+use crate::logging::DecisionLine;
 
 /// The API server's default webhook timeout, used when the request does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -247,44 +248,32 @@ async fn answer<O>(
         .into_response()
 }
 
-/// The one line per decision (issue 6): self-contained, so a log query needs no span context.
-/// It carries identifiers and the outcome only: never the object, its env values or patches.
+/// The decision line (see `logging::DecisionLine`).
 fn log_decision<O>(
     endpoint: &'static str,
     req: &crate::admission::review::AdmissionRequest<'_, O>,
     decision: &crate::admission::Decision,
     elapsed: Duration,
 ) {
-    let service_account = decision.service_account.as_deref().unwrap_or("");
-    let dry_run = req.dry_run.unwrap_or(false);
-    let duration_us = elapsed.as_micros() as u64;
-    macro_rules! decision_line {
-        ($($detail:tt)*) => {
-            tracing::info!(
-                uid = req.uid.as_str(),
-                endpoint,
-                kind = req.kind.kind.as_str(),
-                operation = req.operation.as_str(),
-                namespace = req.namespace.as_deref().unwrap_or(""),
-                name = req.name.as_deref().unwrap_or(""),
-                service_account,
-                outcome = decision.outcome.as_str(),
-                reason = decision.reason,
-                dry_run,
-                duration_us,
-                $($detail)*
-                "admission decision"
-            )
-        };
+    let detail = match (decision.outcome, decision.response.status.as_ref()) {
+        (Outcome::Denied | Outcome::Error, Some(status)) => Some(status.message.as_str()),
+        _ => None,
+    };
+    DecisionLine {
+        uid: req.uid.as_str(),
+        endpoint,
+        kind: req.kind.kind.as_str(),
+        operation: req.operation.as_str(),
+        namespace: req.namespace.as_deref().unwrap_or(""),
+        name: req.name.as_deref().unwrap_or(""),
+        service_account: decision.service_account.as_deref().unwrap_or(""),
+        outcome: decision.outcome.as_str(),
+        reason: decision.reason,
+        dry_run: req.dry_run.unwrap_or(false),
+        duration_us: elapsed.as_micros() as u64,
+        detail,
     }
-    // A denial's message is written by this webhook (what is missing, how to fix it). It goes in
-    // `detail`: `message` is the line's own text in JSON output.
-    match (decision.outcome, decision.response.status.as_ref()) {
-        (Outcome::Denied | Outcome::Error, Some(status)) => {
-            decision_line!(detail = status.message.as_str(),)
-        }
-        _ => decision_line!(),
-    }
+    .emit();
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write};
+use std::io::Write as _;
+use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -16,8 +18,10 @@ use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+
+use super::decision::DecisionLine;
 
 /// Formats events as one JSON object per line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -41,21 +45,123 @@ where
     ) -> fmt::Result {
         // The line is built in a String of our own and handed over in one piece: writing each
         // piece through `Writer` (a `dyn fmt::Write`) costs a virtual call per piece, about a
-        // hundred per line. The String is kept per thread (taken, so a nested event gets its own).
-        thread_local! {
-            static LINE: Cell<String> = const { Cell::new(String::new()) };
-        }
-        let mut line = LINE.take();
-        line.clear();
-        let result = self
-            .format_line(ctx, &mut line, event)
-            .and_then(|()| w.write_str(&line));
-        // An unusually long line (a huge error message) does not pin its memory for good.
-        if line.capacity() <= 64 * 1024 {
-            LINE.set(line);
-        }
-        result
+        // hundred per line.
+        with_line_buffer(|line| {
+            self.format_line(ctx, line, event)
+                .and_then(|()| w.write_str(line))
+        })
     }
+}
+
+/// Runs `f` with this thread's line buffer, emptied (taken, so a nested event gets its own).
+fn with_line_buffer<R>(f: impl FnOnce(&mut String) -> R) -> R {
+    thread_local! {
+        static LINE: Cell<String> = const { Cell::new(String::new()) };
+    }
+    let mut line = LINE.take();
+    line.clear();
+    let result = f(&mut line);
+    // An unusually long line (a huge error message) does not pin its memory for good.
+    if line.capacity() <= 64 * 1024 {
+        LINE.set(line);
+    }
+    result
+}
+
+/// The writer of the JSON subscriber: whole lines to a sink. A type of its own so that the
+/// decision line can find the sink from the current dispatcher (`fmt::Layer` downcasts to its
+/// writer) and write to it directly.
+#[derive(Clone)]
+pub struct Lines(Arc<dyn LineSink>);
+
+/// Takes whole formatted lines.
+pub trait LineSink: Send + Sync {
+    fn write_line(&self, line: &[u8]);
+}
+
+impl<W> LineSink for W
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync,
+{
+    fn write_line(&self, line: &[u8]) {
+        // Nowhere to report a failing log sink.
+        let _ = self.make_writer().write_all(line);
+    }
+}
+
+impl Lines {
+    pub fn new(sink: impl LineSink + 'static) -> Self {
+        Self(Arc::new(sink))
+    }
+}
+
+impl<'a> MakeWriter<'a> for Lines {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        LineWriter(&*self.0)
+    }
+}
+
+/// [`Lines`] lent for one line (the fmt layer writes each line with one `write_all`).
+pub struct LineWriter<'a>(&'a dyn LineSink);
+
+impl std::io::Write for LineWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_line(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `d` to `lines` as the bytes [`JsonLines`] writes for the decision event outside any
+/// span (see `decision.rs`).
+pub(super) fn write_decision(d: &DecisionLine<'_>, lines: &Lines) {
+    with_line_buffer(|w| {
+        // Writing to a String cannot fail.
+        let _ = decision_json(w, d, std::time::SystemTime::now());
+        lines.0.write_line(w.as_bytes());
+    });
+}
+
+fn decision_json(w: &mut String, d: &DecisionLine<'_>, now: std::time::SystemTime) -> fmt::Result {
+    w.push_str("{\"timestamp\":\"");
+    write_timestamp(w, now)?;
+    w.push_str("\",\"level\":\"INFO\",\"message\":\"admission decision\",\"uid\":");
+    write_string(w, d.uid)?;
+    w.push_str(",\"endpoint\":");
+    write_string(w, d.endpoint)?;
+    w.push_str(",\"kind\":");
+    write_string(w, d.kind)?;
+    w.push_str(",\"operation\":");
+    write_string(w, d.operation)?;
+    w.push_str(",\"namespace\":");
+    write_string(w, d.namespace)?;
+    w.push_str(",\"name\":");
+    write_string(w, d.name)?;
+    w.push_str(",\"service_account\":");
+    write_string(w, d.service_account)?;
+    w.push_str(",\"outcome\":");
+    write_string(w, d.outcome)?;
+    w.push_str(",\"reason\":");
+    write_string(w, d.reason)?;
+    w.push_str(if d.dry_run {
+        ",\"dry_run\":true,\"duration_us\":"
+    } else {
+        ",\"dry_run\":false,\"duration_us\":"
+    });
+    w.push_str(itoa::Buffer::new().format(d.duration_us));
+    if let Some(detail) = d.detail {
+        w.push_str(",\"detail\":");
+        write_string(w, detail)?;
+    }
+    w.push_str(",\"target\":");
+    write_string(w, super::decision::TARGET)?;
+    w.push_str("}\n");
+    Ok(())
 }
 
 /// `now` as RFC 3339 in UTC with microseconds, the bytes tracing-subscriber's `SystemTime`
@@ -497,6 +603,107 @@ mod same_as_tracing_subscriber {
         assert_eq!(ours, stock);
         assert_eq!(ours[1]["span"]["uid"], "u-2");
         assert_eq!(ours[2]["span"]["name"], "inner");
+    }
+
+    /// The raw lines with the timestamp's value cut out (byte-exact otherwise).
+    fn raw_lines(capture: &Capture) -> Vec<String> {
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| {
+                let prefix = "{\"timestamp\":\"";
+                assert!(l.starts_with(prefix), "{l}");
+                format!("{prefix}{}", &l[prefix.len() + 27..])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_decision_line_written_directly_is_the_bytes_of_its_event() {
+        let line = DecisionLine {
+            uid: "u-\"1\"",
+            endpoint: "mutate",
+            kind: "Pod",
+            operation: "CREATE",
+            namespace: "team-a",
+            name: "carts-0",
+            service_account: "carts",
+            outcome: "denied",
+            reason: "no identity",
+            dry_run: true,
+            duration_us: 1234,
+            detail: Some("tab\there, line\nbreak, delete \u{7f}, \u{1f680}"),
+        };
+        let plain = DecisionLine {
+            detail: None,
+            dry_run: false,
+            ..line
+        };
+        let capture = Capture::default();
+        let subscriber = crate::logging::json_subscriber(
+            tracing_subscriber::EnvFilter::new("info"),
+            capture.clone(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            // The JSON subscriber's sink is found from the dispatcher: the direct path is taken.
+            assert!(tracing::dispatcher::get_default(|d| d
+                .downcast_ref::<Lines>()
+                .is_some()));
+            for l in [line, plain] {
+                l.event();
+                let mut direct = String::new();
+                decision_json(&mut direct, &l, std::time::SystemTime::now()).unwrap();
+                capture
+                    .0
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(direct.as_bytes());
+                l.emit();
+            }
+            // Inside a span, the line carries it (written by tracing).
+            tracing::info_span!("outer").in_scope(|| plain.emit());
+        });
+        let lines = raw_lines(&capture);
+        assert_eq!(lines.len(), 7);
+        assert_eq!(lines[0], lines[1], "direct vs event");
+        assert_eq!(lines[1], lines[2], "emit");
+        assert_eq!(lines[3], lines[4], "direct vs event, no detail");
+        assert_eq!(lines[4], lines[5], "emit, no detail");
+        assert_ne!(lines[0], lines[3]);
+        assert!(
+            lines[6].ends_with(r#""target":"pod_identity_webhook::http","span":{"name":"outer"}}"#),
+            "{}",
+            lines[6]
+        );
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["uid"], "u-\"1\"");
+        assert_eq!(v["detail"], line.detail.unwrap());
+        assert_eq!(v["dry_run"], true);
+        assert_eq!(v["duration_us"], 1234);
+    }
+
+    #[test]
+    fn the_decision_line_obeys_rust_log() {
+        let capture = Capture::default();
+        let subscriber = crate::logging::json_subscriber(
+            tracing_subscriber::EnvFilter::new("info,pod_identity_webhook::http=warn"),
+            capture.clone(),
+        );
+        let line = DecisionLine {
+            uid: "u",
+            endpoint: "validate",
+            kind: "Pod",
+            operation: "CREATE",
+            namespace: "n",
+            name: "p",
+            service_account: "s",
+            outcome: "allowed",
+            reason: "r",
+            dry_run: false,
+            duration_us: 1,
+            detail: None,
+        };
+        tracing::subscriber::with_default(subscriber, || line.emit());
+        assert!(capture.0.lock().unwrap().is_empty());
     }
 
     #[test]

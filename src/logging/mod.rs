@@ -4,6 +4,7 @@
 //! namespace, name, ServiceAccount, outcome and duration. Logs carry identifiers, never pod specs,
 //! env values or patches.
 
+mod decision;
 mod filter;
 mod json;
 mod writer;
@@ -18,8 +19,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+pub use decision::DecisionLine;
 pub use filter::Filter;
-pub use json::{JsonLines, JsonSpanFields};
+pub use json::{JsonLines, JsonSpanFields, LineSink, Lines};
 pub use writer::{BatchWriter, FlushGuard};
 
 /// The filter used when `RUST_LOG` is not set: our info lines, dependencies' warnings.
@@ -40,7 +42,7 @@ where
 {
     tracing_subscriber::registry().with(filter.into()).with(
         tracing_subscriber::fmt::layer()
-            .with_writer(writer)
+            .with_writer(Lines::new(writer))
             .fmt_fields(JsonSpanFields)
             .event_format(JsonLines),
     )
