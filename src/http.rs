@@ -13,7 +13,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tracing::Instrument;
 
 use crate::admission::Outcome;
 use crate::admission::pod::PodView;
@@ -227,10 +226,8 @@ async fn answer<O>(
     start: Instant,
 ) -> Response {
     let req = &review.request;
-    // Ties anything logged while deciding to the decision line, which carries the rest. One
-    // field: the span's fields are formatted on every request, logged or not.
-    let span = tracing::info_span!("admission", uid = req.uid.as_str());
-    let decision = decide.instrument(span).await;
+    // Ties anything logged while deciding to the decision line, which carries the rest.
+    let decision = crate::logging::in_admission(req.uid.as_str(), std::pin::pin!(decide)).await;
     let elapsed = start.elapsed();
     app.metrics.record_admission(
         name,

@@ -268,6 +268,17 @@ impl JsonLines {
             w.push_str("\"name\":");
             write_string(w, span.metadata().name())?;
             w.push('}');
+        } else {
+            // The lightweight `admission` scope, written as its span would be.
+            super::scope::with_current_uid(|uid| match uid {
+                Some(uid) => {
+                    w.push_str(",\"span\":{\"uid\":");
+                    write_string(w, uid)?;
+                    w.push_str(",\"name\":\"admission\"}");
+                    Ok(())
+                }
+                None => Ok(()),
+            })?;
         }
         w.push_str("}\n");
         Ok(())

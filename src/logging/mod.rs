@@ -7,6 +7,7 @@
 mod decision;
 mod filter;
 mod json;
+mod scope;
 mod writer;
 
 use std::io::IsTerminal;
@@ -22,6 +23,7 @@ use crate::config::LogFormat;
 pub use decision::DecisionLine;
 pub use filter::Filter;
 pub use json::{JsonLines, JsonSpanFields, LineSink, Lines};
+pub use scope::in_admission;
 pub use writer::{BatchWriter, FlushGuard};
 
 /// The filter used when `RUST_LOG` is not set: our info lines, dependencies' warnings.
