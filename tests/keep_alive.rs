@@ -88,23 +88,26 @@ async fn closed_after(stream: &mut (impl AsyncRead + Unpin)) -> Duration {
     }
 }
 
-#[tokio::test]
-async fn an_idle_keep_alive_connection_outlives_the_header_read_timeout() {
+/// One review, `idle` without traffic, then a second review on the same connection.
+async fn review_again_after(h2: bool, idle: Duration) {
     let running = start().await;
-    let mut client = TlsClient::to(&running, false).await;
+    let mut client = TlsClient::to(&running, h2).await;
     let (path, body) = fixture("pod-create-carts.mutate.json");
-    assert_eq!(
-        client.review(&path, body.clone()).await.unwrap().status,
-        200
-    );
-    // Three header read timeouts of idleness, as between two pods of a quiet cluster.
-    tokio::time::sleep(HEADER_READ * 3).await;
+    let first = client.review(&path, body.clone()).await.unwrap();
+    assert_eq!(first.status, 200);
+    tokio::time::sleep(idle).await;
     let again = client
         .review(&path, body)
         .await
         .expect("the same connection still serves");
     assert_eq!(again.status, 200);
     assert!(again.json()["response"]["patch"].is_string());
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_read_timeout() {
+    // Three header read timeouts of idleness, as between two pods of a quiet cluster.
+    review_again_after(false, HEADER_READ * 3).await;
 }
 
 #[tokio::test]
@@ -122,6 +125,17 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     assert!(after < IDLE + HEADER_READ + SLACK, "closed after {after:?}");
 }
 
+/// The server closes `stream` after the header read timeout, well before the idle timeout.
+async fn cut_off_by_the_head_timeout(stream: &mut (impl AsyncRead + Unpin)) {
+    let after = closed_after(stream).await;
+    let early = HEADER_READ - Duration::from_millis(50);
+    assert!(after >= early, "closed after {after:?}");
+    assert!(
+        after < IDLE,
+        "closed by the idle timeout, not the head's: {after:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_request_head_that_does_not_arrive_in_time_is_cut_off() {
     let running = start().await;
@@ -131,15 +145,7 @@ async fn a_request_head_that_does_not_arrive_in_time_is_cut_off() {
         .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
-    let after = closed_after(&mut stream).await;
-    assert!(
-        after >= HEADER_READ - Duration::from_millis(50),
-        "closed after {after:?}"
-    );
-    assert!(
-        after < IDLE,
-        "closed by the idle timeout, not the head's: {after:?}"
-    );
+    cut_off_by_the_head_timeout(&mut stream).await;
 
     // After one answer, the next head's clock starts at its first byte.
     let mut stream = raw(&running).await;
@@ -151,12 +157,7 @@ async fn a_request_head_that_does_not_arrive_in_time_is_cut_off() {
         .write_all(b"POST /mutate HTTP/1.1\r\n")
         .await
         .unwrap();
-    let after = closed_after(&mut stream).await;
-    assert!(
-        after >= HEADER_READ - Duration::from_millis(50),
-        "closed after {after:?}"
-    );
-    assert!(after < IDLE, "closed after {after:?}");
+    cut_off_by_the_head_timeout(&mut stream).await;
 
     // A connection that never sends a request is closed too.
     let mut stream = raw(&running).await;
@@ -181,13 +182,5 @@ async fn a_decision_slower_than_the_header_read_timeout_is_answered() {
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_kept() {
-    let running = start().await;
-    let mut client = TlsClient::to(&running, true).await;
-    let (path, body) = fixture("pod-create-carts.mutate.json");
-    assert_eq!(
-        client.review(&path, body.clone()).await.unwrap().status,
-        200
-    );
-    tokio::time::sleep(IDLE + HEADER_READ * 2).await;
-    assert_eq!(client.review(&path, body).await.unwrap().status, 200);
+    review_again_after(true, IDLE + HEADER_READ * 2).await;
 }

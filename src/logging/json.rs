@@ -130,24 +130,21 @@ pub(super) fn write_decision(d: &DecisionLine<'_>, lines: &Lines) {
 fn decision_json(w: &mut String, d: &DecisionLine<'_>, now: std::time::SystemTime) -> fmt::Result {
     w.push_str("{\"timestamp\":\"");
     write_timestamp(w, now)?;
-    w.push_str("\",\"level\":\"INFO\",\"message\":\"admission decision\",\"uid\":");
-    write_string(w, d.uid)?;
-    w.push_str(",\"endpoint\":");
-    write_string(w, d.endpoint)?;
-    w.push_str(",\"kind\":");
-    write_string(w, d.kind)?;
-    w.push_str(",\"operation\":");
-    write_string(w, d.operation)?;
-    w.push_str(",\"namespace\":");
-    write_string(w, d.namespace)?;
-    w.push_str(",\"name\":");
-    write_string(w, d.name)?;
-    w.push_str(",\"service_account\":");
-    write_string(w, d.service_account)?;
-    w.push_str(",\"outcome\":");
-    write_string(w, d.outcome)?;
-    w.push_str(",\"reason\":");
-    write_string(w, d.reason)?;
+    w.push_str("\",\"level\":\"INFO\",\"message\":\"admission decision\"");
+    for (key, value) in [
+        (",\"uid\":", d.uid),
+        (",\"endpoint\":", d.endpoint),
+        (",\"kind\":", d.kind),
+        (",\"operation\":", d.operation),
+        (",\"namespace\":", d.namespace),
+        (",\"name\":", d.name),
+        (",\"service_account\":", d.service_account),
+        (",\"outcome\":", d.outcome),
+        (",\"reason\":", d.reason),
+    ] {
+        w.push_str(key);
+        write_string(w, value)?;
+    }
     w.push_str(if d.dry_run {
         ",\"dry_run\":true,\"duration_us\":"
     } else {
@@ -480,30 +477,9 @@ mod tests {
 mod same_as_tracing_subscriber {
     //! Our lines must read exactly like `tracing-subscriber`'s JSON format (flattened events,
     //! current span), which log pipelines were set up against.
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-    use tracing_subscriber::fmt::MakeWriter;
 
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
+    use crate::logging::test_capture::Capture;
 
     impl Capture {
         fn lines(&self) -> Vec<serde_json::Value> {
