@@ -44,7 +44,7 @@ impl DecisionLine<'_> {
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return;
         }
-        let written = tracing::dispatcher::get_default(|d| match d.downcast_ref::<Lines>() {
+        let written = tracing::dispatcher::get_default(|d| match Lines::of(d) {
             // Inside a span the event's line would also carry the span: leave that to tracing.
             Some(lines) if d.current_span().id().is_none() => {
                 write_decision(self, lines);

@@ -93,6 +93,12 @@ impl Lines {
     pub fn new(sink: impl LineSink + 'static) -> Self {
         Self(Arc::new(sink))
     }
+
+    /// The JSON subscriber's sink, if `d` is that subscriber (`fmt::Layer` downcasts to its
+    /// writer through the layers).
+    pub(super) fn of(d: &tracing::Dispatch) -> Option<&Lines> {
+        d.downcast_ref::<Lines>()
+    }
 }
 
 impl<'a> MakeWriter<'a> for Lines {

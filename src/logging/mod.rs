@@ -22,7 +22,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::LogFormat;
 pub use decision::DecisionLine;
 pub use filter::Filter;
-pub use json::{JsonLines, JsonSpanFields, LineSink, Lines};
+use json::Lines;
+pub use json::{JsonLines, JsonSpanFields};
 pub use scope::in_admission;
 pub use writer::{BatchWriter, FlushGuard};
 

@@ -26,7 +26,7 @@ thread_local! {
 /// the caller holds it: a decision future is large, and moving it into this one costs a copy.
 pub async fn in_admission<F: Future>(uid: &str, mut decide: Pin<&mut F>) -> F::Output {
     let lightweight = tracing::dispatcher::get_default(|d| {
-        d.downcast_ref::<Lines>().is_some()
+        Lines::of(d).is_some()
             && d.downcast_ref::<Filter>()
                 .is_some_and(|f| !f.tracks_spans())
     });
