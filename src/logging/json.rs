@@ -637,10 +637,7 @@ mod same_as_tracing_subscriber {
             capture.clone(),
         );
         tracing::subscriber::with_default(subscriber, || {
-            // The JSON subscriber's sink is found from the dispatcher: the direct path is taken.
-            assert!(tracing::dispatcher::get_default(|d| d
-                .downcast_ref::<Lines>()
-                .is_some()));
+            let direct_writes = || super::super::decision::DIRECT_WRITES.get();
             for l in [line, plain] {
                 l.event();
                 let mut direct = String::new();
@@ -650,10 +647,18 @@ mod same_as_tracing_subscriber {
                     .lock()
                     .unwrap()
                     .extend_from_slice(direct.as_bytes());
+                let before = direct_writes();
                 l.emit();
+                assert_eq!(direct_writes(), before + 1, "emit took the direct path");
             }
             // Inside a span, the line carries it (written by tracing).
+            let before = direct_writes();
             tracing::info_span!("outer").in_scope(|| plain.emit());
+            assert_eq!(
+                direct_writes(),
+                before,
+                "inside a span, emit is a tracing event"
+            );
         });
         let lines = raw_lines(&capture);
         assert_eq!(lines.len(), 7);
