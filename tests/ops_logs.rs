@@ -172,30 +172,67 @@ async fn rust_log_style_filters_apply() {
     assert!(captured.text().is_empty(), "{}", captured.text());
 }
 
-#[tokio::test]
-async fn the_text_format_has_the_same_decision_line() {
+/// The decision line as the text subscriber writes it, coloured or not.
+async fn text_decision_line(colour: bool) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
-    let subscriber = logging::text_subscriber(EnvFilter::new("info"), move || writer.clone());
+    let subscriber =
+        logging::text_subscriber(EnvFilter::new("info"), move || writer.clone(), colour);
     let _guard = tracing::subscriber::set_default(subscriber);
     let app = app();
     let (path, body) = fixture_with_uid("pod-create-carts.mutate.json", "uid-text");
     assert_eq!(post(&app, &path, body).await, 200);
-    // The text format colours its output (as the stock `fmt()` subscriber does): compare without.
-    let text = strip_ansi(&captured.text());
+    let text = captured.text();
     let decision: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("admission decision"))
         .collect();
     assert_eq!(decision.len(), 1, "{text}");
-    for field in [
-        "uid=\"uid-text\"",
-        "namespace=\"team-a\"",
-        "service_account=\"carts\"",
-        "outcome=\"mutated\"",
-    ] {
-        assert!(decision[0].contains(field), "{field} in {}", decision[0]);
+    decision[0].to_string()
+}
+
+const DECISION_FIELDS: [&str; 4] = [
+    "uid=\"uid-text\"",
+    "namespace=\"team-a\"",
+    "service_account=\"carts\"",
+    "outcome=\"mutated\"",
+];
+
+#[tokio::test]
+async fn the_text_format_has_the_same_decision_line() {
+    let line = text_decision_line(false).await;
+    assert!(
+        !line.contains('\u{1b}'),
+        "no escape codes when not colouring: {line:?}"
+    );
+    for field in DECISION_FIELDS {
+        assert!(line.contains(field), "{field} in {line}");
     }
+}
+
+#[tokio::test]
+async fn coloured_text_logs_carry_the_same_fields() {
+    let line = text_decision_line(true).await;
+    assert!(line.contains('\u{1b}'), "{line:?}");
+    let line = strip_ansi(&line);
+    for field in DECISION_FIELDS {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    use std::ffi::OsStr;
+    assert!(logging::colour(true, None));
+    assert!(
+        logging::colour(true, Some(OsStr::new(""))),
+        "an empty NO_COLOR is unset"
+    );
+    assert!(!logging::colour(true, Some(OsStr::new("1"))));
+    assert!(
+        !logging::colour(false, None),
+        "a file or a pipe gets no escape codes"
+    );
 }
 
 /// `text` without ANSI escape sequences (`ESC [ ... m`).

@@ -51,14 +51,26 @@ where
     )
 }
 
-/// The human-readable subscriber, for a terminal.
-pub fn text_subscriber<W>(filter: impl Into<Filter>, writer: W) -> impl Subscriber + Send + Sync
+/// The human-readable subscriber, for a terminal; `colour` adds ANSI colours (see [`colour`]).
+pub fn text_subscriber<W>(
+    filter: impl Into<Filter>,
+    writer: W,
+    colour: bool,
+) -> impl Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::registry()
-        .with(filter.into())
-        .with(tracing_subscriber::fmt::layer().with_writer(writer))
+    tracing_subscriber::registry().with(filter.into()).with(
+        tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .with_writer(writer),
+    )
+}
+
+/// Whether text logs are coloured: only on a terminal, and not when `NO_COLOR` is set
+/// (`--log-format text` into a file or a log collector must not carry escape codes).
+pub fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The installed writer, for its count of dropped lines (see [`init`]).
@@ -105,7 +117,11 @@ where
     let installed = if json {
         json_subscriber(env_filter(), writer).try_init()
     } else {
-        text_subscriber(env_filter(), writer).try_init()
+        let colour = colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        text_subscriber(env_filter(), writer, colour).try_init()
     };
     installed.is_ok()
 }
