@@ -173,6 +173,9 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 6291456].
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Most HTTPS connections open at once; more wait until one closes [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// How often certificate, associations and config files are checked [default: 5s].
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     pub reload_interval: Option<Duration>,
@@ -258,6 +261,7 @@ impl ServeArgs {
             policy_default_mode: self.policy_default_mode,
             failure_policy: self.failure_policy,
             max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections,
             reload_interval: self.reload_interval,
             shutdown_grace: self.shutdown_grace,
             drain_timeout: self.drain_timeout,

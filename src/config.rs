@@ -179,6 +179,7 @@ pub struct PolicyFile {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServerFile {
     pub max_body_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
     pub reload_interval: Option<ConfigDuration>,
     pub shutdown_grace: Option<ConfigDuration>,
     pub drain_timeout: Option<ConfigDuration>,
@@ -478,6 +479,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// HTTPS connections open at once; at the cap new ones wait in the listen backlog.
+    pub max_connections: usize,
     /// How often certificate, associations and config files are checked for changes.
     pub reload_interval: Duration,
     /// After SIGTERM: how long to stay up (unready) so endpoints are removed before draining.
@@ -499,6 +502,7 @@ impl Default for ServerSettings {
             admin_listen: "0.0.0.0:8080".parse().expect("static address"),
             // Large pods (1,000 containers) stay far below this; the API server caps objects at 3 MiB.
             max_body_bytes: 6 * 1024 * 1024,
+            max_connections: crate::server::MAX_CONNECTIONS,
             reload_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(20),
@@ -601,6 +605,7 @@ pub struct Overrides {
     pub policy_default_mode: Option<PolicyMode>,
     pub failure_policy: Option<FailurePolicy>,
     pub max_body_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
     pub reload_interval: Option<Duration>,
     pub shutdown_grace: Option<Duration>,
     pub drain_timeout: Option<Duration>,
@@ -643,6 +648,16 @@ impl Settings {
             return Err(invalid(
                 "max-body-bytes",
                 "must be at least 1024 (a real AdmissionReview is several KiB)",
+            ));
+        }
+        server.max_connections = o
+            .max_connections
+            .or(sf.max_connections)
+            .unwrap_or(server.max_connections);
+        if server.max_connections == 0 {
+            return Err(invalid(
+                "max-connections",
+                "must be at least 1 (the API server needs a connection to reach the webhook)",
             ));
         }
         server.reload_interval = o
@@ -998,6 +1013,27 @@ policy:
         assert!(err.contains("server.idleTimeout"), "{err}");
         let err = resolve("{headerReadTimeout: 1ms}").unwrap_err().to_string();
         assert!(err.contains("server.headerReadTimeout"), "{err}");
+    }
+
+    #[test]
+    fn the_connection_cap_comes_from_a_flag_over_the_file_and_is_checked() {
+        let resolve = |server: &str, flag: Option<usize>| {
+            let text = format!("tls: {{selfSigned: true}}\nserver: {server}\n");
+            let file = parse_file_config(Path::new("c.yaml"), &text).unwrap();
+            let o = Overrides {
+                max_connections: flag,
+                ..Overrides::default()
+            };
+            Settings::resolve(file, None, o)
+        };
+        let max = |server, flag| resolve(server, flag).unwrap().server.max_connections;
+        assert_eq!(max("{}", None), 4096);
+        assert_eq!(max("{maxConnections: 64}", None), 64);
+        assert_eq!(max("{maxConnections: 64}", Some(128)), 128);
+        let err = resolve("{maxConnections: 0}", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max-connections"), "{err}");
     }
 
     #[test]

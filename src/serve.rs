@@ -209,6 +209,28 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     if settings.config_file.is_some() {
         metrics.record_loaded("config");
     }
+    let connection_limit = server::ConnectionLimit::new(settings.server.max_connections);
+    let observed = connection_limit.clone();
+    metrics.register_snapshot(move || {
+        vec![
+            FamilySnapshot::gauge(
+                "connections_open",
+                "HTTPS connections open now",
+                observed.open() as f64,
+            ),
+            FamilySnapshot::gauge(
+                "connections_max",
+                "Most HTTPS connections open at once (server.maxConnections)",
+                observed.max() as f64,
+            ),
+            FamilySnapshot {
+                name: "connection_limit_reached",
+                help: "Times every connection slot was taken and new connections had to wait",
+                kind: SampleKind::Counter,
+                samples: vec![(Vec::new(), observed.times_reached() as f64)],
+            },
+        ]
+    });
     let mut validator = Validator::new(policy, identities.clone());
     if let Some(store) = namespace_store {
         validator = validator.with_namespaces(store);
@@ -283,6 +305,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
             header_read: settings.server.header_read_timeout,
             idle: settings.server.idle_timeout,
         },
+        connection_limit,
     ));
     tasks.spawn(server::serve_admin(
         admin,

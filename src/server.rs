@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+mod limit;
 mod timeouts;
+pub use limit::{ConnectionLimit, MAX_CONNECTIONS};
 pub use timeouts::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, Limits};
 use timeouts::{Phase, TimedIo, Tracked};
 
@@ -25,7 +27,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves `router` over TLS on `listener` until `stop` is cancelled, then stops accepting and
 /// gives open connections `drain` to finish in-flight requests (keep-alive connections are
 /// closed once idle; HTTP/2 gets GOAWAY). HTTP/1.1 connections get `limits` (see
-/// `server/timeouts.rs`).
+/// `server/timeouts.rs`); at most `connections.max()` are open at once (`server/limit.rs`).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
@@ -33,6 +35,7 @@ pub async fn serve_tls(
     stop: CancellationToken,
     drain: Duration,
     limits: Limits,
+    connection_limit: ConnectionLimit,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
@@ -53,6 +56,10 @@ pub async fn serve_tls(
     let mut connections = tokio::task::JoinSet::new();
 
     loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => break,
+            slot = connection_limit.slot() => slot,
+        };
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             // Reap finished connections so the set stays the size of the open ones.
@@ -73,6 +80,8 @@ pub async fn serve_tls(
         let router = router.clone();
         let watcher = graceful.watcher();
         connections.spawn(async move {
+            // Held until the connection closes.
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

@@ -11,7 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use pod_identity_webhook::config::Settings;
 use pod_identity_webhook::serve::{self, Extras, Running};
-use support::{ControlledSource, TlsClient, carts_association, fixture, tls_stream};
+use support::{
+    ControlledSource, TlsClient, admin_get, carts_association, fixture, sample, tls_stream,
+};
 
 const HEADER_READ: Duration = Duration::from_millis(300);
 const IDLE: Duration = Duration::from_millis(1500);
@@ -19,18 +21,26 @@ const IDLE: Duration = Duration::from_millis(1500);
 const SLACK: Duration = Duration::from_secs(3);
 
 async fn start_with(extras: Extras) -> Running {
+    start_capped(extras, Settings::local().server.max_connections).await
+}
+
+async fn start_capped(extras: Extras, max_connections: usize) -> Running {
     let mut settings = Settings::local();
     settings.server.header_read_timeout = HEADER_READ;
     settings.server.idle_timeout = IDLE;
+    settings.server.max_connections = max_connections;
     serve::start_with(settings, extras).await.expect("starts")
 }
 
-async fn start() -> Running {
+fn carts_source() -> Extras {
     let source = ControlledSource::new(true, Duration::ZERO, Some(carts_association()));
-    start_with(Extras {
+    Extras {
         association_sources: vec![source],
-    })
-    .await
+    }
+}
+
+async fn start() -> Running {
+    start_with(carts_source()).await
 }
 
 async fn raw(running: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
@@ -183,4 +193,50 @@ async fn a_decision_slower_than_the_header_read_timeout_is_answered() {
 #[tokio::test]
 async fn an_idle_http2_connection_is_kept() {
     review_again_after(true, IDLE + HEADER_READ * 2).await;
+}
+
+async fn connection_metric(running: &Running, name: &str) -> f64 {
+    let (status, text) = admin_get(running.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let series = format!("pod_identity_webhook_{name}");
+    sample(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let running = start_capped(carts_source(), 2).await;
+    let (path, body) = fixture("pod-create-carts.mutate.json");
+    let mut first = TlsClient::to(&running, false).await;
+    let mut second = TlsClient::to(&running, true).await;
+    for c in [&mut first, &mut second] {
+        assert_eq!(c.review(&path, body.clone()).await.unwrap().status, 200);
+    }
+    assert_eq!(connection_metric(&running, "connections_open").await, 2.0);
+    assert_eq!(connection_metric(&running, "connections_max").await, 2.0);
+
+    // The third waits in the listen backlog: connected, but its handshake is not answered.
+    let ca = running.self_signed_ca_pem.clone().unwrap();
+    let addr = running.https_addr;
+    let third = tokio::spawn(async move { tls_stream(addr, &ca, false).await });
+    tokio::time::sleep(HEADER_READ).await;
+    assert!(!third.is_finished(), "a connection beyond the cap waits");
+    assert_eq!(
+        connection_metric(&running, "connection_limit_reached_total").await,
+        1.0
+    );
+    // Those already open keep being served.
+    assert_eq!(
+        second.review(&path, body.clone()).await.unwrap().status,
+        200
+    );
+
+    drop(first);
+    let mut third = tokio::time::timeout(SLACK, third)
+        .await
+        .expect("a closed connection lets the waiting one in")
+        .unwrap()
+        .expect("handshake");
+    third.write_all(&request(&body)).await.unwrap();
+    assert_eq!(read_answer(&mut third).await, "HTTP/1.1 200 OK");
+    assert_eq!(connection_metric(&running, "connections_open").await, 2.0);
 }

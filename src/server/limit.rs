@@ -1,0 +1,117 @@
+//! A cap on open HTTPS connections (`server.maxConnections`).
+//!
+//! Why: each connection holds a file descriptor and buffers until a timeout ends it, so clients
+//! that open connections and then trickle bytes (or none) could otherwise pile up until the
+//! process runs out of descriptors, and then every admission fails. At the cap the webhook stops
+//! accepting; new connections wait in the kernel's listen backlog and are taken as soon as one
+//! closes, so a burst is delayed rather than refused. The count costs a semaphore permit per
+//! connection, nothing per request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Default `server.maxConnections`: far above what API servers open (their webhook clients keep
+/// up to a few hundred connections per webhook), far below a pod's usual descriptor limit.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Open connections against their cap, shared by the accept loop and the metrics.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    max: usize,
+    slots: Arc<Semaphore>,
+    /// Times the accept loop found every slot taken and waited for one.
+    reached: AtomicU64,
+}
+
+/// One open connection's slot; dropping it (the connection closed) frees the slot.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl ConnectionLimit {
+    /// `max` is at least 1 (the configuration refuses 0).
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(Inner {
+                max,
+                slots: Arc::new(Semaphore::new(max)),
+                reached: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A slot for the next connection, waiting while all are taken (counted, and logged when
+    /// the wait begins).
+    pub async fn slot(&self) -> Slot {
+        if let Ok(permit) = self.inner.slots.clone().try_acquire_owned() {
+            return Slot(permit);
+        }
+        self.inner.reached.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            max_connections = self.inner.max,
+            "connection limit reached; new connections wait until one closes (server.maxConnections)"
+        );
+        // The semaphore is never closed.
+        let permit = self.inner.slots.clone().acquire_owned().await;
+        Slot(permit.expect("the connection semaphore is never closed"))
+    }
+
+    pub fn max(&self) -> usize {
+        self.inner.max
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.inner.max - self.inner.slots.available_permits()
+    }
+
+    /// How many times the limit was reached.
+    pub fn times_reached(&self) -> u64 {
+        self.inner.reached.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn slots_are_counted_and_the_next_connection_waits_for_a_free_one() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.slot().await;
+        let _b = limit.slot().await;
+        assert_eq!(limit.open(), 2);
+        assert_eq!(limit.times_reached(), 0);
+
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.slot().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a third connection waits at the cap"
+        );
+        assert_eq!(limit.times_reached(), 1);
+
+        drop(a);
+        let _c = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a closed connection frees its slot")
+            .unwrap();
+        assert_eq!(limit.open(), 2);
+    }
+
+    #[test]
+    fn a_cap_of_zero_still_lets_one_connection_in() {
+        assert_eq!(ConnectionLimit::new(0).max(), 1);
+    }
+}
