@@ -1,10 +1,12 @@
 //! Admission decisions without HTTP, on the real API server captures (issue 6, benchmarks):
-//! - `parse/<fixture>`: the one-pass read of the review and its pod alone (how much of the
-//!   admission is JSON parsing).
+//! - `parse/<fixture>`: the one-pass read of the review and its pod alone, as the server reads it
+//!   (`Review::<PodView>::parse_pod`, the hand-written reader of `admission/scan.rs`), and
+//!   `parse_serde/<fixture>` the same read done by serde (`Review::<PodView>::parse_as`), the
+//!   reader it falls back to.
 //! - `mutate_pod/<fixture>`: the pure path: parse the AdmissionReview, read the pod, compute the
 //!   patch, build and serialise the response.
 //! - `mutator/<fixture>`: what the server does on `/mutate`: the review and its pod read in one
-//!   pass (`Review::<PodView>::parse_as`), `Mutator::review_pod` (identity lookup in an in-memory
+//!   pass (`Review::<PodView>::parse_pod`), `Mutator::review_pod` (identity lookup in an in-memory
 //!   associations source of 5,000 entries), the response serialised.
 //! - `validator/<fixture>`: what the server does on `/validate`: the review and its object read in
 //!   one pass (`validate::read_review`), `Validator::review_object` (enforce mode, role allowlist,
@@ -84,6 +86,14 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
+            b.iter(|| black_box(Review::<PodView>::parse_pod(black_box(&body)).unwrap()))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("parse_serde");
+    for (name, body) in fixtures(".mutate.json") {
+        group.bench_function(&name, |b| {
             b.iter(|| black_box(Review::<PodView>::parse_as(black_box(&body)).unwrap()))
         });
     }
@@ -125,7 +135,7 @@ fn bench(c: &mut Criterion) {
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
             b.iter(|| {
-                let review = Review::<PodView>::parse_as(black_box(&body)).unwrap();
+                let review = Review::<PodView>::parse_pod(black_box(&body)).unwrap();
                 let decision = runtime.block_on(mutator.review_pod(&review.request, budget));
                 black_box(response_body(&review.api_version, &decision.response))
             })

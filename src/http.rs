@@ -180,7 +180,7 @@ async fn handle(
     // answers with the precise error.
     match endpoint {
         Endpoint::Mutate => {
-            if let Ok(review) = Review::<PodView>::parse_as(&body) {
+            if let Ok(review) = Review::<PodView>::parse_pod(&body) {
                 let decision = app.mutator.review_pod(&review.request, budget);
                 return answer(&app, name, &review, decision, start).await;
             }

@@ -351,7 +351,7 @@ async fn the_one_pass_pod_path_decides_exactly_like_the_raw_path() {
     for (name, body) in bodies {
         let raw = Review::parse(&body).unwrap();
         let slow = mutator.review(&raw.request, budget).await;
-        let fast = match Review::<PodView>::parse_as(&body) {
+        let fast = match Review::<PodView>::parse_pod(&body) {
             Ok(review) => mutator.review_pod(&review.request, budget).await,
             // The handler falls back to the raw path: nothing to compare.
             Err(_) => {

@@ -7,6 +7,7 @@ pub mod json;
 pub mod mutate;
 pub mod pod;
 pub mod review;
+pub mod scan;
 pub mod text;
 pub mod validate;
 
@@ -142,7 +143,7 @@ impl Mutator {
     }
 
     /// [`Mutator::review`] for a request whose pod was read in the same pass as the review
-    /// ([`Review::parse_as`](review::Review::parse_as)): the same decision, one parse fewer.
+    /// ([`Review::parse_pod`](review::Review::parse_pod)): the same decision, one parse fewer.
     pub async fn review_pod(
         &self,
         req: &AdmissionRequest<'_, PodView<'_>>,

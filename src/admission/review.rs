@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::json::{self, WriteJson};
+use super::pod::PodView;
 use super::text::Text;
 
 /// API versions the API server may send; the response echoes the one received.
@@ -61,14 +62,11 @@ pub struct GroupVersionResource<'a> {
     pub resource: Text<'a>,
 }
 
-/// Who sent the request. Borrowed from the body: no decision reads it today, and the group list
-/// of a real user is long.
+/// Who sent the request (for messages). No decision reads its groups, so they are skipped.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UserInfo<'a> {
     #[serde(default, borrow)]
     pub username: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub groups: Option<&'a RawValue>,
 }
 
 /// One admission request, borrowing from the request body (its strings are [`Text`]). The
@@ -156,15 +154,39 @@ impl<'a, O: Deserialize<'a>> Review<'a, O> {
         })?;
         let raw: ReviewIn<'a, O> =
             serde_json::from_str(body).map_err(|e| ReviewError::Json(one_line(&e)))?;
-        let api_version = raw.api_version.unwrap_or_default();
+        Self::checked(raw.api_version, raw.kind, raw.request)
+    }
+}
+
+impl<'a> Review<'a, PodView<'a>> {
+    /// [`Review::parse_as`] for a pod: the same review, read by the hand-written reader
+    /// (`admission/scan.rs`) when the body has the shape the API server sends, else by serde.
+    pub fn parse_pod(body: &'a [u8]) -> Result<Self, ReviewError> {
+        if let Ok(text) = std::str::from_utf8(body)
+            && let Some((api_version, kind, request)) = super::scan::pod_review(text)
+        {
+            return Self::checked(api_version, kind, request);
+        }
+        Self::parse_as(body)
+    }
+}
+
+impl<'a, O> Review<'a, O> {
+    /// The checks of a read review (SPEC §4), whichever reader read it.
+    pub(crate) fn checked(
+        api_version: Option<Text<'a>>,
+        kind: Option<Text<'a>>,
+        request: Option<AdmissionRequest<'a, O>>,
+    ) -> Result<Self, ReviewError> {
+        let api_version = api_version.unwrap_or_default();
         if !SUPPORTED_API_VERSIONS.contains(&&*api_version) {
             return Err(ReviewError::ApiVersion(api_version.to_string()));
         }
-        match raw.kind.as_deref() {
+        match kind.as_deref() {
             Some("AdmissionReview") => {}
             other => return Err(ReviewError::Kind(other.unwrap_or_default().to_string())),
         }
-        let request = raw.request.ok_or(ReviewError::NoRequest)?;
+        let request = request.ok_or(ReviewError::NoRequest)?;
         if request.uid.trim().is_empty() {
             return Err(ReviewError::EmptyUid);
         }

@@ -23,9 +23,21 @@ impl Deref for Text<'_> {
     }
 }
 
-impl Text<'_> {
+impl<'a> Text<'a> {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub(crate) fn borrowed(s: &'a str) -> Self {
+        Self(Cow::Borrowed(s))
+    }
+
+    pub(crate) fn owned(s: String) -> Self {
+        Self(Cow::Owned(s))
+    }
+
+    pub(crate) fn into_cow(self) -> Cow<'a, str> {
+        self.0
     }
 }
 
@@ -81,6 +93,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 pub struct RawText<'a>(&'a str);
 
 impl<'a> RawText<'a> {
+    /// `literal` is a whole JSON string literal, quotes included, already checked as one.
+    pub(crate) fn from_literal(literal: &'a str) -> Self {
+        debug_assert!(literal.len() >= 2 && literal.starts_with('"') && literal.ends_with('"'));
+        Self(literal)
+    }
+
     /// The value. A string with a lone UTF-16 surrogate escape (`"\ud800"`: valid JSON, not
     /// valid text) reads with U+FFFD in its place, as the API server itself reads it.
     pub fn get(&self) -> Cow<'a, str> {
@@ -169,6 +187,10 @@ impl<V> Default for StrMap<'_, V> {
 }
 
 impl<'a, V> StrMap<'a, V> {
+    pub(crate) fn from_members(members: Vec<(Text<'a>, V)>) -> Self {
+        Self(members)
+    }
+
     pub fn get(&self, key: &str) -> Option<&V> {
         self.0
             .iter()
