@@ -91,8 +91,14 @@ impl<'a> Reader<'a> {
     }
     /// The next byte after whitespace, not consumed.
     fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.b.get(self.i).copied()
+        // The API server sends compact JSON: no whitespace to pass over, most of the time.
+        match self.b.get(self.i) {
+            Some(&c) if c > b' ' => Some(c),
+            _ => {
+                self.ws();
+                self.b.get(self.i).copied()
+            }
+        }
     }
     fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.i += 1)
