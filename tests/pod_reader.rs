@@ -255,5 +255,8 @@ fn random_edits_of_a_review_never_make_the_readers_disagree() {
     }
     // Many edits land inside strings or swap equivalent bytes: the hand-written reader still
     // reads those, so this compares real readings, not only refusals.
-    assert!(read_by_hand > 500, "only {read_by_hand} edited reviews read by hand");
+    assert!(
+        read_by_hand > 500,
+        "only {read_by_hand} edited reviews read by hand"
+    );
 }

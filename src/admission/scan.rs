@@ -7,8 +7,8 @@
 //! crosses the inside of a string eight bytes at a time.
 //!
 //! It reads the shape the API server sends and nothing else. Anything unusual (invalid JSON
-//! anywhere, a duplicate field, an escaped field name, `null` where the view wants a value, an
-//! `oldObject`, nesting deeper than serde_json allows) makes it answer `None`, and the caller
+//! anywhere, a duplicate field, `null` where the view wants a value, an `oldObject`, nesting
+//! deeper than serde_json allows) makes it answer `None`, and the caller
 //! reads the body with serde as before, which also gives the precise error. It never decides
 //! anything serde would decide differently: the tests hold the two to the same view on every
 //! capture, on every truncation of one, and on variants of them.
@@ -23,12 +23,14 @@ use super::text::{RawText, StrMap, Text};
 
 /// serde_json's nesting limit; deeper input is left to it (it refuses it).
 const MAX_DEPTH: usize = 128;
+
 /// What [`pod_review`] reads: `apiVersion`, `kind` and the request, for `Review::checked`.
 pub type PodReviewParts<'a> = (
     Option<Text<'a>>,
     Option<Text<'a>>,
     Option<AdmissionRequest<'a, PodView<'a>>>,
 );
+
 /// Reads a review whose object is a pod; `None` when the body is not of the usual shape (see
 /// the module's comment), never a different reading.
 pub fn pod_review(body: &str) -> Option<PodReviewParts<'_>> {
@@ -49,6 +51,7 @@ pub fn pod_review(body: &str) -> Option<PodReviewParts<'_>> {
     // Only whitespace may follow the document.
     (r.i == r.b.len()).then_some((api_version, kind, request))
 }
+
 /// An object's member name as written (quotes included).
 struct Key<'a> {
     literal: &'a str,
@@ -71,11 +74,13 @@ impl<'a> Key<'a> {
 /// Which fields of one object were read already (serde refuses a duplicate field).
 #[derive(Default)]
 struct Seen(u32);
+
 struct Reader<'a> {
     text: &'a str,
     b: &'a [u8],
     i: usize,
 }
+
 impl<'a> Reader<'a> {
     fn new(text: &'a str) -> Self {
         Self {
@@ -549,6 +554,7 @@ impl<'a> Reader<'a> {
         Some(v)
     }
 }
+
 /// The index of the first `"`, `\` or control character at or after `i` (or the length),
 /// eight bytes at a time. In each word, a flagged byte's lowest set bit is exact: the tricks
 /// below can only flag bytes falsely above a truly flagged one.
