@@ -89,11 +89,13 @@ impl<'a> Reader<'a> {
             i: 0,
         }
     }
+
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
             self.i += 1;
         }
     }
+
     /// The next byte after whitespace, not consumed.
     fn peek(&mut self) -> Option<u8> {
         // The API server sends compact JSON: no whitespace to pass over, most of the time.
@@ -105,9 +107,11 @@ impl<'a> Reader<'a> {
             }
         }
     }
+
     fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.i += 1)
     }
+
     /// Reads field number `bit` of an object with `read`, refusing it the second time.
     fn once(
         &mut self,
@@ -121,6 +125,7 @@ impl<'a> Reader<'a> {
         seen.0 |= 1 << bit;
         read(self)
     }
+
     /// An optional value: `null` is `None` (as serde reads `Option`), anything else `read`.
     fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         if self.peek()? == b'n' {
@@ -129,6 +134,7 @@ impl<'a> Reader<'a> {
         }
         read(self).map(Some)
     }
+
     /// At a string: its literal's bounds (quotes included) and whether it has escapes.
     fn string(&mut self) -> Option<(usize, usize, bool)> {
         if self.peek()? != b'"' {
@@ -163,6 +169,7 @@ impl<'a> Reader<'a> {
             }
         }
     }
+
     /// A string value, borrowed unless it had escapes to undo.
     fn text(&mut self) -> Option<Text<'a>> {
         let (start, end, escaped) = self.string()?;
@@ -174,10 +181,12 @@ impl<'a> Reader<'a> {
             .ok()
             .map(Text::owned)
     }
+
     fn raw_text(&mut self) -> Option<RawText<'a>> {
         let (start, end, _) = self.string()?;
         Some(RawText::from_literal(&self.text[start..end]))
     }
+
     fn boolean(&mut self) -> Option<bool> {
         match self.peek()? {
             b't' => self.literal(b"true").map(|()| true),
@@ -185,6 +194,7 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         if self.b.get(self.i..self.i + word.len())? == word {
             self.i += word.len();
@@ -193,6 +203,7 @@ impl<'a> Reader<'a> {
             None
         }
     }
+
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
     fn number(&mut self) -> Option<()> {
         let digits = |b: &[u8], mut i: usize| {
@@ -232,6 +243,7 @@ impl<'a> Reader<'a> {
         self.i = i;
         Some(())
     }
+
     /// Any value, checked and passed over; `depth` is the nesting of the value's container.
     fn skip(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
@@ -245,6 +257,7 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+
     /// An object, `member(reader, key, depth)` reading each member's value.
     fn object(
         &mut self,
@@ -313,6 +326,22 @@ impl<'a> Reader<'a> {
             }
         }
     }
+
+    /// A struct of the view, `member(reader, view, seen, name, depth)` reading the fields it
+    /// knows into `view` (each once) and passing over the rest.
+    fn view<T: Default>(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, &mut T, &mut Seen, &str, usize) -> Option<()>,
+    ) -> Option<T> {
+        let mut view = T::default();
+        let mut seen = Seen::default();
+        self.fields(depth, |r, key, depth| {
+            member(r, &mut view, &mut seen, key, depth)
+        })?;
+        Some(view)
+    }
+
     /// A list of objects read by `read`.
     fn list<T>(
         &mut self,
@@ -326,6 +355,7 @@ impl<'a> Reader<'a> {
         })?;
         Some(items)
     }
+
     /// A map of strings, keys unescaped as serde reads them, in order (duplicates kept).
     fn map<V>(
         &mut self,
@@ -355,6 +385,7 @@ impl<'a> Reader<'a> {
             }
         }
     }
+
     fn request(&mut self, depth: usize) -> Option<AdmissionRequest<'a, PodView<'a>>> {
         let mut seen = Seen::default();
         let (mut uid, mut kind, mut operation) = (None, None, None);
@@ -395,10 +426,12 @@ impl<'a> Reader<'a> {
             dry_run,
         })
     }
+
     fn literal_null(&mut self) -> Option<()> {
         self.peek()?;
         self.literal(b"null")
     }
+
     fn operation(&mut self) -> Option<Operation> {
         let (start, end, escaped) = self.string()?;
         if escaped {
@@ -412,146 +445,153 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+
     fn gvk(&mut self, depth: usize) -> Option<GroupVersionKind<'a>> {
-        let mut v = GroupVersionKind::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "group" => r.once(&mut seen, 0, |r| r.text().map(|t| v.group = t)),
-            "version" => r.once(&mut seen, 1, |r| r.text().map(|t| v.version = t)),
-            "kind" => r.once(&mut seen, 2, |r| r.text().map(|t| v.kind = t)),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut GroupVersionKind<'a>, seen, key, depth| match key {
+                "group" => r.once(seen, 0, |r| r.text().map(|t| v.group = t)),
+                "version" => r.once(seen, 1, |r| r.text().map(|t| v.version = t)),
+                "kind" => r.once(seen, 2, |r| r.text().map(|t| v.kind = t)),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn gvr(&mut self, depth: usize) -> Option<GroupVersionResource<'a>> {
-        let mut v = GroupVersionResource::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "group" => r.once(&mut seen, 0, |r| r.text().map(|t| v.group = t)),
-            "version" => r.once(&mut seen, 1, |r| r.text().map(|t| v.version = t)),
-            "resource" => r.once(&mut seen, 2, |r| r.text().map(|t| v.resource = t)),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut GroupVersionResource<'a>, seen, key, depth| match key {
+                "group" => r.once(seen, 0, |r| r.text().map(|t| v.group = t)),
+                "version" => r.once(seen, 1, |r| r.text().map(|t| v.version = t)),
+                "resource" => r.once(seen, 2, |r| r.text().map(|t| v.resource = t)),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn user_info(&mut self, depth: usize) -> Option<UserInfo<'a>> {
-        let mut v = UserInfo::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "username" => r.once(&mut seen, 0, |r| {
-                r.opt(Self::text)
-                    .map(|t| v.username = t.map(Text::into_cow))
-            }),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut UserInfo<'a>, seen, key, depth| match key {
+                "username" => r.once(seen, 0, |r| {
+                    r.opt(Self::text)
+                        .map(|t| v.username = t.map(Text::into_cow))
+                }),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn pod(&mut self, depth: usize) -> Option<PodView<'a>> {
-        let mut v = PodView::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "metadata" => r.once(&mut seen, 0, |r| r.metadata(depth).map(|m| v.metadata = m)),
-            "spec" => r.once(&mut seen, 1, |r| r.spec(depth).map(|s| v.spec = s)),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut PodView<'a>, seen, key, depth| match key {
+                "metadata" => r.once(seen, 0, |r| r.metadata(depth).map(|m| v.metadata = m)),
+                "spec" => r.once(seen, 1, |r| r.spec(depth).map(|s| v.spec = s)),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn metadata(&mut self, depth: usize) -> Option<MetaView<'a>> {
-        let mut v = MetaView::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "name" => r.once(&mut seen, 0, |r| r.opt(Self::text).map(|t| v.name = t)),
-            "generateName" => r.once(&mut seen, 1, |r| {
-                r.opt(Self::text).map(|t| v.generate_name = t)
-            }),
-            "namespace" => r.once(&mut seen, 2, |r| r.opt(Self::text).map(|t| v.namespace = t)),
-            "labels" => r.once(&mut seen, 3, |r| {
-                r.opt(|r| r.map(depth, Self::text)).map(|m| v.labels = m)
-            }),
-            "annotations" => r.once(&mut seen, 4, |r| {
-                r.opt(|r| r.map(depth, Self::raw_text))
-                    .map(|m| v.annotations = m)
-            }),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut MetaView<'a>, seen, key, depth| match key {
+                "name" => r.once(seen, 0, |r| r.opt(Self::text).map(|t| v.name = t)),
+                "generateName" => {
+                    r.once(seen, 1, |r| r.opt(Self::text).map(|t| v.generate_name = t))
+                }
+                "namespace" => r.once(seen, 2, |r| r.opt(Self::text).map(|t| v.namespace = t)),
+                "labels" => r.once(seen, 3, |r| {
+                    r.opt(|r| r.map(depth, Self::text)).map(|m| v.labels = m)
+                }),
+                "annotations" => r.once(seen, 4, |r| {
+                    r.opt(|r| r.map(depth, Self::raw_text))
+                        .map(|m| v.annotations = m)
+                }),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn spec(&mut self, depth: usize) -> Option<SpecView<'a>> {
-        let mut v = SpecView::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "serviceAccountName" => r.once(&mut seen, 0, |r| {
-                r.opt(Self::text).map(|t| v.service_account_name = t)
-            }),
-            "serviceAccount" => r.once(&mut seen, 1, |r| {
-                r.opt(Self::text).map(|t| v.service_account = t)
-            }),
-            "containers" => r.once(&mut seen, 2, |r| {
-                r.opt(|r| r.list(depth, Self::container))
-                    .map(|c| v.containers = c)
-            }),
-            "initContainers" => r.once(&mut seen, 3, |r| {
-                r.opt(|r| r.list(depth, Self::container))
-                    .map(|c| v.init_containers = c)
-            }),
-            "volumes" => r.once(&mut seen, 4, |r| {
-                r.opt(|r| r.list(depth, Self::named)).map(|l| v.volumes = l)
-            }),
-            "nodeSelector" => r.once(&mut seen, 5, |r| {
-                r.opt(|r| r.map(depth, Self::text))
-                    .map(|m| v.node_selector = m)
-            }),
-            "hostNetwork" => r.once(&mut seen, 6, |r| {
-                r.opt(Self::boolean).map(|b| v.host_network = b)
-            }),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut SpecView<'a>, seen, key, depth| match key {
+                "serviceAccountName" => r.once(seen, 0, |r| {
+                    r.opt(Self::text).map(|t| v.service_account_name = t)
+                }),
+                "serviceAccount" => r.once(seen, 1, |r| {
+                    r.opt(Self::text).map(|t| v.service_account = t)
+                }),
+                "containers" => r.once(seen, 2, |r| {
+                    r.opt(|r| r.list(depth, Self::container))
+                        .map(|c| v.containers = c)
+                }),
+                "initContainers" => r.once(seen, 3, |r| {
+                    r.opt(|r| r.list(depth, Self::container))
+                        .map(|c| v.init_containers = c)
+                }),
+                "volumes" => r.once(seen, 4, |r| {
+                    r.opt(|r| r.list(depth, Self::named)).map(|l| v.volumes = l)
+                }),
+                "nodeSelector" => r.once(seen, 5, |r| {
+                    r.opt(|r| r.map(depth, Self::text))
+                        .map(|m| v.node_selector = m)
+                }),
+                "hostNetwork" => r.once(seen, 6, |r| {
+                    r.opt(Self::boolean).map(|b| v.host_network = b)
+                }),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn container(&mut self, depth: usize) -> Option<ContainerView<'a>> {
-        let mut v = ContainerView::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "name" => r.once(&mut seen, 0, |r| r.text().map(|t| v.name = t)),
-            "env" => r.once(&mut seen, 1, |r| {
-                r.opt(|r| r.list(depth, Self::env)).map(|e| v.env = e)
-            }),
-            "volumeMounts" => r.once(&mut seen, 2, |r| {
-                r.opt(|r| r.list(depth, Self::mount))
-                    .map(|m| v.volume_mounts = m)
-            }),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut ContainerView<'a>, seen, key, depth| match key {
+                "name" => r.once(seen, 0, |r| r.text().map(|t| v.name = t)),
+                "env" => r.once(seen, 1, |r| {
+                    r.opt(|r| r.list(depth, Self::env)).map(|e| v.env = e)
+                }),
+                "volumeMounts" => r.once(seen, 2, |r| {
+                    r.opt(|r| r.list(depth, Self::mount))
+                        .map(|m| v.volume_mounts = m)
+                }),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn env(&mut self, depth: usize) -> Option<EnvView<'a>> {
-        let mut v = EnvView::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "name" => r.once(&mut seen, 0, |r| r.text().map(|t| v.name = t)),
-            "value" => r.once(&mut seen, 1, |r| r.opt(Self::text).map(|t| v.value = t)),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut EnvView<'a>, seen, key, depth| match key {
+                "name" => r.once(seen, 0, |r| r.text().map(|t| v.name = t)),
+                "value" => r.once(seen, 1, |r| r.opt(Self::text).map(|t| v.value = t)),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn mount(&mut self, depth: usize) -> Option<MountView<'a>> {
-        let mut v = MountView::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "name" => r.once(&mut seen, 0, |r| r.text().map(|t| v.name = t)),
-            "mountPath" => r.once(&mut seen, 1, |r| r.text().map(|t| v.mount_path = t)),
-            _ => r.skip(depth),
-        })?;
-        Some(v)
+        self.view(
+            depth,
+            |r, v: &mut MountView<'a>, seen, key, depth| match key {
+                "name" => r.once(seen, 0, |r| r.text().map(|t| v.name = t)),
+                "mountPath" => r.once(seen, 1, |r| r.text().map(|t| v.mount_path = t)),
+                _ => r.skip(depth),
+            },
+        )
     }
+
     fn named(&mut self, depth: usize) -> Option<Named<'a>> {
-        let mut v = Named::default();
-        let mut seen = Seen::default();
-        self.fields(depth, |r, key, depth| match key {
-            "name" => r.once(&mut seen, 0, |r| r.text().map(|t| v.name = t)),
+        self.view(depth, |r, v: &mut Named<'a>, seen, key, depth| match key {
+            "name" => r.once(seen, 0, |r| r.text().map(|t| v.name = t)),
             _ => r.skip(depth),
-        })?;
-        Some(v)
+        })
     }
 }
 
@@ -602,6 +642,7 @@ mod tests {
             assert_eq!(plain_run(text.as_bytes(), 0), at, "{text:?}");
         }
     }
+
     #[test]
     fn the_word_scan_finds_what_a_byte_scan_finds() {
         let odd = [
