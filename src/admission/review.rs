@@ -92,8 +92,6 @@ pub struct AdmissionRequest<'a, O = &'a RawValue> {
     pub user_info: UserInfo<'a>,
     #[serde(default)]
     pub object: Option<O>,
-    #[serde(default, borrow)]
-    pub old_object: Option<&'a RawValue>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -122,9 +120,6 @@ impl AdmissionRequest<'_> {
     /// The object, treating an explicit JSON `null` like an absent one.
     pub fn object(&self) -> Option<&RawValue> {
         self.object.filter(|o| o.get() != "null")
-    }
-    pub fn old_object(&self) -> Option<&RawValue> {
-        self.old_object.filter(|o| o.get() != "null")
     }
 }
 
@@ -339,7 +334,6 @@ mod tests {
         let r = Review::parse(MINIMAL.as_bytes()).unwrap();
         assert_eq!(r.request.uid, "u1");
         assert_eq!(r.request.object().unwrap().get(), r#"{"a":1}"#);
-        assert!(r.request.old_object().is_none());
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! crosses the inside of a string eight bytes at a time.
 //!
 //! It reads the shape the API server sends and nothing else. Anything unusual (invalid JSON
-//! anywhere, a duplicate field, `null` where the view wants a value, an `oldObject`, nesting
-//! deeper than serde_json allows) makes it answer `None`, and the caller
+//! anywhere, a duplicate field, `null` where the view wants a value, nesting deeper than
+//! serde_json allows) makes it answer `None`, and the caller
 //! reads the body with serde as before, which also gives the precise error. It never decides
 //! anything serde would decide differently: the tests hold the two to the same view on every
 //! capture, on every truncation of one, and on variants of them.
@@ -407,9 +407,7 @@ impl<'a> Reader<'a> {
             "object" => r.once(&mut seen, 8, |r| {
                 r.opt(|r| r.pod(depth)).map(|v| object = v)
             }),
-            // A raw slice of the body only serde can make; pods are mutated on CREATE, without.
-            "oldObject" => r.once(&mut seen, 9, |r| r.literal_null()),
-            "dryRun" => r.once(&mut seen, 10, |r| r.opt(Self::boolean).map(|v| dry_run = v)),
+            "dryRun" => r.once(&mut seen, 9, |r| r.opt(Self::boolean).map(|v| dry_run = v)),
             _ => r.skip(depth),
         })?;
         Some(AdmissionRequest {
@@ -422,14 +420,8 @@ impl<'a> Reader<'a> {
             operation: operation?,
             user_info,
             object,
-            old_object: None,
             dry_run,
         })
-    }
-
-    fn literal_null(&mut self) -> Option<()> {
-        self.peek()?;
-        self.literal(b"null")
     }
 
     fn operation(&mut self) -> Option<Operation> {
