@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 
 use super::json::{self, WriteJson};
 use super::pod::PodView;
+use super::scan;
 use super::text::Text;
+use crate::policy::workload::ObjectView;
 
 /// API versions the API server may send; the response echoes the one received.
 pub const SUPPORTED_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -157,8 +159,25 @@ impl<'a> Review<'a, PodView<'a>> {
     /// [`Review::parse_as`] for a pod: the same review, read by the hand-written reader
     /// (`admission/scan.rs`) when the body has the shape the API server sends, else by serde.
     pub fn parse_pod(body: &'a [u8]) -> Result<Self, ReviewError> {
+        Self::parse_scanned(body, scan::pod_review)
+    }
+}
+
+impl<'a> Review<'a, ObjectView<'a>> {
+    /// [`Review::parse_as`] for any object `/validate` checks, read as [`Review::parse_pod`]
+    /// reads a pod.
+    pub fn parse_object(body: &'a [u8]) -> Result<Self, ReviewError> {
+        Self::parse_scanned(body, scan::object_review)
+    }
+}
+
+impl<'a, O: Deserialize<'a>> Review<'a, O> {
+    fn parse_scanned(
+        body: &'a [u8],
+        scan: fn(&'a str) -> Option<scan::ReviewParts<'a, O>>,
+    ) -> Result<Self, ReviewError> {
         if let Ok(text) = std::str::from_utf8(body)
-            && let Some((api_version, kind, request)) = super::scan::pod_review(text)
+            && let Some((api_version, kind, request)) = scan(text)
         {
             return Self::checked(api_version, kind, request);
         }

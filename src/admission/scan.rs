@@ -1,5 +1,6 @@
-//! The `/mutate` path's reader: an AdmissionReview and its pod read in one hand-written pass,
-//! into the same view serde builds (`Review<PodView>`).
+//! The admission endpoints' reader: an AdmissionReview and its object read in one hand-written
+//! pass, into the same view serde builds (`Review<PodView>` on `/mutate`, `Review<ObjectView>`
+//! on `/validate`).
 //!
 //! Why: serde_json spent most of a pod's read on what the view does not hold (`managedFields`,
 //! tolerations, the `kube-api-access` volume, the container's image and resources...), walking
@@ -20,20 +21,34 @@ use super::review::{
     AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo,
 };
 use super::text::{RawText, StrMap, Text};
+use crate::policy::workload::{ObjectView, Shape, SpecRead, WorkloadKind};
 
 /// serde_json's nesting limit; deeper input is left to it (it refuses it).
 const MAX_DEPTH: usize = 128;
 
-/// What [`pod_review`] reads: `apiVersion`, `kind` and the request, for `Review::checked`.
-pub type PodReviewParts<'a> = (
+/// What a review reads to: `apiVersion`, `kind` and the request, for `Review::checked`.
+pub type ReviewParts<'a, O> = (
     Option<Text<'a>>,
     Option<Text<'a>>,
-    Option<AdmissionRequest<'a, PodView<'a>>>,
+    Option<AdmissionRequest<'a, O>>,
 );
 
 /// Reads a review whose object is a pod; `None` when the body is not of the usual shape (see
 /// the module's comment), never a different reading.
-pub fn pod_review(body: &str) -> Option<PodReviewParts<'_>> {
+pub fn pod_review(body: &str) -> Option<ReviewParts<'_, PodView<'_>>> {
+    review(body, Reader::pod)
+}
+
+/// Reads a review whose object is read as an [`ObjectView`] (any object `/validate` checks);
+/// `None` as for [`pod_review`].
+pub fn object_review(body: &str) -> Option<ReviewParts<'_, ObjectView<'_>>> {
+    review(body, Reader::object_view)
+}
+
+fn review<'a, O>(
+    body: &'a str,
+    object: fn(&mut Reader<'a>, usize) -> Option<O>,
+) -> Option<ReviewParts<'a, O>> {
     let mut r = Reader::new(body);
     let (mut api_version, mut kind, mut request) = (None, None, None);
     let mut seen = Seen::default();
@@ -43,7 +58,7 @@ pub fn pod_review(body: &str) -> Option<PodReviewParts<'_>> {
         }),
         "kind" => r.once(&mut seen, 1, |r| r.opt(|r| r.text()).map(|v| kind = v)),
         "request" => r.once(&mut seen, 2, |r| {
-            r.opt(|r| r.request(depth)).map(|v| request = v)
+            r.opt(|r| r.request(depth, object)).map(|v| request = v)
         }),
         _ => r.skip(depth),
     })?;
@@ -386,7 +401,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn request(&mut self, depth: usize) -> Option<AdmissionRequest<'a, PodView<'a>>> {
+    fn request<O>(
+        &mut self,
+        depth: usize,
+        read_object: fn(&mut Self, usize) -> Option<O>,
+    ) -> Option<AdmissionRequest<'a, O>> {
         let mut seen = Seen::default();
         let (mut uid, mut kind, mut operation) = (None, None, None);
         let mut resource = GroupVersionResource::default();
@@ -405,7 +424,7 @@ impl<'a> Reader<'a> {
             "operation" => r.once(&mut seen, 6, |r| r.operation().map(|v| operation = Some(v))),
             "userInfo" => r.once(&mut seen, 7, |r| r.user_info(depth).map(|v| user_info = v)),
             "object" => r.once(&mut seen, 8, |r| {
-                r.opt(|r| r.pod(depth)).map(|v| object = v)
+                r.opt(|r| read_object(r, depth)).map(|v| object = v)
             }),
             "dryRun" => r.once(&mut seen, 9, |r| r.opt(Self::boolean).map(|v| dry_run = v)),
             _ => r.skip(depth),
@@ -473,6 +492,77 @@ impl<'a> Reader<'a> {
                 _ => r.skip(depth),
             },
         )
+    }
+
+    /// An object of `/validate`, as `ObjectView` reads it: its own `kind` (written before
+    /// `spec` by the API server) says where the pod spec is; a `spec` before any `kind`, or of
+    /// a kind whose pods are not checked, is passed over.
+    fn object_view(&mut self, depth: usize) -> Option<ObjectView<'a>> {
+        let mut shape: Option<Option<Shape>> = None;
+        let (mut metadata, mut spec) = (None, None);
+        self.fields(depth, |r, key, depth| {
+            match key {
+                "kind" if shape.is_none() => {
+                    let kind = r.text()?;
+                    shape = Some(WorkloadKind::from_name(&kind).map(WorkloadKind::shape));
+                }
+                "metadata" if metadata.is_none() => metadata = Some(r.metadata(depth)?),
+                "spec" if spec.is_none() => {
+                    spec = Some(match shape.flatten() {
+                        Some(Shape::Pod) => SpecRead::Read(Shape::Pod, r.spec(depth)?),
+                        Some(Shape::Template) => {
+                            SpecRead::Read(Shape::Template, r.template_spec(depth)?)
+                        }
+                        Some(Shape::CronJob) => {
+                            SpecRead::Read(Shape::CronJob, r.cron_job_spec(depth)?)
+                        }
+                        None => {
+                            r.skip(depth)?;
+                            SpecRead::Skipped
+                        }
+                    })
+                }
+                // A second `kind`, `metadata` or `spec`: serde refuses it.
+                "kind" | "metadata" | "spec" => return None,
+                _ => r.skip(depth)?,
+            }
+            Some(())
+        })?;
+        Some(ObjectView::from_parts(
+            metadata.unwrap_or_default(),
+            spec.unwrap_or_default(),
+        ))
+    }
+
+    /// The pod spec in `{"template": {"spec": ...}}` (a workload's `spec`).
+    fn template_spec(&mut self, depth: usize) -> Option<SpecView<'a>> {
+        self.only_field(depth, "template", |r, depth| {
+            r.only_field(depth, "spec", Self::spec)
+        })
+    }
+
+    /// The pod spec in a CronJob's `spec`: `{"jobTemplate": {"spec": {"template": {"spec": ...}}}}`.
+    fn cron_job_spec(&mut self, depth: usize) -> Option<SpecView<'a>> {
+        self.only_field(depth, "jobTemplate", |r, depth| {
+            r.only_field(depth, "spec", Self::template_spec)
+        })
+    }
+
+    /// The one field `name` of an object read by `read` (absent: the default), the rest passed
+    /// over.
+    fn only_field<T: Default>(
+        &mut self,
+        depth: usize,
+        name: &str,
+        read: fn(&mut Self, usize) -> Option<T>,
+    ) -> Option<T> {
+        self.view(depth, |r, v: &mut T, seen, key, depth| {
+            if key == name {
+                r.once(seen, 0, |r| read(r, depth).map(|t| *v = t))
+            } else {
+                r.skip(depth)
+            }
+        })
     }
 
     fn pod(&mut self, depth: usize) -> Option<PodView<'a>> {

@@ -74,7 +74,7 @@ impl<'a> ObjectSource<'a> for ObjectView<'a> {
 /// `spec`, or is not the request's): read the body with [`Review::parse`] then, which also gives
 /// the precise error of a broken object.
 pub fn read_review(body: &[u8]) -> Option<(Review<'_, ObjectView<'_>>, Option<ObjectView<'_>>)> {
-    let mut review = Review::<ObjectView>::parse_as(body).ok()?;
+    let mut review = Review::<ObjectView>::parse_object(body).ok()?;
     let req = &review.request;
     let kind = WorkloadKind::from_gvk(&req.kind.group, &req.kind.kind);
     if !req.object.as_ref().is_none_or(|o| o.fits(kind)) {

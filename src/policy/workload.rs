@@ -44,7 +44,7 @@ impl WorkloadKind {
     }
 
     /// The kind from its name alone (an object's `kind`; its group is in `apiVersion`).
-    fn from_name(kind: &str) -> Option<Self> {
+    pub(crate) fn from_name(kind: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == kind)
     }
 
@@ -57,7 +57,7 @@ impl WorkloadKind {
     }
 
     /// Where the pod spec sits in an object of this kind.
-    fn shape(self) -> Shape {
+    pub(crate) fn shape(self) -> Shape {
         match self {
             Self::Pod => Shape::Pod,
             Self::CronJob => Shape::CronJob,
@@ -187,7 +187,7 @@ impl<'a> WorkloadView<'a> {
 /// Where an object keeps its pod spec: `spec` (Pod), `spec.template.spec` (Deployment,
 /// StatefulSet, DaemonSet, ReplicaSet, Job), `spec.jobTemplate.spec.template.spec` (CronJob).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     Pod,
     Template,
     CronJob,
@@ -195,7 +195,7 @@ enum Shape {
 
 /// How [`ObjectView`] read the object's `spec`.
 #[derive(Debug, Default)]
-enum SpecRead<'a> {
+pub(crate) enum SpecRead<'a> {
     /// No `spec`: every kind reads that as an empty pod spec.
     #[default]
     Absent,
@@ -216,6 +216,11 @@ pub struct ObjectView<'a> {
 }
 
 impl<'a> ObjectView<'a> {
+    /// An object read elsewhere (the hand-written reader, `admission/scan.rs`).
+    pub(crate) fn from_parts(metadata: MetaView<'a>, spec: SpecRead<'a>) -> Self {
+        Self { metadata, spec }
+    }
+
     /// Whether this view holds what a request of `kind` (`None`: not a workload, so only the
     /// metadata is read) needs: the same values the raw object would give.
     pub fn fits(&self, kind: Option<WorkloadKind>) -> bool {

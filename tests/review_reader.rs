@@ -1,20 +1,27 @@
-//! The hand-written reader of pod reviews (`admission::scan`, the `/mutate` path) against serde's:
-//! whenever it reads a body it reads the same review serde reads, and whatever it does not read
-//! is left to serde, which answers as before (SPEC §4: a body that is not a review is a 400 with
-//! the reason).
+//! The hand-written reader of reviews (`admission::scan`: pods on `/mutate`, any checked object on
+//! `/validate`) against serde's: whenever it reads a body it reads the same review serde reads, and
+//! whatever it does not read is left to serde, which answers as before (SPEC §4: a body that is
+//! not a review is a 400 with the reason).
 
 mod support;
 
 use pod_identity_webhook::admission::pod::PodView;
-use pod_identity_webhook::admission::review::Review;
+use pod_identity_webhook::admission::review::{Review, ReviewError};
 use pod_identity_webhook::admission::scan;
+use pod_identity_webhook::admission::validate;
+use pod_identity_webhook::policy::workload::ObjectView;
 use support::{captures, fixture};
 
-/// Reads `body` the way the server does and the serde way, and checks both give the same review
-/// or the same error. Returns whether the hand-written reader took it.
-fn agree(body: &[u8]) -> bool {
-    let served = Review::<PodView>::parse_pod(body).map(|r| format!("{r:?}"));
-    let serde = Review::<PodView>::parse_as(body).map(|r| format!("{r:?}"));
+/// Checks that the server's read and serde's give the same review or the same error; passes on
+/// whether the hand-written reader took the body.
+fn same<O: std::fmt::Debug>(
+    body: &[u8],
+    served: Result<Review<'_, O>, ReviewError>,
+    serde: Result<Review<'_, O>, ReviewError>,
+    by_hand: bool,
+) -> bool {
+    let served = served.map(|r| format!("{r:?}"));
+    let serde = serde.map(|r| format!("{r:?}"));
     match (&served, &serde) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(body)),
         (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
@@ -23,10 +30,35 @@ fn agree(body: &[u8]) -> bool {
             String::from_utf8_lossy(body)
         ),
     }
-    std::str::from_utf8(body)
+    by_hand
+}
+
+/// A pod review (`/mutate`) read both ways; whether the hand-written reader took it.
+fn agree(body: &[u8]) -> bool {
+    let by_hand = std::str::from_utf8(body)
         .ok()
         .and_then(scan::pod_review)
-        .is_some()
+        .is_some();
+    same(
+        body,
+        Review::<PodView>::parse_pod(body),
+        Review::<PodView>::parse_as(body),
+        by_hand,
+    )
+}
+
+/// A `/validate` review read both ways; whether the hand-written reader took it.
+fn agree_object(body: &[u8]) -> bool {
+    let by_hand = std::str::from_utf8(body)
+        .ok()
+        .and_then(scan::object_review)
+        .is_some();
+    same(
+        body,
+        Review::<ObjectView>::parse_object(body),
+        Review::<ObjectView>::parse_as(body),
+        by_hand,
+    )
 }
 
 fn pod_captures() -> Vec<support::Capture> {
@@ -65,7 +97,12 @@ fn every_truncation_of_a_review_is_refused_as_serde_refuses_it() {
 
 /// The carts review (compact) with `from` replaced by `to`, once.
 fn edited(from: &str, to: &str) -> Vec<u8> {
-    let (_, body) = fixture("pod-create-carts.mutate.json");
+    edited_capture("pod-create-carts.mutate.json", from, to)
+}
+
+/// A capture (compact) with `from` replaced by `to`, once.
+fn edited_capture(name: &str, from: &str, to: &str) -> Vec<u8> {
+    let (_, body) = fixture(name);
     let text = String::from_utf8(body).unwrap();
     assert_eq!(text.matches(from).count(), 1, "{from} in\n{text}");
     text.replacen(from, to, 1).into_bytes()
@@ -228,17 +265,15 @@ fn the_review_checks_answer_the_same_whichever_reader_read() {
     assert!(!agree(&trailing));
 }
 
-#[test]
-fn random_edits_of_a_review_never_make_the_readers_disagree() {
+/// Random byte edits of `captures`, each read both ways by `agree`; how many were read by hand.
+fn random_edits(captures: &[&str], rounds: usize, agree: fn(&[u8]) -> bool) -> usize {
     // Bytes that matter to JSON, and some that do not.
     const ALPHABET: &[u8] = b"{}[]:,\"\\ \n0-1.eEtrufalsnu\x01\x7fa/";
     let mut rng = fastrand::Rng::with_seed(0x5ca9);
     let mut read_by_hand = 0;
-    for (_, body) in [
-        fixture("pod-create-carts.mutate.json"),
-        fixture("pod-create-irsa-init-sidecar.mutate.json"),
-    ] {
-        for _ in 0..3000 {
+    for name in captures {
+        let (_, body) = fixture(name);
+        for _ in 0..rounds {
             let mut edited = body.clone();
             for _ in 0..rng.usize(1..4) {
                 let at = rng.usize(..edited.len());
@@ -256,8 +291,119 @@ fn random_edits_of_a_review_never_make_the_readers_disagree() {
             }
         }
     }
+    read_by_hand
+}
+
+#[test]
+fn random_edits_of_a_review_never_make_the_readers_disagree() {
+    let read_by_hand = random_edits(
+        &[
+            "pod-create-carts.mutate.json",
+            "pod-create-irsa-init-sidecar.mutate.json",
+        ],
+        3000,
+        agree,
+    );
     // Many edits land inside strings or swap equivalent bytes: the hand-written reader still
     // reads those, so this compares real readings, not only refusals.
+    assert!(
+        read_by_hand > 500,
+        "only {read_by_hand} edited reviews read by hand"
+    );
+}
+
+// --- /validate ---------------------------------------------------------------------------------
+
+#[test]
+fn every_captured_object_is_read_by_hand_as_serde_reads_it() {
+    let all = captures(".validate.json");
+    assert!(all.len() >= 15, "{} validate captures", all.len());
+    for c in all {
+        for body in [c.body.clone(), compact(&c.body)] {
+            assert!(agree_object(&body), "{} was left to serde", c.name);
+        }
+    }
+}
+
+#[test]
+fn every_truncation_of_an_update_review_is_refused_as_serde_refuses_it() {
+    let (_, body) = fixture("deployment-update-image.validate.json");
+    for end in 0..body.len() {
+        assert!(
+            !agree_object(&body[..end]),
+            "a review cut at byte {end} was read"
+        );
+    }
+}
+
+#[test]
+fn an_objects_kind_says_where_its_pod_spec_is_for_both_readers() {
+    let deployment = "deployment-create-carts.validate.json";
+    let cronjob = "cronjob-create-reporter.validate.json";
+    for (name, from, to) in [
+        // Another kind: no pod spec is checked.
+        (
+            deployment,
+            r#""kind":"Deployment","metadata""#,
+            r#""kind":"Widget","metadata""#,
+        ),
+        // No template, no job template: an empty pod spec for both.
+        (deployment, r#""template":{"#, r#""templat":{"#),
+        (cronjob, r#""jobTemplate":{"#, r#""jobTemplat":{"#),
+    ] {
+        assert!(agree_object(&edited_capture(name, from, to)), "{to}");
+    }
+    // The kind after the spec: the pod spec is passed over by both (then read the raw way).
+    let spec_first = String::from_utf8(edited_capture(
+        deployment,
+        r#""kind":"Deployment","metadata""#,
+        r#""metadata""#,
+    ))
+    .unwrap()
+    .replacen(r#""status":{}}"#, r#""status":{},"kind":"Deployment"}"#, 1);
+    assert!(agree_object(spec_first.as_bytes()));
+    assert!(
+        validate::read_review(spec_first.as_bytes()).is_none(),
+        "a spec before its kind is read the raw way"
+    );
+
+    // A kind that is not a string, twice the kind, a null template: serde refuses them.
+    for (name, from, to) in [
+        (
+            deployment,
+            r#""kind":"Deployment","metadata""#,
+            r#""kind":7,"metadata""#,
+        ),
+        (
+            deployment,
+            r#""kind":"Deployment","metadata""#,
+            r#""kind":"Deployment","kind":"Deployment","metadata""#,
+        ),
+        (deployment, r#""template":{"#, r#""template":null,"t":{"#),
+        (
+            cronjob,
+            r#""jobTemplate":{"#,
+            r#""jobTemplate":{"spec":null},"j":{"#,
+        ),
+    ] {
+        assert!(
+            !agree_object(&edited_capture(name, from, to)),
+            "{to} was read by hand"
+        );
+    }
+}
+
+#[test]
+fn random_edits_of_validate_reviews_never_make_the_readers_disagree() {
+    let read_by_hand = random_edits(
+        &[
+            "deployment-update-image.validate.json",
+            "cronjob-create-reporter.validate.json",
+            "sa-update-add-role-annotation.validate.json",
+        ],
+        2000,
+        agree_object,
+    );
     assert!(
         read_by_hand > 500,
         "only {read_by_hand} edited reviews read by hand"
