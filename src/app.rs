@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::identity::Identities;
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Process health as `/livez` and `/readyz` report it.
 #[derive(Debug, Default)]

@@ -20,7 +20,6 @@ use crate::admission::review::{Review, response_body};
 use crate::admission::validate::read_review;
 use crate::app::App;
 use crate::config::parse_duration;
-use crate::logging::DecisionLine;
 
 /// The API server's default webhook timeout, used when the request does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -217,7 +216,9 @@ async fn handle(
     }
 }
 
-/// Runs `decide` for `review`, records and logs the decision, and answers with it.
+/// Runs `decide` for `review`, records and logs the decision, and answers with it. Anything
+/// logged while deciding is inside the `admission` span, so it carries the request's uid.
+#[tracing::instrument(name = "admission", skip_all, fields(uid = review.request.uid.as_str()))]
 async fn answer<O>(
     app: &App,
     name: &'static str,
@@ -226,8 +227,7 @@ async fn answer<O>(
     start: Instant,
 ) -> Response {
     let req = &review.request;
-    // Ties anything logged while deciding to the decision line, which carries the rest.
-    let decision = crate::logging::in_admission(req.uid.as_str(), std::pin::pin!(decide)).await;
+    let decision = decide.await;
     let elapsed = start.elapsed();
     app.metrics.record_admission(
         name,
@@ -245,7 +245,9 @@ async fn answer<O>(
         .into_response()
 }
 
-/// The decision line (see `logging::DecisionLine`).
+/// The one line per decision: self-contained, so a log query needs no span context. It carries
+/// identifiers and the outcome only, never the object, its env values or patches; `detail` is a
+/// denial's or error's message, written by this webhook.
 fn log_decision<O>(
     endpoint: &'static str,
     req: &crate::admission::review::AdmissionRequest<'_, O>,
@@ -256,21 +258,21 @@ fn log_decision<O>(
         (Outcome::Denied | Outcome::Error, Some(status)) => Some(status.message.as_str()),
         _ => None,
     };
-    DecisionLine {
-        uid: req.uid.as_str(),
+    tracing::info!(
+        uid = req.uid.as_str(),
         endpoint,
-        kind: req.kind.kind.as_str(),
-        operation: req.operation.as_str(),
-        namespace: req.namespace.as_deref().unwrap_or(""),
-        name: req.name.as_deref().unwrap_or(""),
-        service_account: decision.service_account.as_deref().unwrap_or(""),
-        outcome: decision.outcome.as_str(),
-        reason: decision.reason,
-        dry_run: req.dry_run.unwrap_or(false),
-        duration_us: elapsed.as_micros() as u64,
+        kind = req.kind.kind.as_str(),
+        operation = req.operation.as_str(),
+        namespace = req.namespace.as_deref().unwrap_or(""),
+        name = req.name.as_deref().unwrap_or(""),
+        service_account = decision.service_account.as_deref().unwrap_or(""),
+        outcome = decision.outcome.as_str(),
+        reason = decision.reason,
+        dry_run = req.dry_run.unwrap_or(false),
+        duration_us = elapsed.as_micros() as u64,
         detail,
-    }
-    .emit();
+        "admission decision"
+    );
 }
 
 #[cfg(test)]

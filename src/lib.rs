@@ -17,13 +17,12 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod live_config;
-pub mod logging;
-pub mod metrics;
 pub mod namespaces;
 pub mod policy;
 pub mod reload;
 pub mod serve;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 
 use std::net::SocketAddr;

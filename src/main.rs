@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::Parser;
 use pod_identity_webhook::cli::{CertsArgs, Cli, Command};
-use pod_identity_webhook::{certs, logging, serve, tls};
+use pod_identity_webhook::telemetry::logging;
+use pod_identity_webhook::{certs, serve, tls};
 
 // Admission allocates many small short-lived values per request (parsed names, patch operations,
 // the response); mimalloc serves them with less CPU than the system allocator under load (see

@@ -19,9 +19,9 @@ use crate::identity::kube::{
 };
 use crate::identity::{AssociationSource, Identities};
 use crate::live_config::ConfigReloader;
-use crate::metrics::{FamilySnapshot, Metrics, SampleKind};
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
+use crate::telemetry::metrics::{FamilySnapshot, Metrics, SampleKind};
 use crate::tls::{CertReloader, CertResolver};
 use crate::{certs, http, reload, server, tls};
 
@@ -167,7 +167,8 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
             "reading Pod Identity associations from EKS"
         );
         let observed = source.clone();
-        metrics.register_snapshot(move || crate::metrics::eks_families(&observed.stats()));
+        metrics
+            .register_snapshot(move || crate::telemetry::metrics::eks_families(&observed.stats()));
         identities = identities.with_associations(Arc::new(source.clone()));
         tasks.spawn(source.run_sync(stop.clone()));
     }

@@ -241,7 +241,7 @@ mod expiry_tests {
             Path::new("k"),
         )
         .unwrap();
-        let now = crate::metrics::unix_now();
+        let now = crate::telemetry::metrics::unix_now();
         let expiry = not_after(&ck).expect("a generated certificate parses");
         // `certs::generate` issues serving certificates for one year.
         let year = 365 * 86_400;

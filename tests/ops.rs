@@ -146,7 +146,7 @@ async fn metrics_count_a_scripted_set_of_admissions_exactly() {
         count("pod_identity_webhook_associations{source=\"file\"}"),
         1.0
     );
-    let now = pod_identity_webhook::metrics::unix_now() as f64;
+    let now = pod_identity_webhook::telemetry::metrics::unix_now() as f64;
     let expiry = count("pod_identity_webhook_certificate_expiry_timestamp_seconds");
     assert!(expiry > now, "certificate expiry {expiry} is in the future");
     let loaded =

@@ -12,9 +12,10 @@ use pod_identity_webhook::admission::Mutator;
 use pod_identity_webhook::admission::validate::Validator;
 use pod_identity_webhook::app::App;
 use pod_identity_webhook::config::InjectionSettings;
+use pod_identity_webhook::http;
 use pod_identity_webhook::identity::Identities;
 use pod_identity_webhook::identity::file::FileSource;
-use pod_identity_webhook::{http, logging};
+use pod_identity_webhook::telemetry::logging;
 use support::{carts_association, fixture_with_uid};
 use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
@@ -117,6 +118,14 @@ async fn one_json_line_per_decision_with_its_uid_and_no_secrets() {
         uids,
         ["uid-mutated", "uid-unchanged", "uid-validate", "uid-error"]
     );
+
+    for line in &decisions {
+        assert_eq!(line["span"]["name"], "admission", "{line}");
+        assert_eq!(
+            line["span"]["uid"], line["uid"],
+            "the span carries the uid: {line}"
+        );
+    }
 
     let mutated = decisions[0];
     assert_eq!(mutated["level"], "INFO");

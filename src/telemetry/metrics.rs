@@ -326,7 +326,8 @@ impl Metrics {
             "Unix time of the last successful load of each file (at start-up or on change)",
             last_reload_timestamp.clone(),
         );
-        let mut metrics = Self {
+        crate::telemetry::logging::register_metrics(&mut registry);
+        Self {
             registry,
             admissions,
             admission_duration,
@@ -336,16 +337,7 @@ impl Metrics {
             identity_lookups,
             reloads,
             last_reload_timestamp,
-        };
-        metrics.register_snapshot(|| {
-            vec![FamilySnapshot {
-                name: "log_lines_dropped",
-                help: "Log lines dropped because stderr could not keep up",
-                kind: SampleKind::Counter,
-                samples: vec![(Vec::new(), crate::logging::dropped_lines() as f64)],
-            }]
-        });
-        metrics
+        }
     }
 
     /// The observer the identity layer reports its lookups to.
