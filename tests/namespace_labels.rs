@@ -1,94 +1,36 @@
-//! The namespace label store against a fake Kubernetes API serving the captured Namespace list
+//! The namespace label store against the shared fake Kubernetes API serving the captured Namespace list
 //! (SPEC §5), and the label tightening a namespace's mode end to end.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, RawQuery};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use pod_identity_webhook::admission::review::Review;
 use pod_identity_webhook::admission::validate::Validator;
 use pod_identity_webhook::config::PolicySettings;
 use pod_identity_webhook::identity::Identities;
 use pod_identity_webhook::namespaces::{KubeNamespaces, NamespaceStore};
 use pod_identity_webhook::policy::Policy;
-use serde_json::{Value, json};
+use serde_json::json;
+use support::kube_api::{Changes, FakeKubeApi};
 use tokio_util::sync::CancellationToken;
 
 const LABEL: &str = "pod-identity-webhook/mode";
 
-fn captured_list() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/apiserver-v1.24/kube-api/namespaces.list.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; clone with shared/ beside the repo",
-            path.display()
-        )
-    });
-    let mut list: Value = serde_json::from_str(&text).unwrap();
-    // The tenant of team-a opted into enforcement with the label.
-    for item in list["items"].as_array_mut().unwrap() {
-        if item["metadata"]["name"] == "team-a" {
-            item["metadata"]["labels"][LABEL] = json!("enforce");
-        }
-    }
-    list
-}
-
-fn json_response(status: StatusCode, v: Value) -> Response {
-    (
-        status,
-        [("content-type", "application/json")],
-        v.to_string(),
+/// The captured cluster, where the tenant of team-a opted into enforcement with the label and
+/// `fresh` was created after the list (only a live GET sees it).
+async fn fake_api() -> FakeKubeApi {
+    FakeKubeApi::start_changed(
+        0,
+        Vec::new(),
+        Changes {
+            namespace_labels: vec![("team-a", LABEL, "enforce")],
+            namespaces_created_later: vec![json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "fresh", "labels": {LABEL: "enforce"}}})],
+        },
     )
-        .into_response()
-}
-
-async fn list_or_watch(RawQuery(q): RawQuery) -> Response {
-    if q.unwrap_or_default().contains("watch=true") {
-        // A watch that stays open and quiet for the test's duration.
-        let body = Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
-        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
-    }
-    json_response(StatusCode::OK, captured_list())
-}
-
-/// GET of one namespace: `fresh` was created after the list (only a live GET sees it).
-async fn get_one(Path(name): Path<String>) -> Response {
-    if name == "fresh" {
-        return json_response(
-            StatusCode::OK,
-            json!({"apiVersion": "v1", "kind": "Namespace",
-                   "metadata": {"name": "fresh", "labels": {LABEL: "enforce"}}}),
-        );
-    }
-    json_response(
-        StatusCode::NOT_FOUND,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-               "reason": "NotFound", "code": 404,
-               "message": format!("namespaces \"{name}\" not found")}),
-    )
-}
-
-async fn fake_api(stop: CancellationToken) -> kube::Client {
-    let app = Router::new()
-        .route("/api/v1/namespaces", get(list_or_watch))
-        .route("/api/v1/namespaces/{name}", get(get_one));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    kube::Client::try_from(config).unwrap()
+    .await
 }
 
 async fn wait_ready(store: &KubeNamespaces) {
@@ -104,9 +46,9 @@ async fn wait_ready(store: &KubeNamespaces) {
 #[tokio::test]
 async fn labels_come_from_the_list_and_from_a_live_get() {
     let stop = CancellationToken::new();
-    let client = fake_api(stop.clone()).await;
+    let api = fake_api().await;
     let store = KubeNamespaces::start(
-        client,
+        api.client(),
         Duration::from_secs(1),
         Duration::from_secs(5),
         stop.clone(),

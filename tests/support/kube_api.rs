@@ -32,6 +32,8 @@ struct Fake {
     watch_events: usize,
     /// ServiceAccounts that exist only for single GETs (created after the list).
     created_later: Vec<Value>,
+    /// Namespaces that exist only for single GETs (created after the list).
+    namespaces_created_later: Vec<Value>,
     pub gets: AtomicUsize,
     pub lists: AtomicUsize,
 }
@@ -117,6 +119,7 @@ async fn one_namespace(State(f): State<Arc<Fake>>, UrlPath(name): UrlPath<String
         .as_array()
         .unwrap()
         .iter()
+        .chain(&f.namespaces_created_later)
         .find(|ns| ns["metadata"]["name"] == name)
     {
         Some(ns) => json_response(StatusCode::OK, ns),
@@ -124,22 +127,52 @@ async fn one_namespace(State(f): State<Arc<Fake>>, UrlPath(name): UrlPath<String
     }
 }
 
+/// What a test changes in the captured cluster.
+#[derive(Default)]
+pub struct Changes {
+    /// `(namespace, label, value)` set on listed namespaces.
+    pub namespace_labels: Vec<(&'static str, &'static str, &'static str)>,
+    /// Namespaces that answer single GETs only (created after the list).
+    pub namespaces_created_later: Vec<Value>,
+}
+
 impl FakeKubeApi {
     /// Serves the captures; the ServiceAccount watch sends its first `watch_events` captured
     /// events, and `created_later` ServiceAccounts answer single GETs only.
     pub async fn start(watch_events: usize, created_later: Vec<Value>) -> Self {
+        Self::start_changed(watch_events, created_later, Changes::default()).await
+    }
+
+    /// [`FakeKubeApi::start`], with `changes` made to the captured cluster.
+    pub async fn start_changed(
+        watch_events: usize,
+        created_later: Vec<Value>,
+        changes: Changes,
+    ) -> Self {
         let watch_lines: Vec<String> = captured("serviceaccounts.watch.jsonl")
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
             .collect();
         assert!(watch_events <= watch_lines.len());
+        let mut namespace_list: Value =
+            serde_json::from_str(&captured("namespaces.list.json")).unwrap();
+        for (ns, label, value) in changes.namespace_labels {
+            let item = namespace_list["items"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|item| item["metadata"]["name"] == ns)
+                .unwrap_or_else(|| panic!("namespace {ns} is not in the capture"));
+            item["metadata"]["labels"][label] = json!(value);
+        }
         let fake = Arc::new(Fake {
             service_accounts: serde_json::from_str(&captured("serviceaccounts.list.json")).unwrap(),
-            namespaces: serde_json::from_str(&captured("namespaces.list.json")).unwrap(),
+            namespaces: namespace_list,
             watch_lines,
             watch_events,
             created_later,
+            namespaces_created_later: changes.namespaces_created_later,
             gets: AtomicUsize::new(0),
             lists: AtomicUsize::new(0),
         });
