@@ -33,7 +33,7 @@ use pod_identity_webhook::admission::{Mutator, read_object};
 use pod_identity_webhook::config::{InjectionSettings, NamespaceRule, PolicyMode, PolicySettings};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
-    Association, Identities, IdentityKind, ResolvedIdentity, ServiceAccountInfo,
+    Association, AssociationSummary, Identities, IdentityKind, ResolvedIdentity, ServiceAccountInfo,
 };
 use pod_identity_webhook::policy::Policy;
 
@@ -107,9 +107,8 @@ fn bench(c: &mut Criterion) {
                 let req = &review.request;
                 let pod: PodView = read_object(req.object().unwrap(), "Pod").unwrap();
                 let identity = ResolvedIdentity {
-                    kind: IdentityKind::PodIdentity(Arc::new(association(
-                        "team-a",
-                        pod.service_account(),
+                    kind: IdentityKind::PodIdentity(Arc::new(AssociationSummary::from(
+                        &association("team-a", pod.service_account()),
                     ))),
                     service_account: Arc::new(ServiceAccountInfo::default()),
                 };

@@ -33,7 +33,7 @@ fn source(fake: &FakeEks, opts: CacheOptions) -> EksSource {
 }
 
 async fn role_of(src: &EksSource, ns: &str, sa: &str) -> Result<Option<String>, IdentityError> {
-    src.lookup(ns, sa, Freshness::Cached)
+    src.details(ns, sa)
         .await
         .map(|a| a.map(|a| a.role_arn.clone()))
 }
@@ -111,7 +111,7 @@ async fn added_removed_and_changed_associations_show_up_after_the_next_sync() {
     );
     assert_eq!(role_of(&src, "team-a", "db").await.unwrap(), None);
     let reporter = src
-        .lookup("team-b", "reporter", Freshness::Cached)
+        .details("team-b", "reporter")
         .await
         .unwrap()
         .expect("new association");
@@ -215,12 +215,12 @@ async fn bypass_negative_asks_eks_again_and_concurrent_bypasses_share_the_call()
             tokio::spawn(async move {
                 src.lookup("team-a", "fresh", Freshness::BypassNegative)
                     .await
-                    .map(|a| a.map(|a| a.role_arn.clone()))
+                    .map(|a| a.map(|a| a.service_account.clone()))
             })
         })
         .collect();
     for l in lookups {
-        assert_eq!(l.await.unwrap().unwrap(), Some(role_arn("fresh")));
+        assert_eq!(l.await.unwrap().unwrap().as_deref(), Some("fresh"));
     }
     assert_eq!(fake.lists(), lists + 1);
 }

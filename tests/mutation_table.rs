@@ -16,8 +16,8 @@ use pod_identity_webhook::admission::pod::PodView;
 use pod_identity_webhook::config::InjectionSettings;
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
-    Association, Freshness, Identities, IdentityError, IdentityKind, ResolvedIdentity,
-    ServiceAccountInfo, ServiceAccountStore,
+    Association, AssociationSummary, Freshness, Identities, IdentityError, IdentityKind,
+    ResolvedIdentity, ServiceAccountInfo, ServiceAccountStore,
 };
 
 const PI_TOKEN: &str =
@@ -40,7 +40,7 @@ fn association() -> Association {
 
 fn pod_identity() -> ResolvedIdentity {
     ResolvedIdentity {
-        kind: IdentityKind::PodIdentity(Arc::new(association())),
+        kind: IdentityKind::PodIdentity(Arc::new(AssociationSummary::from(&association()))),
         service_account: Arc::new(ServiceAccountInfo::default()),
     }
 }
@@ -528,7 +528,7 @@ async fn an_association_wins_over_an_irsa_annotation_and_irsa_serves_without_one
 
     let both = identities.resolve("team-a", "app", Freshness::Cached).await;
     assert!(
-        matches!(&both.identity.unwrap().kind, IdentityKind::PodIdentity(a) if a.role_arn == ROLE),
+        matches!(&both.identity.unwrap().kind, IdentityKind::PodIdentity(a) if a.service_account == "app"),
         "the association wins"
     );
     let legacy = identities

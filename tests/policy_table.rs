@@ -15,8 +15,8 @@ use pod_identity_webhook::admission::validate::{Validator, read_review};
 use pod_identity_webhook::config::{Overrides, PolicyMode, Settings, parse_file_config};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
-    Association, AssociationSource, Freshness, Identities, IdentityError, ServiceAccountInfo,
-    ServiceAccountStore,
+    Association, AssociationSource, AssociationSummary, Freshness, Identities, IdentityError,
+    ServiceAccountInfo, ServiceAccountStore,
 };
 use pod_identity_webhook::namespaces::StaticNamespaces;
 use pod_identity_webhook::policy::Policy;
@@ -771,7 +771,7 @@ impl AssociationSource for JustCreated {
         ns: &'a str,
         sa: &'a str,
         freshness: Freshness,
-    ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
         let found = match freshness {
             Freshness::Cached => {
                 self.cached.fetch_add(1, Ordering::SeqCst);
@@ -779,10 +779,17 @@ impl AssociationSource for JustCreated {
             }
             Freshness::BypassNegative => {
                 self.bypass.fetch_add(1, Ordering::SeqCst);
-                Some(Arc::new(association(ns, sa)))
+                Some(Arc::new(AssociationSummary::from(&association(ns, sa))))
             }
         };
         Box::pin(std::future::ready(Ok(found)))
+    }
+    fn details<'a>(
+        &'a self,
+        ns: &'a str,
+        sa: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+        Box::pin(std::future::ready(Ok(Some(Arc::new(association(ns, sa))))))
     }
     fn ready(&self) -> bool {
         true
@@ -823,6 +830,19 @@ struct Down {
     hang: bool,
 }
 
+impl Down {
+    fn answer<'a, T: Send + 'a>(&self) -> BoxFuture<'a, Result<Option<T>, IdentityError>> {
+        if self.hang {
+            Box::pin(futures::future::pending())
+        } else {
+            Box::pin(std::future::ready(Err(IdentityError::Unavailable {
+                source_name: "eks",
+                message: "connection refused".into(),
+            })))
+        }
+    }
+}
+
 impl AssociationSource for Down {
     fn name(&self) -> &'static str {
         "eks"
@@ -832,15 +852,15 @@ impl AssociationSource for Down {
         _: &'a str,
         _: &'a str,
         _: Freshness,
+    ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
+        self.answer()
+    }
+    fn details<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
     ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
-        if self.hang {
-            Box::pin(futures::future::pending())
-        } else {
-            Box::pin(std::future::ready(Err(IdentityError::Unavailable {
-                source_name: "eks",
-                message: "connection refused".into(),
-            })))
-        }
+        self.answer()
     }
     fn ready(&self) -> bool {
         true

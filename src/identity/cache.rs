@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::eks::{AwsEks, CallError, ClientTuning, EksApi, EksSetupError};
-use super::{Association, AssociationSource, Freshness, IdentityError};
+use super::{Association, AssociationSource, AssociationSummary, Freshness, IdentityError};
 use crate::config::{EksSettings, FailureMode};
 
 const SOURCE: &str = "eks";
@@ -373,8 +373,25 @@ impl AssociationSource for EksSource {
         namespace: &'a str,
         service_account: &'a str,
         freshness: Freshness,
+    ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
+        Box::pin(async move {
+            let found = self
+                .inner
+                .lookup(namespace, service_account, freshness)
+                .await?;
+            Ok(found.map(|a| Arc::new(AssociationSummary::from(&*a))))
+        })
+    }
+
+    fn details<'a>(
+        &'a self,
+        namespace: &'a str,
+        service_account: &'a str,
     ) -> BoxFuture<'a, LookupResult> {
-        Box::pin(self.inner.lookup(namespace, service_account, freshness))
+        Box::pin(
+            self.inner
+                .lookup(namespace, service_account, Freshness::Cached),
+        )
     }
 
     fn ready(&self) -> bool {
@@ -871,7 +888,8 @@ mod tests {
     }
 
     async fn role(src: &EksSource, ns: &str, sa: &str, f: Freshness) -> Option<String> {
-        src.lookup(ns, sa, f)
+        src.inner
+            .lookup(ns, sa, f)
             .await
             .expect("lookup answers")
             .map(|a| a.role_arn.rsplit('/').next().unwrap().to_string())

@@ -10,8 +10,8 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{
-    Association, AssociationIndex, AssociationSource, Freshness, IdentityError, index_associations,
-    index_get,
+    Association, AssociationIndex, AssociationSource, AssociationSummary, Freshness, IdentityError,
+    index_associations, index_get,
 };
 use crate::reload::{ReloadOutcome, Reloadable};
 
@@ -194,8 +194,13 @@ impl FileSource {
         self.len() == 0
     }
 
+    /// The association's details (the file holds them all).
     pub fn get(&self, namespace: &str, service_account: &str) -> Option<Arc<Association>> {
-        index_get(&self.index.load(), namespace, service_account)
+        index_get(&self.index.load(), namespace, service_account).map(|a| a.details.clone())
+    }
+
+    fn summary(&self, namespace: &str, service_account: &str) -> Option<Arc<AssociationSummary>> {
+        index_get(&self.index.load(), namespace, service_account).map(|a| a.summary.clone())
     }
 }
 
@@ -209,6 +214,15 @@ impl AssociationSource for FileSource {
         namespace: &'a str,
         service_account: &'a str,
         _freshness: Freshness,
+    ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
+        let found = self.summary(namespace, service_account);
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn details<'a>(
+        &'a self,
+        namespace: &'a str,
+        service_account: &'a str,
     ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
         let found = self.get(namespace, service_account);
         Box::pin(std::future::ready(Ok(found)))

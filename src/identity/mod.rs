@@ -6,6 +6,12 @@
 //! - [`ServiceAccountStore`]: ServiceAccount annotations (Kubernetes API) for IRSA.
 //!
 //! [`Identities`] combines them into the one answer a decision needs: [`ResolvedIdentity`].
+//!
+//! Two levels of association answers (SPEC §1): [`AssociationSource::lookup`] says *that* a
+//! ServiceAccount has an association ([`AssociationSummary`], what EKS `List` returns: enough to
+//! inject and to validate); [`AssociationSource::details`] gives the role and its options
+//! ([`Association`], what EKS `Describe` returns), for the callers that need them (the
+//! credentials agent, migration).
 
 pub mod cache;
 pub mod eks;
@@ -40,6 +46,29 @@ pub struct Association {
     pub association_id: Option<String>,
 }
 
+/// That a ServiceAccount has an association: what EKS `ListPodIdentityAssociations` returns
+/// (no role: that takes a Describe, see [`AssociationSource::details`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationSummary {
+    pub namespace: String,
+    pub service_account: String,
+    /// The EKS association id (none for the associations file).
+    pub association_id: Option<String>,
+    /// The EKS association ARN (none for the associations file).
+    pub association_arn: Option<String>,
+}
+
+impl From<&Association> for AssociationSummary {
+    fn from(a: &Association) -> Self {
+        Self {
+            namespace: a.namespace.clone(),
+            service_account: a.service_account.clone(),
+            association_id: a.association_id.clone(),
+            association_arn: None,
+        }
+    }
+}
+
 /// Whether a lookup may be answered from a cached "not found".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -69,13 +98,23 @@ pub trait AssociationSource: Send + Sync + 'static {
     /// Short name for logs and metrics (`file`, `eks`).
     fn name(&self) -> &'static str;
 
-    /// The association of `namespace`/`service_account`, `Ok(None)` when it has none.
-    /// Implementations bound their own wait; an error means "could not tell", never "none".
+    /// Whether `namespace`/`service_account` has an association (its summary), `Ok(None)` when
+    /// it has none. The admission hot path: implementations answer from memory when they can
+    /// and bound their own wait; an error means "could not tell", never "none".
     fn lookup<'a>(
         &'a self,
         namespace: &'a str,
         service_account: &'a str,
         freshness: Freshness,
+    ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>>;
+
+    /// The association's details (role and options), `Ok(None)` when it has none. May call the
+    /// backend (EKS `DescribePodIdentityAssociation`); for the credentials agent and migration,
+    /// not for admission.
+    fn details<'a>(
+        &'a self,
+        namespace: &'a str,
+        service_account: &'a str,
     ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>>;
 
     /// Whether the source has loaded (or given up waiting for) its first full view.
@@ -166,8 +205,12 @@ pub trait ServiceAccountStore: Send + Sync + 'static {
 /// The identity a pod gets, decided from all sources (SPEC §1: the association wins over IRSA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityKind {
-    PodIdentity(Arc<Association>),
-    Irsa { role_arn: String },
+    /// An association exists; its role is EKS's business (fetch it with
+    /// [`Identities::association_details`] where it is needed).
+    PodIdentity(Arc<AssociationSummary>),
+    Irsa {
+        role_arn: String,
+    },
 }
 
 /// Everything the mutation needs to know about a pod's ServiceAccount.
@@ -346,8 +389,46 @@ impl Identities {
     }
 }
 
+impl Identities {
+    /// The association details of a ServiceAccount (role, target role, external id, session
+    /// tags) from the first source that knows it, asking every source concurrently. `Ok(None)`
+    /// only when every source answered "none"; otherwise a source error is returned, so a
+    /// caller never mistakes "could not tell" for "no association".
+    pub async fn association_details(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Option<Arc<Association>>, IdentityError> {
+        let answers = futures::future::join_all(
+            self.associations
+                .iter()
+                .map(|source| source.details(namespace, service_account)),
+        )
+        .await;
+        let mut first_error = None;
+        for answer in answers {
+            match answer {
+                Ok(Some(a)) => return Ok(Some(a)),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(None), Err)
+    }
+}
+
 /// Association lookups keyed without allocating: namespace → serviceAccount → association.
-pub type AssociationIndex = BTreeMap<String, BTreeMap<String, Arc<Association>>>;
+pub type AssociationIndex = BTreeMap<String, BTreeMap<String, IndexedAssociation>>;
+
+/// One association of an [`AssociationIndex`]: its summary (for lookups, shared without
+/// copying) and its details.
+#[derive(Debug, Clone)]
+pub struct IndexedAssociation {
+    pub summary: Arc<AssociationSummary>,
+    pub details: Arc<Association>,
+}
 
 /// Builds an index, refusing two associations for the same ServiceAccount (EKS allows one).
 pub fn index_associations(list: Vec<Association>) -> Result<AssociationIndex, String> {
@@ -360,21 +441,25 @@ pub fn index_associations(list: Vec<Association>) -> Result<AssociationIndex, St
                 a.namespace, a.service_account
             ));
         }
-        by_sa.insert(a.service_account.clone(), Arc::new(a));
+        let summary = Arc::new(AssociationSummary::from(&a));
+        by_sa.insert(
+            a.service_account.clone(),
+            IndexedAssociation {
+                summary,
+                details: Arc::new(a),
+            },
+        );
     }
     Ok(index)
 }
 
 /// Looks up an index without allocating.
-pub fn index_get(
-    index: &AssociationIndex,
+pub fn index_get<'i>(
+    index: &'i AssociationIndex,
     namespace: &str,
     service_account: &str,
-) -> Option<Arc<Association>> {
-    index
-        .get(namespace)
-        .and_then(|m| m.get(service_account))
-        .cloned()
+) -> Option<&'i IndexedAssociation> {
+    index.get(namespace).and_then(|m| m.get(service_account))
 }
 
 #[cfg(test)]
@@ -382,6 +467,18 @@ mod tests {
     use super::*;
 
     struct Fixed(Option<Association>, bool);
+    impl Fixed {
+        fn answer(&self) -> Result<Option<Association>, IdentityError> {
+            if self.1 {
+                Err(IdentityError::Unavailable {
+                    source_name: "fixed",
+                    message: "down".into(),
+                })
+            } else {
+                Ok(self.0.clone())
+            }
+        }
+    }
     impl AssociationSource for Fixed {
         fn name(&self) -> &'static str {
             "fixed"
@@ -391,17 +488,19 @@ mod tests {
             _: &'a str,
             _: &'a str,
             _: Freshness,
-        ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+        ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
             Box::pin(async move {
-                if self.1 {
-                    Err(IdentityError::Unavailable {
-                        source_name: "fixed",
-                        message: "down".into(),
-                    })
-                } else {
-                    Ok(self.0.clone().map(Arc::new))
-                }
+                Ok(self
+                    .answer()?
+                    .map(|a| Arc::new(AssociationSummary::from(&a))))
             })
+        }
+        fn details<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
+            Box::pin(async move { Ok(self.answer()?.map(Arc::new)) })
         }
         fn ready(&self) -> bool {
             true
@@ -499,6 +598,13 @@ mod tests {
             _: &'a str,
             _: &'a str,
             _: Freshness,
+        ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn details<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
         ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
             Box::pin(async { Ok(None) })
         }
@@ -545,6 +651,13 @@ mod tests {
                 _: &'a str,
                 _: &'a str,
                 _: Freshness,
+            ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
+                Box::pin(std::future::pending())
+            }
+            fn details<'a>(
+                &'a self,
+                _: &'a str,
+                _: &'a str,
             ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
                 Box::pin(std::future::pending())
             }
@@ -579,6 +692,16 @@ mod tests {
             _: &'a str,
             _: &'a str,
             _: Freshness,
+        ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.0).await;
+                Ok(Some(Arc::new(AssociationSummary::from(&self.1))))
+            })
+        }
+        fn details<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
         ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
             Box::pin(async move {
                 tokio::time::sleep(self.0).await;
@@ -599,9 +722,7 @@ mod tests {
             .await;
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         match r.identity.map(|i| i.kind) {
-            Some(IdentityKind::PodIdentity(a)) => {
-                assert_eq!(a.role_arn, "arn:aws:iam::111122223333:role/a")
-            }
+            Some(IdentityKind::PodIdentity(a)) => assert_eq!(a.service_account, "s"),
             other => panic!("{other:?}"),
         }
 
@@ -628,6 +749,32 @@ mod tests {
             .await;
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert!(r.identity.is_some());
+    }
+
+    #[tokio::test]
+    async fn details_come_from_the_first_source_that_knows_and_errors_are_not_none() {
+        let mut other = assoc();
+        other.role_arn = "arn:aws:iam::111122223333:role/b".into();
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(None, false)))
+            .with_associations(Arc::new(Fixed(Some(assoc()), false)))
+            .with_associations(Arc::new(Fixed(Some(other), false)));
+        let found = ids.association_details("n", "s").await.unwrap().unwrap();
+        assert_eq!(found.role_arn, "arn:aws:iam::111122223333:role/a");
+
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(None, true)))
+            .with_associations(Arc::new(Fixed(Some(assoc()), false)));
+        assert!(ids.association_details("n", "s").await.unwrap().is_some());
+
+        let ids = Identities::new("eks.amazonaws.com")
+            .with_associations(Arc::new(Fixed(None, false)))
+            .with_associations(Arc::new(Fixed(None, true)));
+        assert!(ids.association_details("n", "s").await.is_err());
+
+        let ids =
+            Identities::new("eks.amazonaws.com").with_associations(Arc::new(Fixed(None, false)));
+        assert_eq!(ids.association_details("n", "s").await.unwrap(), None);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pod_identity_webhook::identity::{Association, AssociationSource, Freshness, IdentityError};
+use pod_identity_webhook::identity::{
+    Association, AssociationSource, AssociationSummary, Freshness, IdentityError,
+};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::net::TcpStream;
@@ -405,6 +407,17 @@ impl AssociationSource for ControlledSource {
         namespace: &'a str,
         service_account: &'a str,
         _freshness: Freshness,
+    ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
+        Box::pin(async move {
+            let found = self.details(namespace, service_account).await?;
+            Ok(found.map(|a| Arc::new(AssociationSummary::from(&*a))))
+        })
+    }
+
+    fn details<'a>(
+        &'a self,
+        namespace: &'a str,
+        service_account: &'a str,
     ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
         Box::pin(async move {
             self.started.fetch_add(1, Ordering::AcqRel);
