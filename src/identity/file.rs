@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{
     Association, AssociationIndex, AssociationSource, AssociationSummary, Freshness, IdentityError,
-    index_associations, index_get,
+    index_associations, index_get, role_arn,
 };
 use crate::reload::{ReloadOutcome, Reloadable};
 
@@ -84,19 +84,6 @@ fn is_dns_name(s: &str, max: usize, dots: bool) -> bool {
         && (dots || !s.contains('.'))
 }
 
-/// `arn:PARTITION:iam::ACCOUNT:role/NAME` (with an optional path).
-pub fn is_role_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    matches!(
-        parts.as_slice(),
-        ["arn", partition, "iam", "", account, resource]
-            if partition.starts_with("aws")
-                && account.len() == 12
-                && account.bytes().all(|b| b.is_ascii_digit())
-                && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty() && !n.ends_with('/'))
-    )
-}
-
 fn check(a: &Association) -> Result<(), String> {
     if !is_dns_name(&a.namespace, 63, false) {
         return Err(format!(
@@ -110,16 +97,9 @@ fn check(a: &Association) -> Result<(), String> {
             a.service_account
         ));
     }
-    if !is_role_arn(&a.role_arn) {
-        return Err(format!(
-            "roleArn `{}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
-            a.role_arn
-        ));
-    }
-    if let Some(t) = &a.target_role_arn
-        && !is_role_arn(t)
-    {
-        return Err(format!("targetRoleArn `{t}` is not an IAM role ARN"));
+    role_arn::validate(&a.role_arn).map_err(|e| format!("roleArn {e}"))?;
+    if let Some(t) = &a.target_role_arn {
+        role_arn::validate(t).map_err(|e| format!("targetRoleArn {e}"))?;
     }
     Ok(())
 }
@@ -297,15 +277,6 @@ mod tests {
         assert!(e.contains("rolearn") || e.contains("roleArn"), "{e}");
         let bad_ns = GOOD.replace("team-a", "Team_A");
         assert!(parse(p, &bad_ns).is_err());
-    }
-
-    #[test]
-    fn role_arns() {
-        assert!(is_role_arn("arn:aws:iam::111122223333:role/carts"));
-        assert!(is_role_arn("arn:aws-us-gov:iam::111122223333:role/a/b/c"));
-        assert!(!is_role_arn("arn:aws:iam::1111:role/carts"));
-        assert!(!is_role_arn("arn:aws:iam::111122223333:user/carts"));
-        assert!(!is_role_arn("arn:aws:s3:::bucket"));
     }
 
     #[test]
