@@ -28,6 +28,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Generate a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+    /// Run the webhook's decisions on manifests (CI, pre-commit): exit 0 clean, 1 denied,
+    /// 2 unreadable input.
+    Check(Box<crate::audit::cli::CheckArgs>),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

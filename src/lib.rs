@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod config;

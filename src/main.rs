@@ -2,9 +2,11 @@
 
 use anyhow::Context;
 use clap::Parser;
+use pod_identity_webhook::audit::{self, cli::CheckArgs};
 use pod_identity_webhook::cli::{CertsArgs, Cli, Command};
 use pod_identity_webhook::telemetry::logging;
 use pod_identity_webhook::{certs, serve, tls};
+use std::process::ExitCode;
 
 // Admission allocates many small short-lived values per request (parsed names, patch operations,
 // the response); mimalloc serves them with less CPU than the system allocator under load (see
@@ -12,7 +14,7 @@ use pod_identity_webhook::{certs, serve, tls};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -30,10 +32,33 @@ fn main() -> anyhow::Result<()> {
                 .block_on(async {
                     let running = serve::start(settings).await?;
                     running.run_until(serve::shutdown_signal()).await;
-                    anyhow::Ok(())
+                    anyhow::Ok(ExitCode::SUCCESS)
                 })
         }
-        Command::Certs(args) => run_certs(args),
+        Command::Certs(args) => run_certs(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => Ok(run_check(&args)),
+    }
+}
+
+/// `check`: its own exit codes (0 clean, 1 denied, 2 unreadable input or could not run).
+fn run_check(args: &CheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(audit::cli::SETUP_FAILED);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match runtime.block_on(audit::cli::run_check(args, &mut stdout)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(audit::cli::SETUP_FAILED)
+        }
     }
 }
 

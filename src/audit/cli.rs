@@ -1,0 +1,257 @@
+//! Arguments of `check` and `audit`, and their wiring: settings from the same file `serve`
+//! reads, identity sources, the decisions, the output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+
+use super::check::{self, CheckReport, exit};
+use super::decide::Decider;
+use super::manifest::{self, Input};
+use super::render;
+use super::sources::{self, ListedServiceAccounts, SourceError};
+use crate::admission::Mutator;
+use crate::admission::validate::Validator;
+use crate::config::{self, ConfigError, Overrides, Settings};
+use crate::identity::ServiceAccountStore;
+use crate::identity::kube::{
+    self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
+};
+use crate::namespaces::{KubeNamespaces, NamespaceStore};
+use crate::policy::Policy;
+
+/// Why `check` or `audit` could not run at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sources(#[from] SourceError),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum CheckOutput {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `check` flags.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file, directory (read recursively: .yaml, .yml, .json) or `-` for stdin;
+    /// repeatable. Multi-document YAML, JSON and `List` kinds are read.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required_unless_present = "files"
+    )]
+    pub inputs: Vec<String>,
+    /// More manifests, as with -f (so pre-commit can append the changed files).
+    #[arg(value_name = "FILE")]
+    pub files: Vec<String>,
+    /// The webhook's configuration file (SPEC §8): policy, injection settings, associations file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Associations file (wins over the config file's associationsFile).
+    #[arg(long, value_name = "FILE")]
+    pub associations: Option<PathBuf>,
+    /// ServiceAccounts that exist already (e.g. `kubectl get sa -A -o yaml`): file, directory
+    /// or `-`; repeatable. ServiceAccounts in the checked manifests win over these.
+    #[arg(long = "service-accounts", value_name = "FILE|DIR|-")]
+    pub service_accounts: Vec<String>,
+    /// Also read ServiceAccounts and namespace labels from this cluster.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Also read Pod Identity associations from this EKS cluster (AWS credentials from the
+    /// environment).
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// AWS region of the EKS API.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// EKS API endpoint override.
+    #[arg(long, value_name = "URL")]
+    pub eks_endpoint: Option<String>,
+    /// Namespace of objects that name none (as kubectl does).
+    #[arg(short = 'n', long, value_name = "NS", default_value = "default")]
+    pub namespace: String,
+    /// Print the JSON Patch `/mutate` would return for each pod.
+    #[arg(long)]
+    pub show_patch: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = CheckOutput::Text)]
+    pub output: CheckOutput,
+    /// Largest manifest file (or stdin) read, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = manifest::DEFAULT_MAX_FILE_BYTES)]
+    pub max_file_bytes: u64,
+}
+
+/// Settings for the offline commands: the config file `serve` reads, with `overrides` over it.
+/// The listener and certificate settings do not matter here, so a config without (or with)
+/// them is accepted as it is.
+pub fn offline_settings(config: Option<&Path>, o: Overrides) -> Result<Settings, ConfigError> {
+    let mut file = match config {
+        Some(path) => config::read_file_config(path)?,
+        None => config::FileConfig::default(),
+    };
+    file.tls = None;
+    let o = Overrides {
+        self_signed: true,
+        ..o
+    };
+    Settings::resolve(file, config.map(Path::to_path_buf), o)
+}
+
+impl CheckArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            associations: self.associations.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            cluster_name: self.cluster_name.clone(),
+            region: self.region.clone(),
+            eks_endpoint: self.eks_endpoint.clone(),
+            ..Overrides::default()
+        }
+    }
+
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        let mut settings = offline_settings(self.config.as_deref(), self.overrides())?;
+        // A CI job reads the live cluster or EKS only when asked on its command line: the
+        // config file of a running webhook names both, and a pipeline has neither.
+        if self.cluster_name.is_none() {
+            settings.eks = None;
+        }
+        settings.kubeconfig = self.kubeconfig.clone();
+        Ok(settings)
+    }
+}
+
+/// The cluster's ServiceAccounts and namespace labels, when a kubeconfig is given.
+async fn cluster_stores(
+    kubeconfig: Option<&Path>,
+    annotation_prefix: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<(Arc<dyn ServiceAccountStore>, Arc<dyn NamespaceStore>)>, CommandError> {
+    let Some(path) = kubeconfig else {
+        return Ok(None);
+    };
+    let ClusterAccess::Client(client, _) = kube_source::connect(Some(path))
+        .await
+        .map_err(|e| SourceError::Kube(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let settings = StoreSettings::new(annotation_prefix.to_string());
+    let sas = KubeServiceAccounts::start(client.clone(), settings.clone(), stop.clone());
+    let namespaces = KubeNamespaces::start(
+        client,
+        settings.live_get_timeout,
+        settings.ready_timeout,
+        stop.clone(),
+    );
+    // Decide only on a synced view: a ServiceAccount not listed yet is not "no identity".
+    let deadline = tokio::time::Instant::now() + settings.ready_timeout;
+    while !(sas.ready() && namespaces.ready()) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SourceError::Kube(format!(
+                "ServiceAccounts and Namespaces of {} not listed within {:?}",
+                path.display(),
+                settings.ready_timeout
+            ))
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(Some((sas, namespaces)))
+}
+
+/// Runs `check`; the exit code is 0 clean, 1 denials, 2 unreadable input. Errors that stop it
+/// before any decision are returned (the caller exits with 2).
+pub async fn run_check(args: &CheckArgs, out: &mut impl Write) -> Result<u8, CommandError> {
+    let settings = args.settings()?;
+    let prefix = settings.injection.annotation_prefix.clone();
+    let inputs: Vec<Input> = args
+        .inputs
+        .iter()
+        .chain(&args.files)
+        .map(|a| Input::parse(a))
+        .collect();
+    let stdin_uses = args
+        .inputs
+        .iter()
+        .chain(&args.files)
+        .chain(&args.service_accounts)
+        .filter(|a| *a == "-")
+        .count();
+    if stdin_uses > 1 {
+        return Err(CommandError::Other(
+            "`-` (stdin) can be given only once across -f and --service-accounts".into(),
+        ));
+    }
+    let manifests = manifest::read_inputs(&inputs, args.max_file_bytes);
+    let sa_inputs: Vec<Input> = args
+        .service_accounts
+        .iter()
+        .map(|a| Input::parse(a))
+        .collect();
+    let existing = manifest::read_inputs(&sa_inputs, args.max_file_bytes);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_on_return = stop.clone().drop_guard();
+    let cluster = cluster_stores(settings.kubeconfig.as_deref(), &prefix, &stop).await?;
+
+    let mut listed = ListedServiceAccounts::new();
+    check::collect_service_accounts(&mut listed, &existing.objects, &args.namespace, &prefix);
+    check::collect_service_accounts(&mut listed, &manifests.objects, &args.namespace, &prefix);
+    let mut namespaces: Arc<dyn NamespaceStore> = Arc::new(sources::namespace_labels(
+        manifests
+            .objects
+            .iter()
+            .filter(|o| o.kind() == "Namespace")
+            .map(|o| &o.object),
+    ));
+    if let Some((sas, live_namespaces)) = cluster {
+        listed = listed.with_fallback(sas);
+        namespaces = live_namespaces;
+    }
+    let associations = sources::association_sources(&settings).await?;
+    let identities = sources::identities(&settings, associations, Arc::new(listed));
+
+    let own_ns = settings.namespace.clone();
+    let policy = Policy::compile(&settings.policy, own_ns.as_deref())?
+        .with_associations_file(settings.associations_file.clone());
+    let validator = Validator::new(policy, identities.clone()).with_namespaces(namespaces);
+    let decider = Decider::new(
+        validator,
+        Mutator::new(settings.injection.clone(), identities),
+    );
+
+    let mut report = CheckReport {
+        objects: check::check_objects(
+            &decider,
+            &manifests.objects,
+            &args.namespace,
+            args.show_patch,
+        )
+        .await,
+        errors: manifests.errors,
+    };
+    report.errors.extend(existing.errors);
+    match args.output {
+        CheckOutput::Text => render::check_text(&report, out)?,
+        CheckOutput::Json => render::check_json(&report, out)?,
+    }
+    out.flush()?;
+    Ok(report.exit_code())
+}
+
+/// Exit code for an error that stopped a command before any decision.
+pub const SETUP_FAILED: u8 = exit::BAD_INPUT;

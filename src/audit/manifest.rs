@@ -1,0 +1,589 @@
+//! Reading Kubernetes manifests for `check`: files, directories (recursive) and stdin, as
+//! multi-document YAML or JSON, with `List` kinds expanded. Every object keeps where it came
+//! from (file, document, list item), and every failure names the file and document (and the
+//! line when the parser knows it), so a CI log points at what to fix.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Largest manifest file (or stdin) read, in bytes. Helm charts and kustomize builds of whole
+/// clusters stay well below it; anything larger is refused rather than read into memory.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Most documents (plus list items) taken from one file, so a hostile file cannot make the
+/// checker build millions of objects out of a small input.
+pub const MAX_OBJECTS_PER_FILE: usize = 100_000;
+
+/// The name stdin gets in messages.
+pub const STDIN: &str = "<stdin>";
+
+/// Where an object came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file's path as given (or found under a given directory), or `<stdin>`.
+    pub file: String,
+    /// 1-based index of the YAML document (or JSON value) in the file.
+    pub document: usize,
+    /// 1-based index in the `items` of a `List`, when the object came from one.
+    pub item: Option<usize>,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} document {}", self.file, self.document)?;
+        if let Some(item) = self.item {
+            write!(f, " item {item}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One Kubernetes object from a manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestObject {
+    pub origin: Origin,
+    /// The object as JSON (YAML is converted), with `apiVersion` and `kind`.
+    pub object: Value,
+}
+
+impl ManifestObject {
+    pub fn kind(&self) -> &str {
+        self.object["kind"].as_str().unwrap_or_default()
+    }
+
+    pub fn api_version(&self) -> &str {
+        self.object["apiVersion"].as_str().unwrap_or_default()
+    }
+
+    /// `(group, version)` of `apiVersion` (`v1` is the core group `""`).
+    pub fn group_version(&self) -> (&str, &str) {
+        match self.api_version().split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", self.api_version()),
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.object["metadata"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.object["metadata"]["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The name for messages: `name`, else `generateName*`, else `(unnamed)`.
+    pub fn display_name(&self) -> String {
+        if let Some(name) = self.name() {
+            return name.to_string();
+        }
+        match self.object["metadata"]["generateName"].as_str() {
+            Some(prefix) if !prefix.is_empty() => format!("{prefix}*"),
+            _ => "(unnamed)".to_string(),
+        }
+    }
+}
+
+/// Why an input could not be read. Each names the file, and the document when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{file}: cannot read: {message}")]
+    Read { file: String, message: String },
+    #[error(
+        "{file}: larger than {limit} bytes; split it, or raise the limit with --max-file-bytes"
+    )]
+    TooLarge { file: String, limit: u64 },
+    #[error("{file}: more than {limit} objects in one file; split it")]
+    TooManyObjects { file: String, limit: usize },
+    #[error("{file}: not UTF-8 text (invalid byte at offset {offset})")]
+    NotText { file: String, offset: usize },
+    #[error("{file} document {document}{}: {message}", line_text(*.line, *.column))]
+    Parse {
+        file: String,
+        document: usize,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    NotAnObject { origin: Origin, message: String },
+}
+
+fn line_text(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+        (Some(l), None) => format!(" (line {l})"),
+        _ => String::new(),
+    }
+}
+
+impl ManifestError {
+    /// The file the error is about.
+    pub fn file(&self) -> &str {
+        match self {
+            Self::Read { file, .. }
+            | Self::TooLarge { file, .. }
+            | Self::TooManyObjects { file, .. }
+            | Self::NotText { file, .. }
+            | Self::Parse { file, .. } => file,
+            Self::NotAnObject { origin, .. } => &origin.file,
+        }
+    }
+
+    /// The 1-based document, when the error is about one.
+    pub fn document(&self) -> Option<usize> {
+        match self {
+            Self::Parse { document, .. } => Some(*document),
+            Self::NotAnObject { origin, .. } => Some(origin.document),
+            _ => None,
+        }
+    }
+
+    /// The 1-based line, when the parser gave one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Parse { line, .. } => *line,
+            _ => None,
+        }
+    }
+}
+
+/// What reading a set of inputs gave: the objects read, and the inputs (or documents) that
+/// could not be read. A broken document does not hide the objects of the other files.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub objects: Vec<ManifestObject>,
+    pub errors: Vec<ManifestError>,
+}
+
+/// One `-f` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    Path(PathBuf),
+}
+
+impl Input {
+    /// `-` is stdin; anything else a file or directory.
+    pub fn parse(arg: &str) -> Self {
+        if arg == "-" {
+            Self::Stdin
+        } else {
+            Self::Path(PathBuf::from(arg))
+        }
+    }
+}
+
+/// Reads every input: files as they are, directories recursively (`.yaml`, `.yml`, `.json`,
+/// in name order), `-` from stdin. At most `max_file_bytes` per file.
+pub fn read_inputs(inputs: &[Input], max_file_bytes: u64) -> Manifests {
+    let mut out = Manifests::default();
+    for input in inputs {
+        match input {
+            Input::Stdin => {
+                let read = read_capped(std::io::stdin().lock(), STDIN, max_file_bytes);
+                collect(&mut out, STDIN, read);
+            }
+            Input::Path(path) => read_path(&mut out, path, max_file_bytes, true),
+        }
+    }
+    out
+}
+
+fn read_path(out: &mut Manifests, path: &Path, max_file_bytes: u64, given: bool) {
+    let name = path.display().to_string();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            out.errors.push(ManifestError::Read {
+                file: name,
+                message: e.to_string(),
+            });
+            return;
+        }
+    };
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                out.errors.push(ManifestError::Read {
+                    file: name,
+                    message: e.to_string(),
+                });
+                return;
+            }
+        };
+        entries.sort();
+        for entry in entries {
+            let hidden = entry
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            // `.git` and editor droppings are not manifests; a file given by name always is.
+            if hidden {
+                continue;
+            }
+            if entry.is_dir() || is_manifest_name(&entry) {
+                read_path(out, &entry, max_file_bytes, false);
+            }
+        }
+        return;
+    }
+    if !given && !is_manifest_name(path) {
+        return;
+    }
+    if meta.len() > max_file_bytes {
+        out.errors.push(ManifestError::TooLarge {
+            file: name,
+            limit: max_file_bytes,
+        });
+        return;
+    }
+    let read = std::fs::File::open(path)
+        .map_err(|e| ManifestError::Read {
+            file: name.clone(),
+            message: e.to_string(),
+        })
+        .and_then(|f| read_capped(f, &name, max_file_bytes));
+    collect(out, &name, read);
+}
+
+fn is_manifest_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "yaml" | "yml" | "json"))
+}
+
+fn collect(out: &mut Manifests, name: &str, read: Result<Vec<u8>, ManifestError>) {
+    match read.and_then(|bytes| text_of(name, bytes)) {
+        Ok(text) => {
+            let parsed = parse_text(name, &text);
+            out.objects.extend(parsed.objects);
+            out.errors.extend(parsed.errors);
+        }
+        Err(e) => out.errors.push(e),
+    }
+}
+
+/// Reads at most `limit` bytes; one more means the input is too large.
+fn read_capped(reader: impl Read, name: &str, limit: u64) -> Result<Vec<u8>, ManifestError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| ManifestError::Read {
+            file: name.to_string(),
+            message: e.to_string(),
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(ManifestError::TooLarge {
+            file: name.to_string(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+fn text_of(name: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
+    String::from_utf8(bytes).map_err(|e| ManifestError::NotText {
+        file: name.to_string(),
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+/// Parses one file's text: JSON when it starts with `{` or `[` (one or more concatenated
+/// values, as `kubectl get -o json` prints), else YAML documents separated by `---`.
+pub fn parse_text(name: &str, text: &str) -> Manifests {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let documents = if text.trim_start().starts_with(['{', '[']) {
+        json_documents(name, text)
+    } else {
+        yaml_documents(name, text)
+    };
+    let mut out = Manifests::default();
+    let mut count = 0usize;
+    for doc in documents {
+        match doc {
+            Ok((document, value)) => {
+                for object in objects_of(name, document, value) {
+                    count += 1;
+                    if count > MAX_OBJECTS_PER_FILE {
+                        out.errors.push(ManifestError::TooManyObjects {
+                            file: name.to_string(),
+                            limit: MAX_OBJECTS_PER_FILE,
+                        });
+                        return out;
+                    }
+                    match object {
+                        Ok(o) => out.objects.push(o),
+                        Err(e) => out.errors.push(e),
+                    }
+                }
+            }
+            Err(e) => out.errors.push(e),
+        }
+    }
+    out
+}
+
+type Document = Result<(usize, Value), ManifestError>;
+
+fn yaml_documents(name: &str, text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        match Value::deserialize(de) {
+            Ok(value) => docs.push(Ok((document, value))),
+            Err(e) => {
+                let location = e.location();
+                docs.push(Err(ManifestError::Parse {
+                    file: name.to_string(),
+                    document,
+                    line: location.as_ref().map(|l| l.line()),
+                    column: location.as_ref().map(|l| l.column()),
+                    message: yaml_message(&e),
+                }));
+                // After a syntax error the YAML stream cannot be resynchronised: the parser
+                // would report the same error for every further document.
+                break;
+            }
+        }
+        if docs.len() > MAX_OBJECTS_PER_FILE {
+            break;
+        }
+    }
+    docs
+}
+
+/// The YAML error without its own ` at line L column C` (the location is reported apart).
+fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+fn json_documents(name: &str, text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    for (i, value) in stream.enumerate() {
+        let document = i + 1;
+        match value {
+            Ok(v) => docs.push(Ok((document, v))),
+            Err(e) => {
+                docs.push(Err(ManifestError::Parse {
+                    file: name.to_string(),
+                    document,
+                    line: Some(e.line()),
+                    column: Some(e.column()),
+                    message: json_message(&e),
+                }));
+                break;
+            }
+        }
+        if docs.len() > MAX_OBJECTS_PER_FILE {
+            break;
+        }
+    }
+    docs
+}
+
+fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// The objects of one document: itself, or the items of a `List` (`v1/List`, or a typed list
+/// such as `PodList` whose items carry no `apiVersion`/`kind` of their own). Empty documents
+/// (only comments, or `---` twice) give nothing.
+fn objects_of(
+    name: &str,
+    document: usize,
+    value: Value,
+) -> Vec<Result<ManifestObject, ManifestError>> {
+    let origin = |item| Origin {
+        file: name.to_string(),
+        document,
+        item,
+    };
+    let map = match value {
+        Value::Null => return Vec::new(),
+        Value::Object(map) => map,
+        other => {
+            return vec![Err(ManifestError::NotAnObject {
+                origin: origin(None),
+                message: format!(
+                    "a {} is not a Kubernetes object (expected a mapping with apiVersion and kind)",
+                    json_type(&other)
+                ),
+            })];
+        }
+    };
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let is_list = kind.ends_with("List") && map.get("items").is_some();
+    if !is_list {
+        return vec![object(origin(None), map)];
+    }
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    // Items of a typed list are of the list's kind without `List`; `v1/List` items name theirs.
+    let item_kind = (kind != "List").then(|| kind.trim_end_matches("List").to_string());
+    let api_version = api_version.to_string();
+    let Some(Value::Array(items)) = map.get("items").cloned() else {
+        return vec![Err(ManifestError::NotAnObject {
+            origin: origin(None),
+            message: format!("{kind}: `items` is not a list"),
+        })];
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, item)| {
+            let at = origin(Some(i + 1));
+            match item {
+                Value::Object(mut m) => {
+                    if let Some(k) = &item_kind {
+                        m.entry("kind").or_insert_with(|| Value::String(k.clone()));
+                        m.entry("apiVersion")
+                            .or_insert_with(|| Value::String(api_version.clone()));
+                    }
+                    vec![object(at, m)]
+                }
+                Value::Null => Vec::new(),
+                other => vec![Err(ManifestError::NotAnObject {
+                    origin: at,
+                    message: format!("list item is a {}, not an object", json_type(&other)),
+                })],
+            }
+        })
+        .collect()
+}
+
+fn object(origin: Origin, map: Map<String, Value>) -> Result<ManifestObject, ManifestError> {
+    let text = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or_default();
+    let missing: Vec<&str> = ["apiVersion", "kind"]
+        .into_iter()
+        .filter(|k| text(k).is_empty())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ManifestError::NotAnObject {
+            origin,
+            message: format!(
+                "not a Kubernetes object: {} missing (every object needs apiVersion and kind)",
+                missing.join(" and ")
+            ),
+        });
+    }
+    if !map.get("metadata").is_none_or(Value::is_object) {
+        return Err(ManifestError::NotAnObject {
+            origin,
+            message: format!("{}: metadata is not a mapping", text("kind")),
+        });
+    }
+    Ok(ManifestObject {
+        origin,
+        object: Value::Object(map),
+    })
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_with_empty_documents() {
+        let text = "# Source: chart/templates/sa.yaml\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: n}\n";
+        let m = parse_text("f.yaml", text);
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        let kinds: Vec<_> = m.objects.iter().map(|o| o.kind().to_string()).collect();
+        assert_eq!(kinds, ["ServiceAccount", "Deployment"]);
+        assert_eq!(m.objects[1].group_version(), ("apps", "v1"));
+        assert_eq!(m.objects[1].namespace(), Some("n"));
+    }
+
+    #[test]
+    fn lists_are_expanded_and_typed_list_items_get_their_kind() {
+        let text = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}]}
+{"apiVersion":"apps/v1","kind":"DeploymentList","metadata":{},"items":[{"metadata":{"name":"d"}},{"metadata":{"name":"e"}}]}"#;
+        let m = parse_text("l.json", text);
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        assert_eq!(m.objects.len(), 3);
+        assert_eq!(m.objects[0].kind(), "Pod");
+        assert_eq!(m.objects[2].kind(), "Deployment");
+        assert_eq!(m.objects[2].api_version(), "apps/v1");
+        assert_eq!(
+            m.objects[2].origin,
+            Origin {
+                file: "l.json".into(),
+                document: 2,
+                item: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn broken_yaml_names_document_and_line() {
+        let text = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n";
+        let m = parse_text("broken.yaml", text);
+        assert_eq!(m.objects.len(), 1);
+        let [err] = &m.errors[..] else {
+            panic!("{:?}", m.errors)
+        };
+        assert_eq!(err.file(), "broken.yaml");
+        assert_eq!(err.document(), Some(2));
+        assert!(err.line().is_some_and(|l| l >= 8), "{err}");
+        assert!(
+            err.to_string().starts_with("broken.yaml document 2 (line"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn objects_without_kind_and_scalars_are_refused() {
+        let m = parse_text("x.yaml", "metadata: {name: a}\n---\njust text\n");
+        assert!(m.objects.is_empty());
+        assert_eq!(m.errors.len(), 2);
+        assert!(
+            m.errors[0]
+                .to_string()
+                .contains("apiVersion and kind missing")
+        );
+        assert!(m.errors[1].to_string().contains("document 2"));
+    }
+
+    #[test]
+    fn broken_json_names_line() {
+        let m = parse_text("x.json", "{\"apiVersion\": \"v1\",\n \"kind\": }");
+        let [err] = &m.errors[..] else {
+            panic!("{:?}", m.errors)
+        };
+        assert_eq!(err.line(), Some(2));
+        assert_eq!(err.document(), Some(1));
+    }
+
+    #[test]
+    fn size_cap() {
+        let err = read_capped(&b"0123456789"[..], "big", 9).unwrap_err();
+        assert!(matches!(err, ManifestError::TooLarge { limit: 9, .. }));
+        assert_eq!(read_capped(&b"012"[..], "ok", 3).unwrap(), b"012");
+    }
+}

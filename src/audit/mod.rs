@@ -1,0 +1,22 @@
+//! Policy outside admission (SPEC §11): `check` runs the webhook's decisions on manifests before
+//! they reach a cluster, `audit` runs them on what already runs in one.
+//!
+//! Neither decides anything itself: each object goes to the same [`Validator`] and [`Mutator`]
+//! that answer `/validate` and `/mutate` ([`decide`]), with identities from the same identity
+//! layer ([`sources`]).
+//!
+//! - [`manifest`]: reading files, directories and stdin (YAML, JSON, `List`s), errors that name
+//!   the file and document;
+//! - [`check`]: one report per manifest object;
+//! - [`render`]: text and JSON output;
+//! - [`cli`]: the commands' arguments and wiring.
+//!
+//! [`Validator`]: crate::admission::validate::Validator
+//! [`Mutator`]: crate::admission::Mutator
+
+pub mod check;
+pub mod cli;
+pub mod decide;
+pub mod manifest;
+pub mod render;
+pub mod sources;

@@ -1,0 +1,507 @@
+//! `pod-identity-webhook check` (SPEC §11), run as the built binary: every captured object gets
+//! the verdict (and patch) the running webhook gives it over TLS, with the same config file;
+//! ServiceAccounts in the checked manifests count; unreadable input is named by file and
+//! document; exit codes 0 / 1 / 2.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pod_identity_webhook::cli::{Cli, Command as CliCommand};
+use pod_identity_webhook::serve::{self, Running};
+use serde_json::{Value, json};
+use support::kube_api::FakeKubeApi;
+use support::{Capture, TlsClient, captures, decode_patch, fixtures_dir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pod-identity-webhook");
+
+/// The config file both the webhook and `check` read (SPEC §8).
+fn write_config(dir: &Path, mode: &str) -> PathBuf {
+    let path = dir.join(format!("config-{mode}.yaml"));
+    let associations = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/associations.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "associationsFile: {}
+policy:
+  defaultMode: {mode}
+  clusterName: prod
+  namespaces:
+    - match: \"team-*\"
+      allowedRoleArns: [\"arn:aws:iam::111122223333:role/carts\", \"arn:aws:iam::111122223333:role/db\"]
+",
+            associations.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The webhook as `serve --config FILE` starts it (self-signed, loopback ports).
+async fn start_webhook(config: &Path, kubeconfig: &Path) -> Running {
+    let cli = <Cli as clap::Parser>::try_parse_from([
+        "pod-identity-webhook",
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--self-signed",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .expect("arguments parse");
+    let CliCommand::Serve(args) = cli.command else {
+        panic!("serve expected")
+    };
+    let running = serve::start(args.settings().expect("settings"))
+        .await
+        .expect("webhook starts");
+    support::wait_readyz(running.admin_addr, 200).await;
+    running
+}
+
+/// Runs the binary (off the async runtime: the fake API answers it meanwhile).
+async fn run(args: Vec<String>, stdin: Option<Vec<u8>>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary runs");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(&bytes).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().expect("exited"),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// What `/validate` answered, in `check`'s words.
+fn webhook_verdict(response: &Value) -> &'static str {
+    match (
+        response["allowed"].as_bool().unwrap(),
+        response["status"]["code"].as_u64(),
+    ) {
+        (false, Some(400)) => "invalid",
+        (false, _) => "denied",
+        (true, _) if response.get("warnings").is_some() => "warned",
+        (true, _) => "allowed",
+    }
+}
+
+fn webhook_messages(response: &Value) -> Vec<String> {
+    response["status"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .into_iter()
+        .chain(
+            response["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| w.as_str().unwrap().to_string()),
+        )
+        .collect()
+}
+
+fn check_json(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// The report on the object from `file`.
+fn report_for<'a>(report: &'a Value, file: &Path) -> &'a Value {
+    let name = file.display().to_string();
+    let found: Vec<&Value> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["file"] == name.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "one report for {name}: {report}");
+    found[0]
+}
+
+/// Each capture's object in its own JSON file, named after the capture.
+fn write_objects(dir: &Path, fixtures: &[Capture]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    fixtures
+        .iter()
+        .map(|f| {
+            let path = dir.join(format!("{}.json", f.name));
+            std::fs::write(&path, f.review()["request"]["object"].to_string()).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// The capture as the creation of its object (a pod UPDATE is always allowed at admission,
+/// while `check` decides the object's creation).
+fn as_creation(capture: &Capture) -> Vec<u8> {
+    let mut review = capture.review();
+    review["request"]["operation"] = json!("CREATE");
+    review["request"]
+        .as_object_mut()
+        .unwrap()
+        .remove("oldObject");
+    serde_json::to_vec(&review).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_captured_object_gets_the_webhooks_verdict_and_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeKubeApi::start(0, Vec::new()).await;
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let validate = captures(".validate.json");
+    let mutate = captures(".mutate.json");
+    assert!(validate.len() >= 16 && mutate.len() >= 4);
+    let validate_files = write_objects(&dir.path().join("objects/validate"), &validate);
+    let mutate_files = write_objects(&dir.path().join("objects/mutate"), &mutate);
+    let service_accounts = fixtures_dir().join("kube-api/serviceaccounts.list.json");
+
+    for mode in ["enforce", "warn"] {
+        let config = write_config(dir.path(), mode);
+        let running = start_webhook(&config, &kubeconfig).await;
+        let mut client = TlsClient::to(&running, false).await;
+
+        // ServiceAccounts from the live (fake) cluster, and from a saved `kubectl get sa -o json`.
+        for identities in [
+            vec!["--kubeconfig", kubeconfig.to_str().unwrap()],
+            vec!["--service-accounts", service_accounts.to_str().unwrap()],
+        ] {
+            let objects = dir.path().join("objects");
+            let mut args = vec![
+                "check",
+                "-f",
+                objects.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--show-patch",
+                "--output",
+                "json",
+            ];
+            args.extend(&identities);
+            let (code, stdout, stderr) = run(strings(&args), None).await;
+            let report = check_json(&stdout);
+            assert_eq!(
+                report["objects"].as_array().unwrap().len(),
+                validate.len() + mutate.len(),
+                "{stderr}"
+            );
+            let mut any_denied = false;
+
+            for (capture, file) in validate.iter().zip(&validate_files) {
+                let at = format!("{mode} {identities:?} {}", capture.name);
+                let ours = report_for(&report, file);
+                let recorded = client.send(capture).await.unwrap().json()["response"].clone();
+                let is_pod_update = capture.review()["request"]["operation"] == "UPDATE"
+                    && capture.review()["request"]["kind"]["kind"] == "Pod";
+                let theirs = if is_pod_update {
+                    assert_eq!(recorded["allowed"], true, "{at}: pod updates pass");
+                    client
+                        .review(&capture.path, as_creation(capture))
+                        .await
+                        .unwrap()
+                        .json()["response"]
+                        .clone()
+                } else {
+                    // Workload and ServiceAccount updates are decided as their creation is.
+                    recorded
+                };
+                assert_eq!(ours["verdict"], webhook_verdict(&theirs), "{at}: {ours}");
+                let messages: Vec<String> =
+                    serde_json::from_value(ours["messages"].clone()).unwrap();
+                let expected = webhook_messages(&theirs);
+                assert!(
+                    messages.starts_with(&expected),
+                    "{at}: check said {messages:?}, /validate {expected:?}"
+                );
+                any_denied |= ours["verdict"] == "denied";
+            }
+
+            for (capture, file) in mutate.iter().zip(&mutate_files) {
+                let at = format!("{mode} {identities:?} {}", capture.name);
+                let ours = report_for(&report, file);
+                let answer = client.send(capture).await.unwrap().json();
+                let patch = serde_json::to_value(decode_patch(&answer)).unwrap();
+                let mutated = !patch.as_array().unwrap().is_empty();
+                assert_eq!(ours["mutated"], mutated, "{at}: {ours}");
+                if mutated {
+                    assert_eq!(ours["patch"], patch, "{at}");
+                } else {
+                    assert!(ours.get("patch").is_none(), "{at}: {ours}");
+                }
+                // Warnings of /mutate (host network) are reported too.
+                for w in webhook_messages(&answer["response"]) {
+                    assert!(
+                        ours["messages"].as_array().unwrap().contains(&json!(w)),
+                        "{at}: {w}"
+                    );
+                }
+            }
+            assert_eq!(mode == "enforce", any_denied, "{mode}");
+            assert_eq!(code, if any_denied { 1 } else { 0 }, "{mode}: {stderr}");
+            assert_eq!(report["summary"]["exitCode"], code);
+        }
+        drop(running);
+    }
+}
+
+const APP: &str = "\
+# Source: shop/templates/carts.yaml
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: shop
+  annotations:
+    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/carts
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: carts
+spec:
+  selector: {matchLabels: {app: carts}}
+  template:
+    metadata: {labels: {app: carts}}
+    spec:
+      serviceAccountName: shop
+      containers: [{name: app, image: carts:1}]
+";
+
+const ORDERS: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: orders
+  namespace: team-a
+spec:
+  selector: {matchLabels: {app: orders}}
+  template:
+    metadata: {labels: {app: orders}}
+    spec:
+      serviceAccountName: orders
+      containers: [{name: app, image: orders:1}]
+";
+
+/// A chart-like tree: the Deployment and its ServiceAccount in one file (namespace from
+/// `--namespace`), a Deployment in a sub-directory whose ServiceAccount has no identity, a JSON
+/// `List`, and files that are not manifests.
+fn write_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("orders")).unwrap();
+    std::fs::write(root.join("carts.yaml"), APP).unwrap();
+    std::fs::write(root.join("orders/deployment.yml"), ORDERS).unwrap();
+    std::fs::write(
+        root.join("orders/pods.json"),
+        json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-0", "namespace": "team-a"},
+             "spec": {"serviceAccountName": "db", "containers": [{"name": "db", "image": "db"}]}},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(root.join("README.md"), "not a manifest: {[").unwrap();
+    std::fs::write(root.join("orders/.hidden.yaml"), "not: [valid").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_with_a_deployment_and_its_service_account_in_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "enforce");
+    let tree = dir.path().join("chart");
+    write_tree(&tree);
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "check".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--namespace".into(),
+            "team-a".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+
+    let (code, stdout, stderr) = run(base(&["-f", tree.to_str().unwrap()]), None).await;
+    assert_eq!(code, 1, "orders is denied: {stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert_eq!(lines[0], "ServiceAccount team-a/shop: allowed");
+    assert_eq!(lines[1], "Deployment team-a/carts: allowed");
+    assert!(
+        lines[3].starts_with("Pod team-a/db-0: mutated: identity injected"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("Deployment team-a/orders: denied: Deployment team-a/orders: ServiceAccount \"orders\" has no EKS Pod Identity association"),
+        "{stdout}"
+    );
+    assert!(lines[2].contains("--cluster-name prod --namespace team-a --service-account orders"));
+    assert!(
+        lines[2].ends_with(&format!(
+            "[{} document 1]",
+            tree.join("orders/deployment.yml").display()
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[4],
+        "4 objects: 2 allowed, 1 mutated, 0 warned, 1 denied"
+    );
+
+    // Without its ServiceAccount the carts Deployment has no identity either; piped in as
+    // `helm template | pod-identity-webhook check -f -` would.
+    let deployment_only = APP.split("---\n").nth(1).unwrap().to_string();
+    let (code, stdout, _) = run(
+        base(&["-f", "-", "-o", "json"]),
+        Some(deployment_only.into_bytes()),
+    )
+    .await;
+    assert_eq!(code, 1);
+    let report = check_json(&stdout);
+    let [carts] = report["objects"].as_array().unwrap().as_slice() else {
+        panic!("{report}")
+    };
+    assert_eq!(carts["file"], "<stdin>");
+    assert_eq!(carts["namespace"], "team-a");
+    assert_eq!(carts["status"], "denied");
+
+    // The ServiceAccount given apart (it exists already) counts as well.
+    let sa_file = dir.path().join("sa.yaml");
+    std::fs::write(&sa_file, APP.split("---\n").next().unwrap()).unwrap();
+    let deployment_only = APP.split("---\n").nth(1).unwrap().to_string();
+    let (code, stdout, _) = run(
+        base(&["-f", "-", "--service-accounts", sa_file.to_str().unwrap()]),
+        Some(deployment_only.into_bytes()),
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.starts_with("Deployment team-a/carts: allowed\n"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_input_is_named_by_file_and_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "warn");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        format!("{APP}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [oops\n"),
+    )
+    .unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = strings(&["check", "--config", config.to_str().unwrap()]);
+        a.extend(strings(extra));
+        a
+    };
+
+    let (code, stdout, _) = run(args(&["-f", broken.to_str().unwrap()]), None).await;
+    assert_eq!(code, 2, "{stdout}");
+    // The documents before the broken one are still checked.
+    assert!(
+        stdout.starts_with(
+            "ServiceAccount default/shop: allowed\nDeployment default/carts: allowed\n"
+        ),
+        "{stdout}"
+    );
+    let error = stdout
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        error.starts_with(&format!(
+            "error: {} document 3 (line 25, column",
+            broken.display()
+        )),
+        "{error}"
+    );
+
+    let (code, stdout, _) = run(args(&["-f", broken.to_str().unwrap(), "-o", "json"]), None).await;
+    assert_eq!(code, 2);
+    let report = check_json(&stdout);
+    let [error] = report["errors"].as_array().unwrap().as_slice() else {
+        panic!("{report}")
+    };
+    assert_eq!(error["file"], broken.display().to_string());
+    assert_eq!(error["document"], 3);
+    assert_eq!(error["line"], 25);
+
+    // Over the size cap, missing, and an object that is not one: each named, exit 2.
+    let missing = dir.path().join("missing.yaml");
+    let (code, stdout, _) = run(
+        args(&[
+            "-f",
+            broken.to_str().unwrap(),
+            "-f",
+            missing.to_str().unwrap(),
+            "--max-file-bytes",
+            "100",
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(
+        stdout.contains(&format!(
+            "error: {}: larger than 100 bytes",
+            broken.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("error: {}: cannot read", missing.display())),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(
+        args(&["-f", "-"]),
+        Some(b"kind: Pod\n---\n- a list\n".to_vec()),
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(
+        stdout.contains("error: <stdin> document 1: not a Kubernetes object: apiVersion missing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error: <stdin> document 2: a list is not a Kubernetes object"),
+        "{stdout}"
+    );
+
+    // A config the webhook would refuse stops `check` too, before any decision.
+    let bad_config = dir.path().join("bad.yaml");
+    std::fs::write(&bad_config, "policy:\n  defaultMod: enforce\n").unwrap();
+    let (code, stdout, stderr) = run(
+        strings(&[
+            "check",
+            "--config",
+            bad_config.to_str().unwrap(),
+            "-f",
+            broken.to_str().unwrap(),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stderr.contains("defaultMod"), "{stderr}");
+}
