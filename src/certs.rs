@@ -11,7 +11,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use crate::tls::TlsError;
+use crate::server::tls::TlsError;
 
 /// A CA and a serving certificate signed by it, all PEM.
 #[derive(Debug, Clone)]
@@ -175,7 +175,7 @@ mod tests {
         let mut all = names.clone();
         all.push("127.0.0.1".into());
         let g = generate(&all).unwrap();
-        crate::tls::certified_key_from_pem(
+        crate::server::tls::certified_key_from_pem(
             g.cert_pem.as_bytes(),
             g.key_pem.as_bytes(),
             Path::new("tls.crt"),

@@ -6,25 +6,23 @@
 //! - [`identity`]: where identities come from (associations file, EKS, ServiceAccounts); no HTTP.
 //! - [`admission`]: the AdmissionReview protocol and the decisions (pure mutation, policy).
 //! - [`policy`]: the identity policy (modes, exemptions, verdicts); [`namespaces`]: its labels.
-//! - [`http`], [`server`], [`tls`]: serving over HTTPS with reloadable certificates.
-//! - [`serve`]: wiring settings into a running webhook.
+//! - [`server`]: routes, listeners with their limits and timeouts, TLS with reloadable certificates.
+//! - [`startup`]: wiring settings into a running webhook, one small step at a time.
+//! - [`telemetry`]: logging setup and the metrics registry.
 
 pub mod admission;
-pub mod app;
 pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod config;
-pub mod http;
 pub mod identity;
 pub mod live_config;
 pub mod namespaces;
 pub mod policy;
 pub mod reload;
-pub mod serve;
 pub mod server;
+pub mod startup;
 pub mod telemetry;
-pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -34,7 +32,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] server::tls::TlsError),
     #[error(transparent)]
     Associations(#[from] identity::file::FileError),
     #[error(transparent)]

@@ -4,8 +4,9 @@ use anyhow::Context;
 use clap::Parser;
 use pod_identity_webhook::audit::{self, cli::CheckArgs};
 use pod_identity_webhook::cli::{CertsArgs, Cli, Command};
+use pod_identity_webhook::server::tls;
 use pod_identity_webhook::telemetry::logging;
-use pod_identity_webhook::{certs, serve, tls};
+use pod_identity_webhook::{certs, startup};
 use std::process::ExitCode;
 
 // Admission allocates many small short-lived values per request (parsed names, patch operations,
@@ -30,8 +31,8 @@ fn main() -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?
                 .block_on(async {
-                    let running = serve::start(settings).await?;
-                    running.run_until(serve::shutdown_signal()).await;
+                    let running = startup::start(settings).await?;
+                    running.run_until(startup::shutdown_signal()).await;
                     anyhow::Ok(ExitCode::SUCCESS)
                 })
         }

@@ -1,4 +1,4 @@
-//! `serve`: turns [`Settings`] into a running webhook, and stops it gracefully.
+//! Start-up: turns [`Settings`] into a running webhook, and stops it gracefully.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use crate::StartError;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
-use crate::app::App;
 use crate::config::{Settings, TlsSource};
 use crate::identity::cache::EksSource;
 use crate::identity::file::FileSource;
@@ -21,9 +20,11 @@ use crate::identity::{AssociationSource, Identities};
 use crate::live_config::ConfigReloader;
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
+use crate::server::app::App;
+use crate::server::tls::{self, CertReloader, CertResolver};
+use crate::server::{self, routes};
 use crate::telemetry::metrics::{FamilySnapshot, Metrics, SampleKind};
-use crate::tls::{CertReloader, CertResolver};
-use crate::{certs, http, reload, server, tls};
+use crate::{certs, reload};
 
 /// A running webhook: its addresses, state and the handle to stop it.
 pub struct Running {
@@ -299,7 +300,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     tasks.spawn(server::serve_tls(
         https,
         tls::server_config(resolver.clone()),
-        http::admission_router(app.clone()),
+        routes::admission_router(app.clone()),
         stop.clone(),
         settings.server.drain_timeout,
         server::Limits {
@@ -310,7 +311,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     ));
     tasks.spawn(server::serve_admin(
         admin,
-        http::admin_router(app.clone()),
+        routes::admin_router(app.clone()),
         stop.clone(),
     ));
     tracing::info!(%https_addr, %admin_addr, "pod-identity-webhook serving");

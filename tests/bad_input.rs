@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use support::{TlsClient, apply_answer, fixture};
 
 use pod_identity_webhook::config::Settings;
-use pod_identity_webhook::serve::{self, Running};
+use pod_identity_webhook::startup::{self, Running};
 
 const LIMIT: usize = 256 * 1024;
 
@@ -22,7 +22,7 @@ async fn start() -> (Running, tempfile::TempDir) {
     let mut settings = Settings::local();
     settings.associations_file = Some(associations);
     settings.server.max_body_bytes = LIMIT;
-    (serve::start(settings).await.expect("starts"), dir)
+    (startup::start(settings).await.expect("starts"), dir)
 }
 
 async fn client(running: &Running, h2: bool) -> TlsClient {

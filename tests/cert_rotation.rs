@@ -12,9 +12,10 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use support::{TlsClient, WAIT, fixture};
 
+use pod_identity_webhook::certs;
 use pod_identity_webhook::config::{Settings, TlsSource};
-use pod_identity_webhook::serve::{self, Running};
-use pod_identity_webhook::{certs, tls};
+use pod_identity_webhook::server::tls;
+use pod_identity_webhook::startup::{self, Running};
 
 /// A CA-signed serving pair for 127.0.0.1/localhost, from the project's own generator.
 struct Pair {
@@ -82,7 +83,7 @@ async fn rewritten_files_are_served_to_new_handshakes_and_open_connections_conti
     let (a, b) = (pair(), pair());
     std::fs::write(&cert, &a.cert).unwrap();
     std::fs::write(&key, &a.key).unwrap();
-    let running = serve::start(settings(cert.clone(), key.clone()))
+    let running = startup::start(settings(cert.clone(), key.clone()))
         .await
         .unwrap();
     let ca = trust(&a, &b);
@@ -125,7 +126,7 @@ async fn a_secret_volume_symlink_swap_is_seen() {
     for name in ["tls.crt", "tls.key"] {
         std::os::unix::fs::symlink(format!("..data/{name}"), dir.path().join(name)).unwrap();
     }
-    let running = serve::start(settings(
+    let running = startup::start(settings(
         dir.path().join("tls.crt"),
         dir.path().join("tls.key"),
     ))
@@ -219,7 +220,7 @@ async fn pkcs8_pkcs1_and_sec1_keys_are_accepted_and_served() {
         let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
         std::fs::write(&cert, &cert_pem).unwrap();
         std::fs::write(&key, &key_pem).unwrap();
-        let running = serve::start(settings(cert, key))
+        let running = startup::start(settings(cert, key))
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         // The self-signed certificate is its own CA.
@@ -257,7 +258,7 @@ async fn a_missing_or_broken_certificate_or_key_fails_start_up_naming_the_file()
         (cert.clone(), mismatched.clone(), mismatched.clone()),
     ];
     for (c, k, named) in cases {
-        let err = match serve::start(settings(c.clone(), k.clone())).await {
+        let err = match startup::start(settings(c.clone(), k.clone())).await {
             Ok(running) => {
                 running.shutdown().await;
                 panic!("started with cert {} key {}", c.display(), k.display())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pod_identity_webhook::cli::{Cli, Command as CliCommand};
-use pod_identity_webhook::serve::{self, Running};
+use pod_identity_webhook::startup::{self, Running};
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
 use support::{Capture, TlsClient, captures, decode_patch, fixtures_dir};
@@ -57,7 +57,7 @@ async fn start_webhook(config: &Path, kubeconfig: &Path) -> Running {
     let CliCommand::Serve(args) = cli.command else {
         panic!("serve expected")
     };
-    let running = serve::start(args.settings().expect("settings"))
+    let running = startup::start(args.settings().expect("settings"))
         .await
         .expect("webhook starts");
     support::wait_readyz(running.admin_addr, 200).await;

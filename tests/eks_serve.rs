@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use eks_support::FakeEks;
 use pod_identity_webhook::config::{EksSettings, Settings};
-use pod_identity_webhook::serve;
+use pod_identity_webhook::startup;
 use support::{TlsClient, admin_get, decode_patch, sample, wait_readyz};
 
 const CLUSTER: &str = "prod";
@@ -45,7 +45,7 @@ fn settings(endpoint: String) -> Settings {
 }
 
 /// `POST /mutate` over TLS (HTTP/1.1, as the API server), trusting the self-signed CA.
-async fn mutate(running: &serve::Running, review: &str) -> serde_json::Value {
+async fn mutate(running: &startup::Running, review: &str) -> serde_json::Value {
     let answer = TlsClient::to(running, false)
         .await
         .review("/mutate?timeout=10s", review.as_bytes().to_vec())
@@ -71,7 +71,7 @@ async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
     static_credentials();
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
-    let running = serve::start(settings(fake.url())).await.expect("start");
+    let running = startup::start(settings(fake.url())).await.expect("start");
     wait_readyz(running.admin_addr, 200).await;
     assert!(fake.lists() >= 1, "readiness came from a full sync");
 
@@ -125,7 +125,7 @@ async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreacha
     let mut s = settings(fake.url());
     let eks = s.eks.as_mut().unwrap();
     eks.ready_timeout = Duration::from_millis(800);
-    let running = serve::start(s).await.expect("start");
+    let running = startup::start(s).await.expect("start");
     let (status, body) = admin_get(running.admin_addr, "/readyz").await;
     assert_eq!(status, 503, "not ready before a sync: {body}");
     assert!(body.contains("identity"), "{body}");

@@ -11,7 +11,7 @@ use support::kube_api::FakeKubeApi;
 use support::{Capture, TlsClient, apply_answer, captures, env_pairs, wait_readyz};
 
 use pod_identity_webhook::config::Settings;
-use pod_identity_webhook::serve::{self, Running};
+use pod_identity_webhook::startup::{self, Running};
 
 const PI_VOLUME: &str = "eks-pod-identity-token";
 const PI_MOUNT: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
@@ -42,7 +42,7 @@ async fn start() -> Webhook {
     settings.kubeconfig = Some(api.kubeconfig(dir.path()));
     settings.injection.aws_default_region = Some("us-west-2".into());
     settings.injection.sts_regional_endpoint = true;
-    let running = serve::start(settings).await.expect("webhook starts");
+    let running = startup::start(settings).await.expect("webhook starts");
     // Ready once the ServiceAccounts are listed from the fake API server.
     wait_readyz(running.admin_addr, 200).await;
     let client = TlsClient::to(&running, false).await;

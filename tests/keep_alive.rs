@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use pod_identity_webhook::config::Settings;
-use pod_identity_webhook::serve::{self, Extras, Running};
+use pod_identity_webhook::startup::{self, Extras, Running};
 use support::{
     ControlledSource, TlsClient, admin_get, carts_association, fixture, sample, tls_stream,
 };
@@ -29,7 +29,7 @@ async fn start_capped(extras: Extras, max_connections: usize) -> Running {
     settings.server.header_read_timeout = HEADER_READ;
     settings.server.idle_timeout = IDLE;
     settings.server.max_connections = max_connections;
-    serve::start_with(settings, extras).await.expect("starts")
+    startup::start_with(settings, extras).await.expect("starts")
 }
 
 fn carts_source() -> Extras {

@@ -652,7 +652,7 @@ fn check_routes(paths: &[&str]) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let app = std::sync::Arc::new(pod_identity_webhook::app::App::new(
+        let app = std::sync::Arc::new(pod_identity_webhook::server::app::App::new(
             pod_identity_webhook::admission::Mutator::new(
                 Default::default(),
                 pod_identity_webhook::identity::Identities::default(),
@@ -660,7 +660,7 @@ fn check_routes(paths: &[&str]) {
             Default::default(),
         ));
         for path in paths {
-            let router = pod_identity_webhook::http::admission_router(app.clone());
+            let router = pod_identity_webhook::server::routes::admission_router(app.clone());
             let req = axum::http::Request::post(*path)
                 .header("content-type", "application/json")
                 .body(axum::body::Body::from("{}"))

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pod_identity_webhook::config::{FileConfig, Overrides, Settings, TlsSource};
-use pod_identity_webhook::serve::{self, Extras, Running};
+use pod_identity_webhook::startup::{self, Extras, Running};
 use support::{
     ControlledSource, TlsClient, WAIT, admin_get, carts_association, fixture, fixture_with_uid,
     sample, wait_readyz,
@@ -64,7 +64,7 @@ fn unreadable_pod(uid: &str) -> Vec<u8> {
 #[tokio::test]
 async fn metrics_count_a_scripted_set_of_admissions_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let running = serve::start(local_with_associations(dir.path()))
+    let running = startup::start(local_with_associations(dir.path()))
         .await
         .unwrap();
     let mut c = client(&running, false).await;
@@ -164,7 +164,7 @@ async fn readiness_waits_for_sources_and_turns_off_on_shutdown() {
     let source = ControlledSource::new(false, Duration::ZERO, None);
     let mut settings = Settings::local();
     settings.server.shutdown_grace = Duration::from_millis(300);
-    let running = serve::start_with(
+    let running = startup::start_with(
         settings,
         Extras {
             association_sources: vec![source.clone()],
@@ -198,7 +198,7 @@ async fn shutdown_drains_in_flight_requests_and_then_refuses_connections() {
     let mut settings = Settings::local();
     settings.server.shutdown_grace = Duration::from_millis(300);
     settings.server.drain_timeout = Duration::from_secs(5);
-    let running = serve::start_with(
+    let running = startup::start_with(
         settings,
         Extras {
             association_sources: vec![source.clone()],
@@ -333,7 +333,7 @@ async fn config_file_changes_apply_without_restart_and_a_broken_file_keeps_the_l
         .unwrap()
     };
     write_config("  stsRegionalEndpoint: false\n");
-    let running = serve::start(config_settings(&config)).await.unwrap();
+    let running = startup::start(config_settings(&config)).await.unwrap();
     let mut c = client(&running, true).await;
     let region = |env: &[(String, String)]| {
         env.iter()
@@ -397,10 +397,11 @@ async fn certificate_reload_is_counted_and_updates_the_expiry() {
         key: key.clone(),
     };
     settings.server.reload_interval = Duration::from_millis(20);
-    let running = serve::start(settings).await.unwrap();
+    let running = startup::start(settings).await.unwrap();
     let expiry_series = "pod_identity_webhook_certificate_expiry_timestamp_seconds";
     let initial = sample(&metrics(&running).await, expiry_series).unwrap();
-    let expected_initial = pod_identity_webhook::tls::not_after(&running.cert_resolver.current());
+    let expected_initial =
+        pod_identity_webhook::server::tls::not_after(&running.cert_resolver.current());
     assert_eq!(Some(initial as i64), expected_initial);
 
     // The replacement expires at a known instant: 2031-01-01T00:00:00Z.
@@ -436,7 +437,7 @@ async fn certificate_reload_is_counted_and_updates_the_expiry() {
 #[tokio::test]
 async fn lookups_cut_short_by_the_budget_count_as_errors() {
     let source = ControlledSource::new(true, Duration::from_secs(5), Some(carts_association()));
-    let running = serve::start_with(
+    let running = startup::start_with(
         Settings::local(),
         Extras {
             association_sources: vec![source.clone()],
@@ -468,7 +469,7 @@ async fn the_drain_is_bounded_by_its_timeout() {
     let source = ControlledSource::new(true, Duration::from_secs(8), Some(carts_association()));
     let mut settings = Settings::local();
     settings.server.drain_timeout = Duration::from_millis(100);
-    let running = serve::start_with(
+    let running = startup::start_with(
         settings,
         Extras {
             association_sources: vec![source.clone()],
@@ -512,7 +513,7 @@ async fn a_policy_change_in_the_config_file_applies_without_restart() {
     // A DaemonSet on the `default` ServiceAccount, which has no association.
     let (path, body) = fixture("daemonset-create-hostnetwork-default-sa.validate.json");
     write_config("warn");
-    let running = serve::start(config_settings(&config)).await.unwrap();
+    let running = startup::start(config_settings(&config)).await.unwrap();
     let mut c = client(&running, false).await;
     let first = c.review(&path, body.clone()).await.unwrap().json();
     assert_eq!(

@@ -10,11 +10,11 @@ use axum::body::Body;
 use axum::http::Request;
 use pod_identity_webhook::admission::Mutator;
 use pod_identity_webhook::admission::validate::Validator;
-use pod_identity_webhook::app::App;
 use pod_identity_webhook::config::InjectionSettings;
-use pod_identity_webhook::http;
 use pod_identity_webhook::identity::Identities;
 use pod_identity_webhook::identity::file::FileSource;
+use pod_identity_webhook::server::app::App;
+use pod_identity_webhook::server::routes;
 use pod_identity_webhook::telemetry::logging;
 use support::{carts_association, fixture_with_uid};
 use tower::ServiceExt;
@@ -69,7 +69,7 @@ async fn post(app: &Arc<App>, path: &str, body: Vec<u8>) -> u16 {
         .header("content-type", "application/json")
         .body(Body::from(body))
         .unwrap();
-    http::admission_router(app.clone())
+    routes::admission_router(app.clone())
         .oneshot(req)
         .await
         .unwrap()

@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use pod_identity_webhook::config::{NamespaceRule, PolicyMode, PolicySettings, Settings};
-use pod_identity_webhook::serve::{self, Running};
+use pod_identity_webhook::startup::{self, Running};
 use serde_json::Value;
 use support::{Capture, TlsClient, captures};
 
@@ -95,7 +95,7 @@ async fn start(default_mode: PolicyMode) -> (Running, TlsClient) {
         cluster_name: Some("prod".into()),
         ..PolicySettings::default()
     };
-    let running = serve::start(settings).await.expect("webhook starts");
+    let running = startup::start(settings).await.expect("webhook starts");
     let client = TlsClient::to(&running, false).await;
     (running, client)
 }

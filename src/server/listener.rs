@@ -15,11 +15,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-mod limit;
-mod timeouts;
-pub use limit::{ConnectionLimit, MAX_CONNECTIONS};
-pub use timeouts::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, Limits};
-use timeouts::{Phase, TimedIo, Tracked};
+use super::limit::ConnectionLimit;
+use super::timeouts::{Limits, Phase, TimedIo, Tracked};
 
 /// A TLS handshake that takes longer than this is dropped (slow or hostile clients).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,8 +18,8 @@ use crate::admission::Outcome;
 use crate::admission::pod::PodView;
 use crate::admission::review::{Review, response_body};
 use crate::admission::validate::read_review;
-use crate::app::App;
 use crate::config::parse_duration;
+use crate::server::app::App;
 
 /// The API server's default webhook timeout, used when the request does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

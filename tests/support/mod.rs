@@ -196,7 +196,7 @@ pub async fn tls_stream(
     ca_pem: &str,
     h2: bool,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    pod_identity_webhook::tls::install_default_provider();
+    pod_identity_webhook::server::tls::install_default_provider();
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -250,7 +250,7 @@ impl TlsClient {
     }
 
     /// Connects to a webhook started with a self-signed certificate, trusting its CA.
-    pub async fn to(running: &pod_identity_webhook::serve::Running, h2: bool) -> Self {
+    pub async fn to(running: &pod_identity_webhook::startup::Running, h2: bool) -> Self {
         Self::connect(
             running.https_addr,
             running

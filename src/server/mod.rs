@@ -1,0 +1,14 @@
+//! Serving the webhook: the routes ([`routes`], drivable in-process by tests), the listeners
+//! with their limits and timeouts ([`listener`]), the TLS certificate and its reloads ([`tls`]),
+//! and the state the handlers share ([`app`]). Each part registers its own metrics.
+
+pub mod app;
+mod limit;
+pub mod listener;
+pub mod routes;
+mod timeouts;
+pub mod tls;
+
+pub use limit::{ConnectionLimit, MAX_CONNECTIONS};
+pub use listener::{bind, serve_admin, serve_tls};
+pub use timeouts::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, Limits};
