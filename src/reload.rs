@@ -4,8 +4,14 @@
 //! Polling the bytes rather than using inotify follows the `..data` symlink swap of Secret and
 //! ConfigMap volumes and works on every filesystem; the files are small.
 
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 /// What one reload check did.
@@ -83,5 +89,95 @@ where
         let outcome = self.inner.check();
         (self.on_check)(&outcome);
         outcome
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    /// What was re-read: `certificate`, `associations`, `config`.
+    file: &'static str,
+    /// `ok` or `failed`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    file: &'static str,
+}
+
+/// Loads and reloads of the files the webhook reads while running.
+#[derive(Clone, Debug)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    last_load: Family<FileLabels, Gauge<i64, AtomicI64>>,
+}
+
+impl ReloadMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            reloads: Family::default(),
+            last_load: Family::default(),
+        };
+        registry.register(
+            "reloads",
+            "Changed files re-read while running, by file and result (ok, failed)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "last_successful_load_timestamp_seconds",
+            "Unix time of the last successful load of each file (at start-up or on change)",
+            metrics.last_load.clone(),
+        );
+        metrics
+    }
+
+    /// Records a successful load of `file` now (start-up or reload).
+    pub fn record_loaded(&self, file: &'static str) {
+        self.last_load
+            .get_or_create(&FileLabels { file })
+            .set(crate::telemetry::metrics::unix_now());
+    }
+
+    /// Records one reload check of `file` that did something.
+    pub fn record(&self, file: &'static str, outcome: &ReloadOutcome) {
+        let result = match outcome {
+            ReloadOutcome::Unchanged => return,
+            ReloadOutcome::Reloaded => {
+                self.record_loaded(file);
+                "ok"
+            }
+            ReloadOutcome::Failed(_) => "failed",
+        };
+        self.reloads
+            .get_or_create(&ReloadLabels { file, result })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_outcomes_are_counted_and_timestamped() {
+        let mut registry = crate::telemetry::metrics::new_registry();
+        let metrics = ReloadMetrics::register(&mut registry);
+        metrics.record("config", &ReloadOutcome::Unchanged);
+        metrics.record("config", &ReloadOutcome::Failed("bad".into()));
+        metrics.record("config", &ReloadOutcome::Reloaded);
+        let text = crate::telemetry::metrics::encode(&registry);
+        assert!(
+            text.contains(
+                "pod_identity_webhook_reloads_total{file=\"config\",result=\"failed\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_webhook_reloads_total{file=\"config\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "pod_identity_webhook_last_successful_load_timestamp_seconds{file=\"config\"}"
+        ));
     }
 }

@@ -12,18 +12,19 @@ use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::config::{Settings, TlsSource};
 use crate::identity::cache::EksSource;
-use crate::identity::file::FileSource;
+use crate::identity::file::{FileReloader, FileSource};
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
 };
-use crate::identity::{AssociationSource, Identities};
+use crate::identity::{self, AssociationSource, Identities};
 use crate::live_config::ConfigReloader;
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
+use crate::reload::ReloadMetrics;
 use crate::server::app::App;
-use crate::server::tls::{self, CertReloader, CertResolver};
+use crate::server::tls::{self, CertMetrics, CertReloader, CertResolver};
 use crate::server::{self, routes};
-use crate::telemetry::metrics::{FamilySnapshot, Metrics, SampleKind};
+use crate::telemetry::metrics::{Registry, new_registry};
 use crate::{certs, reload};
 
 /// A running webhook: its addresses, state and the handle to stop it.
@@ -89,14 +90,114 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     tls::install_default_provider();
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let mut registry = new_registry();
+    let reload_metrics = ReloadMetrics::register(&mut registry);
 
-    // --- TLS ---------------------------------------------------------------------------------
-    let mut self_signed_ca_pem = None;
-    let (resolver, cert_files) = match &settings.tls {
-        TlsSource::Files { cert, key } => (
-            CertResolver::new(tls::load_certified_key(cert, key)?),
-            Some((cert.clone(), key.clone())),
-        ),
+    let certificate = serving_certificate(&settings.tls)?;
+    let cert_metrics = CertMetrics::register(&mut registry);
+    cert_metrics.loaded(&certificate.resolver.current());
+    reload_metrics.record_loaded("certificate");
+
+    let own_ns = own_namespace(settings.namespace.as_deref());
+    let policy = Policy::compile(&settings.policy, own_ns.as_deref())?
+        .with_associations_file(settings.associations_file.clone());
+    if settings.config_file.is_some() {
+        reload_metrics.record_loaded("config");
+    }
+
+    let sources = identity_sources(&settings, extras, &mut registry, &stop, &mut tasks).await?;
+    if let Some(reloader) = sources.file_reloader {
+        reload_metrics.record_loaded("associations");
+        let reloader = reload::observed(reloader, observe(&reload_metrics, "associations"));
+        tasks.spawn(reload::run(
+            reloader,
+            settings.server.reload_interval,
+            stop.clone(),
+        ));
+    }
+
+    let mut validator = Validator::new(policy, sources.identities.clone());
+    if let Some(store) = sources.namespaces {
+        validator = validator.with_namespaces(store);
+    }
+    let mut mutator = Mutator::new(settings.injection.clone(), sources.identities);
+    if let Some(eks) = &settings.eks {
+        mutator.failure_mode = eks.failure_mode;
+    }
+    let live_injection = mutator.injection.clone();
+    let connection_limit = server::ConnectionLimit::new(settings.server.max_connections);
+    connection_limit.register_metrics(&mut registry);
+    let mut app = App::with_registry(mutator, validator, registry);
+    app.max_body_bytes = settings.server.max_body_bytes;
+    let app = Arc::new(app);
+
+    if let Some(path) = &settings.config_file {
+        let reloader = config_reloader(path, &settings, own_ns, live_injection, app.clone());
+        let reloader = reload::observed(reloader, observe(&reload_metrics, "config"));
+        tasks.spawn(reload::run(
+            reloader,
+            settings.server.reload_interval,
+            stop.clone(),
+        ));
+    }
+    if let Some((cert, key)) = certificate.files {
+        let reloader = CertReloader::new(cert, key, certificate.resolver.clone())
+            .on_reload(move |ck| cert_metrics.reloaded(ck));
+        let reloader = reload::observed(reloader, observe(&reload_metrics, "certificate"));
+        tasks.spawn(reload::run(
+            reloader,
+            settings.server.reload_interval,
+            stop.clone(),
+        ));
+    }
+    app.health.set_certs_loaded();
+
+    let (https_addr, admin_addr) = listen(
+        &settings,
+        &app,
+        &certificate.resolver,
+        connection_limit,
+        &stop,
+        &mut tasks,
+    )
+    .await?;
+    tracing::info!(%https_addr, %admin_addr, "pod-identity-webhook serving");
+
+    Ok(Running {
+        https_addr,
+        admin_addr,
+        app,
+        cert_resolver: certificate.resolver,
+        self_signed_ca_pem: certificate.self_signed_ca_pem,
+        settings,
+        stop,
+        tasks,
+    })
+}
+
+/// Counts a reloader's outcomes under `file`.
+fn observe(
+    metrics: &ReloadMetrics,
+    file: &'static str,
+) -> impl FnMut(&reload::ReloadOutcome) + Send + 'static {
+    let metrics = metrics.clone();
+    move |outcome| metrics.record(file, outcome)
+}
+
+/// The serving certificate: loaded from files (then reloaded when they change) or generated.
+struct Certificate {
+    resolver: Arc<CertResolver>,
+    files: Option<(PathBuf, PathBuf)>,
+    self_signed_ca_pem: Option<String>,
+}
+
+fn serving_certificate(source: &TlsSource) -> Result<Certificate, StartError> {
+    match source {
+        TlsSource::Files { cert, key } => Ok(Certificate {
+            resolver: CertResolver::new(tls::load_certified_key(cert, key)?),
+            files: Some((cert.clone(), key.clone())),
+            self_signed_ca_pem: None,
+        }),
         TlsSource::SelfSigned => {
             let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
             names.extend(certs::service_names(
@@ -119,22 +220,34 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
                     tracing::warn!(error = %e, "self-signed certificate generated; could not write its CA file")
                 }
             }
-            self_signed_ca_pem = Some(generated.ca_cert_pem);
-            (CertResolver::new(ck), None)
+            Ok(Certificate {
+                resolver: CertResolver::new(ck),
+                files: None,
+                self_signed_ca_pem: Some(generated.ca_cert_pem),
+            })
         }
-    };
+    }
+}
 
-    // --- policy -------------------------------------------------------------------------------
-    let own_ns = own_namespace(settings.namespace.as_deref());
-    let policy = Policy::compile(&settings.policy, own_ns.as_deref())?
-        .with_associations_file(settings.associations_file.clone());
-    let mut namespace_store: Option<Arc<dyn NamespaceStore>> = None;
+/// Where identities and namespace labels come from.
+struct Sources {
+    identities: Identities,
+    file_reloader: Option<FileReloader>,
+    namespaces: Option<Arc<dyn NamespaceStore>>,
+}
 
-    // --- identity sources -------------------------------------------------------------------
-    let mut metrics = Metrics::new();
-    let inj = settings.injection.clone();
-    let mut identities =
-        Identities::new(inj.annotation_prefix.clone()).with_observer(metrics.lookup_observer());
+/// The identity sources `settings` configure, after `extras`' (earlier sources win); starts the
+/// EKS sync and the Kubernetes watches as `tasks`.
+async fn identity_sources(
+    settings: &Settings,
+    extras: Extras,
+    registry: &mut Registry,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Sources, StartError> {
+    let prefix = &settings.injection.annotation_prefix;
+    let mut identities = Identities::new(prefix.clone())
+        .with_observer(identity::metrics::register_lookups(registry));
     for source in extras.association_sources {
         identities = identities.with_associations(source);
     }
@@ -142,16 +255,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     if let Some(path) = &settings.associations_file {
         let (source, reloader) = FileSource::open(path)?;
         tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
-        metrics.record_loaded("associations");
-        let counted = source.clone();
-        metrics.register_snapshot(move || {
-            vec![FamilySnapshot {
-                name: "associations",
-                help: "Pod Identity associations known, by source",
-                kind: SampleKind::Gauge,
-                samples: vec![(vec![("source", "file")], counted.len() as f64)],
-            }]
-        });
+        identity::metrics::register_file(registry, source.clone());
         identities = identities.with_associations(source);
         file_reloader = Some(reloader);
     }
@@ -167,24 +271,23 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
             sync_interval = ?eks.sync_interval,
             "reading Pod Identity associations from EKS"
         );
-        let observed = source.clone();
-        metrics
-            .register_snapshot(move || crate::telemetry::metrics::eks_families(&observed.stats()));
+        identity::metrics::register_eks(registry, source.clone());
         identities = identities.with_associations(Arc::new(source.clone()));
         tasks.spawn(source.run_sync(stop.clone()));
     }
+    let mut namespaces: Option<Arc<dyn NamespaceStore>> = None;
     match kube_source::connect(settings.kubeconfig.as_deref()).await? {
         ClusterAccess::Client(client, from) => {
             tracing::info!(%from, "watching ServiceAccounts for IRSA annotations");
             let store = KubeServiceAccounts::start(
                 client.clone(),
-                StoreSettings::new(inj.annotation_prefix.clone()),
+                StoreSettings::new(prefix.clone()),
                 stop.clone(),
             );
             identities = identities.with_service_accounts(store);
             tracing::info!("watching Namespaces for the policy label");
-            let sa_settings = StoreSettings::new(inj.annotation_prefix.clone());
-            namespace_store = Some(KubeNamespaces::start(
+            let sa_settings = StoreSettings::new(prefix.clone());
+            namespaces = Some(KubeNamespaces::start(
                 client,
                 sa_settings.live_get_timeout,
                 sa_settings.ready_timeout,
@@ -202,101 +305,50 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
             "no identity source configured: every pod is admitted unchanged (give --associations or --cluster-name)"
         );
     }
+    Ok(Sources {
+        identities,
+        file_reloader,
+        namespaces,
+    })
+}
 
-    // --- application ------------------------------------------------------------------------
-    if let Some(expiry) = tls::not_after(&resolver.current()) {
-        metrics.certificate_expiry_seconds.set(expiry);
-    }
-    metrics.record_loaded("certificate");
-    if settings.config_file.is_some() {
-        metrics.record_loaded("config");
-    }
-    let connection_limit = server::ConnectionLimit::new(settings.server.max_connections);
-    let observed = connection_limit.clone();
-    metrics.register_snapshot(move || {
-        vec![
-            FamilySnapshot::gauge(
-                "connections_open",
-                "HTTPS connections open now",
-                observed.open() as f64,
-            ),
-            FamilySnapshot::gauge(
-                "connections_max",
-                "Most HTTPS connections open at once (server.maxConnections)",
-                observed.max() as f64,
-            ),
-            FamilySnapshot {
-                name: "connection_limit_reached",
-                help: "Times every connection slot was taken and new connections had to wait",
-                kind: SampleKind::Counter,
-                samples: vec![(Vec::new(), observed.times_reached() as f64)],
-            },
-        ]
-    });
-    let mut validator = Validator::new(policy, identities.clone());
-    if let Some(store) = namespace_store {
-        validator = validator.with_namespaces(store);
-    }
-    let mut mutator = Mutator::new(inj, identities);
-    if let Some(eks) = &settings.eks {
-        mutator.failure_mode = eks.failure_mode;
-    }
-    let live_injection = mutator.injection.clone();
-    let mut app = App::new(mutator, validator);
-    app.metrics = metrics;
-    app.max_body_bytes = settings.server.max_body_bytes;
-    let app = Arc::new(app);
-
-    // --- reloads -----------------------------------------------------------------------------
-    let interval = settings.server.reload_interval;
-    let observe = |file: &'static str| {
-        let app = app.clone();
-        move |outcome: &reload::ReloadOutcome| app.metrics.record_reload(file, outcome)
-    };
-    if let Some(reloader) = file_reloader {
-        let reloader = reload::observed(reloader, observe("associations"));
-        tasks.spawn(reload::run(reloader, interval, stop.clone()));
-    }
-    if let Some(path) = &settings.config_file {
-        let policy_app = app.clone();
-        let own_ns = own_ns.clone();
-        let associations_file = settings.associations_file.clone();
-        let reloader = ConfigReloader::new(path.clone(), settings.clone(), live_injection)
-            .on_policy(move |next| {
-                match Policy::compile(next, own_ns.as_deref()) {
-                    Ok(policy) => policy_app
-                        .validator
-                        .set_policy(policy.with_associations_file(associations_file.clone())),
-                    // The reloader validated the file; a policy that still does not compile keeps
-                    // the one in force rather than leaving the webhook without any.
-                    Err(e) => tracing::error!(error = %e, "policy not updated; the previous policy stays in force"),
-                }
-            });
-        let reloader = reload::observed(reloader, observe("config"));
-        tasks.spawn(reload::run(reloader, interval, stop.clone()));
-    }
-    if let Some((cert, key)) = cert_files {
-        let metrics_app = app.clone();
-        let reloader = CertReloader::new(cert, key, resolver.clone()).on_reload(move |ck| {
-            metrics_app.metrics.certificate_reloads.inc();
-            if let Some(expiry) = tls::not_after(ck) {
-                metrics_app.metrics.certificate_expiry_seconds.set(expiry);
+/// Re-reads the configuration file: injection settings in place, the policy recompiled.
+fn config_reloader(
+    path: &std::path::Path,
+    settings: &Settings,
+    own_ns: Option<String>,
+    live_injection: Arc<arc_swap::ArcSwap<crate::config::InjectionSettings>>,
+    app: Arc<App>,
+) -> ConfigReloader {
+    let associations_file = settings.associations_file.clone();
+    ConfigReloader::new(path.to_path_buf(), settings.clone(), live_injection).on_policy(
+        move |next| {
+            match Policy::compile(next, own_ns.as_deref()) {
+                Ok(policy) => app
+                    .validator
+                    .set_policy(policy.with_associations_file(associations_file.clone())),
+                // The reloader validated the file; a policy that still does not compile keeps
+                // the one in force rather than leaving the webhook without any.
+                Err(e) => tracing::error!(error = %e, "policy not updated; the previous policy stays in force"),
             }
-        });
-        let reloader = reload::observed(reloader, observe("certificate"));
-        tasks.spawn(reload::run(reloader, interval, stop.clone()));
-    }
-    app.health.set_certs_loaded();
+        },
+    )
+}
 
-    // --- listeners ---------------------------------------------------------------------------
+/// Binds the HTTPS and admin listeners and serves them as `tasks`.
+async fn listen(
+    settings: &Settings,
+    app: &Arc<App>,
+    resolver: &Arc<CertResolver>,
+    connection_limit: server::ConnectionLimit,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(SocketAddr, SocketAddr), StartError> {
     let https = server::bind(settings.server.listen, "HTTPS admission endpoint").await?;
     let admin = server::bind(settings.server.admin_listen, "admin endpoint").await?;
-    let https_addr = https
-        .local_addr()
-        .map_err(|e| StartError::Other(e.to_string()))?;
-    let admin_addr = admin
-        .local_addr()
-        .map_err(|e| StartError::Other(e.to_string()))?;
+    let local =
+        |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| StartError::Other(e.to_string()));
+    let addrs = (local(&https)?, local(&admin)?);
     tasks.spawn(server::serve_tls(
         https,
         tls::server_config(resolver.clone()),
@@ -314,18 +366,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         routes::admin_router(app.clone()),
         stop.clone(),
     ));
-    tracing::info!(%https_addr, %admin_addr, "pod-identity-webhook serving");
-
-    Ok(Running {
-        https_addr,
-        admin_addr,
-        app,
-        cert_resolver: resolver,
-        self_signed_ca_pem,
-        settings,
-        stop,
-        tasks,
-    })
+    Ok(addrs)
 }
 
 /// Resolves when the process gets SIGTERM or SIGINT.

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod eks;
 pub mod file;
 pub mod kube;
+pub mod metrics;
 pub mod role_arn;
 pub mod sa;
 

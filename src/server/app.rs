@@ -2,10 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::route_metrics::AdmissionMetrics;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::identity::Identities;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Registry, new_registry};
 
 /// Process health as `/livez` and `/readyz` report it.
 #[derive(Debug, Default)]
@@ -34,17 +35,26 @@ impl Health {
 pub struct App {
     pub mutator: Mutator,
     pub validator: Validator,
-    pub metrics: Metrics,
+    /// What the admission routes record.
+    pub metrics: AdmissionMetrics,
+    /// Every component's metrics, for `/metrics`.
+    pub registry: Registry,
     pub health: Health,
     pub max_body_bytes: usize,
 }
 
 impl App {
     pub fn new(mutator: Mutator, validator: Validator) -> Self {
+        Self::with_registry(mutator, validator, new_registry())
+    }
+
+    /// [`App::new`], exposing the families other components registered into `registry`.
+    pub fn with_registry(mutator: Mutator, validator: Validator, mut registry: Registry) -> Self {
         Self {
             mutator,
             validator,
-            metrics: Metrics::new(),
+            metrics: AdmissionMetrics::register(&mut registry),
+            registry,
             health: Health::default(),
             max_body_bytes: crate::config::ServerSettings::default().max_body_bytes,
         }

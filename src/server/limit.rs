@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::telemetry::metrics::{FamilySnapshot, SampleKind, register_snapshot};
 
 /// Default `server.maxConnections`: far above what API servers open (their webhook clients keep
 /// up to a few hundred connections per webhook), far below a pod's usual descriptor limit.
@@ -75,6 +78,31 @@ impl ConnectionLimit {
     /// How many times the limit was reached.
     pub fn times_reached(&self) -> u64 {
         self.inner.reached.load(Ordering::Relaxed)
+    }
+
+    /// Registers `connections_open`, `connections_max` and `connection_limit_reached_total`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let observed = self.clone();
+        register_snapshot(registry, move || {
+            vec![
+                FamilySnapshot::gauge(
+                    "connections_open",
+                    "HTTPS connections open now",
+                    observed.open() as f64,
+                ),
+                FamilySnapshot::gauge(
+                    "connections_max",
+                    "Most HTTPS connections open at once (server.maxConnections)",
+                    observed.max() as f64,
+                ),
+                FamilySnapshot {
+                    name: "connection_limit_reached",
+                    help: "Times every connection slot was taken and new connections had to wait",
+                    kind: SampleKind::Counter,
+                    samples: vec![(Vec::new(), observed.times_reached() as f64)],
+                },
+            ]
+        });
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod app;
 mod limit;
 pub mod listener;
+pub mod route_metrics;
 pub mod routes;
 mod timeouts;
 pub mod tls;

@@ -85,7 +85,7 @@ pub fn admin_router(app: Arc<App>) -> Router {
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    app.metrics.encode(),
+                    crate::telemetry::metrics::encode(&app.registry),
                 )
             }),
         )

@@ -6,7 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::AtomicI64;
+
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -223,6 +228,43 @@ impl Reloadable for CertReloader {
     }
     fn check(&mut self) -> ReloadOutcome {
         CertReloader::check(self)
+    }
+}
+
+/// The serving certificate's reloads and expiry.
+#[derive(Clone, Debug, Default)]
+pub struct CertMetrics {
+    reloads: Counter,
+    expiry: Gauge<i64, AtomicI64>,
+}
+
+impl CertMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate expires",
+            metrics.expiry.clone(),
+        );
+        metrics
+    }
+
+    /// The certificate loaded at start-up.
+    pub fn loaded(&self, key: &CertifiedKey) {
+        if let Some(expiry) = not_after(key) {
+            self.expiry.set(expiry);
+        }
+    }
+
+    /// A certificate swapped in while running.
+    pub fn reloaded(&self, key: &CertifiedKey) {
+        self.reloads.inc();
+        self.loaded(key);
     }
 }
 
