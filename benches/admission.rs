@@ -1,17 +1,14 @@
 //! Admission decisions without HTTP, on the real API server captures (issue 6, benchmarks):
-//! - `parse/<fixture>`: the one-pass read of the review and its pod alone, as the server reads it
-//!   (`Review::<PodView>::parse_pod`, the hand-written reader of `admission/scan.rs`), and
-//!   `parse_serde/<fixture>` the same read done by serde (`Review::<PodView>::parse_as`), the
-//!   reader it falls back to.
-//! - `mutate_pod/<fixture>`: the pure path: parse the AdmissionReview, read the pod, compute the
-//!   patch, build and serialise the response.
-//! - `mutator/<fixture>`: what the server does on `/mutate`: the review and its pod read in one
-//!   pass (`Review::<PodView>::parse_pod`), `Mutator::review_pod` (identity lookup in an in-memory
-//!   associations source of 5,000 entries), the response serialised.
-//! - `validator/<fixture>`: what the server does on `/validate`: the review and its object read in
-//!   one pass (`validate::read_review`), `Validator::review_object` (enforce mode, role allowlist,
-//!   lookups in the same 5,000 associations), the response serialised, for every
-//!   `*.validate.json`.
+//! - `parse/<fixture>`: the one-pass read of the review and its pod (`Review::read`), and
+//!   `parse_value/<fixture>` the same body read into a `serde_json::Value` (how a plain webhook
+//!   starts; the parse-and-allow baseline of the load benchmark).
+//! - `mutate_pod/<fixture>`: the pure path: read the review, compute the patch, build and
+//!   serialise the response.
+//! - `mutator/<fixture>`: what the server does on `/mutate`: `Review::read`, `Mutator::review`
+//!   (identity lookup in an in-memory associations source of 5,000 entries), the response
+//!   serialised.
+//! - `validator/<fixture>`: the same on `/validate`, `Validator::review` (enforce mode, role
+//!   allowlist, lookups in the same 5,000 associations), for every `*.validate.json`.
 //!
 //! Run: `cargo bench --bench admission` (set `POD_IDENTITY_FIXTURES` if the captures are not in
 //! `../shared/fixtures/apiserver-v1.24`).
@@ -25,11 +22,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 // The captures are found and read the way the tests read them.
 #[path = "../tests/support/mod.rs"]
 mod support;
+use pod_identity_webhook::admission::Mutator;
 use pod_identity_webhook::admission::mutate::mutate_pod;
-use pod_identity_webhook::admission::pod::PodView;
-use pod_identity_webhook::admission::review::{AdmissionResponse, Review, response_body};
-use pod_identity_webhook::admission::validate::{Validator, read_review};
-use pod_identity_webhook::admission::{Mutator, read_object};
+use pod_identity_webhook::admission::review::{AdmissionResponse, Object, Review, response_body};
+use pod_identity_webhook::admission::validate::Validator;
 use pod_identity_webhook::config::{InjectionSettings, NamespaceRule, PolicyMode, PolicySettings};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
@@ -86,15 +82,17 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
-            b.iter(|| black_box(Review::<PodView>::parse_pod(black_box(&body)).unwrap()))
+            b.iter(|| black_box(Review::read(black_box(&body)).unwrap()))
         });
     }
     group.finish();
 
-    let mut group = c.benchmark_group("parse_serde");
+    let mut group = c.benchmark_group("parse_value");
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
-            b.iter(|| black_box(Review::<PodView>::parse_as(black_box(&body)).unwrap()))
+            b.iter(|| {
+                black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
+            })
         });
     }
     group.finish();
@@ -103,16 +101,18 @@ fn bench(c: &mut Criterion) {
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
             b.iter(|| {
-                let review = Review::parse(black_box(&body)).unwrap();
+                let review = Review::read(black_box(&body)).unwrap();
                 let req = &review.request;
-                let pod: PodView = read_object(req.object().unwrap(), "Pod").unwrap();
+                let Some(Object::Read(pod)) = &req.object else {
+                    panic!("{name}: no readable pod")
+                };
                 let identity = ResolvedIdentity {
                     kind: IdentityKind::PodIdentity(Arc::new(AssociationSummary::from(
                         &association("team-a", pod.service_account()),
                     ))),
                     service_account: Arc::new(ServiceAccountInfo::default()),
                 };
-                let mutation = mutate_pod(&pod, &identity, &settings);
+                let mutation = mutate_pod(pod, &identity, &settings);
                 let response = AdmissionResponse::allow(&req.uid)
                     .with_patch(&mutation.patch)
                     .with_warnings(mutation.warnings);
@@ -134,8 +134,8 @@ fn bench(c: &mut Criterion) {
     for (name, body) in fixtures(".mutate.json") {
         group.bench_function(&name, |b| {
             b.iter(|| {
-                let review = Review::<PodView>::parse_pod(black_box(&body)).unwrap();
-                let decision = runtime.block_on(mutator.review_pod(&review.request, budget));
+                let review = Review::read(black_box(&body)).unwrap();
+                let decision = runtime.block_on(mutator.review(&review.request, budget));
                 black_box(response_body(&review.api_version, &decision.response))
             })
         });
@@ -161,10 +161,8 @@ fn bench(c: &mut Criterion) {
     for (name, body) in fixtures(".validate.json") {
         group.bench_function(&name, |b| {
             b.iter(|| {
-                // What the server does: the one-pass read (every capture takes it).
-                let (review, object) = read_review(black_box(&body)).unwrap();
-                let decision =
-                    runtime.block_on(validator.review_object(&review.request, object, budget));
+                let review = Review::read(black_box(&body)).unwrap();
+                let decision = runtime.block_on(validator.review(&review.request, budget));
                 black_box(response_body(&review.api_version, &decision.response))
             })
         });

@@ -6,6 +6,7 @@
 //! - [`identity`]: where identities come from (associations file, EKS, ServiceAccounts); no HTTP.
 //! - [`admission`]: the AdmissionReview protocol and the decisions (pure mutation, policy).
 //! - [`policy`]: the identity policy (modes, exemptions, verdicts); [`namespaces`]: its labels.
+//! - [`object`]: serde views of the objects both read (pods, workloads, ServiceAccounts).
 //! - [`server`]: routes, listeners with their limits and timeouts, TLS with reloadable certificates.
 //! - [`startup`]: wiring settings into a running webhook, one small step at a time.
 //! - [`telemetry`]: logging setup and the metrics registry.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod identity;
 pub mod live_config;
 pub mod namespaces;
+pub mod object;
 pub mod policy;
 pub mod reload;
 pub mod server;

@@ -88,7 +88,7 @@ async fn labels_come_from_the_list_and_from_a_live_get() {
                 "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}}
         })
         .to_string();
-        let review = Review::parse(body.as_bytes()).unwrap();
+        let review = Review::read(body.as_bytes()).unwrap();
         let d = validator
             .review(&review.request, Duration::from_secs(2))
             .await;
@@ -125,7 +125,7 @@ async fn unreachable_api_falls_back_to_the_configured_mode() {
     let validator =
         Validator::new(policy, Identities::new("eks.amazonaws.com")).with_namespaces(store.clone());
     let body = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"team-a","operation":"CREATE","object":{"spec":{}}}}"#;
-    let review = Review::parse(body.as_bytes()).unwrap();
+    let review = Review::read(body.as_bytes()).unwrap();
     let d = validator
         .review(&review.request, Duration::from_secs(2))
         .await;

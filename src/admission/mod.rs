@@ -1,27 +1,24 @@
-//! Admission decisions: from a parsed AdmissionReview request to an AdmissionResponse.
+//! Admission: from a read AdmissionReview request to an AdmissionResponse.
 //!
-//! This layer does the (bounded) identity lookups and calls the pure decision functions; it
-//! knows nothing of HTTP, so the offline checker and tests can drive it directly.
+//! This layer does the (bounded) identity and namespace lookups and calls the pure decisions
+//! ([`mutate::mutate_pod`], [`crate::policy::Policy::workload_verdict`] and
+//! [`crate::policy::Policy::service_account_verdict`]), which take parsed object views and can
+//! be called without HTTP. It knows nothing of HTTP itself.
 
-pub mod json;
 pub mod mutate;
-pub mod pod;
 pub mod review;
-pub mod scan;
-pub mod text;
 pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde_json::value::RawValue;
 
 use crate::config::{FailureMode, InjectionSettings};
 use crate::identity::{Freshness, Identities};
+use crate::object::ObjectView;
 use mutate::Skip;
-use pod::PodView;
-use review::{AdmissionRequest, AdmissionResponse, Operation};
+use review::{AdmissionRequest, AdmissionResponse, Object, Operation};
 
 /// What a decision did, for logs and metrics (bounded set of values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,28 +77,6 @@ impl Decision {
     }
 }
 
-/// Parses a request's object as `T`; the error names the field that was wrong.
-pub fn read_object<'a, T: serde::Deserialize<'a>>(
-    raw: &'a RawValue,
-    expected: &str,
-) -> Result<T, String> {
-    // Fast path first: tracking the path costs an allocation per key of the object, which
-    // matters for every pod on the hot path but only for the message of a broken one.
-    if let Ok(value) = serde_json::from_str(raw.get()) {
-        return Ok(value);
-    }
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            format!("object is not a readable {expected}: {inner}")
-        } else {
-            format!("object is not a readable {expected}: at {path}: {inner}")
-        }
-    })
-}
-
 /// The mutating webhook: injects identities into pods (SPEC §2).
 pub struct Mutator {
     /// Swapped whole when the config file changes; each request reads one consistent version.
@@ -126,41 +101,24 @@ impl Mutator {
             return early;
         }
         let uid = req.uid.as_str();
-        let Some(object) = req.object() else {
-            return Self::no_object(uid);
-        };
-        let pod: PodView = match read_object(object, "Pod") {
-            Ok(p) => p,
-            Err(message) => {
-                return Decision::new(
-                    AdmissionResponse::deny(uid, 400, message),
-                    Outcome::Error,
-                    "unreadable object",
-                );
-            }
-        };
-        self.decide(req, &pod, budget).await
-    }
-
-    /// [`Mutator::review`] for a request whose pod was read in the same pass as the review
-    /// ([`Review::parse_pod`](review::Review::parse_pod)): the same decision, one parse fewer.
-    pub async fn review_pod(
-        &self,
-        req: &AdmissionRequest<'_, PodView<'_>>,
-        budget: Duration,
-    ) -> Decision {
-        if let Some(early) = Self::not_mutated(req) {
-            return early;
-        }
         match &req.object {
-            Some(pod) => self.decide(req, pod, budget).await,
-            None => Self::no_object(&req.uid),
+            Some(Object::Read(pod)) => self.decide(req, pod, budget).await,
+            Some(Object::Unreadable(message)) => Decision::new(
+                AdmissionResponse::deny(uid, 400, message.as_str()),
+                Outcome::Error,
+                "unreadable object",
+            ),
+            None => Decision::new(
+                AdmissionResponse::deny(uid, 400, "request has no object to mutate"),
+                Outcome::Error,
+                "no object",
+            ),
         }
     }
 
     /// Only pod creation is mutated; anything else the configuration routes here is let
     /// through untouched rather than blocked.
-    fn not_mutated<O>(req: &AdmissionRequest<'_, O>) -> Option<Decision> {
+    fn not_mutated(req: &AdmissionRequest<'_>) -> Option<Decision> {
         let allow = |reason| {
             Some(Decision::new(
                 AdmissionResponse::allow(&req.uid),
@@ -171,7 +129,7 @@ impl Mutator {
         if req.kind.kind != "Pod" || !req.kind.group.is_empty() {
             return allow("not a pod");
         }
-        if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+        if req.sub_resource().is_some() {
             return allow("subresource");
         }
         if req.operation != Operation::Create {
@@ -180,18 +138,10 @@ impl Mutator {
         None
     }
 
-    fn no_object(uid: &str) -> Decision {
-        Decision::new(
-            AdmissionResponse::deny(uid, 400, "request has no object to mutate"),
-            Outcome::Error,
-            "no object",
-        )
-    }
-
-    async fn decide<O>(
+    async fn decide(
         &self,
-        req: &AdmissionRequest<'_, O>,
-        pod: &PodView<'_>,
+        req: &AdmissionRequest<'_>,
+        pod: &ObjectView<'_>,
         budget: Duration,
     ) -> Decision {
         let uid = req.uid.as_str();

@@ -8,12 +8,10 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::json::{WriteJson, object};
 use crate::config::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
 use crate::identity::sa::{TOKEN_EXPIRATION, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
-
-use super::pod::PodView;
+use crate::object::ObjectView;
 
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
 /// [`POD_IDENTITY_LABEL`] in the pod's labels, as a JSON Pointer ("/" in a key is "~1").
@@ -38,7 +36,7 @@ pub enum Skip {
 
 impl Skip {
     /// Checks the pod-level reasons to leave a pod untouched (SPEC §2 "Untouched").
-    pub fn check(pod: &PodView<'_>) -> Option<Skip> {
+    pub fn check(pod: &ObjectView<'_>) -> Option<Skip> {
         if pod.metadata.is_mirror_pod() {
             return Some(Skip::MirrorPod);
         }
@@ -64,7 +62,7 @@ pub struct Mutation<'a> {
 
 /// A JSON Patch of `add` operations, typed rather than built from `serde_json::Value`s: it is
 /// made for every pod, and typed values borrow their strings and serialise without maps.
-/// Object keys serialise in sorted order, as `Value` maps would.
+/// Object keys serialise in sorted order, as `Value` maps would (the same bytes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Patch<'a>(pub Vec<Add<'a>>);
@@ -132,86 +130,10 @@ pub struct TokenProjection<'a> {
 }
 
 /// `{POD_IDENTITY_LABEL: value}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PodIdentityLabel {
+    #[serde(rename = "eks.amazonaws.com/pod-identity")]
     pub value: &'static str,
-}
-
-impl Serialize for PodIdentityLabel {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry(POD_IDENTITY_LABEL, self.value)?;
-        map.end()
-    }
-}
-
-// The JSON the API server receives (inside the base64 `patch`): written by hand, in the same
-// bytes as the `Serialize` derives above (`to_json_patch` and the tests use those).
-
-impl WriteJson for Patch<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        self.0[..].write_json(out);
-    }
-}
-
-impl WriteJson for Add<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        object(out, |o| {
-            o.member("op", self.op)
-                .member("path", &self.path)
-                .member("value", &self.value);
-        });
-    }
-}
-
-impl WriteJson for Item<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        match self {
-            Item::Env(e) => object(out, |o| {
-                o.member("name", e.name).member("value", e.value.as_ref());
-            }),
-            Item::Mount(m) => object(out, |o| {
-                o.member("mountPath", m.mount_path)
-                    .member("name", m.name)
-                    .member("readOnly", &m.read_only);
-            }),
-            Item::Volume(v) => object(out, |o| {
-                o.member("name", v.name).member("projected", &v.projected);
-            }),
-            Item::Labels(l) => object(out, |o| {
-                o.member(POD_IDENTITY_LABEL, l.value);
-            }),
-            Item::Text(t) => t.write_json(out),
-            Item::List(items) => items[..].write_json(out),
-        }
-    }
-}
-
-impl WriteJson for Projected<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        object(out, |o| {
-            o.member("sources", &self.sources[..]);
-        });
-    }
-}
-
-impl WriteJson for Source<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        object(out, |o| {
-            o.member("serviceAccountToken", &self.service_account_token);
-        });
-    }
-}
-
-impl WriteJson for TokenProjection<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        object(out, |o| {
-            o.member("audience", self.audience)
-                .member("expirationSeconds", &self.expiration_seconds)
-                .member("path", self.path);
-        });
-    }
 }
 
 impl Patch<'_> {
@@ -226,9 +148,10 @@ impl Patch<'_> {
     }
 }
 
-/// Computes the patch that gives `pod` its identity (SPEC §2).
+/// Computes the patch that gives `pod` its identity (SPEC §2). Pure: the webhook calls it with
+/// the pod of a request, `check` with a pod read from a manifest.
 pub fn mutate_pod<'a>(
-    pod: &PodView<'_>,
+    pod: &ObjectView<'_>,
     identity: &'a ResolvedIdentity,
     settings: &'a InjectionSettings,
 ) -> Mutation<'a> {
@@ -265,7 +188,7 @@ pub fn mutate_pod<'a>(
     let expiration = pod
         .metadata
         .prefixed_annotation(prefix, TOKEN_EXPIRATION)
-        .and_then(|v| parse_token_expiration(&v))
+        .and_then(parse_token_expiration)
         .or(sa.token_expiration)
         .unwrap_or(settings.token_expiration)
         .clamp(MIN_TOKEN_EXPIRATION, MAX_TOKEN_EXPIRATION);
@@ -290,9 +213,9 @@ pub fn mutate_pod<'a>(
         ],
     };
 
-    let skip_annotation = pod.metadata.prefixed_annotation(prefix, SKIP_CONTAINERS);
-    let skipped: Vec<&str> = skip_annotation
-        .as_deref()
+    let skipped: Vec<&str> = pod
+        .metadata
+        .prefixed_annotation(prefix, SKIP_CONTAINERS)
         .map(|v| {
             v.split(',')
                 .map(str::trim)
@@ -325,9 +248,7 @@ pub fn mutate_pod<'a>(
                 env.push(env_var(name, value.clone()));
             }
         }
-        // Paths are joined with `concat` (one allocation), not `format!`: they are made several
-        // times per pod, and the formatting machinery cost several times the copying.
-        let container = ["/spec/", list, "/", itoa::Buffer::new().format(i)].concat();
+        let container = format!("/spec/{list}/{i}");
         append(&mut ops, &container, "env", &c.env, env);
 
         let mounted = c
@@ -442,6 +363,12 @@ fn append<'a, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_label_is_written_under_its_key() {
+        let label = serde_json::to_value(PodIdentityLabel { value: "enabled" }).unwrap();
+        assert_eq!(label, serde_json::json!({POD_IDENTITY_LABEL: "enabled"}));
+    }
 
     #[test]
     fn the_label_pointer_is_the_label_key_escaped() {

@@ -1,21 +1,20 @@
 //! The validating webhook (SPEC §3). Policy decisions live in [`crate::policy`]; this is the
-//! admission-side entry point: it reads the object, does the bounded lookups (namespace labels,
-//! identities) and turns the verdict into a response.
+//! admission-side entry point: it does the bounded lookups (namespace labels, identities) and
+//! turns the verdict into a response.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use super::review::{AdmissionRequest, AdmissionResponse, Operation, Review};
-use super::{Decision, Outcome, read_object};
+use super::review::{AdmissionRequest, AdmissionResponse, Object, Operation};
+use super::{Decision, Outcome};
 use crate::config::PolicyMode;
 use crate::identity::{Freshness, Identities, Resolution};
 use crate::namespaces::NamespaceStore;
-use crate::policy::workload::{self, ObjectView, ServiceAccountView, WorkloadKind, WorkloadView};
-use crate::policy::{IdentityCheck, Policy, Subject, Verdict};
+use crate::object::{Kind, ObjectView};
+use crate::policy::{IdentityCheck, Policy, Verdict};
 
 /// The validating webhook.
 pub struct Validator {
@@ -29,59 +28,6 @@ impl Default for Validator {
     fn default() -> Self {
         Self::new(Policy::off(), Identities::default())
     }
-}
-
-/// What a request is, for the policy.
-enum Target {
-    Workload(WorkloadKind),
-    ServiceAccount,
-}
-
-/// The object of a request as the validator gets it: a raw slice of the body, read only if the
-/// policy looks at it, or an [`ObjectView`] read in the same pass as the review.
-pub trait ObjectSource<'a> {
-    fn service_account(self) -> Result<ServiceAccountView<'a>, String>;
-    fn workload(self, kind: WorkloadKind) -> Result<WorkloadView<'a>, String>;
-}
-
-impl<'a> ObjectSource<'a> for &'a RawValue {
-    fn service_account(self) -> Result<ServiceAccountView<'a>, String> {
-        read_object(self, "ServiceAccount")
-    }
-    fn workload(self, kind: WorkloadKind) -> Result<WorkloadView<'a>, String> {
-        WorkloadView::read(kind, self)
-    }
-}
-
-impl<'a> ObjectSource<'a> for ObjectView<'a> {
-    fn service_account(self) -> Result<ServiceAccountView<'a>, String> {
-        Ok(self.into_service_account())
-    }
-    fn workload(self, kind: WorkloadKind) -> Result<WorkloadView<'a>, String> {
-        // Callers check `fits` first; this answers one that did not.
-        self.into_workload(kind).ok_or_else(|| {
-            format!(
-                "object does not have the shape of a {}: its kind is missing, comes after its spec, or differs",
-                kind.as_str()
-            )
-        })
-    }
-}
-
-/// Reads a `/validate` body in one pass: the review, and its object taken out as an
-/// [`ObjectView`] for [`Validator::review_object`]. `None` when that view cannot stand for the
-/// raw object (the object is unreadable as a view, or its `kind` is missing, comes after its
-/// `spec`, or is not the request's): read the body with [`Review::parse`] then, which also gives
-/// the precise error of a broken object.
-pub fn read_review(body: &[u8]) -> Option<(Review<'_, ObjectView<'_>>, Option<ObjectView<'_>>)> {
-    let mut review = Review::<ObjectView>::parse_object(body).ok()?;
-    let req = &review.request;
-    let kind = WorkloadKind::from_gvk(&req.kind.group, &req.kind.kind);
-    if !req.object.as_ref().is_none_or(|o| o.fits(kind)) {
-        return None;
-    }
-    let object = review.request.object.take();
-    Some((review, object))
 }
 
 impl Validator {
@@ -115,40 +61,24 @@ impl Validator {
         self.namespaces.as_ref().is_none_or(|n| n.ready())
     }
 
+    /// Decides one request. `budget` bounds the lookups (a little under the API server's
+    /// timeout for this call).
     pub async fn review(&self, req: &AdmissionRequest<'_>, budget: Duration) -> Decision {
-        self.review_object(req, req.object(), budget).await
-    }
-
-    /// [`Validator::review`] with the request's object given apart: a raw slice, or the
-    /// [`ObjectView`] that [`read_review`] took out of the request; `req.object` itself is not
-    /// looked at.
-    pub async fn review_object<'a, O: ObjectSource<'a>, R>(
-        &self,
-        req: &AdmissionRequest<'a, R>,
-        object: Option<O>,
-        budget: Duration,
-    ) -> Decision {
         let deadline = Instant::now() + budget;
         let uid = req.uid.as_str();
         let allow = |reason| Decision::new(AdmissionResponse::allow(uid), Outcome::Allowed, reason);
 
-        let target = if req.kind.group.is_empty() && req.kind.kind == "ServiceAccount" {
-            Target::ServiceAccount
-        } else if let Some(kind) = WorkloadKind::from_gvk(&req.kind.group, &req.kind.kind) {
-            Target::Workload(kind)
-        } else {
+        let Some(kind) = Kind::from_gvk(&req.kind.group, &req.kind.kind) else {
             return allow("kind not checked");
         };
         // Status and scale updates do not change the pod template.
-        if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+        if req.sub_resource().is_some() {
             return allow("subresource");
         }
-        match (&target, req.operation) {
+        match (kind, req.operation) {
             (_, Operation::Delete | Operation::Connect) => return allow("operation not checked"),
             // A pod's ServiceAccount and containers' env cannot change after creation.
-            (Target::Workload(WorkloadKind::Pod), Operation::Update) => {
-                return allow("pod update");
-            }
+            (Kind::Pod, Operation::Update) => return allow("pod update"),
             _ => {}
         }
         let Some(namespace) = req.namespace.as_deref().filter(|n| !n.is_empty()) else {
@@ -162,19 +92,28 @@ impl Validator {
         if mode == PolicyMode::Off {
             return allow("policy off");
         }
-        let Some(object) = object else {
-            return Decision::new(
-                AdmissionResponse::deny(uid, 400, "request has no object to validate"),
-                Outcome::Error,
-                "no object",
-            );
-        };
-        match target {
-            Target::ServiceAccount => self.service_account(req, &policy, mode, namespace, object),
-            Target::Workload(kind) => {
-                self.workload(req, &policy, mode, namespace, kind, object, deadline)
-                    .await
+        let object = match &req.object {
+            Some(Object::Read(object)) => object,
+            Some(Object::Unreadable(message)) => {
+                return Decision::new(
+                    AdmissionResponse::deny(uid, 400, message.as_str()),
+                    Outcome::Error,
+                    "unreadable object",
+                );
             }
+            None => {
+                return Decision::new(
+                    AdmissionResponse::deny(uid, 400, "request has no object to validate"),
+                    Outcome::Error,
+                    "no object",
+                );
+            }
+        };
+        if kind == Kind::ServiceAccount {
+            self.service_account(req, &policy, mode, namespace, object)
+        } else {
+            self.workload(req, &policy, mode, namespace, kind, object, deadline)
+                .await
         }
     }
 
@@ -215,19 +154,15 @@ impl Validator {
         choice.mode
     }
 
-    fn service_account<'a, R>(
+    fn service_account(
         &self,
-        req: &AdmissionRequest<'a, R>,
+        req: &AdmissionRequest<'_>,
         policy: &Policy,
         mode: PolicyMode,
         namespace: &str,
-        object: impl ObjectSource<'a>,
+        sa: &ObjectView<'_>,
     ) -> Decision {
         let uid = req.uid.as_str();
-        let sa = match object.service_account() {
-            Ok(sa) => sa,
-            Err(message) => return unreadable(uid, message),
-        };
         let name = sa
             .metadata
             .name
@@ -249,33 +184,23 @@ impl Validator {
         } else {
             prefix
         };
-        let verdict = policy.service_account_verdict(
-            mode,
-            namespace,
-            &name,
-            sa.role_arn(prefix).as_deref(),
-            prefix,
-        );
+        let verdict = policy.service_account_verdict(mode, namespace, &name, sa, prefix);
         respond(uid, verdict, "role-arn allowlist").with_service_account(name)
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn workload<'a, R>(
+    async fn workload(
         &self,
-        req: &AdmissionRequest<'a, R>,
+        req: &AdmissionRequest<'_>,
         policy: &Policy,
         mode: PolicyMode,
         namespace: &str,
-        kind: WorkloadKind,
-        object: impl ObjectSource<'a>,
+        kind: Kind,
+        object: &ObjectView<'_>,
         deadline: Instant,
     ) -> Decision {
         let uid = req.uid.as_str();
-        let view = match object.workload(kind) {
-            Ok(v) => v,
-            Err(message) => return unreadable(uid, message),
-        };
-        let sa = view.pod.service_account().to_string();
+        let sa = object.pod_spec(kind).service_account().to_string();
         if let Some(exemption) = policy.is_exempt(namespace, Some(&sa)) {
             return Decision::new(
                 AdmissionResponse::allow(uid),
@@ -284,7 +209,7 @@ impl Validator {
             )
             .with_service_account(sa);
         }
-        if kind == WorkloadKind::Pod && view.metadata.is_mirror_pod() {
+        if kind == Kind::Pod && object.metadata.is_mirror_pod() {
             // The kubelet cannot act on a denial of a static pod's mirror.
             return Decision::new(
                 AdmissionResponse::allow(uid),
@@ -295,19 +220,15 @@ impl Validator {
         }
         let name = match req.name.as_deref().filter(|n| !n.is_empty()) {
             Some(n) => n.to_string(),
-            None => view.metadata.display_name(),
+            None => object.metadata.display_name(),
         };
         let identity = self.check_identity(namespace, &sa, mode, deadline).await;
-        let subject = Subject {
-            kind: kind.as_str(),
-            namespace,
-            name: &name,
-            service_account: &sa,
-        };
         let verdict = policy.workload_verdict(
             mode,
-            &subject,
-            &workload::static_credentials(&view.pod),
+            kind,
+            namespace,
+            &name,
+            object,
             &identity,
             self.identities.annotation_prefix(),
         );
@@ -379,14 +300,6 @@ impl Validator {
             .resolve_within(namespace, sa, freshness, budget)
             .await
     }
-}
-
-fn unreadable(uid: &str, message: String) -> Decision {
-    Decision::new(
-        AdmissionResponse::deny(uid, 400, message),
-        Outcome::Error,
-        "unreadable object",
-    )
 }
 
 fn respond(uid: &str, verdict: Verdict, reason: &'static str) -> Decision {

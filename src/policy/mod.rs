@@ -4,8 +4,8 @@
 //! lookups (identities, namespace labels) and hands the answers in. Glob matchers are compiled
 //! once, when the settings are loaded.
 
+pub mod static_keys;
 pub mod verdict;
-pub mod workload;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use crate::config::{ConfigError, FailurePolicy, PolicyMode, PolicySettings};
 
-pub use verdict::{IdentityCheck, StaticCredential, Subject, Verdict};
+pub use verdict::{IdentityCheck, StaticCredential, Verdict};
 
 /// Namespaces that are never checked: the control plane's own.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];

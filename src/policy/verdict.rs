@@ -2,8 +2,10 @@
 //! ServiceAccount, what is missing and the command that fixes it; warnings stay short.
 
 use crate::config::{FailurePolicy, PolicyMode};
+use crate::object::{Kind, ObjectView};
 
 use super::Policy;
+use super::static_keys::static_credentials;
 
 /// Admission warnings longer than this are cut (kubectl prints each on one line).
 pub const MAX_WARNING_CHARS: usize = 119;
@@ -36,16 +38,6 @@ pub struct StaticCredential {
     pub variable: String,
 }
 
-/// The object a verdict is about.
-#[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
-    /// `Pod`, `Deployment`, …
-    pub kind: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub service_account: &'a str,
-}
-
 /// Cuts a warning to [`MAX_WARNING_CHARS`] characters, on a character boundary.
 pub fn fit_warning(message: String) -> String {
     if message.chars().count() <= MAX_WARNING_CHARS {
@@ -74,29 +66,32 @@ impl Policy {
         fix
     }
 
-    /// The verdict on a Pod or a workload's pod template.
+    /// The verdict on a Pod or a workload (its pod template), of kind `kind`, named `name` in
+    /// `namespace` (SPEC §3). Pure: `identity` is what the identity sources said about the pod
+    /// spec's ServiceAccount; the webhook and `check`/`audit` look it up and call this.
+    /// Exemptions ([`Policy::is_exempt`]) are the caller's to check first.
+    #[allow(clippy::too_many_arguments)]
     pub fn workload_verdict(
         &self,
         mode: PolicyMode,
-        subject: &Subject<'_>,
-        static_credentials: &[StaticCredential],
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        object: &ObjectView<'_>,
         identity: &IdentityCheck,
         annotation_prefix: &str,
     ) -> Verdict {
         if mode == PolicyMode::Off {
             return Verdict::Allow;
         }
-        let Subject {
-            kind,
-            namespace,
-            name,
-            service_account: sa,
-        } = *subject;
+        let pod = object.pod_spec(kind);
+        let sa = pod.service_account();
+        let kind = kind.as_str();
         let enforce = mode == PolicyMode::Enforce;
         let mut denials = Vec::new();
         let mut warnings = Vec::new();
 
-        for cred in static_credentials {
+        for cred in &static_credentials(pod) {
             let container = &cred.container;
             let var = &cred.variable;
             if enforce {
@@ -157,18 +152,24 @@ impl Policy {
         }
     }
 
-    /// The verdict on a ServiceAccount's IRSA annotation (the role-ARN allowlist).
+    /// The verdict on a ServiceAccount named `name` in `namespace`: its IRSA annotation
+    /// `<annotation_prefix>/role-arn` against the namespace's role allowlist. Pure.
     pub fn service_account_verdict(
         &self,
         mode: PolicyMode,
         namespace: &str,
         name: &str,
-        role_arn: Option<&str>,
+        object: &ObjectView<'_>,
         annotation_prefix: &str,
     ) -> Verdict {
         if mode == PolicyMode::Off {
             return Verdict::Allow;
         }
+        let role_arn = object
+            .metadata
+            .prefixed_annotation(annotation_prefix, crate::identity::sa::ROLE_ARN)
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
         let (Some(arn), Some(allowlist)) = (role_arn, self.allowed_role_arns(namespace)) else {
             return Verdict::Allow;
         };

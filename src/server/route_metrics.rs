@@ -31,17 +31,7 @@ struct RejectLabels {
 
 /// The kinds the webhook handles; anything else is `other`, so the label set stays bounded.
 pub fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "Pod" => "Pod",
-        "ServiceAccount" => "ServiceAccount",
-        "Deployment" => "Deployment",
-        "StatefulSet" => "StatefulSet",
-        "DaemonSet" => "DaemonSet",
-        "ReplicaSet" => "ReplicaSet",
-        "Job" => "Job",
-        "CronJob" => "CronJob",
-        _ => "other",
-    }
+    crate::object::Kind::from_name(kind).map_or("other", crate::object::Kind::as_str)
 }
 
 /// Latency buckets from 100µs to 10s.

@@ -15,9 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::admission::Outcome;
-use crate::admission::pod::PodView;
 use crate::admission::review::{Review, response_body};
-use crate::admission::validate::read_review;
 use crate::config::parse_duration;
 use crate::server::app::App;
 
@@ -174,24 +172,7 @@ async fn handle(
         }
     };
     let budget = head.budget;
-    // Objects are read in the same pass as the review. A body that does not parse that way (not
-    // a review, or an object that is not a readable view) takes the general path below, which
-    // answers with the precise error.
-    match endpoint {
-        Endpoint::Mutate => {
-            if let Ok(review) = Review::<PodView>::parse_pod(&body) {
-                let decision = app.mutator.review_pod(&review.request, budget);
-                return answer(&app, name, &review, decision, start).await;
-            }
-        }
-        Endpoint::Validate => {
-            if let Some((review, object)) = read_review(&body) {
-                let decision = app.validator.review_object(&review.request, object, budget);
-                return answer(&app, name, &review, decision, start).await;
-            }
-        }
-    }
-    let review = match Review::parse(&body) {
+    let review = match Review::read(&body) {
         Ok(r) => r,
         Err(e) => {
             app.metrics.record_rejected(name, 400);
@@ -219,10 +200,10 @@ async fn handle(
 /// Runs `decide` for `review`, records and logs the decision, and answers with it. Anything
 /// logged while deciding is inside the `admission` span, so it carries the request's uid.
 #[tracing::instrument(name = "admission", skip_all, fields(uid = review.request.uid.as_str()))]
-async fn answer<O>(
+async fn answer(
     app: &App,
     name: &'static str,
-    review: &Review<'_, O>,
+    review: &Review<'_>,
     decide: impl std::future::Future<Output = crate::admission::Decision>,
     start: Instant,
 ) -> Response {
@@ -248,9 +229,9 @@ async fn answer<O>(
 /// The one line per decision: self-contained, so a log query needs no span context. It carries
 /// identifiers and the outcome only, never the object, its env values or patches; `detail` is a
 /// denial's or error's message, written by this webhook.
-fn log_decision<O>(
+fn log_decision(
     endpoint: &'static str,
-    req: &crate::admission::review::AdmissionRequest<'_, O>,
+    req: &crate::admission::review::AdmissionRequest<'_>,
     decision: &crate::admission::Decision,
     elapsed: Duration,
 ) {
