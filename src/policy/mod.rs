@@ -14,7 +14,8 @@ use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use crate::config::{ConfigError, FailurePolicy, PolicyMode, PolicySettings};
 
-pub use verdict::{IdentityCheck, StaticCredential, Verdict};
+pub use static_keys::StaticCredential;
+pub use verdict::{IdentityCheck, Verdict};
 
 /// Namespaces that are never checked: the control plane's own.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];

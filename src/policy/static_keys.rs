@@ -1,10 +1,16 @@
 //! The static-credentials rule (SPEC §3): containers that set AWS keys as literal values.
 
-use super::verdict::StaticCredential;
 use crate::object::SpecView;
 
 /// The environment variables that carry static AWS keys.
 pub const STATIC_KEY_VARS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
+/// A container that sets a static AWS key as a literal env value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticCredential {
+    pub container: String,
+    pub variable: String,
+}
 
 /// Containers (init containers and native sidecars included) that set a static AWS key as a
 /// literal value; a `valueFrom` reference is not a literal.

@@ -31,13 +31,6 @@ pub enum IdentityCheck {
     Unavailable { detail: String },
 }
 
-/// A container that sets a static AWS key as a literal env value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticCredential {
-    pub container: String,
-    pub variable: String,
-}
-
 /// Cuts a warning to [`MAX_WARNING_CHARS`] characters, on a character boundary.
 pub fn fit_warning(message: String) -> String {
     if message.chars().count() <= MAX_WARNING_CHARS {
