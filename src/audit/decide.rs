@@ -41,7 +41,7 @@ impl Decided {
 
 /// Decodes the base64 JSON Patch of a response.
 pub fn decode_patch(response: &AdmissionResponse) -> Option<Value> {
-    let text = response.patch()?;
+    let text = response.patch.as_deref()?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
         .ok()?;
@@ -68,7 +68,7 @@ impl Decider {
     /// object's own `metadata.namespace` is set to it, as the API server does).
     pub async fn decide(&self, object: &Value, namespace: Option<&str>) -> Decided {
         let body = creation_review(object, namespace);
-        let review = match Review::parse(&body) {
+        let review = match Review::read(&body) {
             Ok(review) => review,
             // The review is built here from a JSON object; it always parses. Should it not,
             // the object is reported as unreadable rather than the process stopping.
@@ -184,6 +184,7 @@ pub fn is_cluster_scoped(group: &str, kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::review::Object;
 
     #[test]
     fn review_names_the_object_and_its_namespace() {
@@ -191,14 +192,16 @@ mod tests {
             &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
             Some("team-a"),
         );
-        let review = Review::parse(&body).unwrap();
+        let review = Review::read(&body).unwrap();
         let req = &review.request;
         assert_eq!(&*req.kind.group, "apps");
         assert_eq!(&*req.kind.kind, "Deployment");
         assert_eq!(req.namespace.as_deref(), Some("team-a"));
         assert_eq!(req.name.as_deref(), Some("d"));
-        let object: Value = serde_json::from_str(req.object().unwrap().get()).unwrap();
-        assert_eq!(object["metadata"]["namespace"], "team-a");
+        let Some(Object::Read(object)) = &req.object else {
+            panic!("{req:?}")
+        };
+        assert_eq!(object.metadata.namespace.as_deref(), Some("team-a"));
     }
 
     #[test]
