@@ -4,25 +4,20 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{TlsClient, apply_answer, fixture};
+use support::{TlsClient, Webhook, WebhookBuilder, apply_answer, fixture};
 
-use pod_identity_webhook::config::Settings;
-use pod_identity_webhook::startup::{self, Running};
+use pod_identity_webhook::startup::Running;
 
 const LIMIT: usize = 256 * 1024;
 
-async fn start() -> (Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let associations = dir.path().join("associations.yaml");
-    std::fs::write(
-        &associations,
-        "associations:\n  - {namespace: team-a, serviceAccount: carts, roleArn: 'arn:aws:iam::111122223333:role/carts'}\n",
-    )
-    .unwrap();
-    let mut settings = Settings::local();
-    settings.associations_file = Some(associations);
-    settings.server.max_body_bytes = LIMIT;
-    (startup::start(settings).await.expect("starts"), dir)
+async fn start() -> Webhook {
+    WebhookBuilder::new()
+        .associations(
+            "associations:\n  - {namespace: team-a, serviceAccount: carts, roleArn: 'arn:aws:iam::111122223333:role/carts'}\n",
+        )
+        .settings(|s| s.server.max_body_bytes = LIMIT)
+        .start()
+        .await
 }
 
 async fn client(running: &Running, h2: bool) -> TlsClient {
@@ -55,7 +50,7 @@ fn pod(service_account: &str, containers: Vec<Value>) -> Value {
 
 #[tokio::test]
 async fn what_is_not_an_admission_review_gets_400_413_or_415_with_a_one_line_reason() {
-    let (running, _dir) = start().await;
+    let running = start().await;
     let (_, good) = fixture("pod-create-carts.mutate.json");
     let mut no_uid: Value = serde_json::from_slice(&good).unwrap();
     no_uid["request"].as_object_mut().unwrap().remove("uid");
@@ -181,7 +176,7 @@ async fn what_is_not_an_admission_review_gets_400_413_or_415_with_a_one_line_rea
 
 #[tokio::test]
 async fn an_unreadable_pod_is_refused_in_an_admission_review_naming_the_field() {
-    let (running, _dir) = start().await;
+    let running = start().await;
     let mut c = client(&running, false).await;
     let mut bad = pod("carts", vec![json!({"name": "app"})]);
     bad["spec"]["containers"] = json!("not a list");
@@ -217,7 +212,7 @@ async fn an_unreadable_pod_is_refused_in_an_admission_review_naming_the_field() 
 
 #[tokio::test]
 async fn odd_but_valid_pods_are_answered_and_nothing_is_lost() {
-    let (running, _dir) = start().await;
+    let running = start().await;
     let mut c = client(&running, true).await;
 
     // No containers at all: nothing to inject, so no patch (and no orphan volume).

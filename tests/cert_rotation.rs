@@ -10,12 +10,12 @@ use std::time::Duration;
 use rcgen::{CertificateParams, KeyPair, RsaKeySize};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use support::{TlsClient, WAIT, fixture};
+use support::{TlsClient, WAIT, WebhookBuilder, fixture};
 
 use pod_identity_webhook::certs;
-use pod_identity_webhook::config::{Settings, TlsSource};
+use pod_identity_webhook::config::TlsSource;
 use pod_identity_webhook::server::tls;
-use pod_identity_webhook::startup::{self, Running};
+use pod_identity_webhook::startup::Running;
 
 /// A CA-signed serving pair for 127.0.0.1/localhost, from the project's own generator.
 struct Pair {
@@ -37,11 +37,12 @@ fn der(pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
-fn settings(cert: PathBuf, key: PathBuf) -> Settings {
-    let mut s = Settings::local();
-    s.tls = TlsSource::Files { cert, key };
-    s.server.reload_interval = Duration::from_millis(20);
-    s
+/// A webhook serving the certificate and key files, re-read every 20 ms.
+fn webhook(cert: PathBuf, key: PathBuf) -> WebhookBuilder {
+    WebhookBuilder::new().settings(|s| {
+        s.tls = TlsSource::Files { cert, key };
+        s.server.reload_interval = Duration::from_millis(20);
+    })
 }
 
 /// Both CAs trusted, so a client can follow the rotation.
@@ -83,9 +84,7 @@ async fn rewritten_files_are_served_to_new_handshakes_and_open_connections_conti
     let (a, b) = (pair(), pair());
     std::fs::write(&cert, &a.cert).unwrap();
     std::fs::write(&key, &a.key).unwrap();
-    let running = startup::start(settings(cert.clone(), key.clone()))
-        .await
-        .unwrap();
+    let running = webhook(cert.clone(), key.clone()).start().await;
     let ca = trust(&a, &b);
     let mut old = connect(&running, &ca).await;
     assert_eq!(old.peer_certificate, der(&a.cert));
@@ -126,12 +125,9 @@ async fn a_secret_volume_symlink_swap_is_seen() {
     for name in ["tls.crt", "tls.key"] {
         std::os::unix::fs::symlink(format!("..data/{name}"), dir.path().join(name)).unwrap();
     }
-    let running = startup::start(settings(
-        dir.path().join("tls.crt"),
-        dir.path().join("tls.key"),
-    ))
-    .await
-    .unwrap();
+    let running = webhook(dir.path().join("tls.crt"), dir.path().join("tls.key"))
+        .start()
+        .await;
     let ca = trust(&a, &b);
     let mut old = connect(&running, &ca).await;
     assert_eq!(old.peer_certificate, der(&a.cert));
@@ -220,7 +216,8 @@ async fn pkcs8_pkcs1_and_sec1_keys_are_accepted_and_served() {
         let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
         std::fs::write(&cert, &cert_pem).unwrap();
         std::fs::write(&key, &key_pem).unwrap();
-        let running = startup::start(settings(cert, key))
+        let running = webhook(cert, key)
+            .try_start()
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         // The self-signed certificate is its own CA.
@@ -258,7 +255,7 @@ async fn a_missing_or_broken_certificate_or_key_fails_start_up_naming_the_file()
         (cert.clone(), mismatched.clone(), mismatched.clone()),
     ];
     for (c, k, named) in cases {
-        let err = match startup::start(settings(c.clone(), k.clone())).await {
+        let err = match webhook(c.clone(), k.clone()).try_start().await {
             Ok(running) => {
                 running.shutdown().await;
                 panic!("started with cert {} key {}", c.display(), k.display())

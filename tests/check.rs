@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pod_identity_webhook::cli::{Cli, Command as CliCommand};
-use pod_identity_webhook::startup::{self, Running};
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
 use support::{Capture, TlsClient, captures, decode_patch, fixtures_dir};
@@ -39,7 +38,7 @@ policy:
 }
 
 /// The webhook as `serve --config FILE` starts it (self-signed, loopback ports).
-async fn start_webhook(config: &Path, kubeconfig: &Path) -> Running {
+async fn start_webhook(config: &Path, kubeconfig: &Path) -> support::Webhook {
     let cli = <Cli as clap::Parser>::try_parse_from([
         "pod-identity-webhook",
         "serve",
@@ -57,9 +56,9 @@ async fn start_webhook(config: &Path, kubeconfig: &Path) -> Running {
     let CliCommand::Serve(args) = cli.command else {
         panic!("serve expected")
     };
-    let running = startup::start(args.settings().expect("settings"))
-        .await
-        .expect("webhook starts");
+    let running = support::WebhookBuilder::from_settings(args.settings().expect("settings"))
+        .start()
+        .await;
     support::wait_readyz(running.admin_addr, 200).await;
     running
 }

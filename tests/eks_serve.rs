@@ -9,9 +9,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 use eks_support::FakeEks;
-use pod_identity_webhook::config::{EksSettings, Settings};
+use pod_identity_webhook::config::EksSettings;
 use pod_identity_webhook::startup;
-use support::{TlsClient, admin_get, decode_patch, sample, wait_readyz};
+use support::{TlsClient, WebhookBuilder, admin_get, decode_patch, sample, wait_readyz};
 
 const CLUSTER: &str = "prod";
 
@@ -33,15 +33,13 @@ fn static_credentials() {
     });
 }
 
-fn settings(endpoint: String) -> Settings {
-    let mut s = Settings::local();
+fn webhook(endpoint: String) -> WebhookBuilder {
     let mut eks = EksSettings::new(CLUSTER);
     eks.region = Some("us-east-1".into());
     eks.endpoint = Some(endpoint);
     eks.max_wait = Duration::from_millis(500);
     eks.ready_timeout = Duration::from_secs(20);
-    s.eks = Some(eks);
-    s
+    WebhookBuilder::new().settings(|s| s.eks = Some(eks))
 }
 
 /// `POST /mutate` over TLS (HTTP/1.1, as the API server), trusting the self-signed CA.
@@ -71,7 +69,7 @@ async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
     static_credentials();
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
-    let running = startup::start(settings(fake.url())).await.expect("start");
+    let running = webhook(fake.url()).start().await;
     wait_readyz(running.admin_addr, 200).await;
     assert!(fake.lists() >= 1, "readiness came from a full sync");
 
@@ -122,10 +120,10 @@ async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreacha
     static_credentials();
     let fake = FakeEks::start(CLUSTER).await;
     fake.set_down(true);
-    let mut s = settings(fake.url());
-    let eks = s.eks.as_mut().unwrap();
-    eks.ready_timeout = Duration::from_millis(800);
-    let running = startup::start(s).await.expect("start");
+    let running = webhook(fake.url())
+        .settings(|s| s.eks.as_mut().unwrap().ready_timeout = Duration::from_millis(800))
+        .start()
+        .await;
     let (status, body) = admin_get(running.admin_addr, "/readyz").await;
     assert_eq!(status, 503, "not ready before a sync: {body}");
     assert!(body.contains("identity"), "{body}");

@@ -8,10 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
-use support::{Capture, TlsClient, apply_answer, captures, env_pairs, wait_readyz};
-
-use pod_identity_webhook::config::Settings;
-use pod_identity_webhook::startup::{self, Running};
+use support::{Capture, TlsClient, WebhookBuilder, apply_answer, captures, env_pairs, wait_readyz};
 
 const PI_VOLUME: &str = "eks-pod-identity-token";
 const PI_MOUNT: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
@@ -25,32 +22,31 @@ const ASSOCIATIONS: &str = "associations:
   - {namespace: team-a, serviceAccount: default, roleArn: 'arn:aws:iam::111122223333:role/default-pi'}
 ";
 
-struct Webhook {
-    running: Running,
+struct Started {
+    running: support::Webhook,
     client: TlsClient,
     _api: FakeKubeApi,
-    _dir: tempfile::TempDir,
 }
 
-async fn start() -> Webhook {
+async fn start() -> Started {
     let api = FakeKubeApi::start(0, Vec::new()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let associations = dir.path().join("associations.yaml");
-    std::fs::write(&associations, ASSOCIATIONS).unwrap();
-    let mut settings = Settings::local();
-    settings.associations_file = Some(associations);
-    settings.kubeconfig = Some(api.kubeconfig(dir.path()));
-    settings.injection.aws_default_region = Some("us-west-2".into());
-    settings.injection.sts_regional_endpoint = true;
-    let running = startup::start(settings).await.expect("webhook starts");
+    let builder = WebhookBuilder::new().associations(ASSOCIATIONS);
+    let kubeconfig = api.kubeconfig(builder.dir());
+    let running = builder
+        .settings(|s| {
+            s.kubeconfig = Some(kubeconfig);
+            s.injection.aws_default_region = Some("us-west-2".into());
+            s.injection.sts_regional_endpoint = true;
+        })
+        .start()
+        .await;
     // Ready once the ServiceAccounts are listed from the fake API server.
     wait_readyz(running.admin_addr, 200).await;
     let client = TlsClient::to(&running, false).await;
-    Webhook {
+    Started {
         running,
         client,
         _api: api,
-        _dir: dir,
     }
 }
 

@@ -5,14 +5,15 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use pod_identity_webhook::config::Settings;
-use pod_identity_webhook::startup::{self, Extras, Running};
+use pod_identity_webhook::startup::Running;
 use support::{
-    ControlledSource, TlsClient, admin_get, carts_association, fixture, sample, tls_stream,
+    ControlledSource, TlsClient, Webhook, WebhookBuilder, admin_get, carts_association, fixture,
+    sample, tls_stream,
 };
 
 const HEADER_READ: Duration = Duration::from_millis(300);
@@ -20,27 +21,27 @@ const IDLE: Duration = Duration::from_millis(1500);
 /// Slack for a loaded CI machine: a close may come this much later than its timeout.
 const SLACK: Duration = Duration::from_secs(3);
 
-async fn start_with(extras: Extras) -> Running {
-    start_capped(extras, Settings::local().server.max_connections).await
+/// A webhook with short timeouts whose lookups `source` answers, capped at `max_connections`.
+async fn start_capped(source: Arc<ControlledSource>, max_connections: Option<usize>) -> Webhook {
+    WebhookBuilder::new()
+        .source(source)
+        .settings(|s| {
+            s.server.header_read_timeout = HEADER_READ;
+            s.server.idle_timeout = IDLE;
+            if let Some(max) = max_connections {
+                s.server.max_connections = max;
+            }
+        })
+        .start()
+        .await
 }
 
-async fn start_capped(extras: Extras, max_connections: usize) -> Running {
-    let mut settings = Settings::local();
-    settings.server.header_read_timeout = HEADER_READ;
-    settings.server.idle_timeout = IDLE;
-    settings.server.max_connections = max_connections;
-    startup::start_with(settings, extras).await.expect("starts")
+fn carts_source() -> Arc<ControlledSource> {
+    ControlledSource::new(true, Duration::ZERO, Some(carts_association()))
 }
 
-fn carts_source() -> Extras {
-    let source = ControlledSource::new(true, Duration::ZERO, Some(carts_association()));
-    Extras {
-        association_sources: vec![source],
-    }
-}
-
-async fn start() -> Running {
-    start_with(carts_source()).await
+async fn start() -> Webhook {
+    start_capped(carts_source(), None).await
 }
 
 async fn raw(running: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
@@ -179,10 +180,7 @@ async fn a_request_head_that_does_not_arrive_in_time_is_cut_off() {
 async fn a_decision_slower_than_the_header_read_timeout_is_answered() {
     // Lookups take three header read timeouts: the head was complete, the time is the decision's.
     let source = ControlledSource::new(true, HEADER_READ * 3, Some(carts_association()));
-    let running = start_with(Extras {
-        association_sources: vec![source],
-    })
-    .await;
+    let running = start_capped(source, None).await;
     let mut client = TlsClient::to(&running, false).await;
     let (path, body) = fixture("pod-create-carts.mutate.json");
     let answer = client.review(&path, body).await.unwrap();
@@ -204,7 +202,7 @@ async fn connection_metric(running: &Running, name: &str) -> f64 {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
-    let running = start_capped(carts_source(), 2).await;
+    let running = start_capped(carts_source(), Some(2)).await;
     let (path, body) = fixture("pod-create-carts.mutate.json");
     let mut first = TlsClient::to(&running, false).await;
     let mut second = TlsClient::to(&running, true).await;

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pod_identity_webhook::config::{FileConfig, Overrides, Settings, TlsSource};
-use pod_identity_webhook::startup::{self, Extras, Running};
+use pod_identity_webhook::startup::Running;
 use support::{
-    ControlledSource, TlsClient, WAIT, admin_get, carts_association, fixture, fixture_with_uid,
-    sample, wait_readyz,
+    ControlledSource, TlsClient, WAIT, WebhookBuilder, admin_get, carts_association, fixture,
+    fixture_with_uid, sample, wait_readyz,
 };
 
 const CARTS_ASSOCIATIONS: &str = "associations:
@@ -20,13 +20,11 @@ const CARTS_ASSOCIATIONS: &str = "associations:
     roleArn: arn:aws:iam::111122223333:role/carts
 ";
 
-fn local_with_associations(dir: &Path) -> Settings {
-    let path = dir.join("associations.yaml");
-    std::fs::write(&path, CARTS_ASSOCIATIONS).unwrap();
-    let mut settings = Settings::local();
-    settings.associations_file = Some(path);
-    settings.server.reload_interval = Duration::from_millis(20);
-    settings
+/// A webhook on the carts associations file, re-read every 20 ms.
+fn with_associations() -> WebhookBuilder {
+    WebhookBuilder::new()
+        .associations(CARTS_ASSOCIATIONS)
+        .settings(|s| s.server.reload_interval = Duration::from_millis(20))
 }
 
 async fn client(running: &Running, h2: bool) -> TlsClient {
@@ -63,10 +61,7 @@ fn unreadable_pod(uid: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn metrics_count_a_scripted_set_of_admissions_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = startup::start(local_with_associations(dir.path()))
-        .await
-        .unwrap();
+    let running = with_associations().start().await;
     let mut c = client(&running, false).await;
 
     for i in 0..3 {
@@ -162,16 +157,11 @@ async fn metrics_count_a_scripted_set_of_admissions_exactly() {
 #[tokio::test]
 async fn readiness_waits_for_sources_and_turns_off_on_shutdown() {
     let source = ControlledSource::new(false, Duration::ZERO, None);
-    let mut settings = Settings::local();
-    settings.server.shutdown_grace = Duration::from_millis(300);
-    let running = startup::start_with(
-        settings,
-        Extras {
-            association_sources: vec![source.clone()],
-        },
-    )
-    .await
-    .unwrap();
+    let running = WebhookBuilder::new()
+        .source(source.clone())
+        .settings(|s| s.server.shutdown_grace = Duration::from_millis(300))
+        .start()
+        .await;
     let admin = running.admin_addr;
 
     let (status, body) = admin_get(admin, "/readyz").await;
@@ -195,17 +185,14 @@ async fn shutdown_drains_in_flight_requests_and_then_refuses_connections() {
     // Lookups take longer than the grace period, so requests are still in flight when the
     // listener closes and have to be drained.
     let source = ControlledSource::new(true, Duration::from_millis(600), Some(carts_association()));
-    let mut settings = Settings::local();
-    settings.server.shutdown_grace = Duration::from_millis(300);
-    settings.server.drain_timeout = Duration::from_secs(5);
-    let running = startup::start_with(
-        settings,
-        Extras {
-            association_sources: vec![source.clone()],
-        },
-    )
-    .await
-    .unwrap();
+    let running = WebhookBuilder::new()
+        .source(source.clone())
+        .settings(|s| {
+            s.server.shutdown_grace = Duration::from_millis(300);
+            s.server.drain_timeout = Duration::from_secs(5);
+        })
+        .start()
+        .await;
     let (https, admin) = (running.https_addr, running.admin_addr);
     let ca = running.self_signed_ca_pem.clone().unwrap();
 
@@ -333,7 +320,9 @@ async fn config_file_changes_apply_without_restart_and_a_broken_file_keeps_the_l
         .unwrap()
     };
     write_config("  stsRegionalEndpoint: false\n");
-    let running = startup::start(config_settings(&config)).await.unwrap();
+    let running = WebhookBuilder::from_settings(config_settings(&config))
+        .start()
+        .await;
     let mut c = client(&running, true).await;
     let region = |env: &[(String, String)]| {
         env.iter()
@@ -391,13 +380,16 @@ async fn certificate_reload_is_counted_and_updates_the_expiry() {
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::write(&cert, &first.cert_pem).unwrap();
     std::fs::write(&key, &first.key_pem).unwrap();
-    let mut settings = Settings::local();
-    settings.tls = TlsSource::Files {
-        cert: cert.clone(),
-        key: key.clone(),
-    };
-    settings.server.reload_interval = Duration::from_millis(20);
-    let running = startup::start(settings).await.unwrap();
+    let running = WebhookBuilder::new()
+        .settings(|s| {
+            s.tls = TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            s.server.reload_interval = Duration::from_millis(20);
+        })
+        .start()
+        .await;
     let expiry_series = "pod_identity_webhook_certificate_expiry_timestamp_seconds";
     let initial = sample(&metrics(&running).await, expiry_series).unwrap();
     let expected_initial =
@@ -437,14 +429,7 @@ async fn certificate_reload_is_counted_and_updates_the_expiry() {
 #[tokio::test]
 async fn lookups_cut_short_by_the_budget_count_as_errors() {
     let source = ControlledSource::new(true, Duration::from_secs(5), Some(carts_association()));
-    let running = startup::start_with(
-        Settings::local(),
-        Extras {
-            association_sources: vec![source.clone()],
-        },
-    )
-    .await
-    .unwrap();
+    let running = WebhookBuilder::new().source(source.clone()).start().await;
     let mut c = client(&running, false).await;
     // timeout=1s leaves a 500ms lookup budget; the webhook admits unmutated with a warning.
     let (_, body) = fixture("pod-create-carts.mutate.json");
@@ -467,16 +452,11 @@ async fn lookups_cut_short_by_the_budget_count_as_errors() {
 async fn the_drain_is_bounded_by_its_timeout() {
     // A request slower than grace + drain is cut off rather than holding the process open.
     let source = ControlledSource::new(true, Duration::from_secs(8), Some(carts_association()));
-    let mut settings = Settings::local();
-    settings.server.drain_timeout = Duration::from_millis(100);
-    let running = startup::start_with(
-        settings,
-        Extras {
-            association_sources: vec![source.clone()],
-        },
-    )
-    .await
-    .unwrap();
+    let running = WebhookBuilder::new()
+        .source(source.clone())
+        .settings(|s| s.server.drain_timeout = Duration::from_millis(100))
+        .start()
+        .await;
     let mut c = client(&running, false).await;
     let stuck = tokio::spawn(async move {
         let (path, body) = fixture("pod-create-carts.mutate.json");
@@ -513,7 +493,9 @@ async fn a_policy_change_in_the_config_file_applies_without_restart() {
     // A DaemonSet on the `default` ServiceAccount, which has no association.
     let (path, body) = fixture("daemonset-create-hostnetwork-default-sa.validate.json");
     write_config("warn");
-    let running = startup::start(config_settings(&config)).await.unwrap();
+    let running = WebhookBuilder::from_settings(config_settings(&config))
+        .start()
+        .await;
     let mut c = client(&running, false).await;
     let first = c.review(&path, body.clone()).await.unwrap().json();
     assert_eq!(

@@ -5,10 +5,9 @@ mod support;
 
 use std::path::Path;
 
-use pod_identity_webhook::config::{NamespaceRule, PolicyMode, PolicySettings, Settings};
-use pod_identity_webhook::startup::{self, Running};
+use pod_identity_webhook::config::{NamespaceRule, PolicyMode, PolicySettings};
 use serde_json::Value;
-use support::{Capture, TlsClient, captures};
+use support::{Capture, TlsClient, Webhook, WebhookBuilder, captures};
 
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -78,11 +77,8 @@ fn fixture_files() -> Vec<Capture> {
     files
 }
 
-async fn start(default_mode: PolicyMode) -> (Running, TlsClient) {
-    let mut settings = Settings::local();
-    settings.associations_file =
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/associations.yaml"));
-    settings.policy = PolicySettings {
+async fn start(default_mode: PolicyMode) -> (Webhook, TlsClient) {
+    let policy = PolicySettings {
         default_mode,
         namespaces: vec![NamespaceRule {
             pattern: "team-*".into(),
@@ -95,7 +91,14 @@ async fn start(default_mode: PolicyMode) -> (Running, TlsClient) {
         cluster_name: Some("prod".into()),
         ..PolicySettings::default()
     };
-    let running = startup::start(settings).await.expect("webhook starts");
+    let running = WebhookBuilder::new()
+        .settings(|s| {
+            s.associations_file =
+                Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/associations.yaml"));
+            s.policy = policy;
+        })
+        .start()
+        .await;
     let client = TlsClient::to(&running, false).await;
     (running, client)
 }

@@ -447,3 +447,92 @@ pub fn carts_association() -> Association {
         association_id: None,
     }
 }
+
+/// A webhook started for a test, with the directory its files live in (removed when dropped).
+pub struct Webhook {
+    pub running: pod_identity_webhook::startup::Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Webhook {
+    type Target = pod_identity_webhook::startup::Running;
+    fn deref(&self) -> &Self::Target {
+        &self.running
+    }
+}
+
+impl Webhook {
+    /// Graceful stop, as on SIGTERM.
+    pub async fn shutdown(self) {
+        self.running.shutdown().await
+    }
+}
+
+/// The one way tests start a webhook: `Settings::local()` (self-signed TLS on loopback ports, no
+/// shutdown grace), changed by the test, plus association sources the test controls.
+pub struct WebhookBuilder {
+    settings: pod_identity_webhook::config::Settings,
+    extras: pod_identity_webhook::startup::Extras,
+    dir: tempfile::TempDir,
+}
+
+impl Default for WebhookBuilder {
+    fn default() -> Self {
+        Self::from_settings(pod_identity_webhook::config::Settings::local())
+    }
+}
+
+impl WebhookBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts from settings the test resolved itself (a config file, CLI arguments).
+    pub fn from_settings(settings: pod_identity_webhook::config::Settings) -> Self {
+        Self {
+            settings,
+            extras: Default::default(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// The test's directory (files written there live as long as the webhook).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes `yaml` as the associations file and serves it.
+    pub fn associations(mut self, yaml: &str) -> Self {
+        let path = self.dir.path().join("associations.yaml");
+        std::fs::write(&path, yaml).expect("write the associations file");
+        self.settings.associations_file = Some(path);
+        self
+    }
+
+    /// Changes the settings.
+    pub fn settings(
+        mut self,
+        change: impl FnOnce(&mut pod_identity_webhook::config::Settings),
+    ) -> Self {
+        change(&mut self.settings);
+        self
+    }
+
+    /// Consults `source` before the configured sources.
+    pub fn source(mut self, source: Arc<dyn AssociationSource>) -> Self {
+        self.extras.association_sources.push(source);
+        self
+    }
+
+    pub async fn try_start(self) -> Result<Webhook, pod_identity_webhook::StartError> {
+        let running = pod_identity_webhook::startup::start_with(self.settings, self.extras).await?;
+        Ok(Webhook {
+            running,
+            dir: self.dir,
+        })
+    }
+
+    pub async fn start(self) -> Webhook {
+        self.try_start().await.expect("the webhook starts")
+    }
+}
