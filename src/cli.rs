@@ -31,6 +31,8 @@ pub enum Command {
     /// Run the webhook's decisions on manifests (CI, pre-commit): exit 0 clean, 1 denied,
     /// 2 unreadable input.
     Check(Box<crate::audit::cli::CheckArgs>),
+    /// Node agent serving Pod Identity credentials where EKS does not run (SPEC §9).
+    Agent(Box<crate::agent::args::AgentArgs>),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -12,6 +12,7 @@
 //! - [`telemetry`]: logging setup and the metrics registry.
 
 pub mod admission;
+pub mod agent;
 pub mod audit;
 pub mod certs;
 pub mod cli;

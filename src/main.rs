@@ -38,6 +38,10 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Certs(args) => run_certs(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => Ok(run_check(&args)),
+        Command::Agent(args) => {
+            pod_identity_webhook::agent::command::run(*args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

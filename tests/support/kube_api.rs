@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server over plain HTTP on 127.0.0.1 that answers with what a real
 //! kube-apiserver v1.24 answered (`fixtures/apiserver-v1.24/kube-api/`): the ServiceAccount
-//! list, its watch events, single GETs, and the Namespace list.
+//! list, its watch events, single GETs, and the Namespace list; and `TokenReview`s of the tokens
+//! a test registers, with the status shapes a real API server gives (see [`TokenReviews`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,150 @@ struct Fake {
     namespaces_created_later: Vec<Value>,
     pub gets: AtomicUsize,
     pub lists: AtomicUsize,
+    reviews: Arc<TokenReviews>,
+}
+
+/// The tokens the fake API server knows, and how it answers `TokenReview`s of them: exactly
+/// what kube-apiserver answers (v1.24+): the spec echoed back; for a valid token of a pod,
+/// `authenticated`, the ServiceAccount user with its groups and the pod-binding `extra`, and the
+/// audiences it was checked against; for anything else no `authenticated` (false is omitted),
+/// an empty `user` and the authenticator's error.
+#[derive(Default)]
+pub struct TokenReviews {
+    tokens: std::sync::Mutex<std::collections::HashMap<String, PodToken>>,
+    /// Every review answered.
+    pub count: AtomicUsize,
+    /// Milliseconds each review takes (a slow API server).
+    pub delay_ms: std::sync::atomic::AtomicU64,
+}
+
+/// A token bound to a pod.
+#[derive(Clone, Debug)]
+pub struct PodToken {
+    pub namespace: String,
+    pub service_account: String,
+    pub pod_name: String,
+    pub pod_uid: String,
+    /// The audiences the token was issued for.
+    pub audiences: Vec<String>,
+}
+
+impl PodToken {
+    /// A projected token for `pods.eks.amazonaws.com`, as the webhook mounts it.
+    pub fn pod(namespace: &str, service_account: &str, pod_name: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            pod_name: pod_name.into(),
+            pod_uid: format!(
+                "{:08x}-0000-4000-8000-{:012x}",
+                pod_name.len(),
+                fxhash(pod_name)
+            ),
+            audiences: vec!["pods.eks.amazonaws.com".into()],
+        }
+    }
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    }) & 0xffff_ffff_ffff
+}
+
+impl TokenReviews {
+    pub fn add(&self, token: &str, pod: PodToken) {
+        self.tokens.lock().unwrap().insert(token.to_string(), pod);
+    }
+
+    /// The token stops being valid (its pod was deleted).
+    pub fn revoke(&self, token: &str) {
+        self.tokens.lock().unwrap().remove(token);
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn status(&self, token: &str, audiences: &[String]) -> Value {
+        let Some(pod) = self.tokens.lock().unwrap().get(token).cloned() else {
+            return json!({"user": {}, "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive, token lookup failed]"});
+        };
+        let wanted: Vec<String> = if audiences.is_empty() {
+            vec!["https://kubernetes.default.svc.cluster.local".into()]
+        } else {
+            audiences.to_vec()
+        };
+        let matched: Vec<&String> = wanted
+            .iter()
+            .filter(|a| pod.audiences.contains(a))
+            .collect();
+        if matched.is_empty() {
+            return json!({"user": {}, "error": format!(
+                "[invalid bearer token, token audiences {:?} is invalid for the target audiences {:?}]",
+                pod.audiences, wanted
+            )});
+        }
+        json!({
+            "authenticated": true,
+            "user": {
+                "username": format!("system:serviceaccount:{}:{}", pod.namespace, pod.service_account),
+                "uid": "0c1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", pod.namespace), "system:authenticated"],
+                "extra": {
+                    "authentication.kubernetes.io/credential-id": ["JTI=6a2b5c1e-7f3d-4e8a-9b0c-1d2e3f4a5b6c"],
+                    "authentication.kubernetes.io/node-name": ["kind-worker"],
+                    "authentication.kubernetes.io/node-uid": ["3f2e1d0c-b9a8-4765-8432-10fedcba9876"],
+                    "authentication.kubernetes.io/pod-name": [pod.pod_name],
+                    "authentication.kubernetes.io/pod-uid": [pod.pod_uid],
+                }
+            },
+            "audiences": matched,
+        })
+    }
+}
+
+async fn token_review(State(f): State<Arc<Fake>>, body: axum::body::Bytes) -> Response {
+    let delay = f.reviews.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    f.reviews.count.fetch_add(1, Ordering::Relaxed);
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400, "message": "the body is not JSON"}),
+        );
+    };
+    let spec = review["spec"].clone();
+    let token = spec["token"].as_str().unwrap_or("");
+    let audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = f.reviews.status(token, &audiences);
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": spec,
+            "status": status,
+        }),
+    )
+}
+
+async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"major": "1", "minor": "24", "gitVersion": "v1.24.17", "gitCommit": "22a9682c8fe855c321be75c5faacde343f909b04",
+                "gitTreeState": "clean", "buildDate": "2023-08-23T23:37:25Z", "goVersion": "go1.20.7", "compiler": "gc", "platform": "linux/amd64"}),
+    )
 }
 
 /// The running fake; stops with the value.
@@ -175,6 +320,7 @@ impl FakeKubeApi {
             namespaces_created_later: changes.namespaces_created_later,
             gets: AtomicUsize::new(0),
             lists: AtomicUsize::new(0),
+            reviews: Arc::new(TokenReviews::default()),
         });
         let app = Router::new()
             .route("/api/v1/serviceaccounts", get(service_accounts))
@@ -184,6 +330,11 @@ impl FakeKubeApi {
             )
             .route("/api/v1/namespaces", get(namespaces))
             .route("/api/v1/namespaces/{name}", get(one_namespace))
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                post(token_review),
+            )
+            .route("/version", get(version))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -233,6 +384,11 @@ current-context: fake
     /// Single ServiceAccount GETs answered so far.
     pub fn gets(&self) -> usize {
         self.fake.gets.load(Ordering::Relaxed)
+    }
+
+    /// The tokens this API server accepts in `TokenReview`s.
+    pub fn token_reviews(&self) -> &Arc<TokenReviews> {
+        &self.fake.reviews
     }
 
     /// ServiceAccount lists answered so far.

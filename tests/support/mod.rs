@@ -3,7 +3,9 @@
 //! application, a plain admin GET, and identity sources whose timing tests control.
 #![allow(dead_code)] // Each test binary that includes this module uses a different part.
 
+pub mod agent;
 pub mod kube_api;
+pub mod sts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,222 @@
+//! `pod-identity-webhook agent` arguments (SPEC §9). Each flag also reads an environment
+//! variable (`POD_IDENTITY_AGENT_…`), so the DaemonSet can set them either way.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::server::{ConnLimits, RateLimit};
+use super::sts::StsSettings;
+use super::{AgentSettings, DEFAULT_ADMIN_LISTEN};
+use crate::config::{EksSettings, LogFormat};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Create the link-local interface the agent listens on (init container, NET_ADMIN).
+    SetupLink(LinkArgs),
+    /// Print the trust policy a role needs so the agent can assume it for one ServiceAccount.
+    TrustPolicy(TrustArgs),
+}
+
+/// Serving flags (the default action).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Cluster name: `eks-cluster-name` session tag, session names, and the EKS cluster whose
+    /// associations are read when no --associations file is given.
+    #[arg(long, env = "POD_IDENTITY_AGENT_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// `eks-cluster-arn` session tag [default: arn:aws:eks:REGION:ACCOUNT:cluster/NAME, ACCOUNT
+    /// being the agent's own].
+    #[arg(long, env = "POD_IDENTITY_AGENT_CLUSTER_ARN", value_name = "ARN")]
+    pub cluster_arn: Option<String>,
+    /// Address to serve credentials on; repeatable
+    /// [default: 169.254.170.23:80 and [fd00:ec2::23]:80].
+    #[arg(
+        long = "bind",
+        env = "POD_IDENTITY_AGENT_BIND",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    pub binds: Vec<SocketAddr>,
+    /// Plain-HTTP admin endpoint: /livez /readyz /metrics.
+    #[arg(long, env = "POD_IDENTITY_AGENT_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
+    pub admin_listen: SocketAddr,
+    /// Associations file (YAML/JSON, SPEC §7), for clusters without EKS.
+    #[arg(long, env = "POD_IDENTITY_AGENT_ASSOCIATIONS", value_name = "FILE")]
+    pub associations: Option<PathBuf>,
+    /// EKS API endpoint override (with no --associations file).
+    #[arg(long, env = "POD_IDENTITY_AGENT_EKS_ENDPOINT", value_name = "URL")]
+    pub eks_endpoint: Option<String>,
+    /// Kubeconfig for TokenReviews; in-cluster configuration when running in a pod.
+    #[arg(long, env = "POD_IDENTITY_AGENT_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// AWS region of STS (and EKS) [default: from the AWS environment, else us-east-1].
+    #[arg(long, env = "POD_IDENTITY_AGENT_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// STS endpoint (private endpoints, an STS stand-in); AWS_ENDPOINT_URL_STS works too.
+    #[arg(long, env = "POD_IDENTITY_AGENT_STS_ENDPOINT", value_name = "URL")]
+    pub sts_endpoint: Option<String>,
+    /// Lifetime of the credentials (`DurationSeconds`; STS allows 15m to the role's maximum).
+    #[arg(long, env = "POD_IDENTITY_AGENT_SESSION_DURATION", value_parser = duration, default_value = "1h", value_name = "DURATION")]
+    pub session_duration: Duration,
+    /// Refresh cached credentials once fewer than this remain.
+    #[arg(long, value_parser = duration, default_value = "15m", value_name = "DURATION")]
+    pub refresh_before: Duration,
+    /// Never hand out cached credentials with less than this left.
+    #[arg(long, value_parser = duration, default_value = "5m", value_name = "DURATION")]
+    pub min_remaining: Duration,
+    /// Longest a request waits for the Kubernetes API and STS before a 503.
+    #[arg(long, value_parser = duration, default_value = "1500ms", value_name = "DURATION")]
+    pub request_timeout: Duration,
+    /// Longest one TokenReview may take.
+    #[arg(long, value_parser = duration, default_value = "1s", value_name = "DURATION")]
+    pub token_review_timeout: Duration,
+    /// Longest one STS call may take (background refreshes wait this long).
+    #[arg(long, value_parser = duration, default_value = "5s", value_name = "DURATION")]
+    pub sts_timeout: Duration,
+    /// How long a reviewed token is trusted before it is reviewed again.
+    #[arg(long, value_parser = duration, default_value = "5m", value_name = "DURATION")]
+    pub token_review_ttl: Duration,
+    /// Memory bound of the credentials cache, in bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub cache_max_bytes: u64,
+    /// Requests per second one client address may make (0: no limit).
+    #[arg(
+        long,
+        env = "POD_IDENTITY_AGENT_RATE_LIMIT",
+        default_value_t = 20,
+        value_name = "N"
+    )]
+    pub rate_limit: u32,
+    /// Burst above --rate-limit one client may make.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub rate_burst: u32,
+    /// Most credential connections open at once; more wait.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// A request head must arrive within this; idle connections close after it.
+    #[arg(long, value_parser = duration, default_value = "5s", value_name = "DURATION")]
+    pub header_read_timeout: Duration,
+    /// After SIGTERM, stay up unready this long before closing.
+    #[arg(long, value_parser = duration, default_value = "0s", value_name = "DURATION")]
+    pub shutdown_grace: Duration,
+    /// Set up the link-local interface first (as `agent setup-link`; needs NET_ADMIN).
+    #[arg(long)]
+    pub setup_link: bool,
+    /// Log format [default: auto: JSON unless stderr is a terminal].
+    #[arg(
+        long,
+        env = "POD_IDENTITY_AGENT_LOG_FORMAT",
+        value_enum,
+        default_value = "auto",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The settings these flags describe.
+    pub fn settings(&self) -> Result<AgentSettings, String> {
+        let cluster_name = self.cluster_name.clone().filter(|c| !c.is_empty()).ok_or(
+            "--cluster-name is required (it names the cluster in session tags and session names)",
+        )?;
+        let mut s = AgentSettings::new(cluster_name.clone());
+        if !self.binds.is_empty() {
+            s.binds = self.binds.clone();
+        }
+        s.admin_listen = self.admin_listen;
+        s.associations_file = self.associations.clone();
+        if self.associations.is_none() {
+            let mut eks = EksSettings::new(cluster_name);
+            eks.region = self.region.clone();
+            eks.endpoint = self.eks_endpoint.clone();
+            s.eks = Some(eks);
+        }
+        s.kubeconfig = self.kubeconfig.clone();
+        s.sts = StsSettings {
+            region: self.region.clone(),
+            endpoint: self.sts_endpoint.clone(),
+            timeout: Some(self.sts_timeout),
+        };
+        let c = &mut s.credentials;
+        c.cluster_arn = self.cluster_arn.clone();
+        if !(900..=43_200).contains(&self.session_duration.as_secs()) {
+            return Err("--session-duration must be between 15m and 12h (STS limits)".into());
+        }
+        c.session_duration = self.session_duration;
+        c.refresh_before = self.refresh_before;
+        c.min_remaining = self.min_remaining.min(self.refresh_before);
+        c.review_ttl = self.token_review_ttl;
+        c.max_cache_bytes = self.cache_max_bytes;
+        c.refresh_timeout = self.sts_timeout * 2;
+        s.request_timeout = self.request_timeout;
+        s.review_timeout = self.token_review_timeout.min(self.request_timeout);
+        s.rate_limit = (self.rate_limit > 0).then_some(RateLimit {
+            per_second: self.rate_limit,
+            burst: self.rate_burst,
+        });
+        s.max_connections = self.max_connections.max(1);
+        s.conn_limits = ConnLimits {
+            header_read: self.header_read_timeout,
+            ..ConnLimits::default()
+        };
+        s.shutdown_grace = self.shutdown_grace;
+        Ok(s)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Interface name.
+    #[arg(long, default_value = "pod-id-link0", value_name = "NAME")]
+    pub interface: String,
+    /// IPv4 address (as /32).
+    #[arg(long, default_value = "169.254.170.23", value_name = "IP")]
+    pub ipv4: Ipv4Addr,
+    /// IPv6 address (as /128); skipped with a log line where IPv6 is disabled.
+    #[arg(long, default_value = "fd00:ec2::23", value_name = "IP")]
+    pub ipv6: Ipv6Addr,
+    /// Do not add the IPv6 address.
+    #[arg(long)]
+    pub no_ipv6: bool,
+    /// Log format [default: auto: JSON unless stderr is a terminal].
+    #[arg(long, value_enum, default_value = "auto", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The association's role (named in the `aws iam` command printed to stderr).
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: String,
+    #[arg(long, value_name = "NS")]
+    pub namespace: String,
+    #[arg(long, value_name = "NAME")]
+    pub service_account: String,
+    /// The agent's own IAM principal (user or role ARN) [default: who the AWS environment's
+    /// credentials belong to, by STS GetCallerIdentity].
+    #[arg(long, value_name = "ARN")]
+    pub agent_principal: Option<String>,
+    /// Also require the `eks-cluster-name` tag to be this cluster.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub sts_endpoint: Option<String>,
+}

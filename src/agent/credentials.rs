@@ -1,0 +1,572 @@
+//! From a pod's token to credentials: review, association, STS, and the caches in between.
+//!
+//! - Reviews are cached per token (by its SHA-256, never the token itself) for `review_ttl`, so
+//!   a pod's repeated requests cost one `TokenReview` per TTL; a token that stops being valid
+//!   (its pod deleted) is refused at the next review.
+//! - Credentials are cached per token, or per ServiceAccount when the association disables
+//!   session tags (the tags would not name the pod, so every pod of the ServiceAccount can
+//!   share them: STS load grows with ServiceAccounts, not pods). Identical concurrent requests
+//!   share one STS call (moka's single flight). Each entry leaves the cache when its
+//!   credentials expire; the cache is bounded by an estimate of its memory.
+//! - Entries are refreshed in the background once fewer than `refresh_before` remain (on use,
+//!   and by [`CredentialService::sweep`]), are served while more than `min_remaining` remain
+//!   (STS may be down meanwhile), and are dropped when their association goes or changes, or
+//!   when STS refuses the role.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use moka::Expiry;
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::error::AgentError;
+use super::metrics::AgentMetrics;
+use super::review::{PodClaims, TokenReviewer};
+use super::sts::{
+    AssumeRequest, CredentialIssuer, IssuedCredentials, StsError, random_suffix, session_name,
+    session_tags, synthetic_cluster_arn,
+};
+use crate::identity::{Association, Freshness, Identities, IdentityKind};
+
+/// How the credentials are made and kept.
+#[derive(Debug, Clone)]
+pub struct CredentialSettings {
+    /// `eks-cluster-name` tag and session-name part.
+    pub cluster_name: String,
+    /// `eks-cluster-arn` tag; else `arn:aws:eks:REGION:ACCOUNT:cluster/NAME`.
+    pub cluster_arn: Option<String>,
+    /// For the synthetic cluster ARN.
+    pub region: String,
+    /// `DurationSeconds` of `AssumeRole`.
+    pub session_duration: Duration,
+    /// Refresh in the background once fewer than this remain.
+    pub refresh_before: Duration,
+    /// Cached credentials with less than this left are not served.
+    pub min_remaining: Duration,
+    /// How long a successful review of a token is trusted.
+    pub review_ttl: Duration,
+    /// Bound on the identity lookup of one request.
+    pub lookup_timeout: Duration,
+    /// Bound on one background refresh (nobody waits for it).
+    pub refresh_timeout: Duration,
+    /// Least time between two failed background refreshes of one entry.
+    pub retry_after: Duration,
+    /// Bound on the estimated memory of cached credentials.
+    pub max_cache_bytes: u64,
+    /// Bound on cached token reviews.
+    pub max_reviews: u64,
+}
+
+impl CredentialSettings {
+    pub fn new(cluster_name: impl Into<String>, region: impl Into<String>) -> Self {
+        Self {
+            cluster_name: cluster_name.into(),
+            cluster_arn: None,
+            region: region.into(),
+            session_duration: Duration::from_secs(3600),
+            refresh_before: Duration::from_secs(15 * 60),
+            min_remaining: Duration::from_secs(5 * 60),
+            review_ttl: Duration::from_secs(5 * 60),
+            lookup_timeout: Duration::from_secs(1),
+            refresh_timeout: Duration::from_secs(10),
+            retry_after: Duration::from_secs(15),
+            max_cache_bytes: 64 << 20,
+            max_reviews: 100_000,
+        }
+    }
+}
+
+/// SHA-256 of a token: caches key on this, so tokens are not kept in memory.
+type TokenKey = [u8; 32];
+
+fn token_key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whose credentials an entry holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Token(TokenKey),
+    /// `namespace/serviceAccount`, for associations without session tags.
+    ServiceAccount(Arc<str>),
+}
+
+fn service_account_key(claims: &PodClaims) -> CacheKey {
+    CacheKey::ServiceAccount(format!("{}/{}", claims.namespace, claims.service_account).into())
+}
+
+/// Cached credentials with what made them.
+pub struct Entry {
+    credentials: IssuedCredentials,
+    body: Bytes,
+    association: Arc<Association>,
+    /// The pod whose request made them (the one whose tags they carry).
+    claims: Arc<PodClaims>,
+    /// Served to a client since issued: only such entries are refreshed by the sweep.
+    served: AtomicBool,
+    refreshing: AtomicBool,
+    /// Milliseconds since the epoch of the last failed refresh (0: none).
+    failed_at: AtomicU64,
+}
+
+impl Entry {
+    fn new(
+        credentials: IssuedCredentials,
+        association: Arc<Association>,
+        claims: Arc<PodClaims>,
+    ) -> Self {
+        let body = Bytes::from(credentials.to_json());
+        Self {
+            credentials,
+            body,
+            association,
+            claims,
+            served: AtomicBool::new(false),
+            refreshing: AtomicBool::new(false),
+            failed_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The JSON answer.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    pub fn credentials(&self) -> &IssuedCredentials {
+        &self.credentials
+    }
+
+    /// Estimated memory held by the entry (the cache's weigher).
+    fn weight(&self) -> u32 {
+        let c = &self.credentials;
+        let strings = c.access_key_id.len()
+            + c.secret_access_key.len()
+            + c.session_token.len()
+            + c.account_id.len()
+            + self.claims.pod_name.len()
+            + self.claims.pod_uid.len()
+            + self.claims.namespace.len()
+            + self.claims.service_account.len();
+        // Struct overheads, the Arc and the cache's own node.
+        (strings + self.body.len() + 400) as u32
+    }
+}
+
+/// The same role, target, external id and tag setting.
+fn same_association(a: &Association, b: &Association) -> bool {
+    a.role_arn == b.role_arn
+        && a.target_role_arn == b.target_role_arn
+        && a.external_id == b.external_id
+        && a.disable_session_tags == b.disable_session_tags
+}
+
+fn shares_per_service_account(a: &Association) -> bool {
+    a.disable_session_tags == Some(true)
+}
+
+struct UntilExpiry;
+
+impl Expiry<CacheKey, Arc<Entry>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        value: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(value.credentials.remaining(SystemTime::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.credentials.remaining(SystemTime::now()))
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// The agent's credential logic; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct CredentialService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    reviewer: Arc<dyn TokenReviewer>,
+    issuer: Arc<dyn CredentialIssuer>,
+    identities: Identities,
+    settings: CredentialSettings,
+    reviews: Cache<TokenKey, Arc<PodClaims>>,
+    entries: Cache<CacheKey, Arc<Entry>>,
+    metrics: Arc<AgentMetrics>,
+    cluster_arn: OnceCell<String>,
+}
+
+impl CredentialService {
+    pub fn new(
+        reviewer: Arc<dyn TokenReviewer>,
+        issuer: Arc<dyn CredentialIssuer>,
+        identities: Identities,
+        settings: CredentialSettings,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
+        let reviews = Cache::builder()
+            .max_capacity(settings.max_reviews)
+            .time_to_live(settings.review_ttl)
+            .build();
+        let entries = Cache::builder()
+            .max_capacity(settings.max_cache_bytes)
+            .weigher(|_: &CacheKey, e: &Arc<Entry>| e.weight())
+            .expire_after(UntilExpiry)
+            .build();
+        let service = Self {
+            inner: Arc::new(Inner {
+                reviewer,
+                issuer,
+                identities,
+                cluster_arn: OnceCell::new_with(settings.cluster_arn.clone()),
+                settings,
+                reviews,
+                entries,
+                metrics,
+            }),
+        };
+        let observed = service.inner.entries.clone();
+        service
+            .inner
+            .metrics
+            .set_cache_source(move || (observed.entry_count(), observed.weighted_size()));
+        service
+    }
+
+    pub fn settings(&self) -> &CredentialSettings {
+        &self.inner.settings
+    }
+
+    pub fn identities(&self) -> &Identities {
+        &self.inner.identities
+    }
+
+    pub fn reviewer(&self) -> &Arc<dyn TokenReviewer> {
+        &self.inner.reviewer
+    }
+
+    /// Entries and estimated bytes of the credential cache (after pending maintenance).
+    pub async fn cache_size(&self) -> (u64, u64) {
+        self.inner.entries.run_pending_tasks().await;
+        (
+            self.inner.entries.entry_count(),
+            self.inner.entries.weighted_size(),
+        )
+    }
+
+    /// Credentials for the holder of `token`. The caller bounds the wait.
+    pub async fn credentials(&self, token: &str) -> Result<Arc<Entry>, AgentError> {
+        let inner = &self.inner;
+        let token_key = token_key(token);
+        let claims = self.review(token_key, token).await?;
+        let association = match self.association(&claims).await {
+            Ok(a) => a,
+            Err(e) => {
+                if let AgentError::NotFound(_) = e {
+                    // The association went: what was cached for it goes too.
+                    inner.entries.invalidate(&CacheKey::Token(token_key)).await;
+                    inner
+                        .entries
+                        .invalidate(&service_account_key(&claims))
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        let key = if shares_per_service_account(&association) {
+            service_account_key(&claims)
+        } else {
+            CacheKey::Token(token_key)
+        };
+        if let Some(entry) = inner.entries.get(&key).await {
+            let remaining = entry.credentials.remaining(SystemTime::now());
+            if same_association(&entry.association, &association)
+                && remaining > inner.settings.min_remaining
+            {
+                AgentMetrics::count(&inner.metrics.cache_lookups, "hit");
+                if remaining < inner.settings.refresh_before {
+                    self.refresh_in_background(key, entry.clone());
+                }
+                entry.served.store(true, Ordering::Relaxed);
+                return Ok(entry);
+            }
+            // The association changed, or they are too close to expiry to hand out.
+            inner.entries.invalidate(&key).await;
+        }
+        AgentMetrics::count(&inner.metrics.cache_lookups, "miss");
+        let this = self.clone();
+        let entry = inner
+            .entries
+            .try_get_with(key, async move {
+                let credentials = this.issue(&claims, &association).await?;
+                Ok::<_, AgentError>(Arc::new(Entry::new(credentials, association, claims)))
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        entry.served.store(true, Ordering::Relaxed);
+        Ok(entry)
+    }
+
+    async fn review(&self, key: TokenKey, token: &str) -> Result<Arc<PodClaims>, AgentError> {
+        let inner = &self.inner;
+        if let Some(claims) = inner.reviews.get(&key).await {
+            return Ok(claims);
+        }
+        inner
+            .reviews
+            .try_get_with(key, async {
+                let result = inner.reviewer.review(token).await;
+                AgentMetrics::count(
+                    &inner.metrics.token_reviews,
+                    match &result {
+                        Ok(_) => "ok",
+                        Err(super::review::ReviewError::Denied(_)) => "denied",
+                        Err(super::review::ReviewError::Unavailable(_)) => "unavailable",
+                    },
+                );
+                result.map(Arc::new)
+            })
+            .await
+            .map_err(|e| AgentError::from((*e).clone()))
+    }
+
+    /// The ServiceAccount's association, through the same identity layer as the webhook.
+    async fn association(&self, claims: &PodClaims) -> Result<Arc<Association>, AgentError> {
+        let inner = &self.inner;
+        let (ns, sa) = (claims.namespace.as_str(), claims.service_account.as_str());
+        let budget = inner.settings.lookup_timeout;
+        let mut resolution = inner
+            .identities
+            .resolve_within(ns, sa, Freshness::Cached, budget)
+            .await;
+        if resolution.identity.is_none() && resolution.complete() {
+            // Past a cached "not found": an association created seconds ago counts.
+            resolution = inner
+                .identities
+                .resolve_within(ns, sa, Freshness::BypassNegative, budget)
+                .await;
+        }
+        match resolution.identity.map(|i| i.kind) {
+            Some(IdentityKind::PodIdentity(a)) => Ok(a),
+            _ if !resolution.errors.is_empty() => Err(AgentError::Unavailable(format!(
+                "cannot tell whether {ns}/{sa} has a Pod Identity association: {}",
+                resolution
+                    .errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
+            _ => Err(AgentError::NotFound(format!(
+                "ServiceAccount {ns}/{sa} has no Pod Identity association"
+            ))),
+        }
+    }
+
+    async fn cluster_arn(&self) -> Result<String, AgentError> {
+        let inner = &self.inner;
+        inner
+            .cluster_arn
+            .get_or_try_init(|| async {
+                let account = inner.issuer.caller_account().await.map_err(|e| {
+                    AgentError::Unavailable(format!(
+                        "cannot make the eks-cluster-arn tag (set --cluster-arn): {e}"
+                    ))
+                })?;
+                Ok::<_, AgentError>(synthetic_cluster_arn(
+                    &inner.settings.region,
+                    &account,
+                    &inner.settings.cluster_name,
+                ))
+            })
+            .await
+            .cloned()
+    }
+
+    /// `AssumeRole` for the association (and its target role, chained).
+    async fn issue(
+        &self,
+        claims: &PodClaims,
+        association: &Association,
+    ) -> Result<IssuedCredentials, AgentError> {
+        let inner = &self.inner;
+        let settings = &inner.settings;
+        let shared = shares_per_service_account(association);
+        let tags = if shared {
+            Vec::new()
+        } else {
+            session_tags(&self.cluster_arn().await?, &settings.cluster_name, claims)
+        };
+        // Shared credentials are not one pod's: their session names the ServiceAccount.
+        let who = if shared {
+            &claims.service_account
+        } else {
+            &claims.pod_name
+        };
+        let first = AssumeRequest {
+            role_arn: association.role_arn.clone(),
+            session_name: session_name(&settings.cluster_name, who, &random_suffix()),
+            duration: settings.session_duration,
+            tags,
+            external_id: None,
+        };
+        let credentials = self.call_sts(&first, None).await?;
+        let Some(target) = &association.target_role_arn else {
+            return Ok(credentials);
+        };
+        // The tags are transitive: STS carries them into the chained session by itself.
+        let second = AssumeRequest {
+            role_arn: target.clone(),
+            session_name: session_name(&settings.cluster_name, who, &random_suffix()),
+            // A chained session lasts at most an hour.
+            duration: settings.session_duration.min(Duration::from_secs(3600)),
+            tags: Vec::new(),
+            external_id: association.external_id.clone(),
+        };
+        self.call_sts(&second, Some(&credentials)).await
+    }
+
+    async fn call_sts(
+        &self,
+        request: &AssumeRequest,
+        using: Option<&IssuedCredentials>,
+    ) -> Result<IssuedCredentials, AgentError> {
+        let result = self.inner.issuer.assume_role(request, using).await;
+        AgentMetrics::count(
+            &self.inner.metrics.sts_calls,
+            match &result {
+                Ok(_) => "ok",
+                Err(StsError::AccessDenied(_)) => "access_denied",
+                Err(StsError::Invalid(_)) => "invalid",
+                Err(StsError::Throttled(_)) => "throttled",
+                Err(StsError::Unavailable(_)) => "unavailable",
+            },
+        );
+        if let Err(e) = &result {
+            tracing::warn!(role = %request.role_arn, error = %e, "AssumeRole failed");
+        }
+        Ok(result?)
+    }
+
+    /// Starts one refresh of `entry` unless one runs or the last failed too recently.
+    fn refresh_in_background(&self, key: CacheKey, entry: Arc<Entry>) {
+        let failed_at = entry.failed_at.load(Ordering::Relaxed);
+        if failed_at != 0
+            && now_millis().saturating_sub(failed_at)
+                < self.inner.settings.retry_after.as_millis() as u64
+        {
+            return;
+        }
+        if entry.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let timeout = this.inner.settings.refresh_timeout;
+            let outcome = tokio::time::timeout(timeout, this.refresh(&key, &entry)).await;
+            let metrics = &this.inner.metrics;
+            match outcome {
+                Ok(Ok(true)) => AgentMetrics::count(&metrics.refreshes, "ok"),
+                Ok(Ok(false)) => AgentMetrics::count(&metrics.refreshes, "dropped"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "refreshing cached credentials failed; the cached ones are served while they last");
+                    AgentMetrics::count(&metrics.refreshes, "failed");
+                    entry.failed_at.store(now_millis(), Ordering::Relaxed);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        ?timeout,
+                        "refreshing cached credentials timed out; the cached ones are served while they last"
+                    );
+                    AgentMetrics::count(&metrics.refreshes, "failed");
+                    entry.failed_at.store(now_millis(), Ordering::Relaxed);
+                }
+            }
+            entry.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Replaces `entry` with fresh credentials (`Ok(true)`), or drops it when its association
+    /// is gone or changed or STS refuses the role (`Ok(false)`).
+    async fn refresh(&self, key: &CacheKey, entry: &Arc<Entry>) -> Result<bool, AgentError> {
+        let inner = &self.inner;
+        let association = match self.association(&entry.claims).await {
+            Ok(a) if same_association(&a, &entry.association) => a,
+            Ok(_) | Err(AgentError::NotFound(_)) => {
+                inner.entries.invalidate(key).await;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        match self.issue(&entry.claims, &association).await {
+            Ok(credentials) => {
+                let fresh = Entry::new(credentials, association, entry.claims.clone());
+                inner.entries.insert(key.clone(), Arc::new(fresh)).await;
+                Ok(true)
+            }
+            Err(AgentError::AccessDenied(_) | AgentError::BadRequest(..)) => {
+                inner.entries.invalidate(key).await;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One pass over the cache: entries whose association is gone or changed are dropped,
+    /// and served entries near expiry are refreshed. Run periodically.
+    pub async fn sweep(&self) {
+        let inner = &self.inner;
+        let now = SystemTime::now();
+        let mut gone = Vec::new();
+        for (key, entry) in inner.entries.iter() {
+            match self.association(&entry.claims).await {
+                Ok(a) if same_association(&a, &entry.association) => {
+                    if entry.served.load(Ordering::Relaxed)
+                        && entry.credentials.remaining(now) < inner.settings.refresh_before
+                    {
+                        self.refresh_in_background((*key).clone(), entry.clone());
+                    }
+                }
+                Ok(_) | Err(AgentError::NotFound(_)) => gone.push(key),
+                // Could not tell: keep it.
+                Err(_) => {}
+            }
+        }
+        for key in gone {
+            inner.entries.invalidate(&*key).await;
+            AgentMetrics::count(&inner.metrics.refreshes, "dropped");
+        }
+        inner.entries.run_pending_tasks().await;
+    }
+
+    /// Runs [`CredentialService::sweep`] every `interval` until `stop`.
+    pub async fn run_sweeps(self, interval: Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.sweep().await,
+            }
+        }
+    }
+}

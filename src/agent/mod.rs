@@ -1,0 +1,343 @@
+//! The credentials agent (`pod-identity-webhook agent`, SPEC §9): the node-local endpoint that
+//! answers the URI the webhook injects, where EKS does not run.
+//!
+//! - [`review`]: who is asking (TokenReview of the pod's token);
+//! - [`sts`]: what they get (STS `AssumeRole`, behind [`sts::CredentialIssuer`]);
+//! - [`credentials`]: the flow between them and its caches;
+//! - [`server`]: the HTTP endpoints and their limits; [`metrics`]: the agent's registry;
+//! - [`link`]: the link-local interface (`agent setup-link`); [`trust`]: the roles' trust policy.
+//!
+//! Associations come from the same identity layer as the webhook ([`crate::identity`]).
+
+pub mod args;
+pub mod command;
+pub mod credentials;
+pub mod error;
+#[cfg(target_os = "linux")]
+pub mod link;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod sts;
+pub mod trust;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EksSettings;
+use crate::identity::Identities;
+use crate::identity::cache::EksSource;
+use crate::identity::file::FileSource;
+use crate::identity::kube::{self as kube_source, ClusterAccess};
+use crate::reload;
+use crate::server::ConnectionLimit;
+use credentials::{CredentialService, CredentialSettings};
+use metrics::AgentMetrics;
+use review::{KubeTokenReviewer, TokenReviewer};
+use server::{ConnLimits, Endpoint, RateLimit, Readiness};
+use sts::{AwsSts, CredentialIssuer, StsSettings};
+
+/// The interface `--setup-link` creates.
+pub fn link_name() -> &'static str {
+    "pod-id-link0"
+}
+
+/// The agent's default listening addresses (the EKS agent's).
+pub const DEFAULT_BINDS: [&str; 2] = ["169.254.170.23:80", "[fd00:ec2::23]:80"];
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:2703";
+
+/// Everything `agent` runs with.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub binds: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub credentials: CredentialSettings,
+    /// Bound on one answer (review, lookup and STS together).
+    pub request_timeout: Duration,
+    /// Bound on one TokenReview.
+    pub review_timeout: Duration,
+    pub sts: StsSettings,
+    pub associations_file: Option<PathBuf>,
+    pub eks: Option<EksSettings>,
+    pub kubeconfig: Option<PathBuf>,
+    pub rate_limit: Option<RateLimit>,
+    pub max_connections: usize,
+    pub conn_limits: ConnLimits,
+    pub reload_interval: Duration,
+    pub sweep_interval: Duration,
+    pub probe_interval: Duration,
+    /// After SIGTERM, stay up unready this long before closing.
+    pub shutdown_grace: Duration,
+}
+
+impl AgentSettings {
+    pub fn new(cluster_name: impl Into<String>) -> Self {
+        Self {
+            binds: DEFAULT_BINDS
+                .iter()
+                .map(|a| a.parse().expect("valid"))
+                .collect(),
+            admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid"),
+            credentials: CredentialSettings::new(cluster_name, sts::FALLBACK_REGION),
+            request_timeout: Duration::from_millis(1500),
+            review_timeout: Duration::from_secs(1),
+            sts: StsSettings {
+                timeout: Some(Duration::from_secs(5)),
+                ..Default::default()
+            },
+            associations_file: None,
+            eks: None,
+            kubeconfig: None,
+            rate_limit: Some(RateLimit {
+                per_second: 20,
+                burst: 60,
+            }),
+            max_connections: 1024,
+            conn_limits: ConnLimits::default(),
+            reload_interval: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentStartError {
+    #[error(transparent)]
+    Associations(#[from] crate::identity::file::FileError),
+    #[error(transparent)]
+    Kube(#[from] crate::identity::kube::KubeError),
+    #[error(
+        "the agent needs the Kubernetes API for TokenReviews: give --kubeconfig or run it in a pod"
+    )]
+    NoKubernetes,
+    #[error("no association source: give --associations FILE, or --cluster-name with EKS access")]
+    NoAssociations,
+    #[error("cannot read associations from EKS: {0}")]
+    Eks(String),
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; is another process using the port, or is the link missing (`agent setup-link`)?"
+    )]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no credentials address could be bound")]
+    NothingBound,
+}
+
+/// A running agent.
+pub struct RunningAgent {
+    /// The credential listeners' addresses.
+    pub addrs: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub service: CredentialService,
+    pub metrics: Arc<AgentMetrics>,
+    readiness: Arc<Readiness>,
+    grace: Duration,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningAgent {
+    /// Unready for the grace period, then stops accepting and drains.
+    pub async fn shutdown(mut self) {
+        self.readiness.shutting_down.store(true, Ordering::Release);
+        if !self.grace.is_zero() {
+            tokio::time::sleep(self.grace).await;
+        }
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutdown requested");
+        self.shutdown().await;
+    }
+}
+
+/// What an embedder (or a test) gives instead of what the environment would.
+#[derive(Default)]
+pub struct AgentExtras {
+    /// The AWS configuration for the agent's own STS calls, instead of the default chain's.
+    pub aws_config: Option<aws_config::SdkConfig>,
+}
+
+/// Builds the identity layer, the Kubernetes and STS clients, binds and serves.
+pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentStartError> {
+    start_with(settings, AgentExtras::default()).await
+}
+
+/// [`start`], with `extras` in place of what the environment gives.
+pub async fn start_with(
+    settings: AgentSettings,
+    extras: AgentExtras,
+) -> Result<RunningAgent, AgentStartError> {
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    // --- identity layer: the same sources as the webhook ---------------------------------------
+    let mut identities = Identities::new("eks.amazonaws.com");
+    if let Some(path) = &settings.associations_file {
+        let (source, reloader) = FileSource::open(path)?;
+        tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
+        identities = identities.with_associations(source);
+        tasks.spawn(reload::run(
+            reloader,
+            settings.reload_interval,
+            stop.clone(),
+        ));
+    } else if let Some(eks) = &settings.eks {
+        let source = EksSource::connect(eks)
+            .await
+            .map_err(|e| AgentStartError::Eks(e.to_string()))?;
+        tracing::info!(cluster = %eks.cluster_name, "reading Pod Identity associations from EKS");
+        identities = identities.with_associations(Arc::new(source.clone()));
+        tasks.spawn(source.run_sync(stop.clone()));
+    } else {
+        return Err(AgentStartError::NoAssociations);
+    }
+
+    // --- Kubernetes (TokenReview) and STS ------------------------------------------------------
+    let reviewer: Arc<dyn TokenReviewer> =
+        match kube_source::connect(settings.kubeconfig.as_deref()).await? {
+            ClusterAccess::Client(client, from) => {
+                tracing::info!(%from, "reviewing pod tokens through the Kubernetes API");
+                Arc::new(KubeTokenReviewer::new(client, settings.review_timeout))
+            }
+            ClusterAccess::None => return Err(AgentStartError::NoKubernetes),
+        };
+    let sts = match &extras.aws_config {
+        Some(config) => AwsSts::from_config(config, &settings.sts),
+        None => AwsSts::connect(&settings.sts).await,
+    };
+    tracing::info!(
+        region = sts.region(),
+        endpoint = settings.sts.endpoint.as_deref().unwrap_or("(AWS default)"),
+        "assuming roles through STS"
+    );
+    let mut credential_settings = settings.credentials.clone();
+    credential_settings.region = sts.region().to_string();
+    let issuer: Arc<dyn CredentialIssuer> = Arc::new(sts);
+
+    let metrics = Arc::new(AgentMetrics::new());
+    let service = CredentialService::new(
+        reviewer,
+        issuer,
+        identities,
+        credential_settings,
+        metrics.clone(),
+    );
+    tasks.spawn(
+        service
+            .clone()
+            .run_sweeps(settings.sweep_interval, stop.clone()),
+    );
+    let readiness = Arc::new(Readiness {
+        service: service.clone(),
+        kube_reachable: AtomicBool::new(false),
+        shutting_down: AtomicBool::new(false),
+    });
+    tasks.spawn(
+        readiness
+            .clone()
+            .run_probe(settings.probe_interval, stop.clone()),
+    );
+
+    // --- listeners ---------------------------------------------------------------------------
+    let endpoint = Arc::new(Endpoint::new(
+        service.clone(),
+        metrics.clone(),
+        settings.request_timeout,
+        settings.rate_limit,
+    ));
+    {
+        let endpoint = endpoint.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => endpoint.forget_idle_clients(),
+                }
+            }
+        });
+    }
+    let router = server::credentials_router(endpoint);
+    // One cap for all credential listeners: they serve the same pods.
+    let connection_limit = ConnectionLimit::new(settings.max_connections);
+    let mut addrs = Vec::new();
+    for &addr in &settings.binds {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let local = listener.local_addr().unwrap_or(addr);
+                addrs.push(local);
+                tasks.spawn(server::serve(
+                    listener,
+                    router.clone(),
+                    settings.conn_limits,
+                    connection_limit.clone(),
+                    stop.clone(),
+                    Duration::from_secs(5),
+                ));
+            }
+            // IPv6 is optional (SPEC §9): a node without the address still serves IPv4.
+            Err(e) if addr.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                tracing::warn!(%addr, error = %e, "IPv6 credentials address not available on this node; serving without it");
+            }
+            Err(source) => {
+                stop.cancel();
+                return Err(AgentStartError::Bind {
+                    what: "credentials endpoint",
+                    addr,
+                    source,
+                });
+            }
+        }
+    }
+    if addrs.is_empty() {
+        stop.cancel();
+        return Err(AgentStartError::NothingBound);
+    }
+    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|source| {
+            stop.cancel();
+            AgentStartError::Bind {
+                what: "admin endpoint",
+                addr: settings.admin_listen,
+                source,
+            }
+        })?;
+    let admin_addr = admin.local_addr().unwrap_or(settings.admin_listen);
+    tasks.spawn(server::serve(
+        admin,
+        server::admin_router(readiness.clone(), metrics.clone()),
+        settings.conn_limits,
+        // The admin port has its own cap: a flood there never takes the pods' slots.
+        ConnectionLimit::new(64),
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    tracing::info!(?addrs, %admin_addr, "pod identity agent serving");
+    Ok(RunningAgent {
+        addrs,
+        admin_addr,
+        service,
+        metrics,
+        readiness,
+        grace: settings.shutdown_grace,
+        stop,
+        tasks,
+    })
+}

@@ -1,0 +1,427 @@
+//! The credentials endpoint (`GET /v1/credentials`) and the agent's admin endpoints, over plain
+//! HTTP/1.1. Every client is treated as hostile: a cap on open connections, a bound on the
+//! time to send a request head (which also closes idle keep-alive connections), a bound on
+//! its size, a per-client rate limit, and a bound on the time to answer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::credentials::CredentialService;
+use super::error::AgentError;
+use super::metrics::AgentMetrics;
+use crate::server::ConnectionLimit;
+
+/// The longest token accepted (projected tokens are about 1 KiB).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The addresses of one accepted connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Limits of one listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// A request head must arrive within this; an idle keep-alive connection is closed after it.
+    pub header_read: Duration,
+    /// Largest request head (hyper's read buffer).
+    pub max_head_bytes: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(5),
+            max_head_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// Requests per second and burst allowed to one client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// What the credential handler needs.
+pub struct Endpoint {
+    pub service: CredentialService,
+    pub metrics: Arc<AgentMetrics>,
+    /// Bound on one answer (review, lookup and STS together).
+    pub request_timeout: Duration,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl Endpoint {
+    pub fn new(
+        service: CredentialService,
+        metrics: Arc<AgentMetrics>,
+        request_timeout: Duration,
+        rate_limit: Option<RateLimit>,
+    ) -> Self {
+        let limiter = rate_limit.and_then(|r| {
+            let per_second = NonZeroU32::new(r.per_second)?;
+            let burst = NonZeroU32::new(r.burst.max(r.per_second))?;
+            Some(RateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(burst),
+            ))
+        });
+        Self {
+            service,
+            metrics,
+            request_timeout,
+            limiter,
+        }
+    }
+
+    /// Forgets clients that have not been limited lately (bounds the limiter's memory).
+    pub fn forget_idle_clients(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+fn json(status: StatusCode, body: impl Into<Body>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn error_response(e: &AgentError) -> Response {
+    json(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        e.body(),
+    )
+}
+
+/// Whether `host` (the Host header) names the address the request arrived on, as the SDKs
+/// send it (`169.254.170.23`, `[fd00:ec2::23]`, or with the port when it is not 80).
+pub fn host_matches(host: &str, local: SocketAddr) -> bool {
+    let (ip, port) = match host.rsplit_once(':') {
+        // An IPv6 literal without a port has colons inside brackets only.
+        Some((ip, port)) if !port.contains(']') && (!ip.contains(':') || ip.ends_with(']')) => {
+            (ip, port.parse::<u16>().ok())
+        }
+        _ => (host, None),
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    ip == local.ip() && port.unwrap_or(80) == local.port()
+}
+
+/// The token as the SDKs send it: the whole `Authorization` value.
+fn token_of(headers: &HeaderMap) -> Result<&str, AgentError> {
+    let bad = |m: &str| AgentError::BadRequest("InvalidTokenException", m.to_string());
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| bad("no Authorization header: send the pod's token (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) as its value"))?;
+    let token = value
+        .to_str()
+        .map_err(|_| bad("the Authorization header is not ASCII"))?;
+    if token.is_empty() {
+        return Err(bad("the Authorization header is empty"));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(bad(
+            "the Authorization header is longer than any service account token",
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "the Authorization header must be the token as it is (no `Bearer`, no spaces)",
+        ));
+    }
+    Ok(token)
+}
+
+async fn credentials(
+    State(endpoint): State<Arc<Endpoint>>,
+    Extension(conn): Extension<Conn>,
+    headers: HeaderMap,
+) -> Response {
+    let start = Instant::now();
+    let metrics = &endpoint.metrics;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_matches(host, conn.local) {
+        metrics.request("wrong_host", start.elapsed());
+        return error_response(&AgentError::AccessDenied(format!(
+            "requests must be addressed to {} (Host header)",
+            conn.local.ip()
+        )));
+    }
+    if let Some(limiter) = &endpoint.limiter
+        && limiter.check_key(&conn.peer.ip()).is_err()
+    {
+        metrics.request("throttled", start.elapsed());
+        return error_response(&AgentError::Throttled(
+            "too many credential requests from this address; retry with backoff".into(),
+        ));
+    }
+    let result = match token_of(&headers) {
+        Err(e) => Err(e),
+        Ok(token) => {
+            match tokio::time::timeout(
+                endpoint.request_timeout,
+                endpoint.service.credentials(token),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(AgentError::Unavailable(format!(
+                    "no credentials within {:?} (Kubernetes API or STS slow); retry",
+                    endpoint.request_timeout
+                ))),
+            }
+        }
+    };
+    match result {
+        Ok(entry) => {
+            metrics.request("ok", start.elapsed());
+            json(StatusCode::OK, entry.body().clone())
+        }
+        Err(e) => {
+            metrics.request(e.outcome(), start.elapsed());
+            // The message names the ServiceAccount or the cause, never the token.
+            tracing::info!(peer = %conn.peer.ip(), status = e.status(), code = e.code(), message = %e, "credential request refused");
+            error_response(&e)
+        }
+    }
+}
+
+async fn not_found(State(endpoint): State<Arc<Endpoint>>) -> Response {
+    endpoint.metrics.request("wrong_path", Duration::ZERO);
+    json(
+        StatusCode::NOT_FOUND,
+        r#"{"Code":"NotFound","Message":"the agent serves GET /v1/credentials only"}"#,
+    )
+}
+
+/// `GET /v1/credentials`; anything else 404.
+pub fn credentials_router(endpoint: Arc<Endpoint>) -> Router {
+    Router::new()
+        .route("/v1/credentials", get(credentials))
+        .fallback(not_found)
+        .with_state(endpoint)
+}
+
+/// What `/readyz` looks at.
+pub struct Readiness {
+    pub service: CredentialService,
+    pub kube_reachable: AtomicBool,
+    pub shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    /// The reasons the agent is not ready; empty when ready.
+    pub fn reasons(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if !self.service.identities().ready() {
+            reasons.push("identity source not synced");
+        }
+        if !self.kube_reachable.load(Ordering::Acquire) {
+            reasons.push("Kubernetes API not reachable");
+        }
+        if self.shutting_down.load(Ordering::Acquire) {
+            reasons.push("shutting down");
+        }
+        reasons
+    }
+
+    /// Probes the Kubernetes API every `interval` until `stop`.
+    pub async fn run_probe(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        let mut was = None;
+        loop {
+            let ok = self.service.reviewer().reachable().await;
+            self.kube_reachable.store(ok, Ordering::Release);
+            if was != Some(ok) {
+                if ok {
+                    tracing::info!("Kubernetes API reachable");
+                } else {
+                    tracing::warn!(
+                        "Kubernetes API not reachable; token reviews will fail until it is"
+                    );
+                }
+                was = Some(ok);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+/// `/livez`, `/readyz`, `/metrics`.
+pub fn admin_router(readiness: Arc<Readiness>, metrics: Arc<AgentMetrics>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                let reasons = readiness.reasons();
+                if reasons.is_empty() {
+                    (StatusCode::OK, "ready\n".to_string())
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {}\n", reasons.join(", ")),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }),
+        )
+}
+
+/// Serves `router` over plain HTTP/1.1 on `listener` until `stop`, then gives open
+/// connections `drain` to finish. Each request carries its [`Conn`].
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    connection_limit: ConnectionLimit,
+    stop: CancellationToken,
+    drain: Duration,
+) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "listener has no local address");
+            return;
+        }
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_buf_size(limits.max_head_bytes.max(8192))
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => break,
+            slot = connection_limit.slot() => slot,
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = Conn { peer, local };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(conn);
+            router.clone().oneshot(req.map(Body::new))
+        });
+        let connection = builder.serve_connection(TokioIo::new(tcp), service);
+        let watched = graceful.watch(connection);
+        connections.spawn(async move {
+            let _slot = slot;
+            if let Err(e) = watched.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => {}
+    }
+    connections.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_must_name_the_listening_address() {
+        let v4: SocketAddr = "169.254.170.23:80".parse().unwrap();
+        let v6: SocketAddr = "[fd00:ec2::23]:80".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:2705".parse().unwrap();
+        assert!(host_matches("169.254.170.23", v4));
+        assert!(host_matches("169.254.170.23:80", v4));
+        assert!(!host_matches("169.254.170.23:81", v4));
+        assert!(host_matches("[fd00:ec2::23]", v6));
+        assert!(host_matches("[fd00:ec2::23]:80", v6));
+        assert!(!host_matches("fd00:ec2::23", v4));
+        assert!(host_matches("127.0.0.1:2705", lo));
+        assert!(!host_matches("127.0.0.1", lo));
+        assert!(!host_matches("localhost:2705", lo));
+        assert!(!host_matches("evil.example.com", v4));
+        assert!(!host_matches("", v4));
+    }
+
+    #[test]
+    fn tokens_are_taken_as_they_are() {
+        let mut h = HeaderMap::new();
+        assert_eq!(token_of(&h).unwrap_err().status(), 400);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("eyJhbGciOi.x.y"),
+        );
+        assert_eq!(token_of(&h).unwrap(), "eyJhbGciOi.x.y");
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer eyJ"),
+        );
+        assert!(token_of(&h).unwrap_err().to_string().contains("Bearer"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static(""));
+        assert_eq!(token_of(&h).unwrap_err().status(), 400);
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(token_of(&h).unwrap_err().status(), 400);
+    }
+}

@@ -1,0 +1,584 @@
+//! The credentials agent end to end (SPEC §9): real HTTP in and out, TokenReviews answered by
+//! the fake Kubernetes API with the API server's shapes, STS from moto (a real implementation)
+//! or from the recording STS where the wire matters, and real AWS SDKs as clients.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_credential_types::Credentials;
+use pod_identity_webhook::agent::{self, AgentExtras, AgentSettings};
+use support::agent::*;
+use support::kube_api::{FakeKubeApi, PodToken};
+use support::sts::{Moto, RecordingSts, StsMode, moto_available};
+use support::{WAIT, admin_get};
+
+fn skip_without_moto() -> bool {
+    if moto_available() {
+        return false;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("moto is not installed; .ci/run installs it (pip install 'moto[server]')");
+    }
+    eprintln!("SKIPPED: moto is not installed (pip install 'moto[server]')");
+    true
+}
+
+#[tokio::test]
+async fn moto_issues_credentials_for_the_association_and_chains_to_the_target_role() {
+    if skip_without_moto() {
+        return;
+    }
+    let moto = Moto::start().await;
+    let h = Harness::start(&moto.endpoint, |_| {}).await;
+
+    let (status, answer) = h.get(&h.pod_token("team-a", "carts", "carts-5d8f")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["AccessKeyId"].as_str().unwrap().starts_with("ASIA"),
+        "{answer}"
+    );
+    assert!(!answer["SecretAccessKey"].as_str().unwrap().is_empty());
+    assert!(!answer["Token"].as_str().unwrap().is_empty());
+    assert_eq!(answer["AccountId"], "111122223333");
+    let left = expiration(&answer)
+        .duration_since(SystemTime::now())
+        .expect("not expired");
+    assert!(
+        left > Duration::from_secs(3000) && left <= Duration::from_secs(3601),
+        "DurationSeconds 3600: {left:?}"
+    );
+
+    // targetRoleArn: the answer is the target role's credentials, in the target's account.
+    let (status, chained) = h.get(&h.pod_token("team-a", "orders", "orders-1")).await;
+    assert_eq!(status, 200, "{chained}");
+    assert_eq!(chained["AccountId"], "444455556666");
+    assert_ne!(chained["AccessKeyId"], answer["AccessKeyId"]);
+
+    // The credentials work as any SDK uses them: moto knows whose they are.
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&moto.endpoint)
+            .credentials_provider(Credentials::new(
+                chained["AccessKeyId"].as_str().unwrap(),
+                chained["SecretAccessKey"].as_str().unwrap(),
+                Some(chained["Token"].as_str().unwrap().to_string()),
+                None,
+                "agent",
+            ))
+            .build(),
+    );
+    let me = sts.get_caller_identity().send().await.unwrap();
+    let arn = me.arn().unwrap();
+    assert!(
+        arn.starts_with("arn:aws:sts::444455556666:assumed-role/orders-data/eks-kind-orders-1-"),
+        "{arn}"
+    );
+    assert_eq!(
+        h.metric("pod_identity_agent_sts_calls_total{result=\"ok\"}")
+            .await,
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn the_wire_carries_session_tags_session_name_and_external_id() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |_| {}).await;
+    let pod = "carts-7c9d8b6f5-x2x4q";
+    let (status, answer) = h.get(&h.pod_token("team-a", "carts", pod)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // No --cluster-arn: the agent asked STS who it is, for the synthetic cluster ARN.
+    assert!(
+        sts.calls()
+            .iter()
+            .any(|c| c.action() == "GetCallerIdentity")
+    );
+    let calls = sts.assume_role_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.params["RoleArn"], CARTS_ROLE);
+    assert_eq!(call.params["DurationSeconds"], "3600");
+    assert_eq!(
+        call.signed_by, "AKIDAGENTEXAMPLE",
+        "the agent's own credentials"
+    );
+    assert!(!call.params.contains_key("ExternalId"));
+    let name = &call.params["RoleSessionName"];
+    assert!(name.starts_with(&format!("eks-kind-{pod}-")), "{name}");
+    assert!(name.len() <= 64, "{name}");
+    let tags = call.tags();
+    let uid = PodToken::pod("team-a", "carts", pod).pod_uid;
+    assert_eq!(
+        tags,
+        [
+            (
+                "eks-cluster-arn",
+                "arn:aws:eks:us-east-1:111122223333:cluster/kind"
+            ),
+            ("eks-cluster-name", "kind"),
+            ("kubernetes-namespace", "team-a"),
+            ("kubernetes-service-account", "carts"),
+            ("kubernetes-pod-name", pod),
+            ("kubernetes-pod-uid", uid.as_str()),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    assert_eq!(
+        call.transitive_keys(),
+        tags.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        "every tag is transitive"
+    );
+
+    // Chaining: the target role is assumed with the first credentials and the external id.
+    let (status, _) = h.get(&h.pod_token("team-a", "orders", "orders-1")).await;
+    assert_eq!(status, 200);
+    let calls = sts.assume_role_calls();
+    let (first, second) = (&calls[1], &calls[2]);
+    assert_eq!(first.params["RoleArn"], ORDERS_ROLE);
+    assert_eq!(first.tags().len(), 6);
+    assert!(!first.params.contains_key("ExternalId"));
+    assert_eq!(second.params["RoleArn"], TARGET_ROLE);
+    assert_eq!(second.params["ExternalId"], "ext-0rders");
+    assert!(
+        second.signed_by.starts_with("ASIARECORDED"),
+        "signed with the first role's credentials: {}",
+        second.signed_by
+    );
+
+    // disableSessionTags: no tags, and every pod of the ServiceAccount shares one session.
+    for pod in ["batch-a", "batch-b", "batch-c"] {
+        let (status, answer) = h.get(&h.pod_token("team-b", "batch", pod)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let batch: Vec<_> = sts
+        .assume_role_calls()
+        .into_iter()
+        .filter(|c| c.params["RoleArn"] == SHARED_ROLE)
+        .collect();
+    assert_eq!(batch.len(), 1, "one STS call for the whole ServiceAccount");
+    assert!(batch[0].tags().is_empty());
+    assert!(batch[0].params["RoleSessionName"].starts_with("eks-kind-batch-"));
+}
+
+#[tokio::test]
+async fn refusals_carry_the_eks_agent_codes() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |_| {}).await;
+    let host = h.addr().to_string();
+
+    // A token the API server does not know.
+    let (status, body) = h.get("eyJhbGciOiJSUzI1NiJ9.forged.token").await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{body}"
+    );
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid bearer token"),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("forged"),
+        "the token is never echoed"
+    );
+
+    // A token for another audience (an IRSA token, say).
+    let irsa = "eyJhbGciOiJSUzI1NiJ9.irsa.token";
+    let mut pod = PodToken::pod("team-a", "carts", "carts-1");
+    pod.audiences = vec!["sts.amazonaws.com".into()];
+    h.kube.token_reviews().add(irsa, pod);
+    let (status, body) = h.get(irsa).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("is invalid for the target audiences"),
+        "{body}"
+    );
+
+    // No token; a `Bearer` token.
+    let (status, body) = get(h.addr(), "/v1/credentials", &host, None).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (400, Some("InvalidTokenException")),
+        "{body}"
+    );
+    let (status, _) = get(h.addr(), "/v1/credentials", &host, Some("Bearer abc")).await;
+    assert_eq!(status, 400);
+
+    // A ServiceAccount without association: 404, and STS is never asked.
+    let (status, body) = h.get(&h.pod_token("team-a", "no-association", "p-1")).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (404, Some("ResourceNotFound")),
+        "{body}"
+    );
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("team-a/no-association"),
+        "{body}"
+    );
+    assert!(sts.assume_role_calls().is_empty());
+
+    // Another Host (traffic routed here by name), another path, another method.
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let (status, body) = get(
+        h.addr(),
+        "/v1/credentials",
+        "evil.example.com",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{body}"
+    );
+    let (status, _) = get(h.addr(), "/latest/meta-data/", &host, Some(&token)).await;
+    assert_eq!(status, 404);
+    let (status, _) = request("POST", h.addr(), "/v1/credentials", &host, Some(&token)).await;
+    assert_eq!(status, 405);
+    assert!(sts.assume_role_calls().is_empty());
+
+    // STS refusing the role: 403 with STS's code in the message.
+    let (status, _) = h.get(&h.pod_token("team-a", "carts", "carts-0")).await;
+    assert_eq!(status, 200);
+    sts.set_mode(StsMode::Fail {
+        status: 403,
+        code: "AccessDenied",
+    });
+    let (status, body) = h.get(&token).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{body}"
+    );
+    sts.set_mode(StsMode::Fail {
+        status: 400,
+        code: "Throttling",
+    });
+    let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-2")).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (429, Some("ThrottlingException")),
+        "{body}"
+    );
+
+    let outcome = |o: &str| format!("pod_identity_agent_requests_total{{outcome=\"{o}\"}}");
+    assert_eq!(h.metric(&outcome("access_denied")).await, 3.0);
+    assert_eq!(h.metric(&outcome("not_found")).await, 1.0);
+    assert_eq!(h.metric(&outcome("wrong_host")).await, 1.0);
+    assert_eq!(h.metric(&outcome("bad_request")).await, 2.0);
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_with_fifty_tokens_make_fifty_sts_calls() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.request_timeout = Duration::from_secs(30)
+    })
+    .await;
+    let tokens: Vec<String> = (0..50)
+        .map(|i| h.pod_token("team-a", "carts", &format!("carts-{i}")))
+        .collect();
+    let requests = (0..1000).map(|i| {
+        let token = tokens[i % 50].clone();
+        let addr = h.addr();
+        async move {
+            (
+                i % 50,
+                get(addr, "/v1/credentials", &addr.to_string(), Some(&token)).await,
+            )
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut keys = vec![None; 50];
+    for (pod, (status, body)) in answers {
+        assert_eq!(status, 200, "{body}");
+        let key = body["AccessKeyId"].as_str().unwrap().to_string();
+        match &keys[pod] {
+            None => keys[pod] = Some(key),
+            Some(k) => assert_eq!(k, &key, "one pod, one set of credentials"),
+        }
+    }
+    assert_eq!(sts.assume_role_calls().len(), 50);
+    assert_eq!(h.kube.token_reviews().count(), 50);
+    assert_eq!(
+        h.metric("pod_identity_agent_cache_lookups_total{result=\"hit\"}")
+            .await
+            + h.metric("pod_identity_agent_cache_lookups_total{result=\"miss\"}")
+                .await,
+        1000.0
+    );
+}
+
+#[tokio::test]
+async fn with_sts_down_cached_credentials_are_served_until_they_near_expiry() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(8),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.credentials.refresh_before = Duration::from_secs(6);
+        s.credentials.min_remaining = Duration::from_secs(3);
+        s.credentials.retry_after = Duration::from_millis(200);
+        s.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let (status, first) = h.get(&token).await;
+    assert_eq!(status, 200);
+    let expires = expiration(&first);
+    sts.set_mode(StsMode::Fail {
+        status: 503,
+        code: "ServiceUnavailable",
+    });
+
+    let started = Instant::now();
+    let mut served = 0;
+    loop {
+        let (status, body) = h.get(&token).await;
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if status == 200 {
+            assert_eq!(body["AccessKeyId"], first["AccessKeyId"], "the cached ones");
+            assert!(
+                left > Duration::from_secs(2),
+                "served too close to expiry: {left:?}"
+            );
+            served += 1;
+        } else {
+            assert_eq!(
+                (status, body["Code"].as_str()),
+                (503, Some("ServiceUnavailable")),
+                "{body}"
+            );
+            assert!(
+                left <= Duration::from_secs(4),
+                "refused while {left:?} remained"
+            );
+            break;
+        }
+        assert!(started.elapsed() < WAIT * 2, "never refused");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        served >= 4,
+        "cached credentials were served while STS was down ({served})"
+    );
+    assert!(
+        h.metric("pod_identity_agent_refreshes_total{result=\"failed\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn slow_sts_or_api_server_gives_503_within_the_request_timeout() {
+    let sts = RecordingSts::start(StsMode::Hang).await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.request_timeout = Duration::from_millis(800);
+        s.review_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let started = Instant::now();
+    let (status, body) = h.get(&token).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (503, Some("ServiceUnavailable")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    sts.set_mode(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    });
+    h.kube
+        .token_reviews()
+        .delay_ms
+        .store(5_000, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-2")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn cached_credentials_are_refreshed_in_the_background_and_dropped_with_their_association() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(8),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.credentials.refresh_before = Duration::from_secs(6);
+        s.credentials.min_remaining = Duration::from_secs(1);
+        s.sweep_interval = Duration::from_millis(200);
+        s.reload_interval = Duration::from_millis(100);
+    })
+    .await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let (_, first) = h.get(&token).await;
+
+    // Nobody asks; the sweep refreshes the served entry before it nears expiry.
+    let deadline = Instant::now() + WAIT;
+    while sts.assume_role_calls().len() < 2 {
+        assert!(Instant::now() < deadline, "no background refresh");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let (status, second) = h.get(&token).await;
+    assert_eq!(status, 200);
+    assert_ne!(
+        second["AccessKeyId"], first["AccessKeyId"],
+        "the refreshed ones"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered from the cache"
+    );
+    assert!(
+        h.metric("pod_identity_agent_refreshes_total{result=\"ok\"}")
+            .await
+            >= 1.0
+    );
+
+    // The association goes: the next request is refused, and STS is not asked again.
+    let calls = sts.assume_role_calls().len();
+    std::fs::write(
+        &h.associations,
+        ASSOCIATIONS.replace("serviceAccount: carts", "serviceAccount: carts-v2"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, _) = h.get(&token).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still served after the association went"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sts.assume_role_calls().len(), calls);
+    let (entries, _) = h.agent.service.cache_size().await;
+    assert_eq!(entries, 0, "dropped from the cache");
+    drop(h.dir);
+}
+
+#[tokio::test]
+async fn botocore_obtains_credentials_through_its_container_provider() {
+    if skip_without_moto() {
+        return;
+    }
+    let moto = Moto::start().await;
+    let h = Harness::start(&moto.endpoint, |_| {}).await;
+    let token_file = h.dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, h.pod_token("team-a", "carts", "carts-6b7")).unwrap();
+    let script = "import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])";
+    let mut command = std::process::Command::new("python3");
+    command
+        .args(["-c", script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", h.dir.path())
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v1/credentials", h.addr()),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
+        .env("AWS_ENDPOINT_URL_STS", &moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1");
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "botocore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .trim()
+            .starts_with("arn:aws:sts::111122223333:assumed-role/carts/eks-kind-carts-6b7-"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_needs_the_kubernetes_api_and_metrics_are_served() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |_| {}).await;
+    let body = support::wait_readyz(h.agent.admin_addr, 200).await;
+    assert!(body.contains("ready"), "{body}");
+    let (status, _) = admin_get(h.agent.admin_addr, "/livez").await;
+    assert_eq!(status, 200);
+    let (_, text) = admin_get(h.agent.admin_addr, "/metrics").await;
+    for family in [
+        "pod_identity_agent_request_duration_seconds",
+        "pod_identity_agent_cache_entries",
+        "pod_identity_agent_cache_bytes",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+
+    // An agent whose API server is gone is not ready.
+    let kube = FakeKubeApi::start(0, Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.kubeconfig(dir.path());
+    drop(kube);
+    let associations = dir.path().join("a.yaml");
+    std::fs::write(&associations, ASSOCIATIONS).unwrap();
+    let mut settings = AgentSettings::new("kind");
+    settings.binds = vec!["127.0.0.1:0".parse().unwrap()];
+    settings.admin_listen = "127.0.0.1:0".parse().unwrap();
+    settings.associations_file = Some(associations);
+    settings.kubeconfig = Some(kubeconfig);
+    settings.sts.endpoint = Some(sts.endpoint.clone());
+    let lonely = agent::start_with(
+        settings,
+        AgentExtras {
+            aws_config: Some(agent_aws_config()),
+        },
+    )
+    .await
+    .unwrap();
+    let body = support::wait_readyz(lonely.admin_addr, 503).await;
+    assert!(body.contains("Kubernetes API not reachable"), "{body}");
+}

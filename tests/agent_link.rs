@@ -1,0 +1,136 @@
+//! `agent setup-link` inside a user + network namespace this test creates (`unshare -rn`), so
+//! the host's network is never touched: the library twice (idempotent) with the addresses then
+//! bound and reached, and the built binary twice. Where the kernel has no `dummy` link kind (as
+//! in unprivileged namespaces here) the bridge fallback is what gets tested.
+#![cfg(target_os = "linux")]
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+
+use pod_identity_webhook::agent::link::{self, Ipv6Outcome, LinkKind, LinkPlan};
+
+const INSIDE: &str = "POD_IDENTITY_AGENT_LINK_TEST_INSIDE";
+
+/// Whether this machine lets an unprivileged process create a user + network namespace.
+fn namespaces_permitted() -> bool {
+    Command::new("unshare")
+        .args(["-rn", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn setup_link_is_idempotent_inside_a_network_namespace() {
+    if !namespaces_permitted() {
+        eprintln!(
+            "SKIPPED: this machine does not permit user + network namespaces (`unshare -rn true` failed)"
+        );
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .arg("-rn")
+        .arg(&exe)
+        .args([
+            "--exact",
+            "inside_the_namespace",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(INSIDE, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "inside the namespace:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test inside_the_namespace ... ok"),
+        "the inner test ran:\n{stdout}"
+    );
+
+    // The command as an init container runs it: twice, the second a no-op.
+    let bin = env!("CARGO_BIN_EXE_pod-identity-webhook");
+    let script = format!(
+        "{bin} agent setup-link --log-format json && {bin} agent setup-link --log-format json"
+    );
+    let out = Command::new("unshare")
+        .args(["-rn", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{logs}");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ready: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "link ready" || l["message"] == "link ready")
+        .collect();
+    assert_eq!(ready.len(), 2, "{logs}");
+    let text = logs.to_string();
+    assert!(
+        text.contains("dummy (created)") || text.contains("bridge (created"),
+        "{logs}"
+    );
+    assert!(
+        text.contains("existing"),
+        "the second run found the link: {logs}"
+    );
+}
+
+#[test]
+#[ignore = "runs inside the namespace that setup_link_is_idempotent_inside_a_network_namespace creates"]
+fn inside_the_namespace() {
+    assert!(
+        std::env::var_os(INSIDE).is_some(),
+        "changes the network: run it through setup_link_is_idempotent_inside_a_network_namespace"
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let plan = LinkPlan::default();
+        let first = link::setup(&plan).await.expect("setup");
+        assert!(
+            matches!(first.kind, LinkKind::Dummy | LinkKind::Bridge),
+            "{first:?}"
+        );
+        assert!(first.ipv4_added, "{first:?}");
+        let second = link::setup(&plan).await.expect("setup again");
+        assert_eq!(second.kind, LinkKind::Existing);
+        assert_eq!(second.index, first.index);
+        assert!(!second.ipv4_added);
+        if let Ipv6Outcome::Skipped(why) = &first.ipv6 {
+            eprintln!("IPv6 skipped in this namespace: {why}");
+        } else {
+            assert_eq!(first.ipv6, Ipv6Outcome::Added);
+            assert_eq!(second.ipv6, Ipv6Outcome::Present);
+        }
+
+        // Local addresses are reached through `lo`, down in a new namespace.
+        let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+        tokio::spawn(connection);
+        handle
+            .link()
+            .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
+            .execute()
+            .await
+            .expect("lo up");
+
+        let mut addrs: Vec<IpAddr> = vec![link::IPV4.into()];
+        if first.ipv6 == Ipv6Outcome::Added {
+            addrs.push(link::IPV6.into());
+        }
+        for ip in addrs {
+            let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
+                .await
+                .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+            let addr = listener.local_addr().unwrap();
+            let (client, accepted) =
+                tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+            client.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+            accepted.unwrap();
+        }
+    });
+}
