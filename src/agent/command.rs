@@ -31,13 +31,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
 pub fn run(args: AgentArgs) -> Result<(), CommandError> {
     match args.action {
         Some(AgentAction::SetupLink(link)) => {
-            let _log = crate::logging::init(link.log_format);
+            let _log = crate::telemetry::logging::init(link.log_format);
             runtime()?.block_on(setup_link(&link))
         }
         Some(AgentAction::TrustPolicy(t)) => runtime()?.block_on(trust_policy(&t)),
         None => {
             let settings = args.run.settings().map_err(CommandError::Args)?;
-            let _log = crate::logging::init(args.run.log_format);
+            let _log = crate::telemetry::logging::init(args.run.log_format);
             let link = args.run.setup_link.then(|| LinkArgs {
                 interface: super::link_name().into(),
                 ipv4: "169.254.170.23".parse().expect("valid"),

@@ -30,7 +30,7 @@ use super::sts::{
     AssumeRequest, CredentialIssuer, IssuedCredentials, StsError, random_suffix, session_name,
     session_tags, synthetic_cluster_arn,
 };
-use crate::identity::{Association, Freshness, Identities, IdentityKind};
+use crate::identity::{Association, Identities};
 
 /// How the credentials are made and kept.
 #[derive(Debug, Clone)]
@@ -349,35 +349,23 @@ impl CredentialService {
             .map_err(|e| AgentError::from((*e).clone()))
     }
 
-    /// The ServiceAccount's association, through the same identity layer as the webhook.
+    /// The ServiceAccount's association details (role, target role, external id, tags),
+    /// through the same identity layer as the webhook.
     async fn association(&self, claims: &PodClaims) -> Result<Arc<Association>, AgentError> {
         let inner = &self.inner;
         let (ns, sa) = (claims.namespace.as_str(), claims.service_account.as_str());
         let budget = inner.settings.lookup_timeout;
-        let mut resolution = inner
-            .identities
-            .resolve_within(ns, sa, Freshness::Cached, budget)
-            .await;
-        if resolution.identity.is_none() && resolution.complete() {
-            // Past a cached "not found": an association created seconds ago counts.
-            resolution = inner
-                .identities
-                .resolve_within(ns, sa, Freshness::BypassNegative, budget)
-                .await;
-        }
-        match resolution.identity.map(|i| i.kind) {
-            Some(IdentityKind::PodIdentity(a)) => Ok(a),
-            _ if !resolution.errors.is_empty() => Err(AgentError::Unavailable(format!(
-                "cannot tell whether {ns}/{sa} has a Pod Identity association: {}",
-                resolution
-                    .errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))),
-            _ => Err(AgentError::NotFound(format!(
+        let lookup = inner.identities.association_details(ns, sa);
+        match tokio::time::timeout(budget, lookup).await {
+            Ok(Ok(Some(a))) => Ok(a),
+            Ok(Ok(None)) => Err(AgentError::NotFound(format!(
                 "ServiceAccount {ns}/{sa} has no Pod Identity association"
+            ))),
+            Ok(Err(e)) => Err(AgentError::Unavailable(format!(
+                "cannot tell whether {ns}/{sa} has a Pod Identity association: {e}"
+            ))),
+            Err(_) => Err(AgentError::Unavailable(format!(
+                "the association source did not answer within {budget:?} for {ns}/{sa}"
             ))),
         }
     }
