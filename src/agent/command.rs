@@ -50,7 +50,7 @@ pub fn run(args: AgentArgs) -> Result<(), CommandError> {
                     setup_link(&link).await?;
                 }
                 let running = super::start(settings).await?;
-                running.run_until(crate::serve::shutdown_signal()).await;
+                running.run_until(crate::startup::shutdown_signal()).await;
                 Ok(())
             })
         }
