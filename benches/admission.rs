@@ -26,12 +26,14 @@ use pod_identity_webhook::admission::Mutator;
 use pod_identity_webhook::admission::mutate::mutate_pod;
 use pod_identity_webhook::admission::review::{AdmissionResponse, Object, Review, response_body};
 use pod_identity_webhook::admission::validate::Validator;
-use pod_identity_webhook::config::{InjectionSettings, NamespaceRule, PolicyMode, PolicySettings};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
     Association, AssociationSummary, Identities, IdentityKind, ResolvedIdentity, ServiceAccountInfo,
 };
 use pod_identity_webhook::policy::Policy;
+use pod_identity_webhook::settings::{
+    InjectionSettings, NamespaceRule, PolicyMode, PolicySettings,
+};
 
 /// `(name without the suffix, review body)` of every capture ending in `suffix`.
 fn fixtures(suffix: &str) -> Vec<(String, Vec<u8>)> {

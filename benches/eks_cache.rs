@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::future::BoxFuture;
-use pod_identity_webhook::config::EksSettings;
 use pod_identity_webhook::identity::cache::{CacheOptions, EksSource};
 use pod_identity_webhook::identity::eks::{CallError, EksApi, Page, Summary};
 use pod_identity_webhook::identity::{Association, AssociationSource, Freshness};
+use pod_identity_webhook::settings::EksSettings;
 
 /// An in-memory EKS with `n` associations `ns-{i/50}`/`sa-{i}`.
 struct MemEks(Vec<Association>);

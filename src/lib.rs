@@ -16,7 +16,6 @@ pub mod agent;
 pub mod audit;
 pub mod certs;
 pub mod cli;
-pub mod config;
 pub mod identity;
 pub mod live_config;
 pub mod namespaces;
@@ -24,6 +23,7 @@ pub mod object;
 pub mod policy;
 pub mod reload;
 pub mod server;
+pub mod settings;
 pub mod startup;
 pub mod telemetry;
 
@@ -33,7 +33,9 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Settings(#[from] settings::SettingsError),
+    #[error(transparent)]
+    Policy(#[from] policy::InvalidPolicy),
     #[error(transparent)]
     Tls(#[from] server::tls::TlsError),
     #[error(transparent)]

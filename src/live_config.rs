@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{self, InjectionSettings, PolicySettings, Settings};
+use crate::admission::injection::InjectionSettings;
+use crate::policy::PolicySettings;
 use crate::reload::{ReloadOutcome, Reloadable};
+use crate::settings::{self, Settings};
 
 /// Called with the new policy section whenever it changes.
 pub type PolicyHook = Box<dyn Fn(&PolicySettings) + Send + Sync>;
@@ -16,7 +18,7 @@ pub type PolicyHook = Box<dyn Fn(&PolicySettings) + Send + Sync>;
 /// Re-reads the config file when its bytes change and applies what can change live.
 pub struct ConfigReloader {
     path: PathBuf,
-    last_bytes: Vec<u8>,
+    last_text: String,
     current: Settings,
     injection: Arc<ArcSwap<InjectionSettings>>,
     on_policy: Vec<PolicyHook>,
@@ -30,10 +32,10 @@ impl ConfigReloader {
         settings: Settings,
         injection: Arc<ArcSwap<InjectionSettings>>,
     ) -> Self {
-        let last_bytes = std::fs::read(&path).unwrap_or_default();
+        let last_text = settings::read_config_file(&path).unwrap_or_default();
         Self {
             path,
-            last_bytes,
+            last_text,
             current: settings,
             injection,
             on_policy: Vec::new(),
@@ -53,27 +55,17 @@ impl ConfigReloader {
 
     /// One check: apply the file when its bytes changed and it still validates.
     pub fn check(&mut self) -> ReloadOutcome {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) => return ReloadOutcome::Failed(format!("cannot read: {e}")),
+        let text = match settings::read_config_file(&self.path) {
+            Ok(text) => text,
+            Err(e) => return ReloadOutcome::Failed(e.to_string()),
         };
-        if bytes == self.last_bytes {
+        if text == self.last_text {
             return ReloadOutcome::Unchanged;
         }
-        // Remember these bytes even when they are rejected, so a broken file is reported once
-        // (not every tick); the next edit is looked at again.
-        self.last_bytes = bytes;
-        let text = match std::str::from_utf8(&self.last_bytes) {
-            Ok(t) => t,
-            Err(_) => return ReloadOutcome::Failed("not UTF-8 text".into()),
-        };
-        let next = config::parse_file_config(&self.path, text).and_then(|file| {
-            Settings::resolve(
-                file,
-                Some(self.path.clone()),
-                self.current.overrides.clone(),
-            )
-        });
+        let next = Settings::parse(Some(&self.path), &text, self.current.flags.clone());
+        // Remember this text even when it is rejected, so a broken file is reported once (not
+        // every tick); the next edit is looked at again.
+        self.last_text = text;
         let mut next = match next {
             Ok(s) => s,
             Err(e) => return ReloadOutcome::Failed(e.to_string()),
@@ -95,7 +87,7 @@ impl ConfigReloader {
             self.injection.store(Arc::new(next.injection.clone()));
             tracing::info!(file = %self.path.display(), "injection settings updated");
         }
-        if format!("{:?}", next.policy) != format!("{:?}", self.current.policy) {
+        if next.policy != self.current.policy {
             for hook in &self.on_policy {
                 hook(&next.policy);
             }
@@ -109,12 +101,13 @@ impl ConfigReloader {
     fn restart_needed(&self, next: &Settings) -> Vec<&'static str> {
         let now = &self.current;
         let mut changed = Vec::new();
-        let differs =
-            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        if differs(&now.server, &next.server) {
-            changed.push("listen/adminListen/server");
+        if now.listen != next.listen || now.admin_listen != next.admin_listen {
+            changed.push("listen/adminListen");
         }
-        if differs(&now.tls, &next.tls) {
+        if now.server != next.server {
+            changed.push("server");
+        }
+        if now.tls != next.tls {
             changed.push("tls");
         }
         if now.associations_file != next.associations_file {
@@ -126,7 +119,7 @@ impl ConfigReloader {
         if now.namespace != next.namespace {
             changed.push("namespace");
         }
-        if differs(&now.eks, &next.eks) {
+        if now.eks != next.eks {
             changed.push("eks");
         }
         if now.injection.annotation_prefix != next.injection.annotation_prefix {
@@ -149,12 +142,17 @@ impl Reloadable for ConfigReloader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Overrides, PolicyMode};
+    use crate::policy::PolicyMode;
+    use crate::settings::Flags;
     use std::sync::Mutex;
 
-    fn start(path: &std::path::Path, overrides: Overrides) -> (ConfigReloader, Settings) {
-        let file = config::read_file_config(path).unwrap();
-        let settings = Settings::resolve(file, Some(path.to_owned()), overrides).unwrap();
+    /// Starts on the file at `path` with `flags` (besides `--config` and `--self-signed`).
+    fn start(path: &std::path::Path, flags: &[&str]) -> (ConfigReloader, Settings) {
+        let config = format!("--config={}", path.display());
+        let args = [config.as_str(), "--self-signed"]
+            .into_iter()
+            .chain(flags.iter().copied());
+        let settings = Settings::load(Flags::parse(args).unwrap()).unwrap();
         let live = Arc::new(ArcSwap::from_pointee(settings.injection.clone()));
         (
             ConfigReloader::new(path.to_owned(), settings.clone(), live),
@@ -162,19 +160,12 @@ mod tests {
         )
     }
 
-    fn self_signed() -> Overrides {
-        Overrides {
-            self_signed: true,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn injection_changes_apply_and_a_broken_file_keeps_the_last_good_settings() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "injection:\n  tokenExpiration: 3600\n").unwrap();
-        let (mut reloader, _) = start(&path, self_signed());
+        let (mut reloader, _) = start(&path, &[]);
         let live = reloader.injection.clone();
         assert_eq!(reloader.check(), ReloadOutcome::Unchanged);
 
@@ -208,11 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "injection:\n  tokenExpiration: 3600\n").unwrap();
-        let overrides = Overrides {
-            token_expiration: Some(1800),
-            ..self_signed()
-        };
-        let (mut reloader, settings) = start(&path, overrides);
+        let (mut reloader, settings) = start(&path, &["--token-expiration=1800"]);
         assert_eq!(settings.injection.token_expiration, 1800);
         std::fs::write(
             &path,
@@ -230,7 +217,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "policy:\n  defaultMode: warn\n").unwrap();
-        let (reloader, _) = start(&path, self_signed());
+        let (reloader, _) = start(&path, &[]);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let mut reloader = reloader.on_policy(move |p| sink.lock().unwrap().push(p.default_mode));

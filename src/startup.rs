@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use crate::StartError;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
-use crate::config::{Settings, TlsSource};
 use crate::identity::cache::EksSource;
 use crate::identity::file::{FileReloader, FileSource};
 use crate::identity::kube::{
@@ -24,6 +23,7 @@ use crate::reload::ReloadMetrics;
 use crate::server::app::App;
 use crate::server::tls::{self, CertMetrics, CertReloader, CertResolver};
 use crate::server::{self, routes};
+use crate::settings::{Settings, TlsSource};
 use crate::telemetry::metrics::{Registry, new_registry};
 use crate::{certs, reload};
 
@@ -93,7 +93,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     let mut registry = new_registry();
     let reload_metrics = ReloadMetrics::register(&mut registry);
 
-    let certificate = serving_certificate(&settings.tls)?;
+    let certificate = serving_certificate(&settings.tls.source()?)?;
     let cert_metrics = CertMetrics::register(&mut registry);
     cert_metrics.loaded(&certificate.resolver.current());
     reload_metrics.record_loaded("certificate");
@@ -121,7 +121,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         validator = validator.with_namespaces(store);
     }
     let mut mutator = Mutator::new(settings.injection.clone(), sources.identities);
-    if let Some(eks) = &settings.eks {
+    if let Some(eks) = settings.eks_source() {
         mutator.failure_mode = eks.failure_mode;
     }
     let live_injection = mutator.injection.clone();
@@ -260,7 +260,7 @@ async fn identity_sources(
         file_reloader = Some(reloader);
     }
     // After the file source: a ServiceAccount in the associations file keeps its entry there.
-    if let Some(eks) = &settings.eks {
+    if let Some(eks) = settings.eks_source() {
         let source = EksSource::connect(eks)
             .await
             .map_err(|e| StartError::Other(e.to_string()))?;
@@ -317,7 +317,7 @@ fn config_reloader(
     path: &std::path::Path,
     settings: &Settings,
     own_ns: Option<String>,
-    live_injection: Arc<arc_swap::ArcSwap<crate::config::InjectionSettings>>,
+    live_injection: Arc<arc_swap::ArcSwap<crate::settings::InjectionSettings>>,
     app: Arc<App>,
 ) -> ConfigReloader {
     let associations_file = settings.associations_file.clone();
@@ -344,8 +344,8 @@ async fn listen(
     stop: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<(SocketAddr, SocketAddr), StartError> {
-    let https = server::bind(settings.server.listen, "HTTPS admission endpoint").await?;
-    let admin = server::bind(settings.server.admin_listen, "admin endpoint").await?;
+    let https = server::bind(settings.listen, "HTTPS admission endpoint").await?;
+    let admin = server::bind(settings.admin_listen, "admin endpoint").await?;
     let local =
         |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| StartError::Other(e.to_string()));
     let addrs = (local(&https)?, local(&admin)?);

@@ -13,8 +13,8 @@ use rustls_pki_types::pem::PemObject;
 use support::{TlsClient, WAIT, WebhookBuilder, fixture};
 
 use pod_identity_webhook::certs;
-use pod_identity_webhook::config::TlsSource;
 use pod_identity_webhook::server::tls;
+use pod_identity_webhook::settings::TlsSettings;
 use pod_identity_webhook::startup::Running;
 
 /// A CA-signed serving pair for 127.0.0.1/localhost, from the project's own generator.
@@ -40,7 +40,7 @@ fn der(pem: &str) -> CertificateDer<'static> {
 /// A webhook serving the certificate and key files, re-read every 20 ms.
 fn webhook(cert: PathBuf, key: PathBuf) -> WebhookBuilder {
     WebhookBuilder::new().settings(|s| {
-        s.tls = TlsSource::Files { cert, key };
+        s.tls = TlsSettings::files(cert, key);
         s.server.reload_interval = Duration::from_millis(20);
     })
 }

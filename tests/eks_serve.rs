@@ -9,7 +9,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use eks_support::FakeEks;
-use pod_identity_webhook::config::EksSettings;
+use pod_identity_webhook::settings::EksSettings;
 use pod_identity_webhook::startup;
 use support::{TlsClient, WebhookBuilder, admin_get, decode_patch, sample, wait_readyz};
 
@@ -39,7 +39,7 @@ fn webhook(endpoint: String) -> WebhookBuilder {
     eks.endpoint = Some(endpoint);
     eks.max_wait = Duration::from_millis(500);
     eks.ready_timeout = Duration::from_secs(20);
-    WebhookBuilder::new().settings(|s| s.eks = Some(eks))
+    WebhookBuilder::new().settings(|s| s.eks = eks)
 }
 
 /// `POST /mutate` over TLS (HTTP/1.1, as the API server), trusting the self-signed CA.
@@ -121,7 +121,7 @@ async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreacha
     let fake = FakeEks::start(CLUSTER).await;
     fake.set_down(true);
     let running = webhook(fake.url())
-        .settings(|s| s.eks.as_mut().unwrap().ready_timeout = Duration::from_millis(800))
+        .settings(|s| s.eks.ready_timeout = Duration::from_millis(800))
         .start()
         .await;
     let (status, body) = admin_get(running.admin_addr, "/readyz").await;

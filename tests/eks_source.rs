@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eks_support::{FakeEks, Fault, fast_tuning, role_arn};
-use pod_identity_webhook::config::{EksSettings, FailureMode};
 use pod_identity_webhook::identity::cache::{CacheOptions, EksSource};
 use pod_identity_webhook::identity::{AssociationSource, Freshness, IdentityError};
+use pod_identity_webhook::settings::{EksSettings, FailureMode};
 
 const CLUSTER: &str = "prod";
 

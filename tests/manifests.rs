@@ -25,9 +25,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use pod_identity_webhook::cli::{Cli, Command as CliCommand};
-use pod_identity_webhook::config::{self, Overrides, Settings, TlsSource};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::object::Kind;
+use pod_identity_webhook::settings::{Settings, TlsSource};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -346,7 +346,7 @@ fn settings_of(b: &Built, dir: &Path) -> Settings {
         std::iter::once("pod-identity-webhook".to_string()).chain(args.clone()),
     )
     .unwrap_or_else(|e| panic!("{}: the binary refuses {args:?}: {e}", b.name));
-    let CliCommand::Serve(_) = cli.command else {
+    let CliCommand::Serve(serve_args) = cli.command else {
         panic!("{}: the container must run `serve`", b.name)
     };
     // The --config path is the config volume's mount path + the ConfigMap key.
@@ -378,10 +378,8 @@ fn settings_of(b: &Built, dir: &Path) -> Settings {
     let text = data
         .get(key)
         .unwrap_or_else(|| panic!("ConfigMap has no {key}"));
-    let file = config::parse_file_config(Path::new(&config_arg), text)
-        .unwrap_or_else(|e| panic!("{}: config.yaml: {e}", b.name));
     // Files the config names are the mounted ones; check them, then read them from `dir`.
-    let settings = Settings::resolve(file, Some(config_arg.clone().into()), Overrides::default())
+    let settings = Settings::parse(Some(Path::new(&config_arg)), text, serve_args.flags.clone())
         .unwrap_or_else(|e| panic!("{}: config.yaml: {e}", b.name));
     if let Some(path) = &settings.associations_file {
         let key = path.strip_prefix(&mount.mount_path).unwrap_or_else(|_| {
@@ -424,13 +422,13 @@ fn check_consistency(b: &Built) {
     // the probes use.
     assert_eq!(
         port_named(&container, "https") as u16,
-        settings.server.listen.port(),
+        settings.listen.port(),
         "{}",
         b.name
     );
     assert_eq!(
         port_named(&container, "admin") as u16,
-        settings.server.admin_listen.port()
+        settings.admin_listen.port()
     );
     let svc = service.spec.clone().unwrap();
     let https = svc
@@ -457,7 +455,7 @@ fn check_consistency(b: &Built) {
     }
 
     // TLS: the config's files are in the mounted Secret.
-    let TlsSource::Files { cert, key } = &settings.tls else {
+    let Ok(TlsSource::Files { cert, key }) = &settings.tls.source() else {
         panic!("{}: in-cluster TLS comes from files", b.name)
     };
     let tls_volume = pod
@@ -713,7 +711,7 @@ fn the_base_is_consistent_with_the_binary() {
     check_consistency(&b);
     let dir = tempfile::tempdir().unwrap();
     let settings = settings_of(&b, dir.path());
-    assert!(settings.associations_file.is_some() && settings.eks.is_none());
+    assert!(settings.associations_file.is_some() && settings.eks_source().is_none());
 }
 
 #[test]
@@ -777,7 +775,7 @@ fn the_eks_overlay_reads_associations_from_eks_with_the_documented_iam_policy() 
     check_consistency(&b);
     let dir = tempfile::tempdir().unwrap();
     let settings = settings_of(&b, dir.path());
-    let eks = settings.eks.expect("the EKS source is configured");
+    let eks = settings.eks_source().expect("the EKS source is configured");
     assert!(!eks.cluster_name.is_empty());
     assert!(settings.associations_file.is_none());
     let policy: Value = serde_json::from_str(

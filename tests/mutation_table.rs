@@ -11,13 +11,13 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use pod_identity_webhook::admission::mutate::{Skip, mutate_pod};
-use pod_identity_webhook::config::InjectionSettings;
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
     Association, AssociationSummary, Freshness, Identities, IdentityError, IdentityKind,
     ResolvedIdentity, ServiceAccountInfo, ServiceAccountStore,
 };
 use pod_identity_webhook::object::ObjectView as PodView;
+use pod_identity_webhook::settings::InjectionSettings;
 
 const PI_TOKEN: &str =
     "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";

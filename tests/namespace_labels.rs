@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use pod_identity_webhook::admission::review::Review;
 use pod_identity_webhook::admission::validate::Validator;
-use pod_identity_webhook::config::PolicySettings;
 use pod_identity_webhook::identity::Identities;
 use pod_identity_webhook::namespaces::{KubeNamespaces, NamespaceStore};
 use pod_identity_webhook::policy::Policy;
+use pod_identity_webhook::settings::PolicySettings;
 use serde_json::json;
 use support::kube_api::{Changes, FakeKubeApi};
 use tokio_util::sync::CancellationToken;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pod_identity_webhook::config::{FileConfig, Overrides, Settings, TlsSource};
+use pod_identity_webhook::settings::{Flags, Settings, TlsSettings};
 use pod_identity_webhook::startup::Running;
 use support::{
     ControlledSource, TlsClient, WAIT, WebhookBuilder, admin_get, carts_association, fixture,
@@ -267,16 +267,16 @@ async fn shutdown_drains_in_flight_requests_and_then_refuses_connections() {
 }
 
 fn config_settings(path: &Path) -> Settings {
-    let file: FileConfig = pod_identity_webhook::config::read_file_config(path).unwrap();
-    let overrides = Overrides {
-        self_signed: true,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-        reload_interval: Some(Duration::from_millis(20)),
-        shutdown_grace: Some(Duration::ZERO),
-        ..Default::default()
-    };
-    Settings::resolve(file, Some(path.to_owned()), overrides).unwrap()
+    let flags = Flags::parse([
+        format!("--config={}", path.display()).as_str(),
+        "--self-signed",
+        "--listen=127.0.0.1:0",
+        "--admin-listen=127.0.0.1:0",
+        "--reload-interval=20ms",
+        "--shutdown-grace=0s",
+    ])
+    .unwrap();
+    Settings::load(flags).unwrap()
 }
 
 /// The env entries a mutation added to the first container, by name.
@@ -382,10 +382,7 @@ async fn certificate_reload_is_counted_and_updates_the_expiry() {
     std::fs::write(&key, &first.key_pem).unwrap();
     let running = WebhookBuilder::new()
         .settings(|s| {
-            s.tls = TlsSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            };
+            s.tls = TlsSettings::files(cert.clone(), key.clone());
             s.server.reload_interval = Duration::from_millis(20);
         })
         .start()

@@ -12,7 +12,6 @@ use futures::future::BoxFuture;
 use pod_identity_webhook::admission::Decision;
 use pod_identity_webhook::admission::review::Review;
 use pod_identity_webhook::admission::validate::Validator;
-use pod_identity_webhook::config::{Overrides, PolicyMode, Settings, parse_file_config};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
     Association, AssociationSource, AssociationSummary, Freshness, Identities, IdentityError,
@@ -21,6 +20,7 @@ use pod_identity_webhook::identity::{
 use pod_identity_webhook::namespaces::StaticNamespaces;
 use pod_identity_webhook::policy::Policy;
 use pod_identity_webhook::policy::verdict::MAX_WARNING_CHARS;
+use pod_identity_webhook::settings::{Flags, PolicyMode, Settings};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -58,8 +58,8 @@ const LABEL: &str = "pod-identity-webhook/mode";
 const ROLE: &str = "arn:aws:iam::111122223333:role/team-a-carts";
 
 fn settings(config: &str) -> Settings {
-    let file = parse_file_config(Path::new("policy.yaml"), config).expect("config parses");
-    Settings::resolve(file, None, Overrides::default()).expect("config resolves")
+    Settings::parse(Some(Path::new("policy.yaml")), config, Flags::default())
+        .expect("config resolves")
 }
 
 fn policy(config: &str) -> Policy {
@@ -912,8 +912,7 @@ async fn identity_source_down_fail_closed_denies_and_says_why() {
 fn multitenant_example_config_parses_and_compiles() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config-multitenant.yaml");
     let text = std::fs::read_to_string(&path).expect("example exists");
-    let file = parse_file_config(&path, &text).expect("example parses");
-    let s = Settings::resolve(file, Some(path), Overrides::default()).expect("example resolves");
+    let s = Settings::parse(Some(&path), &text, Flags::default()).expect("example resolves");
     let p = Policy::compile(&s.policy, s.namespace.as_deref()).expect("example compiles");
     assert_eq!(p.mode_for("team-a", None).mode, PolicyMode::Enforce);
     let team_a = p

@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use pod_identity_webhook::config::{NamespaceRule, PolicyMode, PolicySettings};
+use pod_identity_webhook::settings::{NamespaceRule, PolicyMode, PolicySettings};
 use serde_json::Value;
 use support::{Capture, TlsClient, Webhook, WebhookBuilder, captures};
 

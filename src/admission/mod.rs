@@ -5,6 +5,7 @@
 //! [`crate::policy::Policy::service_account_verdict`]), which take parsed object views and can
 //! be called without HTTP. It knows nothing of HTTP itself.
 
+pub mod injection;
 pub mod mutate;
 pub mod review;
 pub mod validate;
@@ -14,7 +15,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{FailureMode, InjectionSettings};
+use crate::admission::injection::InjectionSettings;
+use crate::identity::eks_settings::FailureMode;
 use crate::identity::{Freshness, Identities};
 use crate::object::ObjectView;
 use mutate::Skip;

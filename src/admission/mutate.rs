@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::config::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
+use super::injection::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
 use crate::identity::sa::{TOKEN_EXPIRATION, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
 use crate::object::ObjectView;

@@ -10,11 +10,10 @@ use tokio::time::Instant;
 
 use super::review::{AdmissionRequest, AdmissionResponse, Object, Operation};
 use super::{Decision, Outcome};
-use crate::config::PolicyMode;
 use crate::identity::{Freshness, Identities, Resolution};
 use crate::namespaces::NamespaceStore;
 use crate::object::{Kind, ObjectView};
-use crate::policy::{IdentityCheck, Policy, Verdict};
+use crate::policy::{IdentityCheck, Policy, PolicyMode, Verdict};
 
 /// The validating webhook.
 pub struct Validator {

@@ -10,10 +10,10 @@ use clap::{Args, Subcommand};
 use super::server::{ConnLimits, RateLimit};
 use super::sts::StsSettings;
 use super::{AgentSettings, DEFAULT_ADMIN_LISTEN};
-use crate::config::{EksSettings, LogFormat};
+use crate::settings::{EksSettings, LogFormat};
 
 fn duration(s: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(s)
+    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

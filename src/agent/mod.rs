@@ -30,13 +30,13 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EksSettings;
 use crate::identity::Identities;
 use crate::identity::cache::EksSource;
 use crate::identity::file::FileSource;
 use crate::identity::kube::{self as kube_source, ClusterAccess};
 use crate::reload;
 use crate::server::ConnectionLimit;
+use crate::settings::EksSettings;
 use credentials::{CredentialService, CredentialSettings};
 use metrics::AgentMetrics;
 use review::{KubeTokenReviewer, TokenReviewer};

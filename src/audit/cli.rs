@@ -14,19 +14,21 @@ use super::render;
 use super::sources::{self, ListedServiceAccounts, SourceError};
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
-use crate::config::{self, ConfigError, Overrides, Settings};
 use crate::identity::ServiceAccountStore;
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
 };
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
+use crate::settings::{self, EksSettings, Flags, Settings, SettingsError, TlsSettings};
 
 /// Why `check` or `audit` could not run at all (exit code 2).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::InvalidPolicy),
     #[error(transparent)]
     Sources(#[from] SourceError),
     #[error("cannot write the output: {0}")]
@@ -94,43 +96,48 @@ pub struct CheckArgs {
     pub max_file_bytes: u64,
 }
 
-/// Settings for the offline commands: the config file `serve` reads, with `overrides` over it.
-/// The listener and certificate settings do not matter here, so a config without (or with)
-/// them is accepted as it is.
-pub fn offline_settings(config: Option<&Path>, o: Overrides) -> Result<Settings, ConfigError> {
-    let mut file = match config {
-        Some(path) => config::read_file_config(path)?,
-        None => config::FileConfig::default(),
+/// Settings for the offline commands: the config file `serve` reads, then `adjust`. The
+/// listener and certificate settings do not matter here, so a config without (or with) them is
+/// accepted as it is.
+pub fn offline_settings(
+    config: Option<&Path>,
+    adjust: impl FnOnce(&mut Settings),
+) -> Result<Settings, SettingsError> {
+    let text = match config {
+        Some(path) => settings::read_config_file(path)?,
+        None => String::new(),
     };
-    file.tls = None;
-    let o = Overrides {
-        self_signed: true,
-        ..o
-    };
-    Settings::resolve(file, config.map(Path::to_path_buf), o)
+    Settings::parse_then(config, &text, Flags::default(), |s| {
+        s.tls = TlsSettings {
+            self_signed: true,
+            ..TlsSettings::default()
+        };
+        adjust(s);
+    })
 }
 
 impl CheckArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            associations: self.associations.clone(),
-            kubeconfig: self.kubeconfig.clone(),
-            cluster_name: self.cluster_name.clone(),
-            region: self.region.clone(),
-            eks_endpoint: self.eks_endpoint.clone(),
-            ..Overrides::default()
-        }
-    }
-
-    fn settings(&self) -> Result<Settings, ConfigError> {
-        let mut settings = offline_settings(self.config.as_deref(), self.overrides())?;
-        // A CI job reads the live cluster or EKS only when asked on its command line: the
-        // config file of a running webhook names both, and a pipeline has neither.
-        if self.cluster_name.is_none() {
-            settings.eks = None;
-        }
-        settings.kubeconfig = self.kubeconfig.clone();
-        Ok(settings)
+    fn settings(&self) -> Result<Settings, SettingsError> {
+        offline_settings(self.config.as_deref(), |s| {
+            if let Some(path) = &self.associations {
+                s.associations_file = Some(path.clone());
+            }
+            // A CI job reads the live cluster or EKS only when asked on its command line: the
+            // config file of a running webhook names both, and a pipeline has neither.
+            s.kubeconfig = self.kubeconfig.clone();
+            match &self.cluster_name {
+                None => s.eks = EksSettings::default(),
+                Some(name) => {
+                    s.eks.cluster_name = name.clone();
+                    if self.region.is_some() {
+                        s.eks.region = self.region.clone();
+                    }
+                    if self.eks_endpoint.is_some() {
+                        s.eks.endpoint = self.eks_endpoint.clone();
+                    }
+                }
+            }
+        })
     }
 }
 

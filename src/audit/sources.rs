@@ -9,13 +9,13 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::config::Settings;
 use crate::identity::cache::EksSource;
 use crate::identity::file::FileSource;
 use crate::identity::{
     AssociationSource, Identities, IdentityError, ServiceAccountInfo, ServiceAccountStore,
 };
 use crate::namespaces::StaticNamespaces;
+use crate::settings::Settings;
 
 /// Why the identity sources could not be set up (the command stops with exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ pub async fn association_sources(
         let (source, _reloader) = FileSource::open(path)?;
         sources.push(source);
     }
-    if let Some(eks) = &settings.eks {
+    if let Some(eks) = settings.eks_source() {
         let source = EksSource::connect(eks)
             .await
             .map_err(|e| SourceError::Eks(e.to_string()))?;

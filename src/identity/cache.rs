@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::eks::{AwsEks, CallError, ClientTuning, EksApi, EksSetupError};
 use super::{Association, AssociationSource, AssociationSummary, Freshness, IdentityError};
-use crate::config::{EksSettings, FailureMode};
+use crate::identity::eks_settings::{EksSettings, FailureMode};
 
 const SOURCE: &str = "eks";
 /// EKS allows 5,000 associations a cluster (50 pages); anything far past that is a loop.

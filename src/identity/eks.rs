@@ -18,7 +18,7 @@ use aws_sdk_eks::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use futures::future::BoxFuture;
 
 use super::Association;
-use crate::config::EksSettings;
+use crate::identity::eks_settings::EksSettings;
 
 /// EKS returns at most 100 associations a page.
 pub const PAGE_SIZE: i32 = 100;

@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod eks;
+pub mod eks_settings;
 pub mod file;
 pub mod kube;
 pub mod metrics;

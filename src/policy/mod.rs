@@ -4,6 +4,7 @@
 //! lookups (identities, namespace labels) and hands the answers in. Glob matchers are compiled
 //! once, when the settings are loaded.
 
+pub mod settings;
 pub mod static_keys;
 pub mod verdict;
 
@@ -12,8 +13,7 @@ use std::path::PathBuf;
 
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
-use crate::config::{ConfigError, FailurePolicy, PolicyMode, PolicySettings};
-
+pub use settings::{FailurePolicy, InvalidPolicy, NamespaceRule, PolicyMode, PolicySettings};
 pub use static_keys::StaticCredential;
 pub use verdict::{IdentityCheck, Verdict};
 
@@ -95,20 +95,20 @@ pub struct Policy {
     associations_file: Option<PathBuf>,
 }
 
-fn invalid(key: &'static str, message: String) -> ConfigError {
-    ConfigError::Invalid { key, message }
+fn invalid(key: &'static str, message: String) -> InvalidPolicy {
+    InvalidPolicy { key, message }
 }
 
 /// `*` stops at `/` so a pattern cannot reach across a role path or a `namespace/sa` pair;
 /// `**` crosses it.
-fn glob(key: &'static str, pattern: &str) -> Result<Glob, ConfigError> {
+fn glob(key: &'static str, pattern: &str) -> Result<Glob, InvalidPolicy> {
     GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
         .map_err(|e| invalid(key, format!("`{pattern}` is not a valid glob: {e}")))
 }
 
-fn glob_set(key: &'static str, patterns: &[&str]) -> Result<GlobSet, ConfigError> {
+fn glob_set(key: &'static str, patterns: &[&str]) -> Result<GlobSet, InvalidPolicy> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         b.add(glob(key, p)?);
@@ -122,7 +122,7 @@ impl Policy {
     pub fn compile(
         settings: &PolicySettings,
         own_namespace: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, InvalidPolicy> {
         let mut rules = Vec::with_capacity(settings.namespaces.len());
         for rule in &settings.namespaces {
             let matcher = glob("policy.namespaces[].match", &rule.pattern)?.compile_matcher();

@@ -1,7 +1,7 @@
 //! Verdicts and the messages people read (SPEC §3): a denial names the object, the
 //! ServiceAccount, what is missing and the command that fixes it; warnings stay short.
 
-use crate::config::{FailurePolicy, PolicyMode};
+use super::settings::{FailurePolicy, PolicyMode};
 use crate::object::{Kind, ObjectView};
 
 use super::Policy;

@@ -56,7 +56,7 @@ impl App {
             metrics: AdmissionMetrics::register(&mut registry),
             registry,
             health: Health::default(),
-            max_body_bytes: crate::config::ServerSettings::default().max_body_bytes,
+            max_body_bytes: crate::server::MAX_BODY_BYTES,
         }
     }
 

@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 use super::limit::ConnectionLimit;
 use super::timeouts::{Limits, Phase, TimedIo, Tracked};
 
+/// Largest request body accepted by default: large pods (1,000 containers) stay far below it;
+/// the API server caps objects at 3 MiB.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
 /// A TLS handshake that takes longer than this is dropped (slow or hostile clients).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

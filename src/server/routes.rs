@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 
 use crate::admission::Outcome;
 use crate::admission::review::{Review, response_body};
-use crate::config::parse_duration;
 use crate::server::app::App;
 
 /// The API server's default webhook timeout, used when the request does not say.
@@ -132,7 +131,7 @@ fn lookup_budget(uri: &Uri) -> Duration {
         .and_then(|q| {
             q.split('&')
                 .find_map(|kv| kv.strip_prefix("timeout="))
-                .and_then(|v| parse_duration(v).ok())
+                .and_then(|v| humantime::parse_duration(v).ok())
         })
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT)

@@ -19,8 +19,6 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
-
 /// The filter used when `RUST_LOG` is not set: our info lines, dependencies' warnings.
 pub const DEFAULT_FILTER: &str =
     "info,aws_config=warn,aws_smithy_runtime=warn,kube_client=warn,kube_runtime=warn,hyper=warn";
@@ -70,6 +68,18 @@ pub fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
 
 /// The installed writer's count of dropped lines.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// The log format setting (`server.logFormat`, `--log-format`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+    /// JSON when not attached to a terminal (in a cluster), text on a terminal.
+    Auto,
+}
 
 /// Installs the global subscriber over a non-blocking stderr once; later calls install nothing
 /// (tests start many servers). Hold the guard until exit: dropping it flushes queued lines.

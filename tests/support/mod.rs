@@ -473,14 +473,14 @@ impl Webhook {
 /// The one way tests start a webhook: `Settings::local()` (self-signed TLS on loopback ports, no
 /// shutdown grace), changed by the test, plus association sources the test controls.
 pub struct WebhookBuilder {
-    settings: pod_identity_webhook::config::Settings,
+    settings: pod_identity_webhook::settings::Settings,
     extras: pod_identity_webhook::startup::Extras,
     dir: tempfile::TempDir,
 }
 
 impl Default for WebhookBuilder {
     fn default() -> Self {
-        Self::from_settings(pod_identity_webhook::config::Settings::local())
+        Self::from_settings(pod_identity_webhook::settings::Settings::local())
     }
 }
 
@@ -490,7 +490,7 @@ impl WebhookBuilder {
     }
 
     /// Starts from settings the test resolved itself (a config file, CLI arguments).
-    pub fn from_settings(settings: pod_identity_webhook::config::Settings) -> Self {
+    pub fn from_settings(settings: pod_identity_webhook::settings::Settings) -> Self {
         Self {
             settings,
             extras: Default::default(),
@@ -514,7 +514,7 @@ impl WebhookBuilder {
     /// Changes the settings.
     pub fn settings(
         mut self,
-        change: impl FnOnce(&mut pod_identity_webhook::config::Settings),
+        change: impl FnOnce(&mut pod_identity_webhook::settings::Settings),
     ) -> Self {
         change(&mut self.settings);
         self

@@ -1,0 +1,80 @@
+//! The `injection` section of the settings: what the mutating webhook writes into pods (SPEC §2
+//! defaults). Flag names are those of aws/amazon-eks-pod-identity-webhook (SPEC §6), so a
+//! cluster running it can switch images and keep its arguments. Declared once: clap reads the
+//! flags, serde the config file.
+
+use clap::{ArgAction, Args};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CREDENTIALS_URI_V4: &str = "http://169.254.170.23/v1/credentials";
+pub const DEFAULT_CREDENTIALS_URI_V6: &str = "http://[fd00:ec2::23]/v1/credentials";
+pub const MIN_TOKEN_EXPIRATION: i64 = 600;
+/// The API server rejects projected token lifetimes of 2^32 seconds or more.
+pub const MAX_TOKEN_EXPIRATION: i64 = u32::MAX as i64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct InjectionSettings {
+    /// Region for AWS_DEFAULT_REGION/AWS_REGION in pods [default: none].
+    #[arg(long, value_name = "REGION")]
+    pub aws_default_region: Option<String>,
+    /// Inject AWS_STS_REGIONAL_ENDPOINTS=regional [default: false].
+    #[arg(long, required = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub sts_regional_endpoint: bool,
+    /// IRSA token audience [default: sts.amazonaws.com].
+    #[arg(long, required = false, value_name = "AUDIENCE")]
+    pub token_audience: String,
+    /// IRSA token mount path [default: /var/run/secrets/eks.amazonaws.com/serviceaccount].
+    #[arg(long, required = false, value_name = "PATH")]
+    pub token_mount_path: String,
+    /// Default token lifetime in seconds (600 ..= 4294967295) [default: 86400].
+    #[arg(long, required = false, value_name = "SECONDS")]
+    pub token_expiration: i64,
+    /// Annotation prefix [default: eks.amazonaws.com].
+    #[arg(long, required = false, value_name = "PREFIX")]
+    pub annotation_prefix: String,
+    /// Pod Identity credentials URI [default: http://169.254.170.23/v1/credentials; with --ipv6 http://[fd00:ec2::23]/v1/credentials].
+    #[arg(long, required = false, value_name = "URI")]
+    pub container_credentials_full_uri: String,
+    /// Pod Identity token audience [default: pods.eks.amazonaws.com].
+    #[arg(long, required = false, value_name = "AUDIENCE")]
+    pub container_credentials_audience: String,
+    /// Pod Identity token mount path [default: /var/run/secrets/pods.eks.amazonaws.com/serviceaccount].
+    #[arg(long, required = false, value_name = "PATH")]
+    pub container_credentials_token_mount_path: String,
+    /// Pod Identity token volume name [default: eks-pod-identity-token].
+    #[arg(long, required = false, value_name = "NAME")]
+    pub container_credentials_token_volume_name: String,
+    /// Pod Identity token file name [default: eks-pod-identity-token].
+    #[arg(long, required = false, value_name = "FILE")]
+    pub container_credentials_token_path: String,
+    /// Volume name for the IRSA token (fixed by the IRSA webhook's contract).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub irsa_token_volume_name: String,
+    /// File name inside the IRSA token mount (fixed).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub irsa_token_path: String,
+}
+
+impl Default for InjectionSettings {
+    fn default() -> Self {
+        Self {
+            aws_default_region: None,
+            sts_regional_endpoint: false,
+            token_audience: "sts.amazonaws.com".into(),
+            token_mount_path: "/var/run/secrets/eks.amazonaws.com/serviceaccount".into(),
+            token_expiration: 86400,
+            annotation_prefix: "eks.amazonaws.com".into(),
+            container_credentials_full_uri: DEFAULT_CREDENTIALS_URI_V4.into(),
+            container_credentials_audience: "pods.eks.amazonaws.com".into(),
+            container_credentials_token_mount_path:
+                "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount".into(),
+            container_credentials_token_volume_name: "eks-pod-identity-token".into(),
+            container_credentials_token_path: "eks-pod-identity-token".into(),
+            irsa_token_volume_name: "aws-iam-token".into(),
+            irsa_token_path: "token".into(),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The command line (SPEC §6): one module per command. A command is a variant of [`Command`]
+//! holding its `clap::Args` struct, and that struct's `run`.
+
+pub mod certs;
+pub mod check;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// What a command's `run` returns: an exit code, or an error whose message says what to fix.
+pub type Outcome = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pod-identity-webhook",
+    version,
+    about = "Admission webhook that injects EKS Pod Identity / IRSA credentials into pods and enforces identity policy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook (HTTPS admission endpoint + plain-HTTP admin endpoint).
+    Serve(Box<serve::ServeArgs>),
+    /// Generate a CA and a serving certificate for the webhook Service.
+    Certs(certs::CertsArgs),
+    /// Run the webhook's decisions on manifests (CI, pre-commit): exit 0 clean, 1 denied,
+    /// 2 unreadable input.
+    Check(Box<check::CheckArgs>),
+    /// Node agent serving Pod Identity credentials where EKS does not run (SPEC §9).
+    Agent(Box<crate::agent::args::AgentArgs>),
+}
+
+impl Command {
+    pub fn run(self) -> Outcome {
+        match self {
+            Self::Serve(args) => args.run(),
+            Self::Certs(args) => args.run(),
+            Self::Check(args) => check::run(&args),
+            Self::Agent(args) => {
+                crate::agent::command::run(*args)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,247 @@
+//! The checks every [`Settings`] passes once, after the file and the flags are merged. Each
+//! error names the key (file key and flag) and what to write instead.
+
+use std::time::Duration;
+
+use super::{Settings, SettingsError};
+use crate::admission::injection::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
+use crate::identity::eks_settings::EksSettings;
+use crate::policy::Policy;
+
+fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        self.tls.source()?;
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(invalid(
+                "adminListen (--admin-listen)",
+                format!(
+                    "{} is also the HTTPS listen address; give the admin port its own",
+                    self.admin_listen
+                ),
+            ));
+        }
+        self.validate_server()?;
+        validate_injection(&self.injection)?;
+        if self.eks.enabled() {
+            validate_eks(&self.eks)?;
+        } else if self.eks.endpoint.is_some() {
+            return Err(invalid(
+                "eks.endpoint (--eks-endpoint)",
+                "an EKS endpoint was given without --cluster-name; name the cluster whose Pod \
+                 Identity associations to read",
+            ));
+        }
+        Policy::compile(&self.policy, None).map_err(|e| SettingsError::Invalid {
+            key: e.key,
+            message: e.message,
+        })?;
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), SettingsError> {
+        let s = &self.server;
+        if s.max_body_bytes < 1024 {
+            return Err(invalid(
+                "server.maxBodyBytes (--max-body-bytes)",
+                "must be at least 1024 (a real AdmissionReview is several KiB)",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid(
+                "server.maxConnections (--max-connections)",
+                "must be at least 1 (the API server needs a connection to reach the webhook)",
+            ));
+        }
+        if s.reload_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "server.reloadInterval (--reload-interval)",
+                "must be at least 10ms",
+            ));
+        }
+        if s.header_read_timeout < Duration::from_millis(10) {
+            return Err(invalid(
+                "server.headerReadTimeout (--header-read-timeout)",
+                "must be at least 10ms",
+            ));
+        }
+        if s.idle_timeout < s.header_read_timeout {
+            return Err(invalid(
+                "server.idleTimeout (--idle-timeout)",
+                format!(
+                    "must be at least server.headerReadTimeout ({}); keep it above the API \
+                     server's 90s",
+                    humantime::format_duration(s.header_read_timeout)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_injection(i: &InjectionSettings) -> Result<(), SettingsError> {
+    fn abs_path(key: &'static str, v: &str) -> Result<(), SettingsError> {
+        if !v.starts_with('/') || v.contains("..") {
+            return Err(invalid(
+                key,
+                format!("`{v}` must be an absolute path without `..`"),
+            ));
+        }
+        Ok(())
+    }
+    abs_path(
+        "injection.tokenMountPath (--token-mount-path)",
+        &i.token_mount_path,
+    )?;
+    abs_path(
+        "injection.containerCredentialsTokenMountPath (--container-credentials-token-mount-path)",
+        &i.container_credentials_token_mount_path,
+    )?;
+    let path = &i.container_credentials_token_path;
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
+        return Err(invalid(
+            "injection.containerCredentialsTokenPath (--container-credentials-token-path)",
+            format!("`{path}` must be a relative file path inside the mount"),
+        ));
+    }
+    let volume = &i.container_credentials_token_volume_name;
+    if !is_dns_label(volume) {
+        return Err(invalid(
+            "injection.containerCredentialsTokenVolumeName (--container-credentials-token-volume-name)",
+            format!("`{volume}` is not a valid volume name (DNS label, at most 63 characters)"),
+        ));
+    }
+    if i.token_audience.is_empty() {
+        return Err(invalid(
+            "injection.tokenAudience (--token-audience)",
+            "must not be empty",
+        ));
+    }
+    if i.container_credentials_audience.is_empty() {
+        return Err(invalid(
+            "injection.containerCredentialsAudience (--container-credentials-audience)",
+            "must not be empty",
+        ));
+    }
+    let uri = &i.container_credentials_full_uri;
+    if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+        return Err(invalid(
+            "injection.containerCredentialsFullUri (--container-credentials-full-uri)",
+            format!("`{uri}` must be an http:// or https:// URL"),
+        ));
+    }
+    if !(MIN_TOKEN_EXPIRATION..=MAX_TOKEN_EXPIRATION).contains(&i.token_expiration) {
+        return Err(invalid(
+            "injection.tokenExpiration (--token-expiration)",
+            format!(
+                "{} must be between {MIN_TOKEN_EXPIRATION} and {MAX_TOKEN_EXPIRATION} seconds",
+                i.token_expiration
+            ),
+        ));
+    }
+    let prefix = &i.annotation_prefix;
+    if prefix.is_empty() || prefix.contains('/') {
+        return Err(invalid(
+            "injection.annotationPrefix (--annotation-prefix)",
+            format!("`{prefix}` must be a DNS prefix such as eks.amazonaws.com"),
+        ));
+    }
+    if let Some(region) = &i.aws_default_region {
+        validate_region("injection.awsDefaultRegion (--aws-default-region)", region)?;
+    }
+    Ok(())
+}
+
+fn validate_eks(e: &EksSettings) -> Result<(), SettingsError> {
+    if let Some(region) = &e.region {
+        validate_region("eks.region (--region)", region)?;
+    }
+    if let Some(url) = &e.endpoint
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            "eks.endpoint (--eks-endpoint)",
+            format!("`{url}` must be an http:// or https:// URL"),
+        ));
+    }
+    if e.concurrency == 0 || e.concurrency > 64 {
+        return Err(invalid(
+            "eks.concurrency (--eks-concurrency)",
+            "must be between 1 and 64",
+        ));
+    }
+    if e.ttl.is_zero() || e.negative_ttl.is_zero() || e.sync_interval.is_zero() {
+        return Err(invalid(
+            "eks.ttl, eks.negativeTtl, eks.syncInterval",
+            "must be longer than zero",
+        ));
+    }
+    if e.negative_ttl > e.ttl {
+        return Err(invalid(
+            "eks.negativeTtl (--eks-negative-ttl)",
+            "must not be longer than eks.ttl (a missing association should be re-checked sooner \
+             than a present one)",
+        ));
+    }
+    if e.max_wait > Duration::from_secs(8) {
+        return Err(invalid(
+            "eks.maxWait (--eks-max-wait)",
+            "must be at most 8s: the API server calls webhooks with a 10s timeout",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_region(key: &'static str, region: &str) -> Result<(), SettingsError> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{region}` is not an AWS region name such as us-east-1"),
+        ))
+    }
+}
+
+fn is_dns_label(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+}
+
+/// A YAML error without the values it quotes: a file that is really another file (a symlink to
+/// a secrets file) must not have its content copied into the log. Key names stay (they are
+/// written in backticks), and so does the position.
+pub(super) fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match c {
+            '"' if quoted => {
+                quoted = false;
+                out.push_str("…\"");
+            }
+            '"' => {
+                quoted = true;
+                out.push('"');
+            }
+            _ if quoted => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
