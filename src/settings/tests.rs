@@ -202,3 +202,118 @@ fn policy_modes_order_from_loose_to_strict() {
     assert!(PolicyMode::Enforce > PolicyMode::Warn);
     assert!(PolicyMode::Warn > PolicyMode::Off);
 }
+
+#[test]
+fn catch_all_exemptions_are_refused_where_anything_is_enforced() {
+    for pattern in ["*", "**", "*/*", "**/*", "?*", "[a-z0-9]*", "*/**"] {
+        let text = format!("policy: {{defaultMode: enforce, exemptions: ['{pattern}']}}\n");
+        let err = error(&text, &["--self-signed"]);
+        assert!(err.contains("policy.exemptions"), "{pattern}: {err}");
+        assert!(err.contains("every namespace"), "{pattern}: {err}");
+        // Enforced by a namespace rule only: refused too.
+        let text = format!(
+            "policy: {{namespaces: [{{match: 'team-*', mode: enforce}}], exemptions: ['{pattern}']}}\n"
+        );
+        assert!(load(&text, &["--self-signed"]).is_err(), "{pattern}");
+        // Nothing enforced: exempting everything undoes nothing.
+        let text = format!("policy: {{defaultMode: warn, exemptions: ['{pattern}']}}\n");
+        assert!(load(&text, &["--self-signed"]).is_ok(), "{pattern}");
+    }
+    // The flag's enforce counts as much as the file's.
+    let err = error(
+        "policy: {exemptions: ['*']}\n",
+        &["--self-signed", "--policy-default-mode=enforce"],
+    );
+    assert!(err.contains("policy.exemptions"), "{err}");
+    // Narrow patterns stay allowed with enforce.
+    for pattern in ["monitoring", "team-*", "ci/deployer", "*/default", "kube-*"] {
+        let text = format!("policy: {{defaultMode: enforce, exemptions: ['{pattern}']}}\n");
+        assert!(load(&text, &["--self-signed"]).is_ok(), "{pattern}");
+    }
+}
+
+#[test]
+fn annotation_prefixes_must_be_dns_subdomains() {
+    for bad in [
+        "EKS .com",
+        "Eks.amazonaws.com",
+        "eks.amazonaws.com/",
+        "eks.amazonaws.com/role",
+        "-eks.com",
+        "eks-.com",
+        "a..b",
+        ".eks.com",
+        "eks_com",
+        "eks.com\nx",
+        "",
+    ] {
+        let err = error(
+            "",
+            &["--self-signed", &format!("--annotation-prefix={bad}")],
+        );
+        assert!(err.contains("injection.annotationPrefix"), "{bad:?}: {err}");
+        assert!(err.contains("DNS subdomain"), "{bad:?}: {err}");
+    }
+    let long = format!("{}.com", vec!["a".repeat(63); 4].join("."));
+    assert!(
+        load(
+            "",
+            &["--self-signed", &format!("--annotation-prefix={long}")]
+        )
+        .is_err()
+    );
+    for good in [
+        "eks.amazonaws.com",
+        "example.com",
+        "irsa",
+        "a-1.b-2.example",
+    ] {
+        let s = load(
+            &format!("injection: {{annotationPrefix: '{good}'}}\n"),
+            &["--self-signed"],
+        )
+        .unwrap();
+        assert_eq!(s.injection.annotation_prefix, good);
+    }
+}
+
+#[test]
+fn absurd_sizes_and_zero_waits_are_refused_naming_the_key() {
+    for (server, key) in [
+        ("{maxBodyBytes: 1000000000000}", "server.maxBodyBytes"),
+        ("{maxBodyBytes: 67108865}", "server.maxBodyBytes"),
+        ("{maxBodyBytes: 0}", "server.maxBodyBytes"),
+        ("{maxConnections: 0}", "server.maxConnections"),
+        ("{maxConnections: 1000000000}", "server.maxConnections"),
+        ("{idleTimeout: 0s}", "server.idleTimeout"),
+        ("{headerReadTimeout: 0s}", "server.headerReadTimeout"),
+        ("{reloadInterval: 0s}", "server.reloadInterval"),
+    ] {
+        let err = error(
+            &format!("tls: {{selfSigned: true}}\nserver: {server}\n"),
+            &[],
+        );
+        assert!(err.contains(key), "{server}: {err}");
+    }
+    let s = load(
+        "tls: {selfSigned: true}\nserver: {maxBodyBytes: 67108864}\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.server.max_body_bytes, 64 * 1024 * 1024);
+    let err = error("", &["--self-signed", "--max-body-bytes=1000000000000"]);
+    assert!(err.contains("--max-body-bytes"), "{err}");
+    for eks in [
+        "{clusterName: c, maxWait: 0s}",
+        "{clusterName: c, maxWait: 9s}",
+    ] {
+        let err = error(&format!("tls: {{selfSigned: true}}\neks: {eks}\n"), &[]);
+        assert!(err.contains("eks.maxWait"), "{eks}: {err}");
+    }
+    for eks in [
+        "{clusterName: c, concurrency: 0}",
+        "{clusterName: c, ttl: 0s}",
+    ] {
+        assert!(load(&format!("tls: {{selfSigned: true}}\neks: {eks}\n"), &[]).is_err());
+    }
+}

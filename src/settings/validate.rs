@@ -42,21 +42,30 @@ impl Settings {
             key: e.key,
             message: e.message,
         })?;
-        Ok(())
+        refuse_catch_all_exemptions(&self.policy)
     }
 
     fn validate_server(&self) -> Result<(), SettingsError> {
         let s = &self.server;
-        if s.max_body_bytes < 1024 {
+        if !(1024..=MAX_BODY_BYTES_BOUND).contains(&s.max_body_bytes) {
             return Err(invalid(
                 "server.maxBodyBytes (--max-body-bytes)",
-                "must be at least 1024 (a real AdmissionReview is several KiB)",
+                format!(
+                    "{} is out of range: give 1024 (a real AdmissionReview is several KiB) to \
+                     {MAX_BODY_BYTES_BOUND} (64 MiB; the API server stores objects of at most 3 MiB, \
+                     and every buffered body costs memory)",
+                    s.max_body_bytes
+                ),
             ));
         }
-        if s.max_connections == 0 {
+        if !(1..=MAX_CONNECTIONS_BOUND).contains(&s.max_connections) {
             return Err(invalid(
                 "server.maxConnections (--max-connections)",
-                "must be at least 1 (the API server needs a connection to reach the webhook)",
+                format!(
+                    "{} is out of range: give 1 (the API server needs a connection to reach the \
+                     webhook) to {MAX_CONNECTIONS_BOUND}",
+                    s.max_connections
+                ),
             ));
         }
         if s.reload_interval < Duration::from_millis(10) {
@@ -146,10 +155,14 @@ fn validate_injection(i: &InjectionSettings) -> Result<(), SettingsError> {
         ));
     }
     let prefix = &i.annotation_prefix;
-    if prefix.is_empty() || prefix.contains('/') {
+    if !is_dns_subdomain(prefix) {
         return Err(invalid(
             "injection.annotationPrefix (--annotation-prefix)",
-            format!("`{prefix}` must be a DNS prefix such as eks.amazonaws.com"),
+            format!(
+                "`{}` is not an annotation prefix: write a DNS subdomain such as \
+                 eks.amazonaws.com (lowercase letters, digits, `-` and `.`, at most 253 characters)",
+                prefix.escape_debug()
+            ),
         ));
     }
     if let Some(region) = &i.aws_default_region {
@@ -189,10 +202,11 @@ fn validate_eks(e: &EksSettings) -> Result<(), SettingsError> {
              than a present one)",
         ));
     }
-    if e.max_wait > Duration::from_secs(8) {
+    if e.max_wait.is_zero() || e.max_wait > Duration::from_secs(8) {
         return Err(invalid(
             "eks.maxWait (--eks-max-wait)",
-            "must be at most 8s: the API server calls webhooks with a 10s timeout",
+            "must be longer than zero (an admission would never wait for EKS) and at most 8s \
+             (the API server calls webhooks with a 10s timeout)",
         ));
     }
     Ok(())
@@ -212,6 +226,63 @@ fn validate_region(key: &'static str, region: &str) -> Result<(), SettingsError>
             format!("`{region}` is not an AWS region name such as us-east-1"),
         ))
     }
+}
+
+/// The largest `server.maxBodyBytes`: far above the 3 MiB the API server stores, far below what
+/// would let a few clients exhaust memory.
+pub const MAX_BODY_BYTES_BOUND: usize = 64 * 1024 * 1024;
+/// The largest `server.maxConnections`: beyond it the cap protects nothing (each connection holds
+/// buffers and a file descriptor).
+pub const MAX_CONNECTIONS_BOUND: usize = 65536;
+
+/// Namespace names an exemption pattern is tried on to see whether it exempts everything: DNS
+/// labels of every shape (a digit first, one character, dashes, the usual names).
+const PROBE_NAMESPACES: [&str; 6] = ["a", "0", "default", "team-a", "z9-prod-1", "kube-system"];
+
+/// A catch-all exemption (`*`, `*/*`, `**`, `?*`, `[a-z0-9]*`, ...) turns policy off in every
+/// namespace; with `enforce` anywhere it silently undoes the enforcement, so it is refused. With
+/// only `warn` and `off` it exempts nothing that matters and is accepted.
+fn refuse_catch_all_exemptions(p: &crate::policy::PolicySettings) -> Result<(), SettingsError> {
+    use crate::policy::PolicyMode::Enforce;
+    let enforce = p.default_mode == Enforce || p.namespaces.iter().any(|r| r.mode == Some(Enforce));
+    if !enforce {
+        return Ok(());
+    }
+    for pattern in &p.exemptions {
+        // Compiled as the policy compiles it: `*` stops at `/`.
+        let Ok(glob) = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+        else {
+            continue;
+        };
+        let m = glob.compile_matcher();
+        let catch_all = PROBE_NAMESPACES.iter().all(|ns| {
+            if pattern.contains('/') {
+                PROBE_NAMESPACES
+                    .iter()
+                    .all(|sa| m.is_match(format!("{ns}/{sa}")))
+            } else {
+                m.is_match(ns)
+            }
+        });
+        if catch_all {
+            return Err(invalid(
+                "policy.exemptions",
+                format!(
+                    "`{pattern}` exempts every namespace (or every ServiceAccount), which turns \
+                     the enforce mode off everywhere; list the namespaces (or \
+                     namespace/serviceAccount pairs) to exempt, or set the mode to warn or off"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A DNS subdomain (RFC 1123), as Kubernetes requires of annotation key prefixes.
+fn is_dns_subdomain(v: &str) -> bool {
+    v.len() <= 253 && v.split('.').all(is_dns_label)
 }
 
 fn is_dns_label(v: &str) -> bool {
