@@ -6,14 +6,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use pod_identity_webhook::cli::{Cli, Command as CliCommand};
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
-use support::{Capture, TlsClient, captures, decode_patch, fixtures_dir};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pod-identity-webhook");
+use support::{Capture, TlsClient, captures, decode_patch, fixtures_dir, run_binary as run};
 
 /// The config file both the webhook and `check` read (SPEC §8).
 fn write_config(dir: &Path, mode: &str) -> PathBuf {
@@ -35,59 +31,6 @@ policy:
     )
     .unwrap();
     path
-}
-
-/// The webhook as `serve --config FILE` starts it (self-signed, loopback ports).
-async fn start_webhook(config: &Path, kubeconfig: &Path) -> support::Webhook {
-    let cli = <Cli as clap::Parser>::try_parse_from([
-        "pod-identity-webhook",
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--self-signed",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ])
-    .expect("arguments parse");
-    let CliCommand::Serve(args) = cli.command else {
-        panic!("serve expected")
-    };
-    let running = support::WebhookBuilder::from_settings(args.settings().expect("settings"))
-        .start()
-        .await;
-    support::wait_readyz(running.admin_addr, 200).await;
-    running
-}
-
-/// Runs the binary (off the async runtime: the fake API answers it meanwhile).
-async fn run(args: Vec<String>, stdin: Option<Vec<u8>>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("binary runs");
-        let mut input = child.stdin.take().unwrap();
-        if let Some(bytes) = stdin {
-            input.write_all(&bytes).unwrap();
-        }
-        drop(input);
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().expect("exited"),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    })
-    .await
-    .unwrap()
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -178,7 +121,7 @@ async fn every_captured_object_gets_the_webhooks_verdict_and_patch() {
 
     for mode in ["enforce", "warn"] {
         let config = write_config(dir.path(), mode);
-        let running = start_webhook(&config, &kubeconfig).await;
+        let running = support::serve_config(&config, Some(&kubeconfig)).await;
         let mut client = TlsClient::to(&running, false).await;
 
         // ServiceAccounts from the live (fake) cluster, and from a saved `kubectl get sa -o json`.

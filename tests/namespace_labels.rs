@@ -28,6 +28,7 @@ async fn fake_api() -> FakeKubeApi {
             namespace_labels: vec![("team-a", LABEL, "enforce")],
             namespaces_created_later: vec![json!({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": "fresh", "labels": {LABEL: "enforce"}}})],
+            ..Changes::default()
         },
     )
     .await

@@ -262,3 +262,140 @@ pub async fn run_check(args: &CheckArgs, out: &mut impl Write) -> Result<u8, Com
 
 /// Exit code for an error that stopped a command before any decision.
 pub const SETUP_FAILED: u8 = exit::BAD_INPUT;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AuditOutput {
+    #[default]
+    Table,
+    Json,
+}
+
+/// `audit` flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The webhook's configuration file (SPEC §8): policy, injection settings, associations
+    /// file, EKS cluster.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kubeconfig of the cluster [default: $KUBECONFIG, ~/.kube/config, or in-cluster].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Associations file (wins over the config file's associationsFile).
+    #[arg(long, value_name = "FILE")]
+    pub associations: Option<PathBuf>,
+    /// EKS cluster whose Pod Identity associations to read (wins over eks.clusterName).
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// AWS region of the EKS API.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// EKS API endpoint override.
+    #[arg(long, value_name = "URL")]
+    pub eks_endpoint: Option<String>,
+    /// Objects per list request (`limit`; the rest follows by `continue`).
+    #[arg(long, value_name = "N", default_value_t = super::cluster::PAGE_SIZE)]
+    pub page_size: u32,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = AuditOutput::Table)]
+    pub output: AuditOutput,
+}
+
+impl AuditArgs {
+    fn settings(&self) -> Result<Settings, SettingsError> {
+        offline_settings(self.config.as_deref(), |s| {
+            if let Some(path) = &self.associations {
+                s.associations_file = Some(path.clone());
+            }
+            if let Some(path) = &self.kubeconfig {
+                s.kubeconfig = Some(path.clone());
+            }
+            if let Some(name) = &self.cluster_name {
+                s.eks.cluster_name = name.clone();
+            }
+            if self.region.is_some() {
+                s.eks.region = self.region.clone();
+            }
+            if self.eks_endpoint.is_some() {
+                s.eks.endpoint = self.eks_endpoint.clone();
+            }
+        })
+    }
+}
+
+/// A client for `--kubeconfig`, else the usual places (`$KUBECONFIG`, `~/.kube/config`,
+/// in-cluster), as kubectl finds its cluster.
+async fn audit_client(kubeconfig: Option<&Path>) -> Result<kube::Client, SourceError> {
+    match kubeconfig {
+        Some(path) => match kube_source::connect(Some(path))
+            .await
+            .map_err(|e| SourceError::Kube(e.to_string()))?
+        {
+            ClusterAccess::Client(client, _) => Ok(client),
+            ClusterAccess::None => Err(SourceError::Kube(format!(
+                "no cluster in {}",
+                path.display()
+            ))),
+        },
+        None => kube::Client::try_default().await.map_err(|e| {
+            SourceError::Kube(format!(
+                "no cluster found (give --kubeconfig, or set KUBECONFIG): {e}"
+            ))
+        }),
+    }
+}
+
+/// The decisions over `objects` with `settings`' policy and association sources; the
+/// ServiceAccounts and namespace labels are the listed ones.
+pub async fn audit_objects(
+    settings: &Settings,
+    associations: Vec<Arc<dyn crate::identity::AssociationSource>>,
+    objects: &super::cluster::ClusterObjects,
+) -> Result<super::findings::AuditReport, CommandError> {
+    let prefix = &settings.injection.annotation_prefix;
+    let mut listed = ListedServiceAccounts::new();
+    for sa in &objects.service_accounts {
+        let ns = sa["metadata"]["namespace"].as_str().unwrap_or_default();
+        listed.insert(ns, sa, prefix);
+    }
+    let identities = sources::identities(settings, associations, Arc::new(listed));
+    let policy = Policy::compile(&settings.policy, settings.namespace.as_deref())?
+        .with_associations_file(settings.associations_file.clone());
+    let namespaces = sources::namespace_labels(&objects.namespaces);
+    let validator =
+        Validator::new(policy, identities.clone()).with_namespaces(Arc::new(namespaces));
+    let decider = Decider::new(
+        validator,
+        Mutator::new(settings.injection.clone(), identities),
+    );
+    Ok(super::findings::AuditReport {
+        findings: super::findings::audit(&decider, objects).await,
+        scanned: objects.counts(),
+    })
+}
+
+/// Runs `audit`: exit code 0 nothing found, 1 findings; errors (exit 2) when it could not run.
+pub async fn run_audit(args: &AuditArgs, out: &mut impl Write) -> Result<u8, CommandError> {
+    use std::io::IsTerminal;
+    let settings = args.settings()?;
+    let client = audit_client(settings.kubeconfig.as_deref()).await?;
+    let associations = sources::association_sources(&settings).await?;
+    // Progress only for a person watching: never in a pipe or a CI log.
+    let terminal = std::io::stderr().is_terminal();
+    let objects = super::cluster::list_cluster(&client, args.page_size, |resource, n| {
+        if terminal {
+            eprint!("\r\x1b[Klisting {resource}: {n}");
+        }
+    })
+    .await
+    .map_err(|e| CommandError::Other(e.to_string()));
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
+    let report = audit_objects(&settings, associations, &objects?).await?;
+    match args.output {
+        AuditOutput::Table => render::audit_table(&report, out)?,
+        AuditOutput::Json => render::audit_json(&report, out)?,
+    }
+    out.flush()?;
+    Ok(report.exit_code())
+}

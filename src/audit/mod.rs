@@ -16,7 +16,9 @@
 
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod decide;
+pub mod findings;
 pub mod manifest;
 pub mod render;
 pub mod sources;

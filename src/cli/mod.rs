@@ -1,6 +1,7 @@
 //! The command line (SPEC §6): one module per command. A command is a variant of [`Command`]
 //! holding its `clap::Args` struct, and that struct's `run`.
 
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod serve;
@@ -32,6 +33,9 @@ pub enum Command {
     /// Run the webhook's decisions on manifests (CI, pre-commit): exit 0 clean, 1 denied,
     /// 2 unreadable input.
     Check(Box<check::CheckArgs>),
+    /// Run the webhook's decisions on what runs in a cluster: workloads without identity,
+    /// roles outside their namespace's allowlist, pods that need a restart.
+    Audit(Box<audit::AuditArgs>),
     /// Node agent serving Pod Identity credentials where EKS does not run (SPEC §9).
     Agent(Box<crate::agent::args::AgentArgs>),
 }
@@ -42,6 +46,7 @@ impl Command {
             Self::Serve(args) => args.run(),
             Self::Certs(args) => args.run(),
             Self::Check(args) => check::run(&args),
+            Self::Audit(args) => audit::run(&args),
             Self::Agent(args) => {
                 crate::agent::command::run(*args)?;
                 Ok(ExitCode::SUCCESS)

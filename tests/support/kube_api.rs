@@ -37,6 +37,10 @@ struct Fake {
     namespaces_created_later: Vec<Value>,
     pub gets: AtomicUsize,
     pub lists: AtomicUsize,
+    /// Other objects (pods, workloads) by list path, e.g. `/api/v1/pods`.
+    objects: std::collections::BTreeMap<String, Vec<Value>>,
+    /// List pages answered, by list path.
+    pages: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
     reviews: Arc<TokenReviews>,
 }
 
@@ -228,11 +232,12 @@ fn quiet_watch(lines: Vec<String>) -> Response {
 }
 
 async fn service_accounts(State(f): State<Arc<Fake>>, RawQuery(q): RawQuery) -> Response {
-    if q.unwrap_or_default().contains("watch=true") {
+    if q.clone().unwrap_or_default().contains("watch=true") {
         return quiet_watch(f.watch_lines[..f.watch_events].to_vec());
     }
     f.lists.fetch_add(1, Ordering::Relaxed);
-    json_response(StatusCode::OK, &f.service_accounts)
+    f.count_page("/api/v1/serviceaccounts");
+    json_response(StatusCode::OK, &paginate(&f.service_accounts, q_of(&q)))
 }
 
 async fn one_service_account(
@@ -253,10 +258,179 @@ async fn one_service_account(
 }
 
 async fn namespaces(State(f): State<Arc<Fake>>, RawQuery(q): RawQuery) -> Response {
-    if q.unwrap_or_default().contains("watch=true") {
+    if q.clone().unwrap_or_default().contains("watch=true") {
         return quiet_watch(Vec::new());
     }
-    json_response(StatusCode::OK, &f.namespaces)
+    f.count_page("/api/v1/namespaces");
+    json_response(StatusCode::OK, &paginate(&f.namespaces, q_of(&q)))
+}
+
+fn q_of(q: &Option<String>) -> &str {
+    q.as_deref().unwrap_or_default()
+}
+
+/// One query parameter's value (percent-decoded).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A list answered as the API server answers `?limit=N&continue=T`: items in key order
+/// (namespace/name), at most `limit` of them, and while more remain `metadata.continue` (base64
+/// JSON naming the key to start after, as the API server's tokens do) and
+/// `metadata.remainingItemCount`. Without `limit`, the whole list.
+fn paginate(list: &Value, query: &str) -> Value {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = |item: &Value| {
+        format!(
+            "{}/{}",
+            item["metadata"]["namespace"].as_str().unwrap_or_default(),
+            item["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    };
+    let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(key);
+    let limit: Option<usize> = query_param(query, "limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0);
+    if let Some(token) = query_param(query, "continue").filter(|t| !t.is_empty()) {
+        let decoded: Value =
+            serde_json::from_slice(&b64.decode(token).expect("continue token is base64"))
+                .expect("continue token is JSON");
+        let start = decoded["start"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('\u{0}')
+            .to_string();
+        items.retain(|i| key(i) > start);
+    }
+    let mut answer = list.clone();
+    let rv = list["metadata"]["resourceVersion"].clone();
+    answer["metadata"] = json!({"resourceVersion": rv});
+    if let Some(limit) = limit.filter(|l| *l < items.len()) {
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        let start = format!("{}\u{0}", key(items.last().unwrap()));
+        let token = json!({"v": "meta.k8s.io/v1", "rv": rv.as_str().and_then(|r| r.parse::<u64>().ok()).unwrap_or(1), "start": start});
+        answer["metadata"]["continue"] = json!(b64.encode(token.to_string()));
+        answer["metadata"]["remainingItemCount"] = json!(remaining);
+    }
+    answer["items"] = Value::Array(items);
+    answer
+}
+
+/// A list of pods or workloads (`/api/v1/pods`, `/apis/apps/v1/deployments`, …), paginated; a
+/// watch stays open and quiet.
+async fn listed(State(f): State<Arc<Fake>>, uri: axum::http::Uri) -> Response {
+    let query = uri.query().unwrap_or_default();
+    if query.contains("watch=true") {
+        return quiet_watch(Vec::new());
+    }
+    let path = uri.path().to_string();
+    let (api_version, plural) = match path.rsplit_once('/') {
+        Some((prefix, plural)) => (
+            prefix
+                .trim_start_matches("/apis/")
+                .trim_start_matches("/api/")
+                .to_string(),
+            plural,
+        ),
+        None => return not_found("path", &path),
+    };
+    let kind = LISTED_KINDS
+        .iter()
+        .find(|(p, _)| *p == plural)
+        .map(|(_, k)| *k)
+        .unwrap_or("Unknown");
+    f.count_page(&path);
+    let items: Vec<Value> = f
+        .objects
+        .get(&path)
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            // List items carry no type of their own.
+            let mut item = o.clone();
+            let map = item.as_object_mut().unwrap();
+            map.remove("kind");
+            map.remove("apiVersion");
+            item
+        })
+        .collect();
+    let list = json!({
+        "kind": format!("{kind}List"),
+        "apiVersion": api_version,
+        "metadata": {"resourceVersion": "4242"},
+        "items": items,
+    });
+    json_response(StatusCode::OK, &paginate(&list, query))
+}
+
+/// Resources the fake lists besides ServiceAccounts and Namespaces: (plural, kind).
+const LISTED_KINDS: [(&str, &str); 7] = [
+    ("pods", "Pod"),
+    ("deployments", "Deployment"),
+    ("statefulsets", "StatefulSet"),
+    ("daemonsets", "DaemonSet"),
+    ("replicasets", "ReplicaSet"),
+    ("jobs", "Job"),
+    ("cronjobs", "CronJob"),
+];
+
+/// The list path of an object, from its `apiVersion` and `kind`.
+fn list_path(object: &Value) -> String {
+    let api_version = object["apiVersion"]
+        .as_str()
+        .expect("object has apiVersion");
+    let kind = object["kind"].as_str().expect("object has kind");
+    let plural = LISTED_KINDS
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .unwrap_or_else(|| panic!("the fake does not list {kind}"))
+        .0;
+    if api_version.contains('/') {
+        format!("/apis/{api_version}/{plural}")
+    } else {
+        format!("/api/{api_version}/{plural}")
+    }
+}
+
+impl Fake {
+    fn count_page(&self, path: &str) {
+        *self
+            .pages
+            .lock()
+            .unwrap()
+            .entry(path.to_string())
+            .or_default() += 1;
+    }
 }
 
 async fn one_namespace(State(f): State<Arc<Fake>>, UrlPath(name): UrlPath<String>) -> Response {
@@ -279,6 +453,10 @@ pub struct Changes {
     pub namespace_labels: Vec<(&'static str, &'static str, &'static str)>,
     /// Namespaces that answer single GETs only (created after the list).
     pub namespaces_created_later: Vec<Value>,
+    /// ServiceAccounts added to the captured list.
+    pub service_accounts: Vec<Value>,
+    /// Pods and workloads (each with `apiVersion` and `kind`), served by their list paths.
+    pub objects: Vec<Value>,
 }
 
 impl FakeKubeApi {
@@ -311,8 +489,18 @@ impl FakeKubeApi {
                 .unwrap_or_else(|| panic!("namespace {ns} is not in the capture"));
             item["metadata"]["labels"][label] = json!(value);
         }
+        let mut sa_list: Value =
+            serde_json::from_str(&captured("serviceaccounts.list.json")).unwrap();
+        sa_list["items"]
+            .as_array_mut()
+            .unwrap()
+            .extend(changes.service_accounts);
+        let mut objects = std::collections::BTreeMap::<String, Vec<Value>>::new();
+        for o in changes.objects {
+            objects.entry(list_path(&o)).or_default().push(o);
+        }
         let fake = Arc::new(Fake {
-            service_accounts: serde_json::from_str(&captured("serviceaccounts.list.json")).unwrap(),
+            service_accounts: sa_list,
             namespaces: namespace_list,
             watch_lines,
             watch_events,
@@ -320,6 +508,8 @@ impl FakeKubeApi {
             namespaces_created_later: changes.namespaces_created_later,
             gets: AtomicUsize::new(0),
             lists: AtomicUsize::new(0),
+            objects,
+            pages: Default::default(),
             reviews: Arc::new(TokenReviews::default()),
         });
         let app = Router::new()
@@ -330,6 +520,9 @@ impl FakeKubeApi {
             )
             .route("/api/v1/namespaces", get(namespaces))
             .route("/api/v1/namespaces/{name}", get(one_namespace))
+            .route("/api/v1/pods", get(listed))
+            .route("/apis/apps/v1/{plural}", get(listed))
+            .route("/apis/batch/v1/{plural}", get(listed))
             .route(
                 "/apis/authentication.k8s.io/v1/tokenreviews",
                 post(token_review),
@@ -394,5 +587,16 @@ current-context: fake
     /// ServiceAccount lists answered so far.
     pub fn lists(&self) -> usize {
         self.fake.lists.load(Ordering::Relaxed)
+    }
+
+    /// List pages (not watches) answered so far for `path` (e.g. `/api/v1/pods`).
+    pub fn pages(&self, path: &str) -> usize {
+        self.fake
+            .pages
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 }

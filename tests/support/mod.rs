@@ -538,3 +538,63 @@ impl WebhookBuilder {
         self.try_start().await.expect("the webhook starts")
     }
 }
+
+/// The webhook as `serve --config FILE [--kubeconfig PATH] --self-signed` starts it on loopback
+/// ports, ready.
+pub async fn serve_config(
+    config: &std::path::Path,
+    kubeconfig: Option<&std::path::Path>,
+) -> Webhook {
+    use pod_identity_webhook::cli::{Cli, Command};
+    let mut args = vec![
+        "pod-identity-webhook".to_string(),
+        "serve".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--self-signed".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--admin-listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    if let Some(k) = kubeconfig {
+        args.extend(["--kubeconfig".into(), k.display().to_string()]);
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("serve arguments parse");
+    let Command::Serve(args) = cli.command else {
+        panic!("serve expected")
+    };
+    let running = WebhookBuilder::from_settings(args.settings().expect("settings"))
+        .start()
+        .await;
+    wait_readyz(running.admin_addr, 200).await;
+    running
+}
+
+/// Runs the built binary with `args` and `stdin`, off the async runtime (so a fake API in the
+/// test answers it meanwhile): `(exit code, stdout, stderr)`.
+pub async fn run_binary(args: Vec<String>, stdin: Option<Vec<u8>>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary runs");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(&bytes).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().expect("exited"),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}

@@ -1,0 +1,386 @@
+//! `pod-identity-webhook audit` (SPEC §11), run as the built binary against the fake Kubernetes
+//! API serving a cluster built from the captured objects, listed in small pages: workloads
+//! without identity, a ServiceAccount outside its allowlist, pods that need a restart (not
+//! injected, or still on IRSA after their association), and everything that must not be
+//! reported (owned objects, finished pods, exempt namespaces, pods already injected).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use support::kube_api::{Changes, FakeKubeApi};
+use support::{Capture, TlsClient, apply_answer, captures, run_binary};
+
+const ROLE_DB: &str = "arn:aws:iam::111122223333:role/db";
+
+fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("config.yaml");
+    let associations = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/associations.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "associationsFile: {}
+policy:
+  defaultMode: enforce
+  clusterName: prod
+  namespaces:
+    - match: \"team-*\"
+      allowedRoleArns: [\"arn:aws:iam::111122223333:role/carts\", \"{ROLE_DB}\"]
+",
+            associations.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn capture(name: &str) -> Capture {
+    captures(name).into_iter().next().expect("capture exists")
+}
+
+fn captured_object(name: &str) -> Value {
+    capture(name).review()["request"]["object"].clone()
+}
+
+/// What the API server adds to a stored object.
+fn stored(mut object: Value, name: &str, owner: Option<(&str, &str, &str)>) -> Value {
+    let meta = object["metadata"].as_object_mut().unwrap();
+    meta.remove("generateName");
+    meta.insert("name".into(), json!(name));
+    meta.insert(
+        "namespace".into(),
+        json!(meta.get("namespace").cloned().unwrap_or(json!("team-a"))),
+    );
+    meta.insert("uid".into(), json!(format!("uid-{name}")));
+    meta.insert("resourceVersion".into(), json!("4001"));
+    meta.insert("creationTimestamp".into(), json!("2026-12-01T10:00:00Z"));
+    if let Some((api_version, kind, owner_name)) = owner {
+        meta.insert(
+            "ownerReferences".into(),
+            json!([{"apiVersion": api_version, "kind": kind, "name": owner_name,
+                    "uid": format!("uid-{owner_name}"), "controller": true, "blockOwnerDeletion": true}]),
+        );
+    }
+    object
+}
+
+/// A pod as the API server stores it: the captured carts pod, renamed, with `serviceAccountName`
+/// `sa`, an owner and a phase.
+fn pod(
+    base: &Value,
+    name: &str,
+    sa: &str,
+    owner: Option<(&str, &str, &str)>,
+    phase: &str,
+) -> Value {
+    let mut p = stored(base.clone(), name, owner);
+    p["spec"]["serviceAccountName"] = json!(sa);
+    p["spec"]["serviceAccount"] = json!(sa);
+    p["spec"]["nodeName"] = json!("node-1");
+    p["status"] = json!({"phase": phase, "podIP": "10.0.0.7", "qosClass": "BestEffort",
+                         "startTime": "2026-12-01T10:00:01Z"});
+    p
+}
+
+/// A workload from its capture, renamed, its pod template on `sa`.
+fn workload(capture: &str, name: &str, sa: &str, owner: Option<(&str, &str, &str)>) -> Value {
+    let mut w = stored(captured_object(capture), name, owner);
+    let template = if w["kind"] == "CronJob" {
+        &mut w["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    } else {
+        &mut w["spec"]["template"]["spec"]
+    };
+    template["serviceAccountName"] = json!(sa);
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_reports_what_the_decisions_say_about_a_running_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+
+    // A carts pod as the webhook injects it (its own answer, applied as the API server would).
+    let webhook = support::serve_config(&config, None).await;
+    let mut client = TlsClient::to(&webhook, false).await;
+    let carts = capture("pod-create-carts.mutate.json");
+    let answer = client.send(&carts).await.unwrap().json();
+    let base_pod = carts.review()["request"]["object"].clone();
+    let injected = apply_answer(&base_pod, &answer);
+    assert_ne!(injected, base_pod, "the capture is injected");
+    drop(webhook);
+
+    // A pod the IRSA webhook injected, before the db ServiceAccount got its association.
+    let mut irsa_db = base_pod.clone();
+    irsa_db["spec"]["containers"][0]["env"] = json!([
+        {"name": "AWS_ROLE_ARN", "value": ROLE_DB},
+        {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"},
+    ]);
+    let apps = "apps/v1";
+    let objects = vec![
+        // No identity: reported on the Deployment, not on its ReplicaSet or pod.
+        workload(
+            "deployment-create-carts.validate.json",
+            "orders",
+            "orders",
+            None,
+        ),
+        workload(
+            "replicaset-create-default-sa.validate.json",
+            "orders-7c9",
+            "orders",
+            Some((apps, "Deployment", "orders")),
+        ),
+        pod(
+            &base_pod,
+            "orders-7c9-x1",
+            "orders",
+            Some((apps, "ReplicaSet", "orders-7c9")),
+            "Running",
+        ),
+        // Identity found; one pod predates the association, one was injected.
+        workload(
+            "deployment-create-carts.validate.json",
+            "carts",
+            "carts",
+            None,
+        ),
+        workload(
+            "replicaset-create-default-sa.validate.json",
+            "carts-5f6",
+            "carts",
+            Some((apps, "Deployment", "carts")),
+        ),
+        pod(
+            &base_pod,
+            "carts-5f6-a1",
+            "carts",
+            Some((apps, "ReplicaSet", "carts-5f6")),
+            "Running",
+        ),
+        pod(
+            &injected,
+            "carts-5f6-b2",
+            "carts",
+            Some((apps, "ReplicaSet", "carts-5f6")),
+            "Running",
+        ),
+        // Still on IRSA although db has an association now.
+        workload("statefulset-create-db.validate.json", "db", "db", None),
+        pod(
+            &irsa_db,
+            "db-0",
+            "db",
+            Some((apps, "StatefulSet", "db")),
+            "Running",
+        ),
+        // A CronJob without identity; its Job and finished pod are not reported again.
+        workload(
+            "cronjob-create-reporter.validate.json",
+            "report",
+            "reporter",
+            None,
+        ),
+        workload(
+            "job-create-migrator.validate.json",
+            "report-2901",
+            "reporter",
+            Some(("batch/v1", "CronJob", "report")),
+        ),
+        pod(
+            &base_pod,
+            "report-2901-z",
+            "reporter",
+            Some(("batch/v1", "Job", "report-2901")),
+            "Succeeded",
+        ),
+        // A bare pod on an IRSA role, started while the webhook was down.
+        pod(&base_pod, "reports-0", "reports-reader", None, "Running"),
+        // Exempt namespace.
+        {
+            let mut p = pod(&base_pod, "coredns-x", "coredns", None, "Running");
+            p["metadata"]["namespace"] = json!("kube-system");
+            p
+        },
+    ];
+    let fake = FakeKubeApi::start_changed(
+        0,
+        Vec::new(),
+        Changes {
+            service_accounts: vec![
+                json!({"metadata": {"name": "reports-reader", "namespace": "team-a",
+                "uid": "uid-reports-reader", "resourceVersion": "300",
+                "creationTimestamp": "2026-12-01T09:00:00Z",
+                "annotations": {"eks.amazonaws.com/role-arn": ROLE_DB}}}),
+            ],
+            objects,
+            ..Changes::default()
+        },
+    )
+    .await;
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let args = |output: &str| {
+        [
+            "audit",
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--page-size",
+            "2",
+            "--output",
+            output,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+
+    let (code, stdout, stderr) = run_binary(args("json"), None).await;
+    assert_eq!(code, 1, "findings: {stdout}{stderr}");
+    assert!(stderr.is_empty(), "no progress on a pipe: {stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let found: Vec<(String, String, String, String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (
+                s("namespace"),
+                s("kind"),
+                s("name"),
+                s("reason"),
+                s("severity"),
+            )
+        })
+        .collect();
+    let expect = |ns: &str, kind: &str, name: &str, reason: &str, severity: &str| {
+        (
+            ns.into(),
+            kind.into(),
+            name.into(),
+            reason.into(),
+            severity.into(),
+        )
+    };
+    assert_eq!(
+        found,
+        vec![
+            expect("team-a", "CronJob", "report", "no-identity", "denied"),
+            expect("team-a", "Deployment", "orders", "no-identity", "denied"),
+            expect("team-a", "Pod", "carts-5f6-a1", "needs-restart", "restart"),
+            expect("team-a", "Pod", "db-0", "irsa-with-association", "restart"),
+            expect("team-a", "Pod", "reports-0", "needs-restart", "restart"),
+            expect(
+                "team-a",
+                "ServiceAccount",
+                "s3-reader",
+                "role-not-allowed",
+                "denied"
+            ),
+        ],
+        "{stdout}"
+    );
+    let finding = |name: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let restart = finding("carts-5f6-a1");
+    assert_eq!(restart["owner"], "Deployment/carts");
+    assert_eq!(restart["serviceAccount"], "carts");
+    let message = restart["message"].as_str().unwrap();
+    assert!(message.contains("Pod Identity"), "{message}");
+    assert!(
+        message.ends_with("kubectl rollout restart deployment/carts -n team-a"),
+        "{message}"
+    );
+    let irsa = finding("db-0");
+    assert!(
+        irsa["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("kubectl rollout restart statefulset/db -n team-a")
+    );
+    assert!(
+        finding("reports-0")["message"]
+            .as_str()
+            .unwrap()
+            .contains("IRSA")
+    );
+    let orders = finding("orders")["message"].as_str().unwrap().to_string();
+    assert!(
+        orders.contains("--cluster-name prod --namespace team-a --service-account orders"),
+        "{orders}"
+    );
+    assert_eq!(report["summary"]["scanned"]["pods"], 7);
+    assert_eq!(report["summary"]["byReason"]["needs-restart"], 2);
+
+    // Every list went through `continue` pages of two.
+    assert_eq!(fake.pages("/api/v1/pods"), 4, "7 pods in pages of 2");
+    assert_eq!(
+        fake.pages("/api/v1/serviceaccounts"),
+        2,
+        "4 ServiceAccounts"
+    );
+    assert_eq!(fake.pages("/api/v1/namespaces"), 3, "5 namespaces");
+    assert_eq!(fake.pages("/apis/apps/v1/replicasets"), 1);
+    assert_eq!(fake.pages("/apis/apps/v1/deployments"), 1);
+
+    let (code, stdout, _) = run_binary(args("table"), None).await;
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "{stdout}");
+    assert!(
+        lines[0].starts_with("NAMESPACE  KIND            NAME          REASON"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].starts_with("team-a     Pod             carts-5f6-a1  needs-restart  "),
+        "{stdout}"
+    );
+    assert!(
+        lines[7].starts_with("6 findings (no-identity: 2, role-not-allowed: 1, needs-restart: 2, irsa-with-association: 1); scanned 5 namespaces, 4 serviceaccounts, 7 pods, 2 deployments"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_stops_the_audit_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"http://{closed}\"}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_binary(
+        [
+            "audit",
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with("error: cannot list namespaces: "),
+        "{stderr}"
+    );
+}
