@@ -1,8 +1,7 @@
 //! Certificate generation for the `certs` subcommand and `serve --self-signed` (rcgen).
 
-use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -11,6 +10,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
+use crate::files;
 use crate::server::tls::TlsError;
 
 /// A CA and a serving certificate signed by it, all PEM.
@@ -136,33 +136,56 @@ pub struct WrittenCerts {
     pub key: PathBuf,
 }
 
-/// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir` (keys readable by the owner only).
+/// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir`: keys 0600, certificates 0644,
+/// whatever the umask, each through a new file renamed into place (a key that existed with a
+/// wider mode is replaced, a symlink in its place is replaced and its target left alone). A
+/// directory created here is 0700; an existing one is left as it is.
 pub fn write(dir: &Path, certs: &GeneratedCerts) -> std::io::Result<WrittenCerts> {
-    fs::create_dir_all(dir)?;
+    files::create_private_dir(dir)?;
     let out = WrittenCerts {
         ca_cert: dir.join("ca.crt"),
         ca_key: dir.join("ca.key"),
         cert: dir.join("tls.crt"),
         key: dir.join("tls.key"),
     };
-    write_file(&out.ca_cert, certs.ca_cert_pem.as_bytes(), false)?;
-    write_file(&out.ca_key, certs.ca_key_pem.as_bytes(), true)?;
-    write_file(&out.cert, certs.cert_pem.as_bytes(), false)?;
-    write_file(&out.key, certs.key_pem.as_bytes(), true)?;
+    // Keys first: a reader that sees the new certificate finds its key already there.
+    files::write_replacing(&out.ca_key, certs.ca_key_pem.as_bytes(), 0o600)?;
+    files::write_replacing(&out.ca_cert, certs.ca_cert_pem.as_bytes(), 0o644)?;
+    files::write_replacing(&out.key, certs.key_pem.as_bytes(), 0o600)?;
+    files::write_replacing(&out.cert, certs.cert_pem.as_bytes(), 0o644)?;
     Ok(out)
 }
 
-fn write_file(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if secret { 0o600 } else { 0o644 });
+/// Where a `--self-signed` server leaves its CA for clients: a directory only this process
+/// uses, removed with the value.
+#[derive(Debug)]
+pub struct SelfSignedCa {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl SelfSignedCa {
+    /// Writes `ca_pem` as `ca.crt` in a new private directory (0700, random name) under `base`:
+    /// a path fixed in advance could be a symlink someone planted, or another instance's.
+    pub fn write_in(base: &Path, ca_pem: &str) -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("pod-identity-webhook-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)?;
+        let file = dir.path().join("ca.crt");
+        files::write_replacing(&file, ca_pem.as_bytes(), 0o644)?;
+        Ok(Self { dir, file })
     }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+
+    /// The CA file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Its private directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct Running {
     pub cert_resolver: Arc<CertResolver>,
     /// The CA that signed the serving certificate, for `--self-signed` runs.
     pub self_signed_ca_pem: Option<String>,
+    /// Its file, in a directory of this process's own (removed when this value is dropped).
+    pub self_signed_ca: Option<certs::SelfSignedCa>,
     settings: Settings,
     stop: CancellationToken,
     tasks: JoinSet<()>,
@@ -169,6 +171,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         app,
         cert_resolver: certificate.resolver,
         self_signed_ca_pem: certificate.self_signed_ca_pem,
+        self_signed_ca: certificate.self_signed_ca,
         settings,
         stop,
         tasks,
@@ -189,6 +192,7 @@ struct Certificate {
     resolver: Arc<CertResolver>,
     files: Option<(PathBuf, PathBuf)>,
     self_signed_ca_pem: Option<String>,
+    self_signed_ca: Option<certs::SelfSignedCa>,
 }
 
 fn serving_certificate(source: &TlsSource) -> Result<Certificate, StartError> {
@@ -197,6 +201,7 @@ fn serving_certificate(source: &TlsSource) -> Result<Certificate, StartError> {
             resolver: CertResolver::new(tls::load_certified_key(cert, key)?),
             files: Some((cert.clone(), key.clone())),
             self_signed_ca_pem: None,
+            self_signed_ca: None,
         }),
         TlsSource::SelfSigned => {
             let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
@@ -211,19 +216,24 @@ fn serving_certificate(source: &TlsSource) -> Result<Certificate, StartError> {
                 &PathBuf::from("<self-signed>"),
                 &PathBuf::from("<self-signed>"),
             )?;
-            let ca_path = std::env::temp_dir().join("pod-identity-webhook-ca.crt");
-            match std::fs::write(&ca_path, &generated.ca_cert_pem) {
-                Ok(()) => {
-                    tracing::info!(ca = %ca_path.display(), "self-signed certificate generated; clients can trust this CA file")
+            let ca = match certs::SelfSignedCa::write_in(
+                &std::env::temp_dir(),
+                &generated.ca_cert_pem,
+            ) {
+                Ok(ca) => {
+                    tracing::info!(ca = %ca.file().display(), "self-signed certificate generated; clients can trust this CA file");
+                    Some(ca)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "self-signed certificate generated; could not write its CA file")
+                    tracing::warn!(error = %e, "self-signed certificate generated; could not write its CA file");
+                    None
                 }
-            }
+            };
             Ok(Certificate {
                 resolver: CertResolver::new(ck),
                 files: None,
                 self_signed_ca_pem: Some(generated.ca_cert_pem),
+                self_signed_ca: ca,
             })
         }
     }

@@ -50,12 +50,20 @@ pub fn register_lookups(registry: &mut Registry) -> Arc<dyn LookupObserver> {
 /// Registers `associations{source="file"}`: the associations file's entries.
 pub fn register_file(registry: &mut Registry, source: Arc<FileSource>) {
     register_snapshot(registry, move || {
-        vec![FamilySnapshot {
-            name: "associations",
-            help: "Pod Identity associations known, by source",
-            kind: SampleKind::Gauge,
-            samples: vec![(vec![("source", "file")], source.len() as f64)],
-        }]
+        vec![
+            FamilySnapshot {
+                name: "associations",
+                help: "Pod Identity associations known, by source",
+                kind: SampleKind::Gauge,
+                samples: vec![(vec![("source", "file")], source.len() as f64)],
+            },
+            FamilySnapshot {
+                name: "associations_empty_reloads_refused",
+                help: "Reloads of the associations file that came back empty while associations were loaded, refused (write `associations: []` to empty it)",
+                kind: SampleKind::Counter,
+                samples: vec![(Vec::new(), source.empty_reloads_refused() as f64)],
+            },
+        ]
     });
 }
 

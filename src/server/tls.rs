@@ -27,7 +27,7 @@ pub enum TlsError {
     Read {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::files::ReadError,
     },
     #[error("{path} holds no PEM certificate; expected `-----BEGIN CERTIFICATE-----` blocks")]
     NoCertificate { path: PathBuf },
@@ -97,11 +97,19 @@ pub fn certified_key_from_pem(
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    read_pem(path).map_err(|source| TlsError::Read {
         what,
         path: path.to_owned(),
         source,
     })
+}
+
+/// Certificate chains and keys are a few KiB; the cap keeps `/dev/zero` or a FIFO given as one
+/// from blocking start-up or filling memory.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, crate::files::ReadError> {
+    crate::files::read_capped(path, MAX_PEM_BYTES)
 }
 
 /// Loads a certificate chain and key from PEM files.
@@ -180,8 +188,8 @@ pub struct CertReloader {
 impl CertReloader {
     pub fn new(cert: PathBuf, key: PathBuf, resolver: Arc<CertResolver>) -> Self {
         let last = (
-            std::fs::read(&cert).unwrap_or_default(),
-            std::fs::read(&key).unwrap_or_default(),
+            read_pem(&cert).unwrap_or_default(),
+            read_pem(&key).unwrap_or_default(),
         );
         Self {
             cert,
@@ -199,7 +207,7 @@ impl CertReloader {
 
     /// One check: reload when either file's bytes changed.
     pub fn check(&mut self) -> ReloadOutcome {
-        let (cert, key) = match (std::fs::read(&self.cert), std::fs::read(&self.key)) {
+        let (cert, key) = match (read_pem(&self.cert), read_pem(&self.key)) {
             (Ok(c), Ok(k)) => (c, k),
             // Mid-swap a file may be missing for a moment; the next check sees the new pair.
             (Err(e), _) | (_, Err(e)) => return ReloadOutcome::Failed(e.to_string()),

@@ -15,7 +15,6 @@
 
 mod validate;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -417,20 +416,14 @@ pub fn read_config_file(path: &Path) -> Result<String, SettingsError> {
         path: path.to_owned(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
-        return Err(fail(format!(
+    // Opened non-blocking and checked on the descriptor: a FIFO named as the config file
+    // must not block start-up.
+    let bytes = crate::files::read_capped(path, MAX_CONFIG_FILE_BYTES).map_err(|e| match e {
+        crate::files::ReadError::TooLarge { .. } => fail(format!(
             "larger than {MAX_CONFIG_FILE_BYTES} bytes; is it the right file?"
-        )));
-    }
+        )),
+        e => fail(e.to_string()),
+    })?;
     String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))
 }
 
