@@ -10,7 +10,8 @@ use clap::{Args, Subcommand};
 use super::server::{ConnLimits, RateLimit};
 use super::sts::StsSettings;
 use super::{AgentSettings, DEFAULT_ADMIN_LISTEN};
-use crate::settings::{EksSettings, LogFormat};
+use crate::identity::eks_settings::EksSettings;
+use crate::telemetry::logging::LogFormat;
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())

@@ -32,11 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::Identities;
 use crate::identity::cache::EksSource;
+use crate::identity::eks_settings::EksSettings;
 use crate::identity::file::FileSource;
 use crate::identity::kube::{self as kube_source, ClusterAccess};
 use crate::reload;
 use crate::server::ConnectionLimit;
-use crate::settings::EksSettings;
 use credentials::{CredentialService, CredentialSettings};
 use metrics::AgentMetrics;
 use review::{KubeTokenReviewer, TokenReviewer};
