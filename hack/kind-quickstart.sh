@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The webhook on a local kind cluster, end to end:
 #   creates the cluster, builds the image and loads it into kind, generates certificates, installs
-#   manifests/overlays/kind, then runs a demo: a pod whose ServiceAccount has an association gets
-#   the credential env vars and token volume; a pod without one is rejected in an enforced namespace.
+#   manifests/overlays/kind (the webhook and the credentials agent, with moto in the cluster as a
+#   stand-in for STS), then runs a demo: a pod whose ServiceAccount has an association gets the
+#   credential env vars and token volume, and the AWS CLI in such a pod obtains credentials from
+#   the agent and prints the role it assumed; a pod without one is rejected in an enforced
+#   namespace.
 #
 #   hack/kind-quickstart.sh            # set up (idempotent) and run the demo
 #   hack/kind-quickstart.sh --delete   # delete the cluster
@@ -20,7 +23,7 @@ CERTS="certs/out/kind-$CLUSTER"
 say() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
   "" ) ;;
@@ -77,8 +80,19 @@ if [ ! -s "$CERTS/tls.crt" ]; then
 fi
 CA_BUNDLE="$(base64 < "$CERTS/ca.crt" | tr -d '\n')"
 
+say "STS stand-in: moto in server mode (namespace sts-demo)"
+"${KUBECTL[@]}" apply -f hack/demo/sts-moto.yaml
+"${KUBECTL[@]}" -n sts-demo rollout status deployment/moto --timeout=180s ||
+  fail "moto did not become ready: ${KUBECTL[*]} -n sts-demo describe pods"
+
 say "installing manifests/overlays/kind"
 "${KUBECTL[@]}" apply -f manifests/base/namespace.yaml
+# The agent's own AWS credentials. moto takes any keys; with an AWS account put real ones here
+# and remove POD_IDENTITY_AGENT_STS_ENDPOINT from manifests/overlays/kind/agent.yaml.
+"${KUBECTL[@]}" -n "$NS" create secret generic pod-identity-agent-aws \
+  --from-literal=AWS_ACCESS_KEY_ID=AKIAMOTODEMO00000000 \
+  --from-literal=AWS_SECRET_ACCESS_KEY=moto-demo-not-a-secret --dry-run=client -o yaml |
+  "${KUBECTL[@]}" apply -f -
 "${KUBECTL[@]}" -n "$NS" create secret tls pod-identity-webhook-tls \
   --cert "$CERTS/tls.crt" --key "$CERTS/tls.key" --dry-run=client -o yaml |
   "${KUBECTL[@]}" apply -f -
@@ -93,6 +107,12 @@ if ! "${KUBECTL[@]}" -n "$NS" rollout status deployment/pod-identity-webhook --t
   "${KUBECTL[@]}" -n "$NS" get pods -o wide >&2 || true
   "${KUBECTL[@]}" -n "$NS" logs deployment/pod-identity-webhook --tail=50 >&2 || true
   fail "the webhook did not become ready"
+fi
+"${KUBECTL[@]}" -n "$NS" rollout restart daemonset/pod-identity-agent
+if ! "${KUBECTL[@]}" -n "$NS" rollout status daemonset/pod-identity-agent --timeout=180s; then
+  "${KUBECTL[@]}" -n "$NS" get pods -l app.kubernetes.io/name=pod-identity-agent -o wide >&2 || true
+  "${KUBECTL[@]}" -n "$NS" logs daemonset/pod-identity-agent --all-containers --tail=50 >&2 || true
+  fail "the credentials agent did not become ready"
 fi
 
 say "demo: namespace team-a (enforced), ServiceAccounts carts (associated) and nobody"
@@ -111,6 +131,19 @@ for want in AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_AUTHORIZATION_TOKEN
 done
 grep -qw eks-pod-identity-token <<<"$VOLUMES" || fail "pod carts lacks the eks-pod-identity-token volume"
 
+say "demo: the AWS CLI in a pod on ServiceAccount carts obtains credentials from the agent"
+"${KUBECTL[@]}" -n team-a delete pod carts-aws --ignore-not-found --wait=true >/dev/null
+"${KUBECTL[@]}" apply -f hack/demo/pod-carts-aws.yaml
+if ! "${KUBECTL[@]}" -n team-a wait pod/carts-aws --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s; then
+  "${KUBECTL[@]}" -n team-a logs carts-aws >&2 || true
+  "${KUBECTL[@]}" -n "$NS" logs daemonset/pod-identity-agent --tail=20 >&2 || true
+  fail "the AWS CLI in pod carts-aws did not obtain credentials"
+fi
+ASSUMED="$("${KUBECTL[@]}" -n team-a logs carts-aws)"
+echo "the pod is: $ASSUMED"
+grep -q ':assumed-role/carts/eks-' <<<"$ASSUMED" ||
+  fail "pod carts-aws is not running as the association's role (arn:aws:iam::111122223333:role/carts)"
+
 say "demo: a pod on ServiceAccount nobody is rejected"
 if OUTPUT="$("${KUBECTL[@]}" apply -f hack/demo/pod-no-identity.yaml 2>&1)"; then
   echo "$OUTPUT"
@@ -125,6 +158,7 @@ cat <<EOF
 The webhook runs in namespace $NS of kind cluster $CLUSTER.
   ${KUBECTL[*]} -n $NS logs deploy/pod-identity-webhook          # one line per admission decision
   ${KUBECTL[*]} -n $NS port-forward svc/pod-identity-webhook 8080  # then curl localhost:8080/metrics
+  ${KUBECTL[*]} -n $NS logs ds/pod-identity-agent               # the credentials agent (docs/agent.md)
 Associations: edit the ConfigMap pod-identity-webhook-config (re-read without restart).
 Delete everything: hack/kind-quickstart.sh --delete
 EOF

@@ -582,3 +582,109 @@ async fn readyz_needs_the_kubernetes_api_and_metrics_are_served() {
     let body = support::wait_readyz(lonely.admin_addr, 503).await;
     assert!(body.contains("Kubernetes API not reachable"), "{body}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_binary_takes_the_standard_aws_settings_and_never_logs_secrets() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let kube = FakeKubeApi::start(0, Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let associations = dir.path().join("associations.yaml");
+    std::fs::write(&associations, ASSOCIATIONS).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+        .args(["agent", "--cluster-name", "kind", "--log-format", "json"])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .arg("--kubeconfig")
+        .arg(kube.kubeconfig(dir.path()))
+        .arg("--associations")
+        .arg(&associations)
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("AWS_REGION", "eu-west-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDFROMTHEENV")
+        .env("AWS_SECRET_ACCESS_KEY", "agent-secret-from-env")
+        .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails before it stops the agent itself.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        assert!(Instant::now() < deadline, "the agent never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    support::wait_readyz(admin, 200).await;
+
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let token = "eyJhbGciOiJSUzI1NiJ9.binary.test-token-value";
+    kube.token_reviews()
+        .add(token, PodToken::pod("team-a", "carts", "carts-1"));
+    let (status, answer) = get(addr, "/v1/credentials", &addr.to_string(), Some(token)).await;
+    assert_eq!(status, 200, "{answer}");
+    let forged = "eyJhbGciOiJSUzI1NiJ9.forged-token-value";
+    let (status, _) = get(addr, "/v1/credentials", &addr.to_string(), Some(forged)).await;
+    assert_eq!(status, 403);
+
+    let calls = sts.assume_role_calls();
+    assert_eq!(
+        calls[0].signed_by, "AKIDFROMTHEENV",
+        "credentials from the environment"
+    );
+    assert_eq!(
+        calls[0].tags()[0],
+        (
+            "eks-cluster-arn".to_string(),
+            "arn:aws:eks:eu-west-1:111122223333:cluster/kind".to_string()
+        ),
+        "region from AWS_REGION"
+    );
+
+    // SIGTERM: the agent stops and flushes its logs.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("credential request refused"), "{logs}");
+    for secret in [
+        token,
+        forged,
+        "test-token-value",
+        answer["SecretAccessKey"].as_str().unwrap(),
+        answer["Token"].as_str().unwrap(),
+        "agent-secret-from-env",
+    ] {
+        assert!(!logs.contains(secret), "the logs contain {secret}:\n{logs}");
+    }
+}

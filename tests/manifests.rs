@@ -16,7 +16,7 @@ use clap::Parser;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -91,6 +91,7 @@ fn check_typed(doc: &Value, origin: &str) {
         ("v1", "Service") => drop(typed::<Service>(doc, origin)),
         ("v1", "Pod") => drop(typed::<Pod>(doc, origin)),
         ("apps/v1", "Deployment") => drop(typed::<Deployment>(doc, origin)),
+        ("apps/v1", "DaemonSet") => drop(typed::<DaemonSet>(doc, origin)),
         ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(doc, origin)),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(doc, origin)),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
@@ -246,16 +247,29 @@ fn build(dir: &Path) -> Vec<Value> {
             image["newTag"].as_str().unwrap()
         );
         let mut used = false;
-        for doc in docs.iter_mut().filter(|d| d["kind"] == "Deployment") {
-            for c in doc["spec"]["template"]["spec"]["containers"]
-                .as_array_mut()
-                .unwrap()
-            {
+        for doc in docs
+            .iter_mut()
+            .filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet")
+        {
+            let pod = &mut doc["spec"]["template"]["spec"];
+            let mut containers = pod["containers"].as_array().cloned().unwrap();
+            let inits = pod["initContainers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let split = containers.len();
+            containers.extend(inits);
+            for c in containers.iter_mut() {
                 let current = c["image"].as_str().unwrap();
                 if current == name || current.starts_with(&format!("{name}:")) {
                     c["image"] = Value::String(new.clone());
                     used = true;
                 }
+            }
+            let inits = containers.split_off(split);
+            pod["containers"] = Value::Array(containers);
+            if !inits.is_empty() {
+                pod["initContainers"] = Value::Array(inits);
             }
         }
         assert!(used, "{}: image {name} matches no container", dir.display());
@@ -310,6 +324,13 @@ impl Built {
         let found: Vec<&Value> = self.docs.iter().filter(|d| d["kind"] == kind).collect();
         assert_eq!(found.len(), 1, "{}: one {kind}", self.name);
         serde_json::from_value(found[0].clone()).unwrap()
+    }
+
+    fn named<T: DeserializeOwned>(&self, kind: &str, name: &str) -> T {
+        let found = self
+            .raw(kind, name)
+            .unwrap_or_else(|| panic!("{}: no {kind} {name}", self.name));
+        serde_json::from_value(found.clone()).unwrap()
     }
 
     fn raw(&self, kind: &str, name: &str) -> Option<&Value> {
@@ -408,8 +429,8 @@ fn check_consistency(b: &Built) {
     let service: Service = b.one("Service");
     let mutating: MutatingWebhookConfiguration = b.one("MutatingWebhookConfiguration");
     let validating: ValidatingWebhookConfiguration = b.one("ValidatingWebhookConfiguration");
-    let role: ClusterRole = b.one("ClusterRole");
-    let binding: ClusterRoleBinding = b.one("ClusterRoleBinding");
+    let role: ClusterRole = b.named("ClusterRole", "pod-identity-webhook");
+    let binding: ClusterRoleBinding = b.named("ClusterRoleBinding", "pod-identity-webhook");
     let pdb: PodDisruptionBudget = b.one("PodDisruptionBudget");
     let ns: Namespace = b.one("Namespace");
     let own_ns = ns.metadata.name.clone().unwrap();
@@ -904,4 +925,227 @@ fn the_kind_script_names_every_missing_prerequisite() {
     for tool in ["docker:", "kind:", "kubectl:"] {
         assert!(err.contains(tool), "does not name {tool}: {err}");
     }
+}
+
+/// The credentials agent as an overlay deploys it: the binary accepts its arguments, it reads
+/// the webhook's associations, runs on every Linux node on the node's network with only the
+/// capabilities it needs, and may create TokenReviews and nothing else.
+fn check_agent(b: &Built) -> DaemonSet {
+    use pod_identity_webhook::agent::args::AgentAction;
+    let ds: DaemonSet = b.named("DaemonSet", "pod-identity-agent");
+    let pod = ds.spec.clone().unwrap().template.spec.unwrap();
+    assert_eq!(pod.host_network, Some(true), "{}", b.name);
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    assert_eq!(
+        pod.node_selector
+            .clone()
+            .unwrap()
+            .get("kubernetes.io/os")
+            .map(String::as_str),
+        Some("linux")
+    );
+    let tolerations = pod.tolerations.clone().unwrap();
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
+        "tolerates every taint"
+    );
+    let parse = |c: &Container| {
+        let args = c.args.clone().unwrap();
+        let cli = Cli::try_parse_from(
+            std::iter::once("pod-identity-webhook".to_string()).chain(args.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{}: the binary refuses {args:?}: {e}", b.name));
+        let CliCommand::Agent(agent) = cli.command else {
+            panic!("{}: {} must run `agent`", b.name, c.name)
+        };
+        agent
+    };
+    let caps = |c: &Container| {
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_ne!(sc.privileged, Some(true), "{}", c.name);
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.drop.unwrap(), ["ALL"], "{}", c.name);
+        caps.add.unwrap()
+    };
+
+    // The init container sets up the link, with NET_ADMIN only.
+    let inits = pod.init_containers.clone().unwrap();
+    assert_eq!(inits.len(), 1);
+    assert!(matches!(
+        parse(&inits[0]).action,
+        Some(AgentAction::SetupLink(_))
+    ));
+    assert_eq!(caps(&inits[0]), ["NET_ADMIN"]);
+
+    // The agent binds :80 with NET_BIND_SERVICE only, and its settings resolve.
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    let agent = parse(c);
+    assert!(agent.action.is_none(), "the container serves");
+    assert_eq!(caps(c), ["NET_BIND_SERVICE"]);
+    let env: BTreeMap<String, String> = c
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    let cluster = env
+        .get("POD_IDENTITY_AGENT_CLUSTER_NAME")
+        .expect("the cluster name is set");
+    let mut run = agent.run;
+    run.cluster_name = Some(cluster.clone());
+    run.sts_endpoint = env.get("POD_IDENTITY_AGENT_STS_ENDPOINT").cloned();
+    let settings = run
+        .settings()
+        .unwrap_or_else(|e| panic!("{}: agent settings: {e}", b.name));
+    assert_eq!(
+        settings.binds,
+        [
+            "169.254.170.23:80".parse().unwrap(),
+            "[fd00:ec2::23]:80".parse().unwrap()
+        ]
+    );
+    assert!(
+        c.env_from.iter().flatten().any(|e| e
+            .secret_ref
+            .as_ref()
+            .is_some_and(|s| s.name == "pod-identity-agent-aws" && s.optional == Some(true))),
+        "AWS credentials from an optional Secret"
+    );
+
+    // Probes reach the admin port on the node's loopback.
+    for (probe, path) in [
+        (c.readiness_probe.clone(), "/readyz"),
+        (c.liveness_probe.clone(), "/livez"),
+    ] {
+        let get = probe.unwrap().http_get.unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            get.port,
+            IntOrString::Int(settings.admin_listen.port().into())
+        );
+    }
+
+    // The associations file is the webhook's ConfigMap, mounted, and parses.
+    let file = settings.associations_file.clone().expect("--associations");
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| file.starts_with(&m.mount_path))
+        .expect("the associations file is mounted");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let cm_name = volume.config_map.clone().expect("from a ConfigMap").name;
+    let cm: ConfigMap = b.named("ConfigMap", &cm_name);
+    let key = file
+        .strip_prefix(&mount.mount_path)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("associations.yaml");
+    std::fs::write(&local, &cm.data.unwrap()[&key]).unwrap();
+    assert!(!FileSource::open(&local).unwrap().0.is_empty());
+
+    // RBAC: create TokenReviews, nothing else; bound to the DaemonSet's account.
+    let role: ClusterRole = b.named("ClusterRole", "pod-identity-agent");
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.clone().unwrap(),
+        ["authentication.k8s.io"]
+    );
+    assert_eq!(rules[0].resources.clone().unwrap(), ["tokenreviews"]);
+    assert_eq!(rules[0].verbs, ["create"]);
+    let binding: ClusterRoleBinding = b.named("ClusterRoleBinding", "pod-identity-agent");
+    assert_eq!(binding.role_ref.name, "pod-identity-agent");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(Some(subject.name.clone()), pod.service_account_name);
+    assert_eq!(subject.namespace, ds.metadata.namespace);
+    let _: ServiceAccount = b.named("ServiceAccount", subject.name.as_str());
+    ds
+}
+
+#[test]
+fn the_kind_overlay_runs_the_agent_against_the_demo_sts_stand_in() {
+    let b = Built::new("overlays/kind");
+    let ds = check_agent(&b);
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    for c in pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+    {
+        assert_eq!(c.image.as_deref(), Some("pod-identity-webhook:dev"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    }
+    let endpoint = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_IDENTITY_AGENT_STS_ENDPOINT")
+        .and_then(|e| e.value.clone())
+        .expect("the demo's STS endpoint");
+    // The endpoint is the Service the script deploys.
+    let moto = documents(&root().join("hack/demo/sts-moto.yaml"));
+    let service = moto.iter().find(|d| d["kind"] == "Service").unwrap();
+    let port = service["spec"]["ports"][0]["port"].as_i64().unwrap();
+    assert_eq!(
+        endpoint,
+        format!(
+            "http://{}.{}.svc.cluster.local:{port}",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        )
+    );
+    let script = std::fs::read_to_string(root().join("hack/kind-quickstart.sh")).unwrap();
+    for step in [
+        "hack/demo/sts-moto.yaml",
+        "create secret generic pod-identity-agent-aws",
+        "rollout status daemonset/pod-identity-agent",
+        "hack/demo/pod-carts-aws.yaml",
+        ":assumed-role/carts/eks-",
+    ] {
+        assert!(script.contains(step), "the kind script lacks {step}");
+    }
+    let demo = documents(&root().join("hack/demo/pod-carts-aws.yaml"));
+    assert_eq!(demo[0]["spec"]["serviceAccountName"], "carts");
+}
+
+#[test]
+fn the_self_managed_overlay_runs_webhook_and_agent_with_real_sts() {
+    let b = Built::new("overlays/self-managed");
+    check_consistency(&b);
+    let ds = check_agent(&b);
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example.com/platform/pod-identity-webhook:0.1.0")
+    );
+    assert!(
+        !c.env
+            .iter()
+            .flatten()
+            .any(|e| e.name.contains("STS_ENDPOINT")),
+        "real STS"
+    );
+    assert!(
+        b.raw("Certificate", "pod-identity-webhook-serving")
+            .is_some()
+    );
 }
