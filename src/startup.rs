@@ -21,6 +21,7 @@ use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
 use crate::reload::ReloadMetrics;
 use crate::server::app::App;
+use crate::server::body::BodyLimits;
 use crate::server::tls::{self, CertMetrics, CertReloader, CertResolver};
 use crate::server::{self, routes};
 use crate::settings::{Settings, TlsSource};
@@ -129,8 +130,15 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     let live_injection = mutator.injection.clone();
     let connection_limit = server::ConnectionLimit::new(settings.server.max_connections);
     connection_limit.register_metrics(&mut registry);
+    let admin_limit =
+        server::ConnectionLimit::new(settings.server.connections.admin_max_connections);
+    let reached = server::limits_reached::LimitsReached::register(&mut registry);
     let mut app = App::with_registry(mutator, validator, registry);
     app.max_body_bytes = settings.server.max_body_bytes;
+    app.health.watch_https(
+        connection_limit.clone(),
+        settings.server.connections.unready_after_blocked,
+    );
     let app = Arc::new(app);
 
     if let Some(path) = &settings.config_file {
@@ -158,7 +166,11 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         &settings,
         &app,
         &certificate.resolver,
-        connection_limit,
+        ListenerLimits {
+            https: connection_limit,
+            admin: admin_limit,
+            reached,
+        },
         &stop,
         &mut tasks,
     )
@@ -345,12 +357,19 @@ fn config_reloader(
     )
 }
 
+/// The connection caps of both ports, and where their limits are counted.
+struct ListenerLimits {
+    https: server::ConnectionLimit,
+    admin: server::ConnectionLimit,
+    reached: server::limits_reached::LimitsReached,
+}
+
 /// Binds the HTTPS and admin listeners and serves them as `tasks`.
 async fn listen(
     settings: &Settings,
     app: &Arc<App>,
     resolver: &Arc<CertResolver>,
-    connection_limit: server::ConnectionLimit,
+    limits: ListenerLimits,
     stop: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<(SocketAddr, SocketAddr), StartError> {
@@ -359,22 +378,44 @@ async fn listen(
     let local =
         |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| StartError::Other(e.to_string()));
     let addrs = (local(&https)?, local(&admin)?);
-    tasks.spawn(server::serve_tls(
-        https,
-        tls::server_config(resolver.clone()),
-        routes::admission_router(app.clone()),
-        stop.clone(),
-        settings.server.drain_timeout,
-        server::Limits {
+    let c = &settings.server.connections;
+    let options = |port| server::Options {
+        port,
+        handshake: c.handshake_timeout,
+        limits: server::Limits {
             header_read: settings.server.header_read_timeout,
             idle: settings.server.idle_timeout,
         },
-        connection_limit,
+        http2_keep_alive_interval: c.http2_keep_alive_interval,
+        http2_keep_alive_timeout: c.http2_keep_alive_timeout,
+        http2_max_concurrent_streams: c.http2_max_concurrent_streams,
+        drain: settings.server.drain_timeout,
+        reached: limits.reached.clone(),
+    };
+    let bodies = BodyLimits::new(
+        c.body_memory_bytes,
+        settings.server.max_body_bytes,
+        c.body_read_timeout,
+        c.body_timeout,
+        limits.reached.clone(),
+    );
+    let admission = routes::admission_router(app.clone()).layer(
+        axum::middleware::from_fn_with_state(bodies, server::body::limit),
+    );
+    tasks.spawn(server::serve_tls(
+        https,
+        tls::server_config(resolver.clone()),
+        admission,
+        stop.clone(),
+        options("https"),
+        limits.https,
     ));
     tasks.spawn(server::serve_admin(
         admin,
         routes::admin_router(app.clone()),
         stop.clone(),
+        options("admin"),
+        limits.admin,
     ));
     Ok(addrs)
 }

@@ -1,6 +1,9 @@
 //! The application state shared by the HTTP layers: decisions, metrics and health.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::limit::ConnectionLimit;
 
 use super::route_metrics::AdmissionMetrics;
 use crate::admission::Mutator;
@@ -13,9 +16,23 @@ use crate::telemetry::metrics::{Registry, new_registry};
 pub struct Health {
     certs_loaded: AtomicBool,
     shutting_down: AtomicBool,
+    /// The HTTPS listener's connections, and how long it may be unable to accept before the
+    /// process says it is not ready.
+    https: std::sync::OnceLock<(ConnectionLimit, Duration)>,
 }
 
 impl Health {
+    /// Reports the HTTPS listener unready once it has been unable to accept for `bound`.
+    pub fn watch_https(&self, connections: ConnectionLimit, bound: Duration) {
+        let _ = self.https.set((connections, bound));
+    }
+    /// Whether the HTTPS listener has been unable to accept for longer than its bound.
+    pub fn https_blocked(&self) -> bool {
+        self.https
+            .get()
+            .and_then(|(c, bound)| c.blocked_for().map(|d| d >= *bound))
+            .unwrap_or(false)
+    }
     pub fn set_certs_loaded(&self) {
         self.certs_loaded.store(true, Ordering::Release);
     }
@@ -72,6 +89,11 @@ impl App {
         }
         if self.health.shutting_down() {
             reasons.push("shutting down");
+        }
+        if self.health.https_blocked() {
+            reasons.push(
+                "HTTPS listener cannot accept connections (at its connection cap, or out of file descriptors)",
+            );
         }
         if !self.identities().ready() {
             reasons.push("identity sources not synced");

@@ -31,6 +31,10 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Times the accept loop found every slot taken and waited for one.
     reached: AtomicU64,
+    /// Since when the accept loop has been unable to take connections (at the cap, or accept
+    /// failing), in milliseconds since `epoch`; 0 when it can.
+    blocked_since_ms: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 /// One open connection's slot; dropping it (the connection closed) frees the slot.
@@ -46,6 +50,8 @@ impl ConnectionLimit {
                 max,
                 slots: Arc::new(Semaphore::new(max)),
                 reached: AtomicU64::new(0),
+                blocked_since_ms: AtomicU64::new(0),
+                epoch: std::time::Instant::now(),
             }),
         }
     }
@@ -61,9 +67,45 @@ impl ConnectionLimit {
             max_connections = self.inner.max,
             "connection limit reached; new connections wait until one closes (server.maxConnections)"
         );
+        self.set_blocked(true);
         // The semaphore is never closed.
         let permit = self.inner.slots.clone().acquire_owned().await;
+        self.set_blocked(false);
         Slot(permit.expect("the connection semaphore is never closed"))
+    }
+
+    /// Marks the listener unable (or able again) to accept: at the cap, or accept failing.
+    pub fn set_blocked(&self, blocked: bool) {
+        let ms = if blocked {
+            // 1 at the least: 0 means "not blocked".
+            (self.inner.epoch.elapsed().as_millis() as u64).max(1)
+        } else {
+            0
+        };
+        if !blocked {
+            self.inner.blocked_since_ms.store(0, Ordering::Relaxed);
+        } else {
+            // Keep the earliest moment of an ongoing block.
+            let _ = self.inner.blocked_since_ms.compare_exchange(
+                0,
+                ms,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// How long the listener has been unable to accept, if it is.
+    pub fn blocked_for(&self) -> Option<std::time::Duration> {
+        match self.inner.blocked_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(
+                self.inner
+                    .epoch
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(since)),
+            ),
+        }
     }
 
     pub fn max(&self) -> usize {

@@ -1,5 +1,13 @@
-//! Serving: the TLS accept loop (HTTP/1.1 and HTTP/2 by ALPN), the admin listener, and
-//! graceful drain.
+//! Serving: the accept loops of the HTTPS port (HTTP/1.1 and HTTP/2 by ALPN) and of the admin
+//! port (plain HTTP/1.1), each connection's deadlines, and graceful drain.
+//!
+//! Every step a client controls has a deadline, so no client holds a connection slot longer
+//! than a bound without making progress: the TLS handshake (`handshakeTimeout`); an HTTP/1.1
+//! request head from its first byte (`headerReadTimeout`) and an idle keep-alive connection
+//! (`idleTimeout`, see `timeouts.rs`); an HTTP/2 connection's first request
+//! (`headerReadTimeout`) and an HTTP/2 connection without requests in flight (`idleTimeout`,
+//! then GOAWAY), with keep-alive PINGs that close dead peers; request bodies (`body.rs`). Both
+//! ports cap their open connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,38 +16,77 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::limit::ConnectionLimit;
-use super::timeouts::{Limits, Phase, TimedIo, Tracked};
+use super::limits_reached::LimitsReached;
+use super::timeouts::{Activity, Expired, Limits, Phase, TimedIo, Tracked};
 
 /// Largest request body accepted by default: large pods (1,000 containers) stay far below it;
 /// the API server caps objects at 3 MiB.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
-/// A TLS handshake that takes longer than this is dropped (slow or hostile clients).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How each connection of a port is served.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `https` or `admin`, for metrics and logs.
+    pub port: &'static str,
+    pub handshake: Duration,
+    pub limits: Limits,
+    pub http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+    /// After `stop`: how long in-flight requests get to finish.
+    pub drain: Duration,
+    pub reached: LimitsReached,
+}
 
 /// Serves `router` over TLS on `listener` until `stop` is cancelled, then stops accepting and
-/// gives open connections `drain` to finish in-flight requests (keep-alive connections are
-/// closed once idle; HTTP/2 gets GOAWAY). HTTP/1.1 connections get `limits` (see
-/// `server/timeouts.rs`); at most `connections.max()` are open at once (`server/limit.rs`).
+/// gives open connections `options.drain` to finish in-flight requests (keep-alive connections
+/// are closed once idle; HTTP/2 gets GOAWAY). At most `connections.max()` are open at once.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     router: Router,
     stop: CancellationToken,
-    drain: Duration,
-    limits: Limits,
+    options: Options,
+    connections: ConnectionLimit,
+) {
+    serve(
+        listener,
+        Some(TlsAcceptor::from(tls)),
+        router,
+        stop,
+        options,
+        connections,
+    )
+    .await
+}
+
+/// Serves the admin router over plain HTTP/1.1 with the same deadlines and its own cap.
+pub async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    options: Options,
+    connections: ConnectionLimit,
+) {
+    serve(listener, None, router, stop, options, connections).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    stop: CancellationToken,
+    options: Options,
     connection_limit: ConnectionLimit,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own header timeout would also close idle keep-alive connections: ours instead.
     builder
@@ -50,8 +97,16 @@ pub async fn serve_tls(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(options.http2_max_concurrent_streams)
+        .keep_alive_interval(Some(options.http2_keep_alive_interval))
+        .keep_alive_timeout(options.http2_keep_alive_timeout);
+    let builder = if tls.is_some() {
+        builder
+    } else {
+        builder.http1_only()
+    };
     let builder = Arc::new(builder);
+    let options = Arc::new(options);
     // Connections live in a set (not detached) so the ones still open when the drain timeout
     // passes can be closed.
     let mut connections = tokio::task::JoinSet::new();
@@ -66,62 +121,131 @@ pub async fn serve_tls(
             // Reap finished connections so the set stays the size of the open ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    connection_limit.set_blocked(false);
+                    a
+                }
                 Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Usually EMFILE: back off briefly instead of spinning; readiness notices.
+                    connection_limit.set_blocked(true);
+                    tracing::warn!(port = options.port, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         let builder = builder.clone();
         let router = router.clone();
-        let watcher = graceful.watcher();
+        let options = options.clone();
+        let stop = stop.clone();
         connections.spawn(async move {
             // Held until the connection closes.
             let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+            match tls {
+                Some(acceptor) => {
+                    let accepted =
+                        tokio::time::timeout(options.handshake, acceptor.accept(tcp)).await;
+                    let tls = match accepted {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            options.reached.hit(options.port, "handshake_timeout");
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    connection(tls, h2, peer, &builder, router, &options, &stop).await
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // HTTP/2 (by ALPN) keeps its idle connections: clients multiplex over one for good.
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let phase = Arc::new(Phase::default());
-            let io = TimedIo::new(tls, (!h2).then_some(limits), phase.clone());
-            let service = Tracked::new(TowerToHyperService::new(router), phase);
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                None => connection(tcp, false, peer, &builder, router, &options, &stop).await,
             }
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(drain) => {
-            tracing::warn!(?drain, open = connections.len(), "drain timeout passed; closing remaining connections");
+    let drained = tokio::time::timeout(options.drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!(port = options.port, "all connections drained"),
+        Err(_) => {
+            tracing::warn!(port = options.port, drain = ?options.drain, open = connections.len(), "drain timeout passed; closing remaining connections");
+            connections.shutdown().await;
         }
     }
-    connections.shutdown().await;
 }
 
-/// Serves the admin router over plain HTTP until `stop` is cancelled.
-pub async fn serve_admin(listener: TcpListener, router: Router, stop: CancellationToken) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "admin server failed");
+/// Serves one connection until it closes, a deadline passes, or `stop` (then it is closed
+/// gracefully, within the drain timeout).
+async fn connection<I>(
+    io: I,
+    h2: bool,
+    peer: SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    router: Router,
+    options: &Options,
+    stop: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let phase = Arc::new(Phase::default());
+    let activity = Arc::new(Activity::default());
+    // HTTP/1.1 deadlines live in the transport; HTTP/2's (many requests at once) in the loop below.
+    let io = TimedIo::new(
+        io,
+        (!h2).then_some(options.limits),
+        phase.clone(),
+        (options.reached.clone(), options.port),
+    );
+    let service = Tracked::new(TowerToHyperService::new(router), phase, activity.clone());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Once closing (GOAWAY sent, or HTTP/1.1 told to close when idle), the connection still
+    // gets a bounded time to finish what is in flight.
+    let mut closing: Option<tokio::time::Instant> = None;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    loop {
+        let next_check = match closing {
+            Some(deadline) => deadline,
+            None if h2 => match activity.check(options.limits) {
+                Ok(at) => at,
+                Err(expired) => {
+                    let limit = match expired {
+                        Expired::NoRequest => "http2_first_request_timeout",
+                        Expired::Idle => "http2_idle_timeout",
+                    };
+                    options.reached.hit(options.port, limit);
+                    tracing::debug!(%peer, limit, "closing an HTTP/2 connection (GOAWAY)");
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + options.limits.header_read);
+                    continue;
+                }
+            },
+            None => far(),
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.cancelled(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + options.drain);
+            }
+            _ = tokio::time::sleep_until(next_check) => {
+                if closing.is_some() {
+                    tracing::debug!(%peer, "connection closed: it did not finish after being told to close");
+                    return;
+                }
+            }
+        }
     }
 }
 

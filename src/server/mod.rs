@@ -1,9 +1,11 @@
 //! Serving the webhook: the routes ([`routes`], drivable in-process by tests), the listeners
-//! with their limits and timeouts ([`listener`]), the TLS certificate and its reloads ([`tls`]),
-//! and the state the handlers share ([`app`]). Each part registers its own metrics.
+//! with their limits and timeouts ([`listener`], [`body`]), the TLS certificate and its reloads
+//! ([`tls`]), and the state the handlers share ([`app`]). Each part registers its own metrics.
 
 pub mod app;
+pub mod body;
 mod limit;
+pub mod limits_reached;
 pub mod listener;
 pub mod route_metrics;
 pub mod routes;
@@ -11,5 +13,5 @@ mod timeouts;
 pub mod tls;
 
 pub use limit::{ConnectionLimit, MAX_CONNECTIONS};
-pub use listener::{MAX_BODY_BYTES, bind, serve_admin, serve_tls};
+pub use listener::{MAX_BODY_BYTES, Options, bind, serve_admin, serve_tls};
 pub use timeouts::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, Limits};

@@ -18,12 +18,14 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::limits_reached::LimitsReached;
 
 /// A request head (from its first byte) must arrive within this (slow or hostile clients).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +72,8 @@ impl Phase {
 pub struct TimedIo<T> {
     inner: T,
     limits: Option<Limits>,
+    /// Where a timeout is counted, and for which port.
+    reached: (LimitsReached, &'static str),
     phase: Arc<Phase>,
     /// When the current phase began (a connection starts by waiting for its first head).
     since: Instant,
@@ -77,10 +81,16 @@ pub struct TimedIo<T> {
 }
 
 impl<T> TimedIo<T> {
-    pub fn new(inner: T, limits: Option<Limits>, phase: Arc<Phase>) -> Self {
+    pub fn new(
+        inner: T,
+        limits: Option<Limits>,
+        phase: Arc<Phase>,
+        reached: (LimitsReached, &'static str),
+    ) -> Self {
         Self {
             inner,
             limits,
+            reached,
             phase,
             since: Instant::now(),
             timer: None,
@@ -139,11 +149,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if self.expired(cx) => {
-                let what = if self.phase.get() == IDLE {
-                    "keep-alive connection idle for longer than the idle timeout"
+                let (what, limit) = if self.phase.get() == IDLE {
+                    (
+                        "keep-alive connection idle for longer than the idle timeout",
+                        "idle_timeout",
+                    )
                 } else {
-                    "request head not received within the header read timeout"
+                    (
+                        "request head not received within the header read timeout",
+                        "header_read_timeout",
+                    )
                 };
+                self.reached.0.hit(self.reached.1, limit);
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
             }
             other => other,
@@ -199,29 +216,120 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     }
 }
 
-/// A connection's service, marking the head complete when hyper hands it a request.
+/// What a connection's requests are doing, for the HTTP/2 deadlines (no request yet, idle).
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    seen_request: AtomicBool,
+    /// When the last request finished, in milliseconds since `start`.
+    last_done_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            seen_request: AtomicBool::new(false),
+            last_done_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Why an HTTP/2 connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// No request within the header read timeout of the handshake.
+    NoRequest,
+    /// No request in flight for the idle timeout.
+    Idle,
+}
+
+impl Activity {
+    /// When to look again, or why the connection has expired.
+    pub fn check(&self, limits: Limits) -> Result<Instant, Expired> {
+        let now = Instant::now();
+        if !self.seen_request.load(Ordering::Acquire) {
+            let deadline = self.start + limits.header_read;
+            return if now >= deadline {
+                Err(Expired::NoRequest)
+            } else {
+                Ok(deadline)
+            };
+        }
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // A request's own time is bounded by its body deadlines and its decision budget.
+            return Ok(now + limits.header_read);
+        }
+        let idle_since =
+            self.start + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+        let deadline = idle_since + limits.idle;
+        if now >= deadline {
+            Err(Expired::Idle)
+        } else {
+            Ok(deadline)
+        }
+    }
+
+    fn started(&self) {
+        self.seen_request.store(true, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn finished(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_done_ms.store(ms, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's service, marking the head complete when hyper hands it a request (HTTP/1.1)
+/// and counting requests in flight (HTTP/2).
 #[derive(Clone)]
 pub struct Tracked<S> {
     inner: S,
     phase: Arc<Phase>,
+    activity: Arc<Activity>,
 }
 
 impl<S> Tracked<S> {
-    pub fn new(inner: S, phase: Arc<Phase>) -> Self {
-        Self { inner, phase }
+    pub fn new(inner: S, phase: Arc<Phase>, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            phase,
+            activity,
+        }
+    }
+}
+
+/// Marks its request finished when dropped (answered, failed or cancelled alike).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finished();
     }
 }
 
 impl<S, R> hyper::service::Service<R> for Tracked<S>
 where
     S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn call(&self, req: R) -> Self::Future {
         self.phase.set(PROCESSING);
-        self.inner.call(req)
+        self.activity.started();
+        let in_flight = InFlight(self.activity.clone());
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        })
     }
 }

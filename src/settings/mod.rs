@@ -215,6 +215,67 @@ pub struct ServerSettings {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Deadlines and caps of every connection (`server.connections`).
+    #[command(flatten)]
+    pub connections: ConnectionSettings,
+}
+
+/// `server.connections`: how long a client may stall each step of a connection, and what
+/// connections may hold. Every default outlives what a live API server needs by a wide margin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionSettings {
+    /// A TLS handshake must complete within this [default: 10s].
+    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A request body may go this long without a byte [default: 10s].
+    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A whole request body must arrive within this [default: 30s].
+    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// HTTP/2: a PING after this long without a frame from the client [default: 30s].
+    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(with = "humantime_serde")]
+    pub http2_keep_alive_interval: Duration,
+    /// HTTP/2: an unanswered PING closes the connection after this [default: 10s].
+    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(with = "humantime_serde")]
+    pub http2_keep_alive_timeout: Duration,
+    /// HTTP/2: requests in flight at once on one connection [default: 250].
+    #[arg(long, required = false, value_name = "N")]
+    pub http2_max_concurrent_streams: u32,
+    /// Request bodies buffered at once, all connections together; a request that finds no room
+    /// is answered 503 at once [default: 67108864].
+    #[arg(long, required = false, value_name = "BYTES")]
+    pub body_memory_bytes: usize,
+    /// Connections open at once on the admin port [default: 64].
+    #[arg(long, required = false, value_name = "N")]
+    pub admin_max_connections: usize,
+    /// `/readyz` turns unready when the HTTPS listener has been unable to accept (at its
+    /// connection cap, or failing to accept) for this long [default: 5s].
+    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(with = "humantime_serde")]
+    pub unready_after_blocked: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            http2_keep_alive_interval: Duration::from_secs(30),
+            http2_keep_alive_timeout: Duration::from_secs(10),
+            http2_max_concurrent_streams: 250,
+            body_memory_bytes: 64 * 1024 * 1024,
+            admin_max_connections: 64,
+            unready_after_blocked: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -228,6 +289,7 @@ impl Default for ServerSettings {
             header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
             idle_timeout: crate::server::IDLE_TIMEOUT,
             log_format: LogFormat::Auto,
+            connections: ConnectionSettings::default(),
         }
     }
 }

@@ -92,6 +92,30 @@ fn connection_timeouts_come_from_the_file_and_are_checked() {
     assert!(err.contains("server.idleTimeout"), "{err}");
     let err = resolve("{headerReadTimeout: 1ms}").unwrap_err().to_string();
     assert!(err.contains("server.headerReadTimeout"), "{err}");
+
+    assert_eq!(
+        resolve("{}").unwrap().server.connections,
+        ConnectionSettings::default()
+    );
+    let s = resolve("{connections: {handshakeTimeout: 2s, adminMaxConnections: 8}}").unwrap();
+    assert_eq!(
+        s.server.connections.handshake_timeout,
+        Duration::from_secs(2)
+    );
+    assert_eq!(s.server.connections.admin_max_connections, 8);
+    assert_eq!(s.server.connections.body_timeout, Duration::from_secs(30));
+    let err = resolve("{connections: {bodyMemoryBytes: 1024}}")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.connections.bodyMemoryBytes"), "{err}");
+    let err = resolve("{connections: {bodyTimeout: 1ms}}")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.connections.bodyTimeout"), "{err}");
+    let err = resolve("{connections: {bodyTimout: 1s}}")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bodyTimout"), "unknown keys are named: {err}");
 }
 
 #[test]

@@ -90,6 +90,58 @@ impl Settings {
                 ),
             ));
         }
+        let c = &s.connections;
+        for (key, d) in [
+            (
+                "server.connections.handshakeTimeout (--handshake-timeout)",
+                c.handshake_timeout,
+            ),
+            (
+                "server.connections.bodyReadTimeout (--body-read-timeout)",
+                c.body_read_timeout,
+            ),
+            (
+                "server.connections.bodyTimeout (--body-timeout)",
+                c.body_timeout,
+            ),
+            (
+                "server.connections.http2KeepAliveInterval (--http2-keep-alive-interval)",
+                c.http2_keep_alive_interval,
+            ),
+            (
+                "server.connections.http2KeepAliveTimeout (--http2-keep-alive-timeout)",
+                c.http2_keep_alive_timeout,
+            ),
+            (
+                "server.connections.unreadyAfterBlocked (--unready-after-blocked)",
+                c.unready_after_blocked,
+            ),
+        ] {
+            if d < Duration::from_millis(10) {
+                return Err(invalid(key, "must be at least 10ms"));
+            }
+        }
+        if c.http2_max_concurrent_streams == 0 {
+            return Err(invalid(
+                "server.connections.http2MaxConcurrentStreams (--http2-max-concurrent-streams)",
+                "must be at least 1",
+            ));
+        }
+        if c.admin_max_connections == 0 {
+            return Err(invalid(
+                "server.connections.adminMaxConnections (--admin-max-connections)",
+                "must be at least 1 (probes need a connection)",
+            ));
+        }
+        if c.body_memory_bytes < s.max_body_bytes {
+            return Err(invalid(
+                "server.connections.bodyMemoryBytes (--body-memory-bytes)",
+                format!(
+                    "must be at least server.maxBodyBytes ({}), or no request of the largest size could be read",
+                    s.max_body_bytes
+                ),
+            ));
+        }
         Ok(())
     }
 }
