@@ -1,8 +1,10 @@
-//! The load benchmark's baseline (issue 6): the least an admission webhook can do. rustls +
-//! axum over hyper-util (HTTP/1.1 and HTTP/2 by ALPN), parse the AdmissionReview, answer allowed.
-//! No lookups, no patch, no metrics, no logs.
+//! The load benchmark's baselines (issues 6 and 17): the least an admission webhook can do.
+//! rustls + axum over hyper-util (HTTP/1.1 and HTTP/2 by ALPN), parse the AdmissionReview,
+//! answer allowed. No lookups, no patch, no metrics, no logs. Two ways to parse:
+//! - default: borrowed reads, the object kept as a raw slice (the least work possible);
+//! - `--value`: the review read into a `serde_json::Value`, how a plain webhook starts.
 //!
-//! `cargo run --release --example baseline_server -- 127.0.0.1:18443 tls.crt tls.key`
+//! `cargo run --release --example baseline_server -- 127.0.0.1:18443 tls.crt tls.key [--value]`
 
 use std::sync::Arc;
 
@@ -38,29 +40,49 @@ struct Request<'a> {
     object: Option<&'a RawValue>,
 }
 
+fn allowed(api_version: &str, uid: &str) -> axum::response::Response {
+    let answer = serde_json::json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true},
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&answer).unwrap(),
+    )
+        .into_response()
+}
+
 async fn review(body: Bytes) -> impl IntoResponse {
     match serde_json::from_slice::<AdmissionReview>(&body) {
-        Ok(r) => {
-            let answer = serde_json::json!({
-                "apiVersion": r.api_version,
-                "kind": "AdmissionReview",
-                "response": {"uid": r.request.uid, "allowed": true},
-            });
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                serde_json::to_vec(&answer).unwrap(),
-            )
-                .into_response()
-        }
+        Ok(r) => allowed(r.api_version, &r.request.uid),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn review_value(body: Bytes) -> impl IntoResponse {
+    let review = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match (
+        review["apiVersion"].as_str(),
+        review["request"]["uid"].as_str(),
+    ) {
+        (Some(api_version), Some(uid)) => allowed(api_version, uid),
+        _ => (StatusCode::BAD_REQUEST, "not an AdmissionReview").into_response(),
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, cert, key] = args.as_slice() else {
-        return Err("usage: baseline_server LISTEN_ADDR CERT_PEM KEY_PEM".into());
+    let (value, args) = match args.split_last() {
+        Some((last, rest)) if last == "--value" => (true, rest),
+        _ => (false, &args[..]),
+    };
+    let [listen, cert, key] = args else {
+        return Err("usage: baseline_server LISTEN_ADDR CERT_PEM KEY_PEM [--value]".into());
     };
     let addr: std::net::SocketAddr = listen.parse()?;
     if !addr.ip().is_loopback() {
@@ -75,9 +97,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let router = Router::new()
-        .route("/mutate", post(review))
-        .route("/validate", post(review));
+    let router = if value {
+        Router::new()
+            .route("/mutate", post(review_value))
+            .route("/validate", post(review_value))
+    } else {
+        Router::new()
+            .route("/mutate", post(review))
+            .route("/validate", post(review))
+    };
 
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

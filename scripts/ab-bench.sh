@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# A/B load benchmark: the baseline and one or more webhook binaries, driven in interleaved rounds
-# (baseline, A, B, baseline, A, B, ...) so that a noisy neighbour on a shared machine hits every
-# server alike. Reports per server the median throughput, server and load-generator CPU per
-# request (user + system from /proc), and the median of the per-round ratios to the baseline.
+# A/B load benchmark: the two baselines (examples/baseline_server.rs: borrowed reads, and
+# --value: the review read into a serde_json::Value) and one or more webhook binaries, driven in
+# interleaved rounds (baseline, value, A, B, baseline, value, A, B, ...) so that a noisy neighbour
+# on a shared machine hits every server alike. Reports per server the median throughput, server
+# and load-generator CPU per request (user + system from /proc), and the medians of the
+# per-round ratios to each baseline.
 #
 #   scripts/ab-bench.sh ROUNDS SECONDS [--h2] BINARY...
 #   e.g. cp target/release/pod-identity-webhook /tmp/before   # then change, rebuild, and:
@@ -32,13 +34,15 @@ bench_workdir "$1" "$WORK"
 
 "$BIN/examples/baseline_server" 127.0.0.1:19443 "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>/dev/null &
 PIDS=($!) PORTS=(19443) NAMES=(baseline)
+"$BIN/examples/baseline_server" 127.0.0.1:19444 "$WORK/certs/tls.crt" "$WORK/certs/tls.key" --value 2>/dev/null &
+PIDS+=($!) PORTS+=(19444) NAMES+=(value)
 i=0
 for b in "$@"; do
   i=$((i + 1))
-  RUST_LOG=info "$b" serve --listen "127.0.0.1:$((19444 + i))" --admin-listen "127.0.0.1:$((19081 + i))" \
+  RUST_LOG=info "$b" serve --listen "127.0.0.1:$((19445 + i))" --admin-listen "127.0.0.1:$((19081 + i))" \
     --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
     --associations "$WORK/associations.yaml" --log-format json 2>"$WORK/webhook$i.log" &
-  PIDS+=($!) PORTS+=($((19444 + i))) NAMES+=("$i:$(basename "$b")")
+  PIDS+=($!) PORTS+=($((19445 + i))) NAMES+=("$i:$(basename "$b")")
 done
 sleep 2
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -62,11 +66,13 @@ runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     name, rps, cpu, lg = line.split()
     runs[name].append((int(rps), int(cpu) / 10, int(lg) / 10))
-base = runs["baseline"]
+base, value = runs["baseline"], runs["value"]
 for name, v in runs.items():
     ratios = [a[0] / b[0] for a, b in zip(v, base)]
+    to_value = [a[0] / b[0] for a, b in zip(v, value)]
     print(f"{name:24s} rps median {statistics.median(x[0] for x in v):8.0f} | "
           f"server CPU/req median {statistics.median(x[1] for x in v):5.1f} us (min {min(x[1] for x in v):5.1f}) | "
           f"loadgen CPU/req median {statistics.median(x[2] for x in v):5.1f} us | "
-          f"ratio median {statistics.median(ratios):.2f} (rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
+          f"x baseline median {statistics.median(ratios):.2f} (rounds: {' '.join(f'{r:.2f}' for r in ratios)}) | "
+          f"x value median {statistics.median(to_value):.2f} (rounds: {' '.join(f'{r:.2f}' for r in to_value)})")
 PY

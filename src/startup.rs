@@ -123,7 +123,8 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     if let Some(store) = sources.namespaces {
         validator = validator.with_namespaces(store);
     }
-    let mut mutator = Mutator::new(settings.injection.clone(), sources.identities);
+    let mut mutator = Mutator::new(settings.injection.clone(), sources.identities)
+        .with_policy(validator.shared_policy());
     if let Some(eks) = settings.eks_source() {
         mutator.failure_mode = eks.failure_mode;
     }

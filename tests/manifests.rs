@@ -581,6 +581,11 @@ fn check_consistency(b: &Built) {
     validated.sort();
     let mut expected = vec![
         ("".to_string(), "pods".to_string(), "CREATE".to_string()),
+        (
+            "".into(),
+            "pods/ephemeralcontainers".into(),
+            "UPDATE".into(),
+        ),
         ("".into(), "serviceaccounts".into(), "CREATE".into()),
         ("".into(), "serviceaccounts".into(), "UPDATE".into()),
     ];

@@ -385,7 +385,7 @@ fn windows_pods_get_the_c_drive_form_of_the_token_path() {
 }
 
 #[test]
-fn token_lifetime_pod_annotation_beats_service_account_beats_default_with_a_600s_floor() {
+fn token_lifetime_pod_annotation_beats_service_account_beats_default_within_600s_and_48h() {
     let settings = InjectionSettings::default();
     let sa_says = |secs: Option<i64>| {
         irsa(ServiceAccountInfo {
@@ -408,6 +408,10 @@ fn token_lifetime_pod_annotation_beats_service_account_beats_default_with_a_600s
         (Some("not-a-number"), Some(3600), 3600),
         (Some("60"), None, 600),
         (None, Some(10), 600),
+        // The API server issues projected tokens for at most 48 hours.
+        (None, Some(99_999_999), 172_800),
+        (Some("99999999"), None, 172_800),
+        (Some("-5"), None, 600),
     ];
     for (pod_value, sa_value, want) in cases {
         let (p, _) = run(&with_annotation(pod_value), &sa_says(sa_value), &settings);

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use pod_identity_webhook::admission::Decision;
+use pod_identity_webhook::admission::review::AdmissionResponse;
 use pod_identity_webhook::admission::review::Review;
 use pod_identity_webhook::admission::validate::Validator;
+use pod_identity_webhook::admission::{Decision, Mutator, Outcome};
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
     Association, AssociationSource, AssociationSummary, Freshness, Identities, IdentityError,
@@ -136,6 +137,18 @@ fn identities() -> Identities {
                 "both",
                 "arn:aws:iam::111122223333:role/team-a-both",
             ),
+            // Annotated before the allowlist existed, or while the namespace was in warn mode.
+            (
+                "team-a",
+                "billing",
+                "arn:aws:iam::111122223333:role/team-b-billing",
+            ),
+            (
+                "legacy",
+                "billing",
+                "arn:aws:iam::111122223333:role/team-b-billing",
+            ),
+            ("team-a", "bogus", "not-an-arn"),
         ])))
 }
 
@@ -922,4 +935,185 @@ fn multitenant_example_config_parses_and_compiles() {
     assert!(!team_a.allows("arn:aws:iam::111122223333:role/team-b-billing"));
     assert!(p.is_exempt("monitoring", Some("prometheus")).is_some());
     assert!(p.is_exempt(s.namespace.as_deref().unwrap(), None).is_some());
+}
+
+/// `body` as a review of the `ephemeralcontainers` subresource (what `kubectl debug` sends).
+fn ephemeral(body: &str) -> String {
+    let mut v: Value = serde_json::from_str(body).unwrap();
+    v["request"]["subResource"] = json!("ephemeralcontainers");
+    v["request"]["operation"] = json!("UPDATE");
+    v["request"]["resource"] = json!({"group": "", "version": "v1", "resource": "pods"});
+    v.to_string()
+}
+
+/// A pod whose only literal keys are in an ephemeral container.
+fn pod_with_ephemeral_env(ns: &str, sa: &str, env: Value) -> String {
+    let mut spec = pod_spec(Some(sa), json!([]));
+    spec["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox", "env": env}]);
+    review("Pod", "CREATE", ns, "p", object("Pod", ns, "p", spec))
+}
+
+/// SPEC §12: the role allowlist at pod admission, role annotations that are not role ARNs,
+/// and static keys under every SDK's names, anywhere in the pod.
+#[tokio::test]
+async fn spec_section_12_identity_rows() {
+    let v = validator();
+    let keys = json!([
+        {"name": "AWS_ACCESS_KEY", "value": "AKIAEXAMPLE"},
+        {"name": "aws_secret_key", "value": "secret"},
+        {"name": "AWS_SESSION_TOKEN", "value": "token"},
+        {"name": "JAVA_TOOL_OPTIONS", "value": "-Xmx1g -Daws.accessKeyId=AKIA -Daws.secretKey=s"},
+    ]);
+    let rows: Vec<(&str, String, Expect)> = vec![
+        (
+            "pod in enforce, IRSA role outside the allowlist",
+            pod("team-a", Some("billing")),
+            Expect::Deny(&[
+                "Pod team-a/pod-x",
+                "team-b-billing",
+                "not an allowed role for namespace team-a",
+                "arn:aws:iam::111122223333:role/team-a-*",
+                "not injected",
+                "Fix: kubectl annotate serviceaccount -n team-a billing --overwrite",
+            ]),
+        ),
+        (
+            "deployment template in enforce, IRSA role outside the allowlist",
+            workload("Deployment", "CREATE", "team-a", Some("billing")),
+            Expect::Deny(&["Deployment team-a/deployment-x", "team-b-billing"]),
+        ),
+        (
+            "cronjob template in enforce, IRSA role outside the allowlist",
+            workload("CronJob", "CREATE", "team-a", Some("billing")),
+            Expect::Deny(&["CronJob team-a/cronjob-x", "not an allowed role"]),
+        ),
+        (
+            "pod in warn, IRSA role outside the allowlist",
+            pod("legacy", Some("billing")),
+            Expect::Warn(&["not allowed in namespace legacy", "not injected"]),
+        ),
+        (
+            "pod in enforce, IRSA role inside the allowlist",
+            pod("team-a", Some("s3-reader")),
+            Expect::Allow,
+        ),
+        (
+            "pod whose role annotation is not a role ARN",
+            pod("team-a", Some("bogus")),
+            Expect::Deny(&[
+                "ServiceAccount \"bogus\" has no EKS Pod Identity association",
+                "does not start with `arn:`",
+                "so it is no identity",
+            ]),
+        ),
+        (
+            "SA CREATE whose role annotation is not a role ARN",
+            sa_review("CREATE", "team-c", "x", Some("not-an-arn")),
+            Expect::Deny(&["ServiceAccount team-c/x", "so it is no identity"]),
+        ),
+        (
+            "SA CREATE with a wildcard role, warn mode",
+            sa_review(
+                "CREATE",
+                "dev",
+                "x",
+                Some("arn:aws:iam::111122223333:role/*"),
+            ),
+            Expect::Warn(&["not an IAM role ARN"]),
+        ),
+        (
+            "every SDK's key names, with an identity",
+            pod_with_env("team-a", "carts", keys.clone()),
+            Expect::Deny(&[
+                "AWS_ACCESS_KEY to a literal value",
+                "aws_secret_key to a literal value",
+                "AWS_SESSION_TOKEN to a literal value",
+                "JAVA_TOOL_OPTIONS (-Daws.accessKeyId) to a literal value",
+                "JAVA_TOOL_OPTIONS (-Daws.secretKey) to a literal value",
+                "already has an AWS identity (an EKS Pod Identity association)",
+                "keys are gone. Fix: remove the keys",
+            ]),
+        ),
+        (
+            "keys and no identity: the fix once",
+            pod_with_env(
+                "team-a",
+                "nobody",
+                json!([{"name": "AWS_ACCESS_KEY_ID", "value": "A"}]),
+            ),
+            Expect::Deny(&[
+                "no EKS Pod Identity association",
+                "Fix: remove the keys, then aws eks create-pod-identity-association",
+            ]),
+        ),
+        (
+            "keys in an ephemeral container at pod creation",
+            pod_with_ephemeral_env("team-a", "carts", keys.clone()),
+            Expect::Deny(&["container \"debugger\" sets AWS_ACCESS_KEY to a literal value"]),
+        ),
+        (
+            "keys in an ephemeral container added to a running pod",
+            ephemeral(&pod_with_ephemeral_env("team-a", "carts", keys.clone())),
+            Expect::Deny(&["container \"debugger\" sets AWS_SESSION_TOKEN to a literal value"]),
+        ),
+        (
+            "an ephemeral container without keys, ServiceAccount without identity",
+            ephemeral(&pod_with_ephemeral_env("team-a", "nobody", json!([]))),
+            Expect::Allow,
+        ),
+        (
+            "keys in an ephemeral container, warn mode",
+            ephemeral(&pod_with_ephemeral_env("dev", "nobody", keys.clone())),
+            Expect::Warn(&["container \"debugger\" sets AWS_ACCESS_KEY as a literal"]),
+        ),
+    ];
+    for (name, body, expect) in rows {
+        let d = decide(&v, &body).await;
+        check(name, &d, &expect);
+        if let Some(status) = &d.response.status {
+            let m = &status.message;
+            assert!(m.matches("Fix:").count() <= 1, "{name}: the fix once: {m}");
+            assert!(
+                !m.contains("not-an-arn"),
+                "{name}: never quotes a bad ARN: {m}"
+            );
+            if m.contains("already has an AWS identity") {
+                assert!(
+                    !m.contains("create-pod-identity-association"),
+                    "{name}: {m}"
+                );
+            }
+        }
+    }
+}
+
+/// The mutation sees the policy's answer: a role outside the namespace's allowlist is never
+/// injected, in enforce or warn mode; an allowed one is.
+#[tokio::test]
+async fn a_role_outside_the_allowlist_is_never_injected() {
+    let v = validator();
+    let mutator = Mutator::new(Default::default(), identities()).with_policy(v.shared_policy());
+    let budget = Duration::from_secs(2);
+    for (ns, sa, injected) in [
+        ("team-a", "billing", false),
+        ("legacy", "billing", false),
+        ("team-a", "s3-reader", true),
+        ("team-a", "bogus", false),
+    ] {
+        let body = pod(ns, Some(sa));
+        let review = Review::read(body.as_bytes()).unwrap();
+        let d = mutator.review(&review.request, budget).await;
+        let AdmissionResponse {
+            allowed,
+            patch,
+            warnings,
+            ..
+        } = &d.response;
+        assert!(allowed, "{ns}/{sa}");
+        assert_eq!(patch.is_some(), injected, "{ns}/{sa}: {d:?}");
+        if sa == "billing" {
+            assert_eq!(d.outcome, Outcome::Unchanged);
+            assert!(warnings[0].contains("not an allowed role"), "{warnings:?}");
+        }
+    }
 }

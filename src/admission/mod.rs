@@ -17,8 +17,10 @@ use arc_swap::ArcSwap;
 
 use crate::admission::injection::InjectionSettings;
 use crate::identity::eks_settings::FailureMode;
-use crate::identity::{Freshness, Identities};
+use crate::identity::{Freshness, Identities, IdentityKind};
 use crate::object::ObjectView;
+use crate::policy::Policy;
+use crate::policy::verdict::fit_warning;
 use mutate::Skip;
 use review::{AdmissionRequest, AdmissionResponse, Object, Operation};
 
@@ -85,6 +87,9 @@ pub struct Mutator {
     pub injection: Arc<ArcSwap<InjectionSettings>>,
     pub identities: Identities,
     pub failure_mode: FailureMode,
+    /// The validating webhook's policy: an IRSA role outside the namespace's role allowlist
+    /// is never injected (SPEC §12).
+    pub policy: Arc<ArcSwap<Policy>>,
 }
 
 impl Mutator {
@@ -93,7 +98,14 @@ impl Mutator {
             injection: Arc::new(ArcSwap::from_pointee(injection)),
             identities,
             failure_mode: FailureMode::Stale,
+            policy: Arc::new(ArcSwap::from_pointee(Policy::off())),
         }
+    }
+
+    /// Shares the validating webhook's policy ([`validate::Validator::shared_policy`]).
+    pub fn with_policy(mut self, policy: Arc<ArcSwap<Policy>>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Decides one request. `budget` bounds the identity lookups (a little under the API
@@ -198,6 +210,22 @@ impl Mutator {
                 AdmissionResponse::allow(uid).with_warnings(vec![warning]),
                 Outcome::Unchanged,
                 "identity lookup failed",
+            )
+            .with_service_account(sa);
+        }
+        if let IdentityKind::Irsa { role_arn } = &identity.kind
+            && !self
+                .policy
+                .load()
+                .allows_irsa_role(namespace, &sa, role_arn)
+        {
+            let warning = format!(
+                "AWS credentials not injected: the IRSA role of ServiceAccount {sa} is not an allowed role for namespace {namespace}"
+            );
+            return Decision::new(
+                AdmissionResponse::allow(uid).with_warnings(vec![fit_warning(warning)]),
+                Outcome::Unchanged,
+                "role not allowed",
             )
             .with_service_account(sa);
         }

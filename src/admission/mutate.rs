@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::injection::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
-use crate::identity::sa::{TOKEN_EXPIRATION, parse_token_expiration};
+use super::injection::InjectionSettings;
+use crate::identity::sa::{TOKEN_EXPIRATION, TOKEN_EXPIRATION_BOUNDS, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
 use crate::object::ObjectView;
 
@@ -184,14 +184,18 @@ pub fn mutate_pod<'a>(
         }
     };
 
-    // Pod annotation > ServiceAccount annotation > configured default; minimum 600 s.
+    // Pod annotation > ServiceAccount annotation > configured default; within what the API
+    // server issues (600 s .. 48 h).
     let expiration = pod
         .metadata
         .prefixed_annotation(prefix, TOKEN_EXPIRATION)
         .and_then(parse_token_expiration)
         .or(sa.token_expiration)
         .unwrap_or(settings.token_expiration)
-        .clamp(MIN_TOKEN_EXPIRATION, MAX_TOKEN_EXPIRATION);
+        .clamp(
+            *TOKEN_EXPIRATION_BOUNDS.start(),
+            *TOKEN_EXPIRATION_BOUNDS.end(),
+        );
 
     let sts_regional = sa
         .sts_regional_endpoints

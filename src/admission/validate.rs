@@ -10,14 +10,17 @@ use tokio::time::Instant;
 
 use super::review::{AdmissionRequest, AdmissionResponse, Object, Operation};
 use super::{Decision, Outcome};
+use crate::identity::IdentityKind;
 use crate::identity::{Freshness, Identities, Resolution};
 use crate::namespaces::NamespaceStore;
 use crate::object::{Kind, ObjectView};
-use crate::policy::{IdentityCheck, Policy, PolicyMode, Verdict};
+use crate::policy::{IdentityCheck, Policy, PolicyMode, Scope, Verdict};
 
 /// The validating webhook.
 pub struct Validator {
-    policy: ArcSwap<Policy>,
+    /// Shared with the mutating webhook ([`Validator::shared_policy`]): the role allowlist
+    /// also decides what is injected.
+    policy: Arc<ArcSwap<Policy>>,
     identities: Identities,
     namespaces: Option<Arc<dyn NamespaceStore>>,
 }
@@ -34,7 +37,7 @@ impl Validator {
     /// policy sees exactly what the mutation sees.
     pub fn new(policy: Policy, identities: Identities) -> Self {
         Self {
-            policy: ArcSwap::from_pointee(policy),
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
             identities,
             namespaces: None,
         }
@@ -49,6 +52,12 @@ impl Validator {
     /// Swaps in a new policy (configuration reload).
     pub fn set_policy(&self, policy: Policy) {
         self.policy.store(Arc::new(policy));
+    }
+
+    /// The policy as it is swapped on reload, for the mutating webhook
+    /// ([`crate::admission::Mutator::with_policy`]).
+    pub fn shared_policy(&self) -> Arc<ArcSwap<Policy>> {
+        self.policy.clone()
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -70,14 +79,19 @@ impl Validator {
         let Some(kind) = Kind::from_gvk(&req.kind.group, &req.kind.kind) else {
             return allow("kind not checked");
         };
-        // Status and scale updates do not change the pod template.
-        if req.sub_resource().is_some() {
-            return allow("subresource");
-        }
-        match (kind, req.operation) {
-            (_, Operation::Delete | Operation::Connect) => return allow("operation not checked"),
+        // Containers added to a running pod (`kubectl debug`) are checked for static keys;
+        // other subresources (status, scale) do not change the pod template.
+        let scope = match req.sub_resource() {
+            None => Scope::Pod,
+            Some("ephemeralcontainers") if kind == Kind::Pod => Scope::EphemeralContainers,
+            Some(_) => return allow("subresource"),
+        };
+        match (kind, req.operation, scope) {
+            (_, Operation::Delete | Operation::Connect, _) => {
+                return allow("operation not checked");
+            }
             // A pod's ServiceAccount and containers' env cannot change after creation.
-            (Kind::Pod, Operation::Update) => return allow("pod update"),
+            (Kind::Pod, Operation::Update, Scope::Pod) => return allow("pod update"),
             _ => {}
         }
         let Some(namespace) = req.namespace.as_deref().filter(|n| !n.is_empty()) else {
@@ -111,7 +125,12 @@ impl Validator {
         if kind == Kind::ServiceAccount {
             self.service_account(req, &policy, mode, namespace, object)
         } else {
-            self.workload(req, &policy, mode, namespace, kind, object, deadline)
+            let target = Target {
+                namespace,
+                kind,
+                scope,
+            };
+            self.workload(req, &policy, mode, target, object, deadline)
                 .await
         }
     }
@@ -193,11 +212,15 @@ impl Validator {
         req: &AdmissionRequest<'_>,
         policy: &Policy,
         mode: PolicyMode,
-        namespace: &str,
-        kind: Kind,
+        target: Target<'_>,
         object: &ObjectView<'_>,
         deadline: Instant,
     ) -> Decision {
+        let Target {
+            namespace,
+            kind,
+            scope,
+        } = target;
         let uid = req.uid.as_str();
         let sa = object.pod_spec(kind).service_account().to_string();
         if let Some(exemption) = policy.is_exempt(namespace, Some(&sa)) {
@@ -221,7 +244,9 @@ impl Validator {
             Some(n) => n.to_string(),
             None => object.metadata.display_name(),
         };
-        let identity = self.check_identity(namespace, &sa, mode, deadline).await;
+        let identity = self
+            .check_identity(policy, namespace, &sa, mode, deadline)
+            .await;
         let verdict = policy.workload_verdict(
             mode,
             kind,
@@ -230,61 +255,57 @@ impl Validator {
             object,
             &identity,
             self.identities.annotation_prefix(),
+            scope,
         );
         let reason = match identity {
-            IdentityCheck::Found => "identity found",
-            IdentityCheck::Missing => "no identity",
+            IdentityCheck::Association | IdentityCheck::Irsa { .. } => "identity found",
+            IdentityCheck::Missing { .. } => "no identity",
             IdentityCheck::Unavailable { .. } => "identity sources unavailable",
         };
         respond(uid, verdict, reason).with_service_account(sa)
     }
 
     /// Resolves the ServiceAccount's identity within the deadline. Before a denial (enforce)
-    /// it looks again past any cached "not found": an association created seconds ago counts.
+    /// it looks again past any cached "not found": an association created seconds ago counts
+    /// (and wins over an IRSA role that the namespace does not allow).
     async fn check_identity(
         &self,
+        policy: &Policy,
         namespace: &str,
         sa: &str,
         mode: PolicyMode,
         deadline: Instant,
     ) -> IdentityCheck {
+        let settled = |check: &IdentityCheck| match check {
+            IdentityCheck::Association => true,
+            IdentityCheck::Irsa { role_arn } => policy.allows_irsa_role(namespace, sa, role_arn),
+            _ => false,
+        };
         let first = self
             .resolve_by(namespace, sa, Freshness::Cached, deadline)
             .await;
-        if first.identity.is_some() {
-            return IdentityCheck::Found;
-        }
+        let mut check = identity_check(&first);
+        let mut last = first;
         // Warn mode only warns, so the cached answer will do (spares the EKS API).
-        let last = if mode == PolicyMode::Enforce {
-            let again = self
+        if !settled(&check) && mode == PolicyMode::Enforce {
+            last = self
                 .resolve_by(namespace, sa, Freshness::BypassNegative, deadline)
                 .await;
-            if again.identity.is_some() {
+            check = identity_check(&last);
+            if settled(&check) {
                 tracing::info!(
                     namespace,
                     service_account = sa,
                     "identity found on re-check past a cached \"not found\""
                 );
-                return IdentityCheck::Found;
             }
-            again
-        } else {
-            first
-        };
-        if last.complete() {
-            return IdentityCheck::Missing;
         }
-        for e in &last.errors {
-            tracing::warn!(error = %e, namespace, service_account = sa, "identity check could not be done");
+        if let IdentityCheck::Unavailable { .. } = &check {
+            for e in &last.errors {
+                tracing::warn!(error = %e, namespace, service_account = sa, "identity check could not be done");
+            }
         }
-        IdentityCheck::Unavailable {
-            detail: last
-                .errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        }
+        check
     }
 
     async fn resolve_by(
@@ -298,6 +319,37 @@ impl Validator {
         self.identities
             .resolve_within(namespace, sa, freshness, budget)
             .await
+    }
+}
+
+/// What a workload request is about.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    namespace: &'a str,
+    kind: Kind,
+    scope: Scope,
+}
+
+/// What a resolution says, for the policy.
+fn identity_check(resolution: &crate::identity::Resolution) -> IdentityCheck {
+    match &resolution.identity {
+        Some(found) => match &found.kind {
+            IdentityKind::PodIdentity(_) => IdentityCheck::Association,
+            IdentityKind::Irsa { role_arn } => IdentityCheck::Irsa {
+                role_arn: role_arn.clone(),
+            },
+        },
+        None if resolution.complete() => IdentityCheck::Missing {
+            invalid_role_arn: resolution.service_account.invalid_role_arn.clone(),
+        },
+        None => IdentityCheck::Unavailable {
+            detail: resolution
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
     }
 }
 

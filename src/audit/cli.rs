@@ -236,10 +236,9 @@ pub async fn run_check(args: &CheckArgs, out: &mut impl Write) -> Result<u8, Com
     let policy = Policy::compile(&settings.policy, own_ns.as_deref())?
         .with_associations_file(settings.associations_file.clone());
     let validator = Validator::new(policy, identities.clone()).with_namespaces(namespaces);
-    let decider = Decider::new(
-        validator,
-        Mutator::new(settings.injection.clone(), identities),
-    );
+    let mutator =
+        Mutator::new(settings.injection.clone(), identities).with_policy(validator.shared_policy());
+    let decider = Decider::new(validator, mutator);
 
     let mut report = CheckReport {
         objects: check::check_objects(

@@ -169,13 +169,13 @@ mod tests {
         let mut inner = ListedServiceAccounts::new();
         inner.insert(
             "a",
-            &json!({"metadata": {"name": "x", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/inner"}}}),
+            &json!({"metadata": {"name": "x", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/inner"}}}),
             "eks.amazonaws.com",
         );
         let mut outer = ListedServiceAccounts::new();
         outer.insert(
             "a",
-            &json!({"metadata": {"name": "y", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/outer"}}}),
+            &json!({"metadata": {"name": "y", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/outer"}}}),
             "eks.amazonaws.com",
         );
         let store = Arc::new(outer.with_fallback(Arc::new(inner)));

@@ -230,6 +230,9 @@ pub struct ResolvedIdentity {
 pub struct Resolution {
     pub identity: Option<ResolvedIdentity>,
     pub errors: Vec<IdentityError>,
+    /// What the ServiceAccount's annotations say (empty when it was not found): lets a caller
+    /// say why an IRSA annotation did not count.
+    pub service_account: Arc<ServiceAccountInfo>,
 }
 
 impl Resolution {
@@ -315,6 +318,7 @@ impl Identities {
                     source_name: "identity sources",
                     waited: budget,
                 }],
+                service_account: Arc::default(),
             },
         }
     }
@@ -385,9 +389,10 @@ impl Identities {
         Resolution {
             identity: kind.map(|kind| ResolvedIdentity {
                 kind,
-                service_account: sa_info,
+                service_account: sa_info.clone(),
             }),
             errors,
+            service_account: sa_info,
         }
     }
 }

@@ -1,11 +1,17 @@
 //! What the webhook needs to know about a ServiceAccount: its `<prefix>/…` annotations.
 
+use std::ops::RangeInclusive;
+
+use super::role_arn::{self, RoleArnError};
+
 /// The injection-relevant annotations of a ServiceAccount (IRSA webhook semantics).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceAccountInfo {
-    /// `<prefix>/role-arn`: the IRSA role.
+    /// `<prefix>/role-arn`: the IRSA role, only when it is an IAM role ARN (SPEC §12).
     pub role_arn: Option<String>,
-    /// `<prefix>/audience`: the IRSA token audience.
+    /// Why a `<prefix>/role-arn` that is set is not an identity (not an IAM role ARN).
+    pub invalid_role_arn: Option<RoleArnError>,
+    /// `<prefix>/audience`: the IRSA token audience, when within [`valid_audience`]'s bounds.
     pub audience: Option<String>,
     /// `<prefix>/sts-regional-endpoints`: `"true"`/`"false"`; wins over the flag.
     pub sts_regional_endpoints: Option<bool>,
@@ -34,9 +40,24 @@ where
     })
 }
 
+/// The projected token lifetimes the API server issues (at least 10 minutes; at most 48 hours):
+/// an annotation outside them is brought inside.
+pub const TOKEN_EXPIRATION_BOUNDS: RangeInclusive<i64> = 600..=48 * 3600;
+
 /// Parses a token lifetime the way the IRSA webhook does: integers only, others ignored.
 pub fn parse_token_expiration(value: &str) -> Option<i64> {
     value.trim().parse::<i64>().ok()
+}
+
+/// The longest audience an annotation may set.
+pub const MAX_AUDIENCE: usize = 256;
+
+/// Whether an audience annotation can be used: 1 to [`MAX_AUDIENCE`] bytes of printable text
+/// without whitespace. Anything else is ignored (the configured audience is used).
+pub fn valid_audience(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_AUDIENCE
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl ServiceAccountInfo {
@@ -57,8 +78,11 @@ impl ServiceAccountInfo {
             };
             let v = v.as_ref();
             match name {
-                ROLE_ARN if !v.trim().is_empty() => info.role_arn = Some(v.trim().to_string()),
-                AUDIENCE if !v.trim().is_empty() => info.audience = Some(v.trim().to_string()),
+                ROLE_ARN if !v.trim().is_empty() => match role_arn::validate(v.trim()) {
+                    Ok(()) => info.role_arn = Some(v.trim().to_string()),
+                    Err(e) => info.invalid_role_arn = Some(e),
+                },
+                AUDIENCE if valid_audience(v.trim()) => info.audience = Some(v.trim().to_string()),
                 STS_REGIONAL_ENDPOINTS => {
                     info.sts_regional_endpoints = match v.trim() {
                         "true" => Some(true),
@@ -82,7 +106,10 @@ mod tests {
     fn reads_prefixed_annotations_only() {
         let info = ServiceAccountInfo::from_annotations(
             [
-                ("eks.amazonaws.com/role-arn", "arn:aws:iam::1:role/r"),
+                (
+                    "eks.amazonaws.com/role-arn",
+                    "arn:aws:iam::111122223333:role/r",
+                ),
                 ("eks.amazonaws.com/audience", "custom"),
                 ("eks.amazonaws.com/sts-regional-endpoints", "true"),
                 ("eks.amazonaws.com/token-expiration", "3600"),
@@ -90,10 +117,40 @@ mod tests {
             ],
             "eks.amazonaws.com",
         );
-        assert_eq!(info.role_arn.as_deref(), Some("arn:aws:iam::1:role/r"));
+        assert_eq!(
+            info.role_arn.as_deref(),
+            Some("arn:aws:iam::111122223333:role/r")
+        );
         assert_eq!(info.audience.as_deref(), Some("custom"));
         assert_eq!(info.sts_regional_endpoints, Some(true));
         assert_eq!(info.token_expiration, Some(3600));
+    }
+
+    #[test]
+    fn a_role_annotation_that_is_not_a_role_arn_is_no_identity_and_says_why() {
+        for bad in [
+            "not-an-arn",
+            "arn:aws:iam::111122223333:role/*",
+            "arn:aws-evil:iam::111122223333:role/x",
+        ] {
+            let info = ServiceAccountInfo::from_annotations(
+                [("eks.amazonaws.com/role-arn", bad)],
+                "eks.amazonaws.com",
+            );
+            assert_eq!(info.role_arn, None, "{bad}");
+            assert!(info.invalid_role_arn.is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn audiences_out_of_bounds_are_ignored() {
+        for bad in ["a b", "a\u{7}b", &"a".repeat(MAX_AUDIENCE + 1)] {
+            let info = ServiceAccountInfo::from_annotations(
+                [("eks.amazonaws.com/audience", bad)],
+                "eks.amazonaws.com",
+            );
+            assert_eq!(info.audience, None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -108,7 +165,7 @@ mod tests {
     #[test]
     fn custom_prefix() {
         let info = ServiceAccountInfo::from_annotations(
-            [("example.com/role-arn", "arn:aws:iam::1:role/r")],
+            [("example.com/role-arn", "arn:aws:iam::111122223333:role/r")],
             "example.com",
         );
         assert!(info.role_arn.is_some());

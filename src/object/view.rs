@@ -51,6 +51,10 @@ pub struct SpecView<'a> {
     pub containers: Option<Vec<ContainerView<'a>>>,
     #[serde(default, borrow)]
     pub init_containers: Option<Vec<ContainerView<'a>>>,
+    /// Debugging containers (`kubectl debug`), added through the `ephemeralcontainers`
+    /// subresource; never injected.
+    #[serde(default, borrow)]
+    pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
     #[serde(default, borrow)]
     pub volumes: Option<Vec<Named<'a>>>,
     #[serde(default, borrow)]
@@ -116,6 +120,7 @@ static EMPTY_SPEC: SpecView<'static> = SpecView {
     service_account: None,
     containers: None,
     init_containers: None,
+    ephemeral_containers: None,
     volumes: None,
     node_selector: None,
     host_network: None,
@@ -221,6 +226,13 @@ impl SpecView<'_> {
         let main = self.containers.iter().flatten().enumerate();
         init.map(|(i, c)| ("initContainers", i, c))
             .chain(main.map(|(i, c)| ("containers", i, c)))
+    }
+
+    /// Every container, ephemeral ones included (what the static-credentials rule reads).
+    pub fn every_container(&self) -> impl Iterator<Item = &ContainerView<'_>> {
+        self.all_containers()
+            .map(|(_, _, c)| c)
+            .chain(self.ephemeral_containers.iter().flatten())
     }
 
     pub fn is_windows(&self) -> bool {

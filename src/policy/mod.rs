@@ -15,7 +15,7 @@ use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
 pub use settings::{FailurePolicy, InvalidPolicy, NamespaceRule, PolicyMode, PolicySettings};
 pub use static_keys::StaticCredential;
-pub use verdict::{IdentityCheck, Verdict};
+pub use verdict::{IdentityCheck, Scope, Verdict};
 
 /// Namespaces that are never checked: the control plane's own.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];

@@ -2,10 +2,12 @@
 //! ServiceAccount, what is missing and the command that fixes it; warnings stay short.
 
 use super::settings::{FailurePolicy, PolicyMode};
+use crate::identity::role_arn::{self, RoleArnError};
+use crate::identity::sa::ROLE_ARN;
 use crate::object::{Kind, ObjectView};
 
 use super::Policy;
-use super::static_keys::static_credentials;
+use super::static_keys::{StaticCredential, static_credentials};
 
 /// Admission warnings longer than this are cut (kubectl prints each on one line).
 pub const MAX_WARNING_CHARS: usize = 119;
@@ -23,12 +25,27 @@ pub enum Verdict {
 /// What the identity sources said about a ServiceAccount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityCheck {
-    /// An association or an IRSA annotation.
-    Found,
+    /// An EKS Pod Identity association (made by the cluster's operator: no allowlist applies).
+    Association,
+    /// An IRSA annotation naming this IAM role.
+    Irsa { role_arn: String },
     /// Every source answered, none has one (after looking past cached "not found").
-    Missing,
+    /// `invalid_role_arn`: why the ServiceAccount's role annotation, when set, is no identity.
+    Missing {
+        invalid_role_arn: Option<RoleArnError>,
+    },
     /// A source could not answer in time; `detail` says which and why.
     Unavailable { detail: String },
+}
+
+/// What a verdict on a pod spec covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A Pod's creation or a workload's pod template: identity and static keys.
+    Pod,
+    /// Ephemeral containers added to a running pod: their static keys only (the pod's
+    /// identity was checked when it was created).
+    EphemeralContainers,
 }
 
 /// Cuts a warning to [`MAX_WARNING_CHARS`] characters, on a character boundary.
@@ -59,9 +76,26 @@ impl Policy {
         fix
     }
 
+    /// Whether pods of ServiceAccount `service_account` in `namespace` may be given the IRSA
+    /// role `role_arn`: the namespace has no role allowlist, or the allowlist holds the role,
+    /// or the ServiceAccount is exempt. The mutation asks this before injecting a role.
+    pub fn allows_irsa_role(&self, namespace: &str, service_account: &str, role_arn: &str) -> bool {
+        self.is_exempt(namespace, Some(service_account)).is_some()
+            || self
+                .allowed_role_arns(namespace)
+                .is_none_or(|list| list.allows(role_arn))
+    }
+
+    fn allowed_patterns(&self, namespace: &str) -> String {
+        match self.allowed_role_arns(namespace) {
+            Some(list) if !list.patterns().is_empty() => list.patterns().join(", "),
+            _ => "none".to_string(),
+        }
+    }
+
     /// The verdict on a Pod or a workload (its pod template), of kind `kind`, named `name` in
-    /// `namespace` (SPEC §3). Pure: `identity` is what the identity sources said about the pod
-    /// spec's ServiceAccount; the webhook and `check`/`audit` look it up and call this.
+    /// `namespace` (SPEC §3 and §12). Pure: `identity` is what the identity sources said about
+    /// the pod spec's ServiceAccount; the webhook and `check`/`audit` look it up and call this.
     /// Exemptions ([`Policy::is_exempt`]) are the caller's to check first.
     #[allow(clippy::too_many_arguments)]
     pub fn workload_verdict(
@@ -73,42 +107,101 @@ impl Policy {
         object: &ObjectView<'_>,
         identity: &IdentityCheck,
         annotation_prefix: &str,
+        scope: Scope,
     ) -> Verdict {
         if mode == PolicyMode::Off {
             return Verdict::Allow;
         }
         let pod = object.pod_spec(kind);
         let sa = pod.service_account();
+        let credentials = match scope {
+            Scope::Pod => static_credentials(pod.every_container()),
+            Scope::EphemeralContainers => {
+                static_credentials(pod.ephemeral_containers.iter().flatten())
+            }
+        };
         let kind = kind.as_str();
         let enforce = mode == PolicyMode::Enforce;
+        // What is wrong, each said once, and the fix, said once at the end.
         let mut denials = Vec::new();
+        let mut fixes = Vec::new();
         let mut warnings = Vec::new();
 
-        for cred in &static_credentials(pod) {
-            let container = &cred.container;
-            let var = &cred.variable;
+        if !credentials.is_empty() {
             if enforce {
                 denials.push(format!(
-                    "container {container:?} sets {var} to a literal value; static AWS keys are \
-                     not allowed in namespace {namespace}. Fix: remove it and give ServiceAccount \
-                     {sa:?} an identity ({})",
-                    self.remedy(namespace, sa)
+                    "{}; static AWS keys are not allowed in namespace {namespace}",
+                    described(&credentials)
                 ));
+                fixes.push("remove the keys".to_string());
             } else {
-                warnings.push(format!(
-                    "{kind} {name}: container {container:?} sets {var} as a literal; use Pod Identity instead"
-                ));
+                for StaticCredential {
+                    container,
+                    variable,
+                } in &credentials
+                {
+                    warnings.push(format!(
+                        "{kind} {name}: container {container:?} sets {variable} as a literal; use Pod Identity instead"
+                    ));
+                }
             }
         }
-
+        let has_identity = |what: &str| {
+            format!(
+                "ServiceAccount {sa:?} already has an AWS identity ({what}), which the SDKs use once the keys are gone"
+            )
+        };
         match identity {
-            IdentityCheck::Found => {}
-            IdentityCheck::Missing => {
+            IdentityCheck::Association => {
+                if enforce && !credentials.is_empty() {
+                    denials.push(has_identity("an EKS Pod Identity association"));
+                }
+            }
+            IdentityCheck::Irsa { role_arn } if self.allows_irsa_role(namespace, sa, role_arn) => {
+                if enforce && !credentials.is_empty() {
+                    denials.push(has_identity("an IRSA role"));
+                }
+            }
+            IdentityCheck::Irsa { role_arn } if scope == Scope::Pod => {
                 if enforce {
                     denials.push(format!(
-                        "ServiceAccount {sa:?} has no EKS Pod Identity association and no \
-                         {annotation_prefix}/role-arn annotation. Fix: {}",
+                        "ServiceAccount {sa:?} names the IRSA role {role_arn:?} \
+                         ({annotation_prefix}/{ROLE_ARN}), which is not an allowed role for \
+                         namespace {namespace} (allowed: {}); it is not injected",
+                        self.allowed_patterns(namespace)
+                    ));
+                    fixes.push(format!(
+                        "kubectl annotate serviceaccount -n {namespace} {sa} --overwrite \
+                         {annotation_prefix}/{ROLE_ARN}=<allowed role>, or \
+                         {}",
                         self.remedy(namespace, sa)
+                    ));
+                } else {
+                    warnings.push(format!(
+                        "{kind} {name}: the IRSA role of ServiceAccount {sa:?} is not allowed in namespace {namespace}; not injected"
+                    ));
+                }
+            }
+            IdentityCheck::Irsa { .. } => {}
+            IdentityCheck::Missing { .. } if scope == Scope::EphemeralContainers => {}
+            IdentityCheck::Missing { invalid_role_arn } => {
+                if enforce {
+                    let why = invalid_role_arn
+                        .as_ref()
+                        .map(|e| {
+                            format!(
+                                " (its {annotation_prefix}/{ROLE_ARN} annotation {e}, so it is no identity)"
+                            )
+                        })
+                        .unwrap_or_default();
+                    denials.push(format!(
+                        "ServiceAccount {sa:?} has no EKS Pod Identity association and no \
+                         {annotation_prefix}/{ROLE_ARN} annotation{why}"
+                    ));
+                    fixes.push(self.remedy(namespace, sa));
+                } else if invalid_role_arn.is_some() {
+                    warnings.push(format!(
+                        "{kind} {name}: ServiceAccount {sa:?}: {annotation_prefix}/{ROLE_ARN} is not an IAM role ARN"
                     ));
                 } else {
                     warnings.push(format!(
@@ -116,6 +209,7 @@ impl Policy {
                     ));
                 }
             }
+            IdentityCheck::Unavailable { .. } if scope == Scope::EphemeralContainers => {}
             IdentityCheck::Unavailable { detail } => {
                 if enforce && self.failure_policy() == FailurePolicy::Closed {
                     denials.push(format!(
@@ -133,10 +227,11 @@ impl Policy {
         }
 
         if !denials.is_empty() {
-            return Verdict::Deny(format!(
-                "{kind} {namespace}/{name}: {}",
-                denials.join(" Also: ")
-            ));
+            let mut message = format!("{kind} {namespace}/{name}: {}.", denials.join(". "));
+            if !fixes.is_empty() {
+                message.push_str(&format!(" Fix: {}", fixes.join(", then ")));
+            }
+            return Verdict::Deny(message);
         }
         if warnings.is_empty() {
             Verdict::Allow
@@ -146,7 +241,8 @@ impl Policy {
     }
 
     /// The verdict on a ServiceAccount named `name` in `namespace`: its IRSA annotation
-    /// `<annotation_prefix>/role-arn` against the namespace's role allowlist. Pure.
+    /// `<annotation_prefix>/role-arn` must be an IAM role ARN and within the namespace's role
+    /// allowlist. Pure.
     pub fn service_account_verdict(
         &self,
         mode: PolicyMode,
@@ -158,36 +254,65 @@ impl Policy {
         if mode == PolicyMode::Off {
             return Verdict::Allow;
         }
-        let role_arn = object
+        let Some(arn) = object
             .metadata
-            .prefixed_annotation(annotation_prefix, crate::identity::sa::ROLE_ARN)
+            .prefixed_annotation(annotation_prefix, ROLE_ARN)
             .map(str::trim)
-            .filter(|v| !v.is_empty());
-        let (Some(arn), Some(allowlist)) = (role_arn, self.allowed_role_arns(namespace)) else {
+            .filter(|v| !v.is_empty())
+        else {
+            return Verdict::Allow;
+        };
+        let enforce = mode == PolicyMode::Enforce;
+        if let Err(e) = role_arn::validate(arn) {
+            // The value is not quoted: it is not an ARN, and may be anything.
+            return if enforce {
+                Verdict::Deny(format!(
+                    "ServiceAccount {namespace}/{name}: annotation {annotation_prefix}/{ROLE_ARN} \
+                     {e}, so it is no identity. Fix: kubectl annotate serviceaccount -n \
+                     {namespace} {name} --overwrite \
+                     {annotation_prefix}/{ROLE_ARN}=arn:aws:iam::<account>:role/<name>"
+                ))
+            } else {
+                Verdict::Warn(vec![fit_warning(format!(
+                    "ServiceAccount {name}: {annotation_prefix}/{ROLE_ARN} is not an IAM role ARN; it is no identity"
+                ))])
+            };
+        }
+        let Some(allowlist) = self.allowed_role_arns(namespace) else {
             return Verdict::Allow;
         };
         if allowlist.allows(arn) {
             return Verdict::Allow;
         }
-        if mode == PolicyMode::Enforce {
-            let allowed = if allowlist.patterns().is_empty() {
-                "none".to_string()
-            } else {
-                allowlist.patterns().join(", ")
-            };
+        if enforce {
             Verdict::Deny(format!(
-                "ServiceAccount {namespace}/{name}: annotation {annotation_prefix}/role-arn \
-                 {arn:?} is not an allowed role for namespace {namespace} (allowed: {allowed}). \
+                "ServiceAccount {namespace}/{name}: annotation {annotation_prefix}/{ROLE_ARN} \
+                 {arn:?} is not an allowed role for namespace {namespace} (allowed: {}). \
                  Fix: kubectl annotate serviceaccount -n {namespace} {name} --overwrite \
-                 {annotation_prefix}/role-arn=<allowed role>, or ask the cluster operator to add \
-                 the role to policy.namespaces[].allowedRoleArns"
+                 {annotation_prefix}/{ROLE_ARN}=<allowed role>, or ask the cluster operator to add \
+                 the role to policy.namespaces[].allowedRoleArns",
+                self.allowed_patterns(namespace)
             ))
         } else {
             Verdict::Warn(vec![fit_warning(format!(
-                "ServiceAccount {name}: {annotation_prefix}/role-arn is not an allowed role for namespace {namespace}"
+                "ServiceAccount {name}: {annotation_prefix}/{ROLE_ARN} is not an allowed role for namespace {namespace}"
             ))])
         }
     }
+}
+
+/// `container "a" sets X to a literal value, container "b" sets Y to a literal value`.
+fn described(credentials: &[StaticCredential]) -> String {
+    credentials
+        .iter()
+        .map(|c| {
+            format!(
+                "container {:?} sets {} to a literal value",
+                c.container, c.variable
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
