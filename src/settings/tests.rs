@@ -341,3 +341,31 @@ fn absurd_sizes_and_zero_waits_are_refused_naming_the_key() {
         assert!(load(&format!("tls: {{selfSigned: true}}\neks: {eks}\n"), &[]).is_err());
     }
 }
+
+#[test]
+fn a_config_file_that_is_not_a_regular_small_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, vec![b'#'; MAX_CONFIG_FILE_BYTES as usize + 1]).unwrap();
+    for (path, why) in [
+        (fifo, "FIFO"),
+        (big, "larger than"),
+        (std::path::PathBuf::from("/dev/zero"), "character device"),
+        (dir.path().to_owned(), "directory"),
+    ] {
+        let flags = Flags::parse([
+            format!("--config={}", path.display()),
+            "--self-signed".into(),
+        ]);
+        let err = Settings::load(flags.unwrap()).unwrap_err().to_string();
+        assert!(err.contains(why), "{}: {err}", path.display());
+    }
+}
