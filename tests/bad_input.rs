@@ -15,7 +15,12 @@ async fn start() -> Webhook {
         .associations(
             "associations:\n  - {namespace: team-a, serviceAccount: carts, roleArn: 'arn:aws:iam::111122223333:role/carts'}\n",
         )
-        .settings(|s| s.server.max_body_bytes = LIMIT)
+        .settings(|s| {
+            s.server.max_body_bytes = LIMIT;
+            // Large pods, within what the limit can be raised to (tests/pod_limits.rs has the
+            // default).
+            s.injection.max_containers = 1000;
+        })
         .start()
         .await
 }

@@ -12,6 +12,12 @@ pub const MIN_TOKEN_EXPIRATION: i64 = 600;
 /// The API server rejects projected token lifetimes of 2^32 seconds or more.
 pub const MAX_TOKEN_EXPIRATION: i64 = u32::MAX as i64;
 
+/// Far above any pod that runs (a node runs all of a pod's containers), far below what makes
+/// the patch large: each injected container costs about 600 bytes of answer.
+pub const DEFAULT_MAX_CONTAINERS: usize = 250;
+/// Volumes cost the answer nothing; the limit keeps a pod's shape sane.
+pub const DEFAULT_MAX_VOLUMES: usize = 1000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct InjectionSettings {
@@ -48,6 +54,14 @@ pub struct InjectionSettings {
     /// Pod Identity token file name [default: eks-pod-identity-token].
     #[arg(long, required = false, value_name = "FILE")]
     pub container_credentials_token_path: String,
+    /// Most containers a pod may have, containers, initContainers and ephemeralContainers
+    /// together; the mutating webhook refuses larger pods (1 ..= 4096) [default: 250].
+    #[arg(long, required = false, value_name = "N")]
+    pub max_containers: usize,
+    /// Most volumes a pod may have; the mutating webhook refuses pods with more
+    /// (1 ..= 4096) [default: 1000].
+    #[arg(long, required = false, value_name = "N")]
+    pub max_volumes: usize,
     /// Volume name for the IRSA token (fixed by the IRSA webhook's contract).
     #[arg(skip)]
     #[serde(skip)]
@@ -73,6 +87,8 @@ impl Default for InjectionSettings {
                 "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount".into(),
             container_credentials_token_volume_name: "eks-pod-identity-token".into(),
             container_credentials_token_path: "eks-pod-identity-token".into(),
+            max_containers: DEFAULT_MAX_CONTAINERS,
+            max_volumes: DEFAULT_MAX_VOLUMES,
             irsa_token_volume_name: "aws-iam-token".into(),
             irsa_token_path: "token".into(),
         }

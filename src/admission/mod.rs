@@ -22,7 +22,7 @@ use crate::object::ObjectView;
 use crate::policy::Policy;
 use crate::policy::verdict::fit_warning;
 use mutate::Skip;
-use review::{AdmissionRequest, AdmissionResponse, Object, Operation};
+use review::{AdmissionRequest, AdmissionResponse, MAX_ANSWER_BYTES, Object, Operation};
 
 /// What a decision did, for logs and metrics (bounded set of values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,6 +162,16 @@ impl Mutator {
         let allow =
             |reason| Decision::new(AdmissionResponse::allow(uid), Outcome::Unchanged, reason);
         let sa = pod.service_account().to_string();
+        let settings = self.injection.load();
+        // Before anything else: the answer for a pod of any shape stays small.
+        if let Some(message) = mutate::too_large(&pod.spec, &settings) {
+            return Decision::new(
+                AdmissionResponse::deny(uid, 403, message),
+                Outcome::Denied,
+                "pod too large",
+            )
+            .with_service_account(sa);
+        }
         if let Some(skip) = Skip::check(pod) {
             let reason = match skip {
                 Skip::MirrorPod => "mirror pod",
@@ -229,7 +239,6 @@ impl Mutator {
             )
             .with_service_account(sa);
         }
-        let settings = self.injection.load();
         let mut mutation = mutate::mutate_pod(pod, &identity, &settings);
         let outcome = if mutation.patch.is_empty() {
             Outcome::Unchanged
@@ -237,10 +246,29 @@ impl Mutator {
             Outcome::Mutated
         };
         let warnings = std::mem::take(&mut mutation.warnings);
+        let response = match AdmissionResponse::allow(uid)
+            .with_warnings(warnings)
+            .with_patch_within(&mutation.patch, MAX_ANSWER_BYTES)
+        {
+            Ok(response) => response,
+            Err(length) => {
+                let message = format!(
+                    "pod-identity-webhook cannot inject AWS credentials into this pod: the patch \
+                     for its {} containers would make an answer of {length} bytes, more than the \
+                     {MAX_ANSWER_BYTES} the API server accepts from a webhook; use fewer \
+                     containers per pod",
+                    pod.spec.container_count()
+                );
+                return Decision::new(
+                    AdmissionResponse::deny(uid, 403, message),
+                    Outcome::Denied,
+                    "answer too large",
+                )
+                .with_service_account(sa);
+            }
+        };
         Decision::new(
-            AdmissionResponse::allow(uid)
-                .with_patch(&mutation.patch)
-                .with_warnings(warnings),
+            response,
             outcome,
             if outcome == Outcome::Mutated {
                 "identity injected"

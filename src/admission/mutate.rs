@@ -5,13 +5,14 @@
 //! operations (`/spec/containers/0/env/-`, …); whole containers or lists are never rewritten.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
 use super::injection::InjectionSettings;
 use crate::identity::sa::{TOKEN_EXPIRATION, TOKEN_EXPIRATION_BOUNDS, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
-use crate::object::ObjectView;
+use crate::object::{ObjectView, SpecView};
 
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
 /// [`POD_IDENTITY_LABEL`] in the pod's labels, as a JSON Pointer ("/" in a key is "~1").
@@ -49,6 +50,30 @@ impl Skip {
         }
         None
     }
+}
+
+/// Why a pod is too large for the mutating webhook, when it is: more containers (of the three
+/// kinds together) or volumes than the settings allow. Checked before anything is resolved or
+/// written, so the work and the answer for a pod of any shape stay small (issue 21).
+pub fn too_large(spec: &SpecView<'_>, settings: &InjectionSettings) -> Option<String> {
+    let containers = spec.container_count();
+    if containers > settings.max_containers {
+        return Some(format!(
+            "pod has {containers} containers (containers, initContainers and ephemeralContainers \
+             together); pod-identity-webhook admits pods of at most {} \
+             (injection.maxContainers): split the pod",
+            settings.max_containers
+        ));
+    }
+    let volumes = spec.volume_count();
+    if volumes > settings.max_volumes {
+        return Some(format!(
+            "pod has {volumes} volumes; pod-identity-webhook admits pods of at most {} \
+             (injection.maxVolumes): split the pod",
+            settings.max_volumes
+        ));
+    }
+    None
 }
 
 /// The result of mutating one pod.
@@ -217,7 +242,7 @@ pub fn mutate_pod<'a>(
         ],
     };
 
-    let skipped: Vec<&str> = pod
+    let skipped: BTreeSet<&str> = pod
         .metadata
         .prefixed_annotation(prefix, SKIP_CONTAINERS)
         .map(|v| {
@@ -230,7 +255,7 @@ pub fn mutate_pod<'a>(
 
     let mut injected_any = false;
     for (list, i, c) in pod.spec.all_containers() {
-        if skipped.contains(&&*c.name) {
+        if skipped.contains(&*c.name) {
             continue;
         }
         injected_any = true;

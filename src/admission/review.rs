@@ -8,10 +8,36 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::object::{ObjectView, Text};
+use crate::object::{ObjectView, Text, read_bounded};
 
 /// API versions the API server may send; the response echoes the one received.
 pub const SUPPORTED_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// The longest answer the API server reads from a webhook (its webhook client stops at 3 MiB);
+/// a longer one fails the call, which `failurePolicy: Ignore` turns into a pod admitted
+/// unchecked. A patch that would not fit is refused instead (issue 21).
+pub const MAX_ANSWER_BYTES: usize = 3 * 1024 * 1024;
+
+/// Longest message quoting the request (parse errors quote values, which may be as long as the
+/// body): longer ones are cut.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Room in an answer for what surrounds the response (`apiVersion`, `kind`, `patchType`, the
+/// keys of the patch).
+const ENVELOPE_BYTES: usize = 160;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
 
 /// Why a body could not be read as an AdmissionReview (answered with HTTP 400).
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +162,7 @@ impl<'a> Review<'a> {
         let body = std::str::from_utf8(body).map_err(|e| {
             ReviewError::Json(format!("body is not UTF-8 at byte {}", e.valid_up_to()))
         })?;
-        if let Ok(review) = Review::<ObjectView>::parse(body) {
+        if let Ok(review) = read_bounded(|| Review::<ObjectView>::parse(body)) {
             return Ok(Review {
                 api_version: review.api_version,
                 request: review.request.map_object(|o| o.map(Object::Read)),
@@ -145,7 +171,7 @@ impl<'a> Review<'a> {
         // Not read in one pass: is it the review or its object?
         let review = Review::<&RawValue>::parse(body)?;
         let kind = review.request.kind.kind.clone();
-        let read = |raw: &'a RawValue| match read_object(raw, &kind) {
+        let read = |raw: &'a RawValue| match read_bounded(|| read_object(raw, &kind)) {
             Ok(view) => Object::Read(view),
             Err(message) => Object::Unreadable(message),
         };
@@ -161,15 +187,24 @@ impl<'a> Review<'a> {
 impl<'a, O: Deserialize<'a>> Review<'a, O> {
     /// Reads a body with its object read as `O` in the same pass.
     pub fn parse(body: &'a str) -> Result<Self, ReviewError> {
-        let raw: ReviewIn<'a, O> = serde_json::from_str(body)
-            .map_err(|e| ReviewError::Json(e.to_string().replace('\n', " ")))?;
+        let raw: ReviewIn<'a, O> = serde_json::from_str(body).map_err(|e| {
+            ReviewError::Json(clip(e.to_string().replace('\n', " "), MAX_MESSAGE_BYTES))
+        })?;
         let api_version = raw.api_version.unwrap_or_default();
         if !SUPPORTED_API_VERSIONS.contains(&&*api_version) {
-            return Err(ReviewError::ApiVersion(api_version.to_string()));
+            return Err(ReviewError::ApiVersion(clip(
+                api_version.to_string(),
+                MAX_MESSAGE_BYTES,
+            )));
         }
         match raw.kind.as_deref() {
             Some("AdmissionReview") => {}
-            other => return Err(ReviewError::Kind(other.unwrap_or_default().to_string())),
+            other => {
+                return Err(ReviewError::Kind(clip(
+                    other.unwrap_or_default().to_string(),
+                    MAX_MESSAGE_BYTES,
+                )));
+            }
         }
         let request = raw.request.ok_or(ReviewError::NoRequest)?;
         if request.uid.trim().is_empty() {
@@ -190,11 +225,12 @@ fn read_object<'a>(raw: &'a RawValue, kind: &str) -> Result<ObjectView<'a>, Stri
         let what = if kind.is_empty() { "object" } else { kind };
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
+        let message = if path.is_empty() || path == "." {
             format!("object is not a readable {what}: {inner}")
         } else {
             format!("object is not a readable {what}: at {path}: {inner}")
-        }
+        };
+        clip(message, MAX_MESSAGE_BYTES)
     })
 }
 
@@ -256,20 +292,58 @@ impl AdmissionResponse {
     }
 
     /// Attaches a JSON Patch; an empty patch attaches nothing (SPEC §2: no patch, not `[]`).
-    pub fn with_patch<P: Serialize + ?Sized>(mut self, patch: &P) -> Self {
+    pub fn with_patch<P: Serialize + ?Sized>(self, patch: &P) -> Self {
+        self.with_patch_within(patch, usize::MAX)
+            .expect("no answer is longer than usize::MAX")
+    }
+
+    /// Attaches a JSON Patch when the whole answer stays within `max_answer` bytes; else
+    /// `Err` with the length it would have had. Measured before the patch is encoded.
+    pub fn with_patch_within<P: Serialize + ?Sized>(
+        mut self,
+        patch: &P,
+        max_answer: usize,
+    ) -> Result<Self, usize> {
         use base64::Engine;
         let json = serde_json::to_vec(patch).expect("a patch always serialises");
-        if json != b"[]" {
-            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
-            self.patch_type = Some("JSONPatch");
+        if json == b"[]" {
+            return Ok(self);
         }
-        self
+        let answer = json
+            .len()
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(serialized_len(&self))
+            .saturating_add(ENVELOPE_BYTES);
+        if answer > max_answer {
+            return Err(answer);
+        }
+        self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+        self.patch_type = Some("JSONPatch");
+        Ok(self)
     }
 
     pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
         self.warnings = warnings;
         self
     }
+}
+
+/// The length of a value's JSON, counted without writing it anywhere.
+fn serialized_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("an answer always serialises");
+    count.0
 }
 
 #[derive(Serialize)]
@@ -346,6 +420,50 @@ mod tests {
             Review::read(no_uid.as_bytes()),
             Err(ReviewError::EmptyUid)
         ));
+    }
+
+    #[test]
+    fn messages_quoting_the_request_are_cut() {
+        let long = "é".repeat(100_000);
+        let kind = MINIMAL.replace(
+            r#""kind":"AdmissionReview""#,
+            &format!(r#""kind":"{long}""#),
+        );
+        let Err(ReviewError::Kind(k)) = Review::read(kind.as_bytes()) else {
+            panic!("kind accepted")
+        };
+        assert!(
+            k.len() <= MAX_MESSAGE_BYTES + 3 && k.ends_with('…'),
+            "{}",
+            k.len()
+        );
+        let object = MINIMAL.replace(
+            r#""serviceAccountName":"a""#,
+            &format!(r#""containers":"{long}""#),
+        );
+        let r = Review::read(object.as_bytes()).unwrap();
+        let Some(Object::Unreadable(message)) = &r.request.object else {
+            panic!("{r:?}")
+        };
+        assert!(message.starts_with("object is not a readable Pod: at spec.containers"));
+        assert!(message.len() <= MAX_MESSAGE_BYTES + 3, "{}", message.len());
+    }
+
+    #[test]
+    fn a_patch_that_would_make_the_answer_too_long_is_not_attached() {
+        let patch = vec!["x".repeat(1000); 10];
+        let full = AdmissionResponse::allow("u").with_patch(&patch);
+        let len = response_body("admission.k8s.io/v1", &full).len();
+        // The estimate is never below the real length, and above it by the envelope at most.
+        let within = AdmissionResponse::allow("u").with_patch_within(&patch, len + ENVELOPE_BYTES);
+        assert_eq!(within.unwrap(), full);
+        let too_long = AdmissionResponse::allow("u")
+            .with_patch_within(&patch, len - 1)
+            .unwrap_err();
+        assert!(
+            too_long >= len && too_long <= len + ENVELOPE_BYTES,
+            "{too_long} vs {len}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! re-serialised from them, so nothing in an object can be lost. They borrow their strings
 //! from the JSON text they were read from ([`Text`]).
 
+mod bounded;
 mod kind;
 mod view;
 
@@ -15,6 +16,7 @@ use std::ops::Deref;
 
 use serde::Deserialize;
 
+pub use bounded::{MAX_LIST_ENTRIES, MAX_OBJECT_ENTRIES, read_bounded};
 pub use kind::Kind;
 pub use view::{
     ContainerView, EnvView, MIRROR_ANNOTATION, MetaView, MountView, Named, ObjectView, SpecView,

@@ -29,9 +29,9 @@ pub struct MetaView<'a> {
     #[serde(default, borrow)]
     pub namespace: Option<Text<'a>>,
     /// `None` when the object has no `labels` map at all (a patch must create it).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::map")]
     pub labels: Option<BTreeMap<Text<'a>, Text<'a>>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::map")]
     pub annotations: Option<BTreeMap<Text<'a>, Text<'a>>>,
 }
 
@@ -47,17 +47,17 @@ pub struct SpecView<'a> {
     /// Deprecated alias of `serviceAccountName`, still filled by the API server.
     #[serde(default, borrow)]
     pub service_account: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
     pub containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
     pub init_containers: Option<Vec<ContainerView<'a>>>,
     /// Debugging containers (`kubectl debug`), added through the `ephemeralcontainers`
     /// subresource; never injected.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
     pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
     pub volumes: Option<Vec<Named<'a>>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::map")]
     pub node_selector: Option<BTreeMap<Text<'a>, Text<'a>>>,
     #[serde(default)]
     pub host_network: Option<bool>,
@@ -83,9 +83,9 @@ pub struct TemplateView<'a> {
 pub struct ContainerView<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::list")]
     pub env: Option<Vec<EnvView<'a>>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::bounded::list")]
     pub volume_mounts: Option<Vec<MountView<'a>>>,
 }
 
@@ -233,6 +233,22 @@ impl SpecView<'_> {
         self.all_containers()
             .map(|(_, _, c)| c)
             .chain(self.ephemeral_containers.iter().flatten())
+    }
+
+    /// Containers of every kind (`containers`, `initContainers`, `ephemeralContainers`).
+    pub fn container_count(&self) -> usize {
+        [
+            &self.containers,
+            &self.init_containers,
+            &self.ephemeral_containers,
+        ]
+        .iter()
+        .map(|list| list.as_ref().map_or(0, Vec::len))
+        .sum()
+    }
+
+    pub fn volume_count(&self) -> usize {
+        self.volumes.as_ref().map_or(0, Vec::len)
     }
 
     pub fn is_windows(&self) -> bool {

@@ -369,3 +369,34 @@ fn a_config_file_that_is_not_a_regular_small_file_is_refused_at_once() {
         assert!(err.contains(why), "{}: {err}", path.display());
     }
 }
+
+#[test]
+fn pod_size_limits_come_from_the_file_or_flags_and_are_checked() {
+    let s = load("tls: {selfSigned: true}\n", &[]).unwrap();
+    assert_eq!(s.injection.max_containers, 250);
+    assert_eq!(s.injection.max_volumes, 1000);
+    let s = load(
+        "tls: {selfSigned: true}\ninjection: {maxContainers: 40, maxVolumes: 4096}\n",
+        &["--max-containers=60"],
+    )
+    .unwrap();
+    assert_eq!(
+        (s.injection.max_containers, s.injection.max_volumes),
+        (60, 4096)
+    );
+    for (injection, key) in [
+        ("{maxContainers: 0}", "injection.maxContainers"),
+        ("{maxContainers: 4097}", "injection.maxContainers"),
+        ("{maxVolumes: 0}", "injection.maxVolumes"),
+        ("{maxVolumes: 50000}", "injection.maxVolumes"),
+    ] {
+        let err = error(
+            &format!("tls: {{selfSigned: true}}\ninjection: {injection}\n"),
+            &[],
+        );
+        assert!(
+            err.contains(key) && err.contains("4096"),
+            "{injection}: {err}"
+        );
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{Settings, SettingsError};
 use crate::admission::injection::{InjectionSettings, MAX_TOKEN_EXPIRATION, MIN_TOKEN_EXPIRATION};
 use crate::identity::eks_settings::EksSettings;
+use crate::object::MAX_LIST_ENTRIES;
 use crate::policy::Policy;
 
 fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
@@ -219,6 +220,23 @@ fn validate_injection(i: &InjectionSettings) -> Result<(), SettingsError> {
     }
     if let Some(region) = &i.aws_default_region {
         validate_region("injection.awsDefaultRegion (--aws-default-region)", region)?;
+    }
+    for (key, value) in [
+        (
+            "injection.maxContainers (--max-containers)",
+            i.max_containers,
+        ),
+        ("injection.maxVolumes (--max-volumes)", i.max_volumes),
+    ] {
+        if !(1..=MAX_LIST_ENTRIES).contains(&value) {
+            return Err(invalid(
+                key,
+                format!(
+                    "{value} is out of range: give 1 to {MAX_LIST_ENTRIES} (the most entries \
+                     of a pod's list the webhook reads)"
+                ),
+            ));
+        }
     }
     Ok(())
 }
