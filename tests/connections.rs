@@ -348,3 +348,147 @@ async fn the_admin_port_cuts_off_stalled_clients_and_caps_its_connections() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_http1_requests_stopped_after_one_body_byte_delays_a_review_by_a_bounded_time() {
+    const CAP: usize = 8;
+    // Long enough for `/readyz` to be seen unready before the stalled bodies are cut off.
+    const READ: Duration = Duration::from_secs(2);
+    let running: Webhook = webhook()
+        .settings(|s| {
+            s.server.max_connections = CAP;
+            s.server.connections.body_read_timeout = READ;
+            s.server.connections.body_timeout = 2 * READ;
+        })
+        .start()
+        .await;
+    wait_readyz(running.admin_addr, 200).await;
+    // Every slot taken by an HTTP/1.1 request that sent its head and one body byte.
+    let mut stalled = Vec::new();
+    for _ in 0..CAP {
+        let mut stream = raw(&running, false).await;
+        stream.write_all(&head(1000)).await.unwrap();
+        stream.write_all(b"{").await.unwrap();
+        stalled.push(stream);
+    }
+    let body = wait_readyz(running.admin_addr, 503).await;
+    assert!(body.contains("HTTPS listener cannot accept"), "{body}");
+    // A legitimate review waits at most for the stalled bodies' deadline.
+    let start = Instant::now();
+    review_ok(&running, false).await;
+    assert!(
+        start.elapsed() < READ + SLACK,
+        "waited {:?}",
+        start.elapsed()
+    );
+    for stream in &mut stalled {
+        let answer = everything(stream, READ).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_eq!(
+        limit_reached(&running, "https", "body_read_timeout").await,
+        CAP as f64
+    );
+    wait_readyz(running.admin_addr, 200).await;
+}
+
+#[tokio::test]
+async fn bodies_one_byte_short_of_the_limit_are_cut_off_and_their_memory_comes_back() {
+    // The row of issue 21: connections that each send `maxBodyBytes - 1` bytes, then nothing.
+    const MAX_BODY: usize = 64 * 1024;
+    const SLOTS: usize = 4;
+    // Long enough that the stalled bodies still hold the budget when one more arrives.
+    const READ: Duration = Duration::from_secs(2);
+    let running = webhook()
+        .settings(|s| {
+            s.server.max_body_bytes = MAX_BODY;
+            s.server.connections.body_memory_bytes = SLOTS * MAX_BODY;
+            s.server.connections.body_read_timeout = READ;
+            s.server.connections.body_timeout = 2 * READ;
+        })
+        .start()
+        .await;
+    let mut stalled = Vec::new();
+    for _ in 0..SLOTS {
+        let mut stream = raw(&running, false).await;
+        stream.write_all(&head(MAX_BODY)).await.unwrap();
+        stream.write_all(&vec![b' '; MAX_BODY - 1]).await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The budget is spent: one more is refused at once, not held.
+    let mut more = raw(&running, false).await;
+    more.write_all(&head(MAX_BODY)).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(SLACK, more.read(&mut answer))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // Each stalled body is cut off at its read deadline.
+    for stream in &mut stalled {
+        let answer = everything(stream, READ).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_eq!(
+        limit_reached(&running, "https", "body_read_timeout").await,
+        SLOTS as f64
+    );
+    // All of it came back: as many bodies of the largest size as the budget holds, at once.
+    let (path, body) = fixture("pod-create-carts.mutate.json");
+    let mut padded = body.clone();
+    padded.resize(MAX_BODY, b' ');
+    let deadline = Instant::now() + SLACK * 2;
+    loop {
+        let mut reviews = Vec::new();
+        for _ in 0..SLOTS {
+            let mut client = TlsClient::to(&running, false).await;
+            let (path, padded) = (path.clone(), padded.clone());
+            reviews.push(tokio::spawn(async move {
+                client.review(&path, padded).await.unwrap().status
+            }));
+        }
+        let mut statuses = Vec::new();
+        for review in reviews {
+            statuses.push(review.await.unwrap());
+        }
+        if statuses.iter().all(|s| *s == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the budget never came back: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_admin_client_that_sends_a_header_now_and_then_is_cut_off_at_the_header_deadline() {
+    let running = webhook().start().await;
+    let mut tcp = TcpStream::connect(running.admin_addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+    // A header line well within any per-read bound, never the end of the head.
+    let start = Instant::now();
+    let trickle = async {
+        for i in 0.. {
+            if tcp
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(HEADER_READ + SLACK, trickle)
+        .await
+        .expect("the admin port closed the connection");
+    assert!(start.elapsed() >= HEADER_READ - Duration::from_millis(50));
+    assert_eq!(
+        limit_reached(&running, "admin", "header_read_timeout").await,
+        1.0
+    );
+}
