@@ -151,7 +151,7 @@ pub fn collect_service_accounts<'a>(
 
 /// Decides every object in order.
 pub async fn check_objects(
-    decider: &Decider,
+    decider: &Decider<'_>,
     objects: &[ManifestObject],
     default_namespace: &str,
     show_patch: bool,

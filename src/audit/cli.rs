@@ -238,7 +238,7 @@ pub async fn run_check(args: &CheckArgs, out: &mut impl Write) -> Result<u8, Com
     let validator = Validator::new(policy, identities.clone()).with_namespaces(namespaces);
     let mutator =
         Mutator::new(settings.injection.clone(), identities).with_policy(validator.shared_policy());
-    let decider = Decider::new(validator, mutator);
+    let decider = Decider::new(&validator, &mutator);
 
     let mut report = CheckReport {
         objects: check::check_objects(
@@ -362,10 +362,8 @@ pub async fn audit_objects(
     let namespaces = sources::namespace_labels(&objects.namespaces);
     let validator =
         Validator::new(policy, identities.clone()).with_namespaces(Arc::new(namespaces));
-    let decider = Decider::new(
-        validator,
-        Mutator::new(settings.injection.clone(), identities),
-    );
+    let mutator = Mutator::new(settings.injection.clone(), identities);
+    let decider = Decider::new(&validator, &mutator);
     Ok(super::findings::AuditReport {
         findings: super::findings::audit(&decider, objects).await,
         scanned: objects.counts(),

@@ -49,14 +49,14 @@ pub fn decode_patch(response: &AdmissionResponse) -> Option<Value> {
 }
 
 /// Asks the webhook's decisions about objects.
-pub struct Decider {
-    pub validator: Validator,
-    pub mutator: Mutator,
+pub struct Decider<'a> {
+    pub validator: &'a Validator,
+    pub mutator: &'a Mutator,
     pub budget: Duration,
 }
 
-impl Decider {
-    pub fn new(validator: Validator, mutator: Mutator) -> Self {
+impl<'a> Decider<'a> {
+    pub fn new(validator: &'a Validator, mutator: &'a Mutator) -> Self {
         Self {
             validator,
             mutator,

@@ -143,7 +143,7 @@ fn uses_irsa(pod: &Value) -> bool {
 }
 
 /// Runs the decisions on every object.
-pub async fn audit(decider: &Decider, objects: &ClusterObjects) -> Vec<Finding> {
+pub async fn audit(decider: &Decider<'_>, objects: &ClusterObjects) -> Vec<Finding> {
     let mut findings = Vec::new();
     // ReplicaSet and Job owners, to name a pod's top controller.
     let mut owners: HashMap<(&str, &str, &str), (&str, &str)> = HashMap::new();
@@ -235,7 +235,7 @@ fn policy_finding(object: &Value, decided: &Decided, missing: Reason) -> Option<
 }
 
 async fn restart_finding(
-    decider: &Decider,
+    decider: &Decider<'_>,
     pod: &Value,
     decided: &Decided,
     owners: &HashMap<(&str, &str, &str), (&str, &str)>,
