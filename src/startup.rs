@@ -134,6 +134,7 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     let admin_limit =
         server::ConnectionLimit::new(settings.server.connections.admin_max_connections);
     let reached = server::limits_reached::LimitsReached::register(&mut registry);
+    let audit = background_audit(&settings, &mut registry).await?;
     let mut app = App::with_registry(mutator, validator, registry);
     app.max_body_bytes = settings.server.max_body_bytes;
     app.health.watch_https(
@@ -162,6 +163,15 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         ));
     }
     app.health.set_certs_loaded();
+    if let Some((client, metrics, interval)) = audit {
+        tasks.spawn(crate::audit::background::run(
+            client,
+            app.clone(),
+            metrics,
+            interval,
+            stop.clone(),
+        ));
+    }
 
     let (https_addr, admin_addr) = listen(
         &settings,
@@ -440,5 +450,36 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// With `--audit-interval`: a Kubernetes client for the background audit and its metrics.
+async fn background_audit(
+    settings: &Settings,
+    registry: &mut Registry,
+) -> Result<
+    Option<(
+        kube::Client,
+        crate::audit::background::AuditMetrics,
+        std::time::Duration,
+    )>,
+    StartError,
+> {
+    let Some(interval) = settings.server.audit_interval else {
+        return Ok(None);
+    };
+    match kube_source::connect(settings.kubeconfig.as_deref()).await? {
+        ClusterAccess::Client(client, _) => {
+            tracing::info!(
+                ?interval,
+                "background audit on: watching pods and workloads too"
+            );
+            let metrics = crate::audit::background::AuditMetrics::register(registry);
+            Ok(Some((client, metrics, interval)))
+        }
+        ClusterAccess::None => {
+            tracing::warn!("--audit-interval needs the Kubernetes API; background audit off");
+            Ok(None)
+        }
     }
 }

@@ -95,13 +95,10 @@ fn workload(capture: &str, name: &str, sa: &str, owner: Option<(&str, &str, &str
     w
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_reports_what_the_decisions_say_about_a_running_cluster() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
-
+/// The fake API serving the mixed cluster: each case of the audit, and what it must not report.
+async fn mixed_cluster(config: &Path) -> FakeKubeApi {
     // A carts pod as the webhook injects it (its own answer, applied as the API server would).
-    let webhook = support::serve_config(&config, None).await;
+    let webhook = support::serve_config(config, None).await;
     let mut client = TlsClient::to(&webhook, false).await;
     let carts = capture("pod-create-carts.mutate.json");
     let answer = client.send(&carts).await.unwrap().json();
@@ -203,7 +200,7 @@ async fn audit_reports_what_the_decisions_say_about_a_running_cluster() {
             p
         },
     ];
-    let fake = FakeKubeApi::start_changed(
+    FakeKubeApi::start_changed(
         0,
         Vec::new(),
         Changes {
@@ -217,7 +214,14 @@ async fn audit_reports_what_the_decisions_say_about_a_running_cluster() {
             ..Changes::default()
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_reports_what_the_decisions_say_about_a_running_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let fake = mixed_cluster(&config).await;
     let kubeconfig = fake.kubeconfig(dir.path());
     let args = |output: &str| {
         [
@@ -382,5 +386,77 @@ async fn an_unreachable_cluster_stops_the_audit_with_exit_code_2() {
     assert!(
         stderr.starts_with("error: cannot list namespaces: "),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_audit_interval_exports_gauges_and_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let fake = mixed_cluster(&config).await;
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("server:\n  auditInterval: 100ms\n");
+    std::fs::write(&config, text).unwrap();
+    let webhook = support::serve_config(&config, Some(&kubeconfig)).await;
+
+    let series = |reason: &str| {
+        format!("pod_identity_webhook_audit_violations{{namespace=\"team-a\",reason=\"{reason}\"}}")
+    };
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let metrics = loop {
+        let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
+        if support::sample(&metrics, &series("no-identity")).is_some() {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audit gauges: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for (reason, n) in [
+        ("no-identity", 2.0),
+        ("role-not-allowed", 1.0),
+        ("needs-restart", 2.0),
+        ("irsa-with-association", 1.0),
+    ] {
+        assert_eq!(
+            support::sample(&metrics, &series(reason)),
+            Some(n),
+            "{reason}: {metrics}"
+        );
+    }
+    assert_eq!(
+        support::sample(&metrics, &series("policy")),
+        None,
+        "{metrics}"
+    );
+
+    // One event per finding, and no repeats on the next runs.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while fake.events().len() < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events: {:?}",
+            fake.events()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let events = fake.events();
+    assert_eq!(events.len(), 6, "{events:?}");
+    let orders = events
+        .iter()
+        .find(|e| e["regarding"]["name"] == "orders")
+        .expect("an event on the orders Deployment");
+    assert_eq!(orders["regarding"]["kind"], "Deployment");
+    assert_eq!(orders["reason"], "NoIdentity");
+    assert_eq!(orders["type"], "Warning");
+    assert!(
+        orders["note"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceAccount \"orders\"")
     );
 }

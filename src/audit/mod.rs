@@ -14,6 +14,7 @@
 //! [`Validator`]: crate::admission::validate::Validator
 //! [`Mutator`]: crate::admission::Mutator
 
+pub mod background;
 pub mod check;
 pub mod cli;
 pub mod cluster;

@@ -218,6 +218,11 @@ pub struct ServerSettings {
     /// Deadlines and caps of every connection (`server.connections`).
     #[command(flatten)]
     pub connections: ConnectionSettings,
+    /// Run the policy audit (`audit`) in the background this often and export
+    /// `audit_violations{namespace,reason}`; off when unset [default: off].
+    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub audit_interval: Option<Duration>,
 }
 
 /// `server.connections`: how long a client may stall each step of a connection, and what
@@ -290,6 +295,7 @@ impl Default for ServerSettings {
             idle_timeout: crate::server::IDLE_TIMEOUT,
             log_format: LogFormat::Auto,
             connections: ConnectionSettings::default(),
+            audit_interval: None,
         }
     }
 }

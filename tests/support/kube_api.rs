@@ -41,6 +41,8 @@ struct Fake {
     objects: std::collections::BTreeMap<String, Vec<Value>>,
     /// List pages answered, by list path.
     pages: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    /// Events created (`events.k8s.io/v1`), as posted.
+    events: std::sync::Mutex<Vec<Value>>,
     reviews: Arc<TokenReviews>,
 }
 
@@ -422,6 +424,20 @@ fn list_path(object: &Value) -> String {
     }
 }
 
+/// `POST …/events`: stored and echoed back, as the API server answers a create (201).
+async fn create_event(State(f): State<Arc<Fake>>, body: axum::body::Bytes) -> Response {
+    let Ok(mut event) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400, "message": "the body is not JSON"}),
+        );
+    };
+    event["metadata"]["uid"] = json!(format!("event-{}", f.events.lock().unwrap().len()));
+    event["metadata"]["resourceVersion"] = json!("5000");
+    f.events.lock().unwrap().push(event.clone());
+    json_response(StatusCode::CREATED, &event)
+}
+
 impl Fake {
     fn count_page(&self, path: &str) {
         *self
@@ -510,6 +526,7 @@ impl FakeKubeApi {
             lists: AtomicUsize::new(0),
             objects,
             pages: Default::default(),
+            events: Default::default(),
             reviews: Arc::new(TokenReviews::default()),
         });
         let app = Router::new()
@@ -521,6 +538,10 @@ impl FakeKubeApi {
             .route("/api/v1/namespaces", get(namespaces))
             .route("/api/v1/namespaces/{name}", get(one_namespace))
             .route("/api/v1/pods", get(listed))
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+                post(create_event),
+            )
             .route("/apis/apps/v1/{plural}", get(listed))
             .route("/apis/batch/v1/{plural}", get(listed))
             .route(
@@ -587,6 +608,11 @@ current-context: fake
     /// ServiceAccount lists answered so far.
     pub fn lists(&self) -> usize {
         self.fake.lists.load(Ordering::Relaxed)
+    }
+
+    /// Events created so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.fake.events.lock().unwrap().clone()
     }
 
     /// List pages (not watches) answered so far for `path` (e.g. `/api/v1/pods`).
