@@ -118,6 +118,34 @@ impl KubeNamespaces {
             ready,
         })
     }
+
+    /// The reflector's store (name, uid and labels of every Namespace): the background audit
+    /// reads it rather than watching again.
+    pub fn store(&self) -> Store<Namespace> {
+        self.store.clone()
+    }
+}
+
+/// The reflector's answers only: a miss is "no such namespace", never a live GET (the
+/// background audit's view).
+pub struct ReflectedNamespaces(pub Arc<KubeNamespaces>);
+
+impl NamespaceStore for ReflectedNamespaces {
+    fn labels<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<Labels>>, NamespaceError>> {
+        let found = self
+            .0
+            .store
+            .get(&ObjectRef::new(namespace))
+            .map(|ns| Arc::new(ns.metadata.labels.clone().unwrap_or_default()));
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn ready(&self) -> bool {
+        self.0.ready()
+    }
 }
 
 impl NamespaceStore for KubeNamespaces {

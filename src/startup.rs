@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::StartError;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
+use crate::audit::background::{AuditMetrics, WebhookWatches};
 use crate::identity::cache::EksSource;
 use crate::identity::file::{FileReloader, FileSource};
 use crate::identity::kube::{
@@ -108,7 +109,8 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         reload_metrics.record_loaded("config");
     }
 
-    let sources = identity_sources(&settings, extras, &mut registry, &stop, &mut tasks).await?;
+    let mut sources = identity_sources(&settings, extras, &mut registry, &stop, &mut tasks).await?;
+    let audit = background_audit(&settings, sources.watches.take(), &mut registry);
     if let Some(reloader) = sources.file_reloader {
         reload_metrics.record_loaded("associations");
         let reloader = reload::observed(reloader, observe(&reload_metrics, "associations"));
@@ -134,7 +136,6 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     let admin_limit =
         server::ConnectionLimit::new(settings.server.connections.admin_max_connections);
     let reached = server::limits_reached::LimitsReached::register(&mut registry);
-    let audit = background_audit(&settings, &mut registry).await?;
     let mut app = App::with_registry(mutator, validator, registry);
     app.max_body_bytes = settings.server.max_body_bytes;
     app.health.watch_https(
@@ -163,9 +164,9 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         ));
     }
     app.health.set_certs_loaded();
-    if let Some((client, metrics, interval)) = audit {
+    if let Some((watches, metrics, interval)) = audit {
         tasks.spawn(crate::audit::background::run(
-            client,
+            watches,
             app.clone(),
             metrics,
             interval,
@@ -267,6 +268,8 @@ struct Sources {
     identities: Identities,
     file_reloader: Option<FileReloader>,
     namespaces: Option<Arc<dyn NamespaceStore>>,
+    /// The Kubernetes watches started, for the background audit to read.
+    watches: Option<WebhookWatches>,
 }
 
 /// The identity sources `settings` configure, after `extras`' (earlier sources win); starts the
@@ -309,6 +312,7 @@ async fn identity_sources(
         tasks.spawn(source.run_sync(stop.clone()));
     }
     let mut namespaces: Option<Arc<dyn NamespaceStore>> = None;
+    let mut watches = None;
     match kube_source::connect(settings.kubeconfig.as_deref()).await? {
         ClusterAccess::Client(client, from) => {
             tracing::info!(%from, "watching ServiceAccounts for IRSA annotations");
@@ -317,15 +321,21 @@ async fn identity_sources(
                 StoreSettings::new(prefix.clone()),
                 stop.clone(),
             );
-            identities = identities.with_service_accounts(store);
+            identities = identities.with_service_accounts(store.clone());
             tracing::info!("watching Namespaces for the policy label");
             let sa_settings = StoreSettings::new(prefix.clone());
-            namespaces = Some(KubeNamespaces::start(
-                client,
+            let namespace_store = KubeNamespaces::start(
+                client.clone(),
                 sa_settings.live_get_timeout,
                 sa_settings.ready_timeout,
                 stop.clone(),
-            ));
+            );
+            namespaces = Some(namespace_store.clone());
+            watches = Some(WebhookWatches {
+                client,
+                service_accounts: store,
+                namespaces: namespace_store,
+            });
         }
         ClusterAccess::None => {
             tracing::info!(
@@ -342,6 +352,7 @@ async fn identity_sources(
         identities,
         file_reloader,
         namespaces,
+        watches,
     })
 }
 
@@ -453,33 +464,21 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// With `--audit-interval`: a Kubernetes client for the background audit and its metrics.
-async fn background_audit(
+/// With `--audit-interval` and the Kubernetes API: the webhook's watches for the background
+/// audit, and its metrics.
+fn background_audit(
     settings: &Settings,
+    watches: Option<WebhookWatches>,
     registry: &mut Registry,
-) -> Result<
-    Option<(
-        kube::Client,
-        crate::audit::background::AuditMetrics,
-        std::time::Duration,
-    )>,
-    StartError,
-> {
-    let Some(interval) = settings.server.audit_interval else {
-        return Ok(None);
+) -> Option<(WebhookWatches, AuditMetrics, std::time::Duration)> {
+    let interval = settings.server.audit_interval?;
+    let Some(watches) = watches else {
+        tracing::warn!("--audit-interval needs the Kubernetes API; background audit off");
+        return None;
     };
-    match kube_source::connect(settings.kubeconfig.as_deref()).await? {
-        ClusterAccess::Client(client, _) => {
-            tracing::info!(
-                ?interval,
-                "background audit on: watching pods and workloads too"
-            );
-            let metrics = crate::audit::background::AuditMetrics::register(registry);
-            Ok(Some((client, metrics, interval)))
-        }
-        ClusterAccess::None => {
-            tracing::warn!("--audit-interval needs the Kubernetes API; background audit off");
-            Ok(None)
-        }
-    }
+    tracing::info!(
+        ?interval,
+        "background audit on: watching pods and workloads too"
+    );
+    Some((watches, AuditMetrics::register(registry), interval))
 }

@@ -399,6 +399,8 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
     text.push_str("server:\n  auditInterval: 100ms\n");
     std::fs::write(&config, text).unwrap();
     let webhook = support::serve_config(&config, Some(&kubeconfig)).await;
+    // A second replica audits too; its events are the same ones (the API server keeps one).
+    let _replica = support::serve_config(&config, Some(&kubeconfig)).await;
 
     let series = |reason: &str| {
         format!("pod_identity_webhook_audit_violations{{namespace=\"team-a\",reason=\"{reason}\"}}")
@@ -459,4 +461,107 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
             .unwrap()
             .contains("ServiceAccount \"orders\"")
     );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["reportingController"] == "pod-identity-webhook"
+                && e["regarding"]["uid"].is_string()),
+        "{events:?}"
+    );
+
+    // From watches, not repeated lists: every run after the first reads memory. Pods and
+    // workloads were listed once by each replica; ServiceAccounts and Namespaces only by each
+    // replica's own watches, not again for the audit.
+    let listed_once = |fake: &FakeKubeApi| {
+        for path in [
+            "/api/v1/pods",
+            "/apis/apps/v1/deployments",
+            "/apis/apps/v1/statefulsets",
+            "/apis/apps/v1/daemonsets",
+            "/apis/apps/v1/replicasets",
+            "/apis/batch/v1/jobs",
+            "/apis/batch/v1/cronjobs",
+            "/api/v1/namespaces",
+        ] {
+            assert_eq!(fake.pages(path), 2, "{path} listed again");
+        }
+        assert_eq!(fake.lists(), 2, "ServiceAccounts listed again");
+        // ServiceAccounts that do not exist (orders, reporter) are misses in the reflector,
+        // not a GET per object and run.
+        assert_eq!(fake.gets(), 0, "ServiceAccounts fetched one by one");
+    };
+    listed_once(&fake);
+
+    // Changes come by the watches: the pod that needed a restart is replaced, and a bare pod
+    // without identity appears.
+    let base = captured_object("pod-create-carts.mutate.json");
+    let apps = "apps/v1";
+    fake.push_change(
+        "DELETED",
+        pod(
+            &base,
+            "carts-5f6-a1",
+            "carts",
+            Some((apps, "ReplicaSet", "carts-5f6")),
+            "Running",
+        ),
+    );
+    fake.push_change("ADDED", pod(&base, "debug", "orders", None, "Running"));
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
+        if support::sample(&metrics, &series("needs-restart")) == Some(1.0)
+            && support::sample(&metrics, &series("no-identity")) == Some(3.0)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watched changes did not reach the gauges: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while fake.events().len() < 7 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events: {:?}",
+            fake.events()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let events = fake.events();
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert_eq!(events[6]["regarding"]["name"], "debug");
+    assert_eq!(events[6]["regarding"]["kind"], "Pod");
+    assert_eq!(events[6]["reason"], "NoIdentity");
+    listed_once(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_audits_nothing_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let fake = mixed_cluster(&config).await;
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let webhook = support::serve_config(&config, Some(&kubeconfig)).await;
+    // The webhook's own watches list; give an audit (which would list pods) time to start.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while fake.lists() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ServiceAccount list"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.pages("/api/v1/pods"),
+        0,
+        "pods listed without --audit-interval"
+    );
+    assert!(fake.events().is_empty());
+    let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
+    assert!(!metrics.contains("audit_violations"), "{metrics}");
 }

@@ -3,7 +3,8 @@
 //!   serialises back to the same JSON (a misspelt field would be dropped and show here);
 //! - each overlay is composed the way kustomize does for the features these files use
 //!   (resources, namespace, labels, images, strategic-merge patches; any other kustomization key
-//!   fails the test), and the result is checked for consistency with the binary itself: its CLI
+//!   fails the test; components with their inline JSON 6902 patches too), and the result is
+//!   checked for consistency with the binary itself: its CLI
 //!   accepts the container arguments, its config parser and associations parser accept the
 //!   ConfigMap, and ports, paths, Secret and Service names line up;
 //! - the scripts pass `bash -n` and shellcheck (when installed; `.ci/run` installs it).
@@ -179,6 +180,33 @@ fn merge(target: &mut Value, patch: &Value) {
 }
 
 fn build(dir: &Path) -> Vec<Value> {
+    build_onto(dir, Vec::new())
+}
+
+/// An inline JSON 6902 patch (a YAML list of operations) applied to the one object `target`
+/// names by kind and name.
+fn json6902(dir: &Path, docs: &mut [Value], target: &Value, inline: &str) {
+    let ops: Value = serde_yaml_ng::from_str(inline)
+        .unwrap_or_else(|e| panic!("{}: inline patch: {e}", dir.display()));
+    let ops: json_patch::Patch = serde_json::from_value(ops)
+        .unwrap_or_else(|e| panic!("{}: not a JSON patch: {e}", dir.display()));
+    let kind = target["kind"].as_str().expect("target kind");
+    let name = target["name"].as_str().expect("target name");
+    let doc = docs
+        .iter_mut()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: patch target {kind}/{name} matches nothing",
+                dir.display()
+            )
+        });
+    json_patch::patch(doc, &ops)
+        .unwrap_or_else(|e| panic!("{}: patch on {kind}/{name}: {e}", dir.display()));
+}
+
+/// `dir`'s kustomization (or component) composed onto `docs`.
+fn build_onto(dir: &Path, mut docs: Vec<Value>) -> Vec<Value> {
     let kustomization = documents(&dir.join("kustomization.yaml")).remove(0);
     let k = kustomization.as_object().unwrap();
     for key in k.keys() {
@@ -190,14 +218,14 @@ fn build(dir: &Path) -> Vec<Value> {
                 "namespace",
                 "labels",
                 "images",
-                "patches"
+                "patches",
+                "components"
             ]
             .contains(&key.as_str()),
             "{}: kustomization key {key} is not composed by this test",
             dir.display()
         );
     }
-    let mut docs = Vec::new();
     for r in k["resources"].as_array().unwrap() {
         let path = dir.join(r.as_str().unwrap());
         if path.is_dir() {
@@ -209,6 +237,18 @@ fn build(dir: &Path) -> Vec<Value> {
                 docs.push(doc);
             }
         }
+    }
+    // Components: their resources join, then their patches apply to everything so far.
+    for c in k
+        .get("components")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let component = dir.join(c.as_str().unwrap());
+        let kind = &documents(&component.join("kustomization.yaml"))[0]["kind"];
+        assert_eq!(kind, "Component", "{}", component.display());
+        docs = build_onto(&component, docs);
     }
     if let Some(ns) = k.get("namespace").and_then(Value::as_str) {
         for doc in &mut docs {
@@ -280,7 +320,11 @@ fn build(dir: &Path) -> Vec<Value> {
         .into_iter()
         .flatten()
     {
-        let path = dir.join(patch["path"].as_str().expect("patches by path"));
+        if let Some(inline) = patch["patch"].as_str() {
+            json6902(dir, &mut docs, &patch["target"], inline);
+            continue;
+        }
+        let path = dir.join(patch["path"].as_str().expect("patches by path or inline"));
         for p in documents(&path) {
             let target = docs
                 .iter_mut()
@@ -705,7 +749,11 @@ fn every_manifest_and_demo_document_parses_into_its_type() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let docs = documents(&file);
         if name == "kustomization.yaml" {
-            assert_eq!(docs[0]["kind"], "Kustomization");
+            assert!(
+                docs[0]["kind"] == "Kustomization" || docs[0]["kind"] == "Component",
+                "{}",
+                file.display()
+            );
             continue;
         }
         let is_patch = build_patch_paths().contains(&file);
@@ -725,7 +773,9 @@ fn build_patch_paths() -> Vec<PathBuf> {
     for f in files.iter().filter(|f| f.ends_with("kustomization.yaml")) {
         let k = documents(f).remove(0);
         for p in k["patches"].as_array().into_iter().flatten() {
-            out.push(f.parent().unwrap().join(p["path"].as_str().unwrap()));
+            if let Some(path) = p["path"].as_str() {
+                out.push(f.parent().unwrap().join(path));
+            }
         }
     }
     out
@@ -738,6 +788,125 @@ fn the_base_is_consistent_with_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let settings = settings_of(&b, dir.path());
     assert!(settings.associations_file.is_some() && settings.eks_source().is_none());
+    assert_eq!(settings.server.audit_interval, None, "the audit is opt-in");
+}
+
+/// The base with `components/audit`, as an overlay would use it: the audit runs, with read
+/// access to exactly what it watches beyond the webhook's own watches and the right to create
+/// Events, bound to the webhook's ServiceAccount; the rest stays as the base has it.
+#[test]
+fn the_audit_component_turns_the_background_audit_on_with_the_rights_it_needs() {
+    let overlay = tempfile::tempdir().unwrap();
+    let manifests = root().join("manifests");
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
+            manifests.join("base").display(),
+            manifests.join("components/audit").display()
+        ),
+    )
+    .unwrap();
+    let docs = build(overlay.path());
+    for doc in &docs {
+        check_typed(doc, "base + components/audit (composed)");
+    }
+    let b = Built {
+        name: "base + components/audit",
+        docs,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_of(&b, dir.path());
+    assert_eq!(
+        settings.server.audit_interval,
+        Some(std::time::Duration::from_secs(600))
+    );
+    let deployment: Deployment = b.one("Deployment");
+    let container = webhook_container(&deployment);
+    let pod_name = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_NAME")
+        .expect("POD_NAME for the events' reportingInstance");
+    assert_eq!(
+        pod_name
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.name")
+    );
+    assert!(
+        container
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "POD_NAMESPACE")
+    );
+
+    let raw = b
+        .raw("ClusterRole", "pod-identity-webhook-audit")
+        .expect("the audit's ClusterRole");
+    let role: ClusterRole = serde_json::from_value(raw.clone()).unwrap();
+    let mut read = Vec::new();
+    let mut written = Vec::new();
+    for rule in role.rules.unwrap() {
+        for group in rule.api_groups.clone().unwrap() {
+            for resource in rule.resources.clone().unwrap() {
+                let verbs: Vec<&str> = rule.verbs.iter().map(String::as_str).collect();
+                match verbs.as_slice() {
+                    ["list", "watch"] => read.push((group.clone(), resource)),
+                    ["create"] => written.push((group.clone(), resource)),
+                    other => panic!("{group}/{resource}: verbs {other:?}"),
+                }
+            }
+        }
+    }
+    let mut watched: Vec<(String, String)> = pod_identity_webhook::audit::background::WATCHED
+        .iter()
+        .map(|(g, r)| (g.to_string(), r.to_string()))
+        .collect();
+    watched.sort();
+    read.sort();
+    assert_eq!(
+        read, watched,
+        "list/watch on exactly what the audit watches"
+    );
+    assert_eq!(
+        written,
+        vec![("events.k8s.io".to_string(), "events".to_string())]
+    );
+
+    let binding: ClusterRoleBinding = serde_json::from_value(
+        b.raw("ClusterRoleBinding", "pod-identity-webhook-audit")
+            .expect("the audit's ClusterRoleBinding")
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(binding.role_ref.name, "pod-identity-webhook-audit");
+    let ns: Namespace = b.one("Namespace");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        Some(subject.name.clone()),
+        deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .service_account_name
+    );
+    assert_eq!(subject.namespace, ns.metadata.name);
+    // The base's own role is unchanged (read ServiceAccounts and Namespaces, which the audit
+    // reads from the webhook's watches).
+    let base_role: ClusterRole = serde_json::from_value(
+        b.raw("ClusterRole", "pod-identity-webhook")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(base_role.rules.unwrap().len(), 1);
 }
 
 #[test]

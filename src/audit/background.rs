@@ -1,7 +1,12 @@
 //! `serve --audit-interval D`: the audit in the background, on the webhook's own decisions and
 //! identity sources, from watches rather than repeated lists: after one initial list per
-//! resource the API server only sends changes. Results become `audit_violations{namespace,reason}`
-//! gauges and (rate-limited) Kubernetes Events on the offending objects.
+//! resource the API server only sends changes, and each run decides from memory.
+//!
+//! ServiceAccounts and Namespaces come from the webhook's own reflectors (no second watch). Pods
+//! and the apps/batch workloads are not otherwise watched by the webhook: the audit adds one
+//! watch each ([`WATCHED`]), stripped to what the decisions read. Results become
+//! `audit_violations{namespace,reason}` gauges and rate-limited Kubernetes Events on the
+//! offending objects.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,10 +15,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::PostParams;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, TypeMeta};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -27,13 +34,44 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::ClusterObjects;
 use super::decide::Decider;
 use super::findings::{self, Finding};
+use crate::admission::Mutator;
+use crate::admission::validate::Validator;
+use crate::identity::ServiceAccountStore;
+use crate::identity::kube::{KubeServiceAccounts, ReflectedServiceAccounts};
+use crate::namespaces::{KubeNamespaces, NamespaceStore, ReflectedNamespaces};
 use crate::server::app::App;
+
+/// What the background audit watches beyond the webhook's own ServiceAccount and Namespace
+/// watches: `(API group, resource)`, each listed once then watched (its RBAC is in
+/// `manifests/components/audit`).
+pub const WATCHED: [(&str, &str); 7] = [
+    ("", "pods"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+];
+
+/// Most bytes of an event's note (the API server refuses longer ones).
+pub const NOTE_MAX_BYTES: usize = 1024;
+
+/// The webhook's own Kubernetes watches, which the audit reads instead of watching again.
+pub struct WebhookWatches {
+    pub client: Client,
+    pub service_accounts: Arc<KubeServiceAccounts>,
+    pub namespaces: Arc<KubeNamespaces>,
+}
 
 /// Events per audit run at most; the rest wait for a later run.
 pub const MAX_EVENTS_PER_RUN: usize = 20;
 
 /// An object gets the same event (reason) again only after this long.
 pub const EVENT_REPEAT: Duration = Duration::from_secs(3600);
+
+/// The events' `reportingController`.
+pub const REPORTING_CONTROLLER: &str = "pod-identity-webhook";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ViolationLabels {
@@ -91,26 +129,51 @@ fn resource<K: Resource<DynamicType = ()>>() -> ApiResource {
     ApiResource::erase::<K>(&())
 }
 
-/// Starts a reflector of `ar` (managed fields dropped: nothing reads them).
+/// Keeps what the decisions read: metadata (without managed fields and the last-applied
+/// copy), the spec, and of a pod's status only its phase.
+fn strip(o: &mut DynamicObject) {
+    o.metadata.managed_fields = None;
+    if let Some(annotations) = o.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    if let Some(map) = o.data.as_object_mut() {
+        let phase = map
+            .get("status")
+            .and_then(|s| s.get("phase"))
+            .cloned()
+            .map(|phase| serde_json::json!({ "phase": phase }));
+        match phase {
+            Some(status) => map.insert("status".into(), status),
+            None => map.remove("status"),
+        };
+    }
+}
+
+/// Starts a reflector of `ar` that runs until `stop`, retrying with backoff.
 fn watch(client: &Client, ar: ApiResource, stop: &CancellationToken) -> Watched {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|o: &mut DynamicObject| o.metadata.managed_fields = None)
-        .reflect(writer)
-        .applied_objects();
+        .modify(strip)
+        .reflect(writer);
     let stop = stop.clone();
     let plural = ar.plural.clone();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 next = stream.next() => match next {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::warn!(error = %e, resource = %plural, "audit watch error; retrying"),
+                    Some(Ok(_)) => failing = false,
+                    Some(Err(e)) => {
+                        if !failing {
+                            tracing::warn!(error = %e, resource = %plural, "audit watch failed; retrying with backoff");
+                        }
+                        failing = true;
+                    }
                     None => return,
                 },
             }
@@ -137,38 +200,89 @@ fn values(w: &Watched) -> Vec<Value> {
         .collect()
 }
 
-/// Runs the audit every `interval` until `stop`, on `app`'s decisions.
+/// Typed objects of a store as JSON (k8s-openapi writes their `apiVersion` and `kind`).
+fn typed_values<K: serde::Serialize + Clone + kube::Resource>(store: &Store<K>) -> Vec<Value>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store
+        .state()
+        .iter()
+        .filter_map(|o| serde_json::to_value(&**o).ok())
+        .collect()
+}
+
+/// Runs the audit every `interval` until `stop`, on `app`'s decisions: first as soon as every
+/// watch has listed, then every `interval`.
 pub async fn run(
-    client: Client,
+    watches: WebhookWatches,
     app: Arc<App>,
     metrics: AuditMetrics,
     interval: Duration,
     stop: CancellationToken,
 ) {
-    // Pods and workloads are not otherwise watched by the webhook; ServiceAccounts and
-    // Namespaces are watched again here with whole metadata (the identity stores keep only
-    // what injection reads).
-    let namespaces = watch(&client, resource::<Namespace>(), &stop);
-    let service_accounts = watch(&client, resource::<ServiceAccount>(), &stop);
-    let workloads: Vec<Watched> = [
+    let service_accounts = watches.service_accounts.store();
+    let namespaces = watches.namespaces.store();
+    let resources = [
         resource::<Deployment>(),
         resource::<StatefulSet>(),
         resource::<DaemonSet>(),
         resource::<ReplicaSet>(),
         resource::<Job>(),
         resource::<CronJob>(),
-    ]
-    .into_iter()
-    .map(|ar| watch(&client, ar, &stop))
-    .collect();
-    let pods = watch(&client, resource::<Pod>(), &stop);
-    let recorder = Recorder::new(
-        client,
-        Reporter {
-            controller: "pod-identity-webhook".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    ];
+    let workloads: Vec<Watched> = resources
+        .into_iter()
+        .map(|ar| watch(&watches.client, ar, &stop))
+        .collect();
+    let pods = watch(&watches.client, resource::<Pod>(), &stop);
+    let events = EventWriter {
+        client: watches.client,
+        instance: std::env::var("POD_NAME")
+            .ok()
+            .filter(|n| !n.is_empty() && n.len() <= 128)
+            .unwrap_or_else(|| REPORTING_CONTROLLER.into()),
+    };
+
+    // The webhook's stores are waited on through their ready flags: their reflectors' own
+    // `wait_until_ready` wakes one waiter only, and the webhook already waits on it.
+    let webhook_synced = async {
+        while !(watches.service_accounts.ready() && watches.namespaces.ready()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let synced = async {
+        webhook_synced.await;
+        pods.store.wait_until_ready().await?;
+        for w in &workloads {
+            w.store.wait_until_ready().await?;
+        }
+        Ok::<_, reflector::store::WriterDropped>(())
+    };
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        r = synced => if r.is_err() { return },
+    }
+    tracing::info!("background audit: every watch has listed");
+
+    // The webhook's decisions, on the webhook's live policy, injection settings and identity
+    // sources, but reading ServiceAccounts and Namespaces from the reflectors only: a miss
+    // is no object, not a live GET per object and run.
+    let identities = app
+        .mutator
+        .identities
+        .clone()
+        .with_service_accounts(Arc::new(ReflectedServiceAccounts(
+            watches.service_accounts.clone(),
+        )));
+    let mutator = Mutator {
+        injection: app.mutator.injection.clone(),
+        identities: identities.clone(),
+        failure_mode: app.mutator.failure_mode,
+    };
+    let namespace_labels: Arc<dyn NamespaceStore> =
+        Arc::new(ReflectedNamespaces(watches.namespaces.clone()));
+
     let mut sent: HashMap<(String, &'static str), Instant> = HashMap::new();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,26 +291,16 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let all = std::iter::once(&namespaces)
-            .chain([&service_accounts, &pods])
-            .chain(&workloads);
-        let mut synced = true;
-        for w in all {
-            synced &= tokio::time::timeout(Duration::ZERO, w.store.wait_until_ready())
-                .await
-                .is_ok();
-        }
-        if !synced {
-            tracing::debug!("background audit waits for its watches' first lists");
-            continue;
-        }
         let objects = ClusterObjects {
-            namespaces: values(&namespaces),
-            service_accounts: values(&service_accounts),
+            namespaces: typed_values(&namespaces),
+            service_accounts: typed_values(&service_accounts),
             workloads: workloads.iter().flat_map(values).collect(),
             pods: values(&pods),
         };
-        let decider = Decider::new(&app.validator, &app.mutator);
+        // The policy in force now (a config reload replaces the webhook's).
+        let validator = Validator::new((*app.validator.policy()).clone(), identities.clone())
+            .with_namespaces(namespace_labels.clone());
+        let decider = Decider::new(&validator, &mutator);
         let report = findings::AuditReport {
             findings: findings::audit(&decider, &objects).await,
             scanned: objects.counts(),
@@ -207,55 +311,109 @@ pub async fn run(
             "background audit: {}",
             super::render::audit_summary(&report)
         );
-        publish_events(&recorder, &report.findings, &mut sent).await;
+        events.publish(&report.findings, &mut sent).await;
     }
 }
 
-/// One event per object and reason per [`EVENT_REPEAT`], at most [`MAX_EVENTS_PER_RUN`] a run.
-async fn publish_events(
-    recorder: &Recorder,
-    findings: &[Finding],
+/// The findings that get an event now: not evented for the same object and reason within
+/// [`EVENT_REPEAT`] (`sent`, pruned here), and at most [`MAX_EVENTS_PER_RUN`].
+fn due<'a>(
+    findings: &'a [Finding],
     sent: &mut HashMap<(String, &'static str), Instant>,
-) {
-    let now = Instant::now();
+    now: Instant,
+) -> Vec<&'a Finding> {
     sent.retain(|_, at| now.duration_since(*at) < EVENT_REPEAT);
-    let mut published = 0;
-    for f in findings {
-        let Some(uid) = &f.uid else { continue };
-        let key = (uid.clone(), f.reason.as_str());
-        if sent.contains_key(&key) {
-            continue;
-        }
-        if published >= MAX_EVENTS_PER_RUN {
-            break;
-        }
-        let reference = ObjectReference {
-            api_version: Some(f.api_version.clone()),
-            kind: Some(f.kind.clone()),
-            name: Some(f.name.clone()),
-            namespace: Some(f.namespace.clone()),
-            uid: Some(uid.clone()),
-            ..ObjectReference::default()
-        };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: event_reason(f),
-            note: Some(cut(&f.message, 1000)),
-            action: "Audit".into(),
-            secondary: None,
-        };
-        match recorder.publish(&event, &reference).await {
-            Ok(()) => {
-                sent.insert(key, now);
-                published += 1;
+    let mut seen = std::collections::HashSet::new();
+    findings
+        .iter()
+        .filter(|f| {
+            f.uid.as_ref().is_some_and(|uid| {
+                let key = (uid.clone(), f.reason.as_str());
+                !sent.contains_key(&key) && seen.insert(key)
+            })
+        })
+        .take(MAX_EVENTS_PER_RUN)
+        .collect()
+}
+
+/// Writes the audit's events (`events.k8s.io/v1`).
+struct EventWriter {
+    client: Client,
+    /// `reportingInstance`: the pod's name.
+    instance: String,
+}
+
+impl EventWriter {
+    /// One event per object and reason per [`EVENT_REPEAT`], at most [`MAX_EVENTS_PER_RUN`] a
+    /// run. Every replica audits; an event's name is the same for all of them within the hour
+    /// ([`event_name`]), so the API server keeps the first and answers the others 409, which
+    /// counts as recorded.
+    async fn publish(
+        &self,
+        findings: &[Finding],
+        sent: &mut HashMap<(String, &'static str), Instant>,
+    ) {
+        let now = Instant::now();
+        let unix_now = crate::telemetry::metrics::unix_now();
+        for f in due(findings, sent, now) {
+            let event = self.event(f, unix_now);
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &f.namespace);
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %f.kind, namespace = %f.namespace, name = %f.name, "cannot record the audit event");
+                    // The API refuses events (RBAC, overload): try again next run, not now.
+                    return;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, kind = %f.kind, namespace = %f.namespace, name = %f.name, "cannot publish the audit event");
-                // The API refuses events (RBAC, overload): try again next run, not now.
-                return;
+            if let Some(uid) = &f.uid {
+                sent.insert((uid.clone(), f.reason.as_str()), now);
             }
         }
     }
+
+    fn event(&self, f: &Finding, unix_now: i64) -> Event {
+        let uid = f.uid.clone().unwrap_or_default();
+        Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(&f.name, &uid, f.reason.as_str(), unix_now)),
+                namespace: Some(f.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            type_: Some("Warning".into()),
+            reason: Some(event_reason(f)),
+            action: Some("Audit".into()),
+            note: Some(cut(&f.message, NOTE_MAX_BYTES)),
+            regarding: Some(ObjectReference {
+                api_version: Some(f.api_version.clone()),
+                kind: Some(f.kind.clone()),
+                name: Some(f.name.clone()),
+                namespace: Some(f.namespace.clone()),
+                uid: Some(uid),
+                ..ObjectReference::default()
+            }),
+            reporting_controller: Some(REPORTING_CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        }
+    }
+}
+
+/// `<object>.<hash>`: the hash of the object's uid, the reason and the hour, so every replica
+/// names the same event alike within an hour; at most 253 characters.
+fn event_name(object: &str, uid: &str, reason: &str, unix_now: i64) -> String {
+    use sha2::Digest;
+    let hour = unix_now.div_euclid(EVENT_REPEAT.as_secs() as i64);
+    let digest = sha2::Sha256::digest(format!("{uid}/{reason}/{hour}"));
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let mut end = object.len().min(200);
+    while !object.is_char_boundary(end) {
+        end -= 1;
+    }
+    let prefix = object[..end].trim_end_matches(['.', '-']);
+    format!("{prefix}.{hash}")
 }
 
 /// The event reason: CamelCase, as Kubernetes reasons are.
@@ -272,9 +430,133 @@ fn event_reason(f: &Finding) -> String {
         .collect()
 }
 
+/// `text` in at most `max` bytes, cut on a character boundary with `...` when too long.
 fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+    if text.len() <= max {
         return text.to_string();
     }
-    text.chars().take(max - 3).collect::<String>() + "..."
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::findings::{Reason, Severity};
+
+    fn finding(uid: &str, reason: Reason) -> Finding {
+        Finding {
+            namespace: "team-a".into(),
+            kind: "Pod".into(),
+            name: uid.into(),
+            reason,
+            severity: Severity::Restart,
+            service_account: None,
+            message: "m".into(),
+            owner: None,
+            uid: Some(uid.into()),
+            api_version: "v1".into(),
+        }
+    }
+
+    #[test]
+    fn events_are_due_once_per_object_and_reason_per_hour_and_twenty_a_run() {
+        let now = Instant::now();
+        let mut sent = HashMap::new();
+        let findings: Vec<Finding> = (0..30)
+            .map(|i| finding(&format!("uid-{i}"), Reason::NeedsRestart))
+            .chain([
+                finding("uid-0", Reason::NoIdentity),
+                finding("uid-0", Reason::NoIdentity),
+            ])
+            .collect();
+        let first = due(&findings, &mut sent, now);
+        assert_eq!(first.len(), MAX_EVENTS_PER_RUN);
+        for f in &first {
+            sent.insert((f.uid.clone().unwrap(), f.reason.as_str()), now);
+        }
+        // The next run: the other ten and uid-0's second reason, once.
+        let second = due(&findings, &mut sent, now + Duration::from_secs(60));
+        assert_eq!(second.len(), 11, "{second:?}");
+        assert!(
+            second
+                .iter()
+                .all(|f| !sent.contains_key(&(f.uid.clone().unwrap(), f.reason.as_str())))
+        );
+        for f in &second {
+            sent.insert((f.uid.clone().unwrap(), f.reason.as_str()), now);
+        }
+        assert!(due(&findings, &mut sent, now + Duration::from_secs(120)).is_empty());
+        // An hour on, they are due again.
+        assert_eq!(
+            due(&findings, &mut sent, now + EVENT_REPEAT).len(),
+            MAX_EVENTS_PER_RUN
+        );
+        // Without a uid there is nothing to attach the event to.
+        let mut no_uid = finding("x", Reason::Policy);
+        no_uid.uid = None;
+        assert!(due(&[no_uid], &mut HashMap::new(), now).is_empty());
+    }
+
+    #[test]
+    fn event_names_agree_across_replicas_within_the_hour() {
+        let at = 1_800_000_000;
+        let name = event_name("carts", "uid-1", "needs-restart", at);
+        assert!(name.starts_with("carts."), "{name}");
+        assert_eq!(name, event_name("carts", "uid-1", "needs-restart", at + 1));
+        assert_ne!(name, event_name("carts", "uid-1", "no-identity", at));
+        assert_ne!(name, event_name("carts", "uid-2", "needs-restart", at));
+        assert_ne!(
+            name,
+            event_name("carts", "uid-1", "needs-restart", at + 3600)
+        );
+        let long = "a".repeat(253);
+        assert!(event_name(&long, "u", "policy", at).len() <= 253);
+    }
+
+    #[test]
+    fn reasons_are_camel_case_and_notes_fit_the_api_limit() {
+        assert_eq!(
+            event_reason(&finding("u", Reason::IrsaWithAssociation)),
+            "IrsaWithAssociation"
+        );
+        assert_eq!(
+            event_reason(&finding("u", Reason::NoIdentity)),
+            "NoIdentity"
+        );
+        let long = "é".repeat(NOTE_MAX_BYTES);
+        let note = cut(&long, NOTE_MAX_BYTES);
+        assert!(note.len() <= NOTE_MAX_BYTES && note.ends_with("..."));
+        assert_eq!(cut("short", NOTE_MAX_BYTES), "short");
+    }
+
+    #[test]
+    fn stripped_objects_keep_what_the_decisions_read() {
+        let mut pod: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "n", "uid": "u",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "a": "b"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"serviceAccountName": "sa", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready"}]}
+        }))
+        .unwrap();
+        strip(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        assert_eq!(v["status"], serde_json::json!({"phase": "Running"}));
+        assert_eq!(v["metadata"]["annotations"], serde_json::json!({"a": "b"}));
+        assert!(v["metadata"]["managedFields"].is_null());
+        assert_eq!(v["spec"]["serviceAccountName"], "sa");
+        let mut deployment: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 1}, "status": {"replicas": 1}
+        }))
+        .unwrap();
+        strip(&mut deployment);
+        let v = serde_json::to_value(&deployment).unwrap();
+        assert!(v.get("status").is_none() && v["spec"]["replicas"] == 1);
+    }
 }

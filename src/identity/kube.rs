@@ -199,6 +199,12 @@ impl KubeServiceAccounts {
         )
     }
 
+    /// The reflector's store (name, namespace, uid and the prefixed annotations of every
+    /// ServiceAccount): the background audit reads it rather than watching again.
+    pub fn store(&self) -> Store<ServiceAccount> {
+        self.store.clone()
+    }
+
     /// The number of ServiceAccounts in the reflector (metrics).
     pub fn len(&self) -> usize {
         self.store.len()
@@ -226,6 +232,26 @@ impl KubeServiceAccounts {
             }),
             Ok(Ok(sa)) => Ok(sa.map(|sa| Arc::new(self.info(&sa)))),
         }
+    }
+}
+
+/// The reflector's answers only: a miss is "no such ServiceAccount", never a live GET. For the
+/// background audit, which must add no requests per object to the API server.
+pub struct ReflectedServiceAccounts(pub Arc<KubeServiceAccounts>);
+
+impl ServiceAccountStore for ReflectedServiceAccounts {
+    fn get<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<ServiceAccountInfo>>, IdentityError>> {
+        let key = ObjectRef::new(name).within(namespace);
+        let found = self.0.store.get(&key).map(|sa| Arc::new(self.0.info(&sa)));
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn ready(&self) -> bool {
+        self.0.ready()
     }
 }
 

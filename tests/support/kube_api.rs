@@ -2,6 +2,9 @@
 //! kube-apiserver v1.24 answered (`fixtures/apiserver-v1.24/kube-api/`): the ServiceAccount
 //! list, its watch events, single GETs, and the Namespace list; and `TokenReview`s of the tokens
 //! a test registers, with the status shapes a real API server gives (see [`TokenReviews`]).
+//! Pods and workloads are listed in pages and watched from the list's `resourceVersion` (changes
+//! a test pushes with [`FakeKubeApi::push_change`] arrive as `{"type", "object"}` lines);
+//! `events.k8s.io/v1` Events are created with the API server's validation and answer.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,7 +41,11 @@ struct Fake {
     pub gets: AtomicUsize,
     pub lists: AtomicUsize,
     /// Other objects (pods, workloads) by list path, e.g. `/api/v1/pods`.
-    objects: std::collections::BTreeMap<String, Vec<Value>>,
+    objects: std::sync::Mutex<std::collections::BTreeMap<String, Vec<Value>>>,
+    /// Changes pushed to the watches of pods and workloads: (list path, resourceVersion, line).
+    changes: std::sync::Mutex<Vec<(String, u64, String)>>,
+    /// Bumped on every push, to wake the open watches.
+    changed: tokio::sync::watch::Sender<usize>,
     /// List pages answered, by list path.
     pages: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
     /// Events created (`events.k8s.io/v1`), as posted.
@@ -348,14 +355,20 @@ fn paginate(list: &Value, query: &str) -> Value {
     answer
 }
 
+/// The resourceVersion of pod and workload lists: the last change's.
+const LISTED_RV: u64 = 4242;
+
 /// A list of pods or workloads (`/api/v1/pods`, `/apis/apps/v1/deployments`, …), paginated; a
-/// watch stays open and quiet.
+/// watch sends the changes pushed after its `resourceVersion`, then stays open.
 async fn listed(State(f): State<Arc<Fake>>, uri: axum::http::Uri) -> Response {
     let query = uri.query().unwrap_or_default();
-    if query.contains("watch=true") {
-        return quiet_watch(Vec::new());
-    }
     let path = uri.path().to_string();
+    if query.contains("watch=true") {
+        let since: u64 = query_param(query, "resourceVersion")
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0);
+        return change_watch(f, path, since);
+    }
     let (api_version, plural) = match path.rsplit_once('/') {
         Some((prefix, plural)) => (
             prefix
@@ -372,8 +385,11 @@ async fn listed(State(f): State<Arc<Fake>>, uri: axum::http::Uri) -> Response {
         .map(|(_, k)| *k)
         .unwrap_or("Unknown");
     f.count_page(&path);
+    let rv = f.changes.lock().unwrap().last().map_or(LISTED_RV, |c| c.1);
     let items: Vec<Value> = f
         .objects
+        .lock()
+        .unwrap()
         .get(&path)
         .into_iter()
         .flatten()
@@ -389,10 +405,45 @@ async fn listed(State(f): State<Arc<Fake>>, uri: axum::http::Uri) -> Response {
     let list = json!({
         "kind": format!("{kind}List"),
         "apiVersion": api_version,
-        "metadata": {"resourceVersion": "4242"},
+        "metadata": {"resourceVersion": rv.to_string()},
         "items": items,
     });
     json_response(StatusCode::OK, &paginate(&list, query))
+}
+
+/// A watch of `path` from `since`: each pushed change newer than it, as the API server streams
+/// them (one `{"type": ..., "object": ...}` JSON line each), then open and quiet until the next.
+fn change_watch(f: Arc<Fake>, path: String, since: u64) -> Response {
+    let woken = f.changed.subscribe();
+    let lines = futures::stream::unfold((f, woken, 0usize), move |(f, mut woken, next)| {
+        let path = path.clone();
+        async move {
+            loop {
+                let found = {
+                    let changes = f.changes.lock().unwrap();
+                    changes
+                        .iter()
+                        .enumerate()
+                        .skip(next)
+                        .find(|(_, (p, rv, _))| *p == path && *rv > since)
+                        .map(|(i, (_, _, line))| (i, line.clone()))
+                };
+                if let Some((i, line)) = found {
+                    let bytes = Ok::<_, std::io::Error>(format!("{line}\n").into_bytes());
+                    return Some((bytes, (f, woken, i + 1)));
+                }
+                if woken.changed().await.is_err() {
+                    return None;
+                }
+            }
+        }
+    });
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 /// Resources the fake lists besides ServiceAccounts and Namespaces: (plural, kind).
@@ -424,17 +475,138 @@ fn list_path(object: &Value) -> String {
     }
 }
 
-/// `POST …/events`: stored and echoed back, as the API server answers a create (201).
-async fn create_event(State(f): State<Arc<Fake>>, body: axum::body::Bytes) -> Response {
+/// `POST /apis/events.k8s.io/v1/namespaces/{namespace}/events`, as kube-apiserver answers it:
+/// the namespace must be the URL's, the fields events.k8s.io/v1 requires must be there
+/// (`eventTime`, `reportingController`, `reportingInstance`, `action`, `reason`, a `type` of
+/// Normal or Warning, a `note` of at most 1024 bytes, `regarding` in the event's namespace),
+/// else 422 `Invalid` naming the fields; a name already taken in the namespace, 409
+/// `AlreadyExists`; created, 201 with the stored object.
+async fn create_event(
+    State(f): State<Arc<Fake>>,
+    UrlPath(namespace): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let Ok(mut event) = serde_json::from_slice::<Value>(&body) else {
         return json_response(
             StatusCode::BAD_REQUEST,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400, "message": "the body is not JSON"}),
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+                    "reason": "UnsupportedMediaType", "code": 415}),
         );
     };
-    event["metadata"]["uid"] = json!(format!("event-{}", f.events.lock().unwrap().len()));
-    event["metadata"]["resourceVersion"] = json!("5000");
-    f.events.lock().unwrap().push(event.clone());
+    if event["metadata"]["namespace"]
+        .as_str()
+        .is_some_and(|ns| ns != namespace)
+    {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "the namespace of the provided object does not match the namespace sent on the request",
+                    "reason": "BadRequest", "code": 400}),
+        );
+    }
+    let name = event["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut causes = Vec::new();
+    let mut invalid = |reason: &str, field: &str, message: &str| {
+        causes.push(json!({"reason": reason, "message": message, "field": field}));
+    };
+    if name.is_empty() {
+        invalid(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        );
+    }
+    let text = |field: &str| event[field].as_str().unwrap_or_default().to_string();
+    if event["eventTime"].is_null() {
+        invalid("FieldValueRequired", "eventTime", "Required value");
+    }
+    for field in [
+        "reportingController",
+        "reportingInstance",
+        "action",
+        "reason",
+    ] {
+        let value = text(field);
+        if value.is_empty() {
+            invalid("FieldValueRequired", field, "Required value");
+        } else if value.len() > 128 {
+            invalid(
+                "FieldValueTooLong",
+                field,
+                "Too long: may not be longer than 128",
+            );
+        }
+    }
+    if !matches!(text("type").as_str(), "Normal" | "Warning") {
+        invalid(
+            "FieldValueNotSupported",
+            "type",
+            "Unsupported value: supported values: \"Normal\", \"Warning\"",
+        );
+    }
+    if text("note").len() > 1024 {
+        invalid(
+            "FieldValueTooLong",
+            "note",
+            "Too long: may not be longer than 1024",
+        );
+    }
+    if event["regarding"]["namespace"].as_str() != Some(namespace.as_str()) {
+        invalid(
+            "FieldValueInvalid",
+            "regarding.namespace",
+            "Invalid value: does not match event.namespace",
+        );
+    }
+    if !causes.is_empty() {
+        let fields: Vec<String> = causes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c["field"].as_str().unwrap(),
+                    c["message"].as_str().unwrap()
+                )
+            })
+            .collect();
+        return json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("Event.events.k8s.io {name:?} is invalid: [{}]", fields.join(", ")),
+                    "reason": "Invalid",
+                    "details": {"name": name, "group": "events.k8s.io", "kind": "Event", "causes": causes},
+                    "code": 422}),
+        );
+    }
+    let mut events = f.events.lock().unwrap();
+    if events
+        .iter()
+        .any(|e| e["metadata"]["namespace"] == namespace && e["metadata"]["name"] == name)
+    {
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("events.events.k8s.io {name:?} already exists"),
+                    "reason": "AlreadyExists",
+                    "details": {"name": name, "group": "events.k8s.io", "kind": "events"},
+                    "code": 409}),
+        );
+    }
+    event["kind"] = json!("Event");
+    event["apiVersion"] = json!("events.k8s.io/v1");
+    event["metadata"]["namespace"] = json!(namespace);
+    event["metadata"]["uid"] = json!(format!("8d2b7a40-0000-4000-8000-{:012}", events.len()));
+    event["metadata"]["resourceVersion"] = json!((5000 + events.len()).to_string());
+    event["metadata"]["creationTimestamp"] = json!("2026-12-03T06:00:00Z");
+    event["metadata"]["managedFields"] = json!([{"manager": "pod-identity-webhook", "operation": "Update",
+        "apiVersion": "events.k8s.io/v1", "time": "2026-12-03T06:00:00Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:action": {}, "f:eventTime": {}, "f:note": {}, "f:reason": {}, "f:regarding": {},
+                     "f:reportingController": {}, "f:reportingInstance": {}, "f:type": {}}}]);
+    events.push(event.clone());
     json_response(StatusCode::CREATED, &event)
 }
 
@@ -524,7 +696,9 @@ impl FakeKubeApi {
             namespaces_created_later: changes.namespaces_created_later,
             gets: AtomicUsize::new(0),
             lists: AtomicUsize::new(0),
-            objects,
+            objects: std::sync::Mutex::new(objects),
+            changes: Default::default(),
+            changed: tokio::sync::watch::channel(0).0,
             pages: Default::default(),
             events: Default::default(),
             reviews: Arc::new(TokenReviews::default()),
@@ -608,6 +782,35 @@ current-context: fake
     /// ServiceAccount lists answered so far.
     pub fn lists(&self) -> usize {
         self.fake.lists.load(Ordering::Relaxed)
+    }
+
+    /// Changes a pod or workload (with `apiVersion` and `kind`) as a controller or user
+    /// would: `ADDED`, `MODIFIED` or `DELETED`. Lists answer the new state, and open watches
+    /// get the event with the next resourceVersion.
+    pub fn push_change(&self, kind: &str, object: Value) {
+        let path = list_path(&object);
+        let key = |o: &Value| {
+            (
+                o["metadata"]["namespace"].clone(),
+                o["metadata"]["name"].clone(),
+            )
+        };
+        let mut changes = self.fake.changes.lock().unwrap();
+        let rv = changes.last().map_or(LISTED_RV, |c| c.1) + 1;
+        let mut object = object;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        {
+            let mut objects = self.fake.objects.lock().unwrap();
+            let list = objects.entry(path.clone()).or_default();
+            list.retain(|o| key(o) != key(&object));
+            if kind != "DELETED" {
+                list.push(object.clone());
+            }
+        }
+        let line = json!({"type": kind, "object": object}).to_string();
+        changes.push((path, rv, line));
+        drop(changes);
+        self.fake.changed.send_modify(|n| *n += 1);
     }
 
     /// Events created so far.
