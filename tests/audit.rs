@@ -35,6 +35,10 @@ policy:
     path
 }
 
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 fn capture(name: &str) -> Capture {
     captures(name).into_iter().next().expect("capture exists")
 }
@@ -564,4 +568,63 @@ async fn serve_audits_nothing_unless_asked() {
     assert!(fake.events().is_empty());
     let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
     assert!(!metrics.contains("audit_violations"), "{metrics}");
+}
+
+/// The progress line goes to a terminal only: under `script` (a pseudo-terminal) stderr shows
+/// it; through a pipe (the other tests) it never appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_shows_progress_on_a_terminal_only() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("script(1) not installed: progress on a terminal not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let fake = mixed_cluster(&config).await;
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let command = format!(
+        "{} audit --config {} --kubeconfig {} --page-size 2 -o json",
+        env!("CARGO_BIN_EXE_pod-identity-webhook"),
+        config.display(),
+        kubeconfig.display()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "findings: {terminal}");
+    assert!(terminal.contains("listing pods"), "{terminal}");
+    assert!(
+        terminal.contains("\r\x1b[K"),
+        "the line is redrawn in place"
+    );
+
+    let (code, stdout, stderr) = run_binary(
+        strings(&[
+            "audit",
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--page-size",
+            "2",
+            "-o",
+            "json",
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!stderr.contains("listing"), "{stderr}");
+    assert!(!stdout.contains('\r'), "{stdout}");
 }

@@ -3,13 +3,16 @@
 //! ServiceAccounts in the checked manifests count; unreadable input is named by file and
 //! document; exit codes 0 / 1 / 2.
 
+mod eks_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
-use support::{Capture, TlsClient, captures, decode_patch, fixtures_dir, run_binary as run};
+use support::{
+    Capture, TlsClient, captures, decode_patch, fixtures_dir, run_binary as run, run_binary_env,
+};
 
 /// The config file both the webhook and `check` read (SPEC §8).
 fn write_config(dir: &Path, mode: &str) -> PathBuf {
@@ -446,4 +449,74 @@ async fn unreadable_input_is_named_by_file_and_document() {
     .await;
     assert_eq!(code, 2, "{stdout}");
     assert!(stderr.contains("defaultMod"), "{stderr}");
+}
+
+/// Identities from `--associations` (over the config file's `associationsFile`) and from the
+/// EKS API (`--cluster-name`, here the fake EKS API through the real SDK; credentials from the
+/// environment): the orders Deployment is denied without an association and allowed with one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_from_an_associations_file_and_from_eks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "enforce");
+    let manifest = dir.path().join("orders.yaml");
+    std::fs::write(&manifest, ORDERS).unwrap();
+    let base = strings(&[
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+
+    let (code, stdout, _) = run(base.clone(), None).await;
+    assert_eq!(
+        code, 1,
+        "no association for orders in the config's file: {stdout}"
+    );
+
+    let associations = dir.path().join("associations.yaml");
+    std::fs::write(
+        &associations,
+        "associations:\n  - namespace: team-a\n    serviceAccount: orders\n    roleArn: arn:aws:iam::111122223333:role/orders\n",
+    )
+    .unwrap();
+    let mut args = base.clone();
+    args.extend(strings(&["--associations", associations.to_str().unwrap()]));
+    let (code, stdout, stderr) = run(args, None).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().next(),
+        Some("Deployment team-a/orders: allowed")
+    );
+
+    let eks = eks_support::FakeEks::start("prod").await;
+    let env = || {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string(),
+            ),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ]
+    };
+    let mut args = base.clone();
+    args.extend(strings(&[
+        "--cluster-name",
+        "prod",
+        "--region",
+        "us-east-1",
+        "--eks-endpoint",
+        &eks.url(),
+    ]));
+    let (code, stdout, stderr) = run_binary_env(args.clone(), None, env()).await;
+    assert_eq!(code, 1, "EKS has no association yet: {stdout}{stderr}");
+    assert!(eks.lists() >= 1, "EKS was asked");
+    eks.add("team-a", "orders", "orders");
+    let (code, stdout, stderr) = run_binary_env(args, None, env()).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().next(),
+        Some("Deployment team-a/orders: allowed")
+    );
 }

@@ -574,10 +574,20 @@ pub async fn serve_config(
 /// Runs the built binary with `args` and `stdin`, off the async runtime (so a fake API in the
 /// test answers it meanwhile): `(exit code, stdout, stderr)`.
 pub async fn run_binary(args: Vec<String>, stdin: Option<Vec<u8>>) -> (i32, String, String) {
+    run_binary_env(args, stdin, Vec::new()).await
+}
+
+/// [`run_binary`] with `env` added to the child's environment.
+pub async fn run_binary_env(
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    env: Vec<(&'static str, String)>,
+) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
             .args(&args)
+            .envs(env)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
