@@ -520,3 +520,98 @@ async fn identities_from_an_associations_file_and_from_eks() {
         Some("Deployment team-a/orders: allowed")
     );
 }
+
+/// The command lines docs/check-audit.md gives (the CI one-liner, the GitHub Actions step, the
+/// pre-commit hook with `.pre-commit-hooks.yaml`'s entry) run as written, on files laid out
+/// as the docs name them: clean manifests pass (0), a denied one fails the step (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_ci_step_and_pre_commit_hook_run_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/check-audit.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = dir.path().join("deploy");
+    std::fs::create_dir_all(deploy.join("manifests")).unwrap();
+    let config = write_config(dir.path(), "enforce");
+    std::fs::copy(&config, deploy.join("webhook-config.yaml")).unwrap();
+    std::fs::copy(
+        root.join("examples/associations.yaml"),
+        deploy.join("associations.yaml"),
+    )
+    .unwrap();
+    // Relative paths of the docs, under the temporary repository.
+    let local = |arg: &str| match arg.strip_prefix("deploy/") {
+        Some(rest) => deploy.join(rest).display().to_string(),
+        None => arg.to_string(),
+    };
+
+    // Shell lines (continuations joined) that pipe into `pod-identity-webhook check`.
+    let joined = docs.replace("\\\n", " ");
+    let piped: Vec<Vec<String>> = joined
+        .lines()
+        .filter_map(|l| l.split_once("| pod-identity-webhook check"))
+        .map(|(_, rest)| {
+            std::iter::once("check".to_string())
+                .chain(rest.split_whitespace().map(local))
+                .collect()
+        })
+        .collect();
+    assert_eq!(piped.len(), 2, "the one-liner and the Actions step");
+    for args in piped {
+        let (code, stdout, stderr) = run(args.clone(), Some(APP.as_bytes().to_vec())).await;
+        assert_eq!(code, 0, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stdout.ends_with("2 objects: 2 allowed, 0 mutated, 0 warned, 0 denied\n"),
+            "{stdout}"
+        );
+        let (code, stdout, _) = run(args.clone(), Some(ORDERS.as_bytes().to_vec())).await;
+        assert_eq!(code, 1, "{args:?}: {stdout}");
+    }
+
+    // pre-commit: the hook's entry, the documented args, then the changed files.
+    let hooks: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join(".pre-commit-hooks.yaml")).unwrap(),
+    )
+    .unwrap();
+    let hook = &hooks[0];
+    let block = docs
+        .split("```yaml\n")
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("repos:"))
+        .expect("the .pre-commit-config.yaml block");
+    let user: Value = serde_yaml_ng::from_str(block).unwrap();
+    let used = &user["repos"][0]["hooks"][0];
+    assert_eq!(used["id"], hook["id"]);
+    let entry: Vec<String> = hook["entry"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(entry[0], "pod-identity-webhook", "the binary's name");
+    let hook_args: Vec<String> = entry[1..]
+        .iter()
+        .cloned()
+        .chain(
+            used["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| local(a.as_str().unwrap())),
+        )
+        .collect();
+    let carts = deploy.join("manifests/carts.yaml");
+    std::fs::write(&carts, APP).unwrap();
+    let orders = deploy.join("manifests/orders.yaml");
+    std::fs::write(&orders, ORDERS).unwrap();
+    let mut args = hook_args.clone();
+    args.push(carts.display().to_string());
+    let (code, stdout, stderr) = run(args.clone(), None).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    args.push(orders.display().to_string());
+    let (code, stdout, _) = run(args, None).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("[{} document 1]", orders.display())),
+        "{stdout}"
+    );
+}

@@ -267,11 +267,13 @@ pub async fn run(
 
     // The webhook's decisions, on the webhook's live policy, injection settings and identity
     // sources, but reading ServiceAccounts and Namespaces from the reflectors only: a miss
-    // is no object, not a live GET per object and run.
+    // is no object, not a live GET per object and run. Its lookups are not counted in the
+    // admission lookup metrics.
     let identities = app
         .mutator
         .identities
         .clone()
+        .without_observer()
         .with_service_accounts(Arc::new(ReflectedServiceAccounts(
             watches.service_accounts.clone(),
         )));

@@ -267,6 +267,13 @@ impl Identities {
         self
     }
 
+    /// The same sources, lookups no longer reported (the background audit's, so the lookup
+    /// metrics count admission alone).
+    pub fn without_observer(mut self) -> Self {
+        self.observer = None;
+        self
+    }
+
     /// Adds an association source; earlier sources win when both know a ServiceAccount.
     pub fn with_associations(mut self, source: Arc<dyn AssociationSource>) -> Self {
         self.associations.push(source);
