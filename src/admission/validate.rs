@@ -49,6 +49,13 @@ impl Validator {
         self
     }
 
+    /// Decides on `policy`, shared with another validator (the background audit follows the
+    /// webhook's policy as it is reloaded).
+    pub fn with_shared_policy(mut self, policy: Arc<ArcSwap<Policy>>) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Swaps in a new policy (configuration reload).
     pub fn set_policy(&self, policy: Policy) {
         self.policy.store(Arc::new(policy));

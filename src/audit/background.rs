@@ -281,9 +281,11 @@ pub async fn run(
         injection: app.mutator.injection.clone(),
         identities: identities.clone(),
         failure_mode: app.mutator.failure_mode,
+        policy: app.validator.shared_policy(),
     };
-    let namespace_labels: Arc<dyn NamespaceStore> =
-        Arc::new(ReflectedNamespaces(watches.namespaces.clone()));
+    let validator = Validator::new(crate::policy::Policy::off(), identities)
+        .with_shared_policy(app.validator.shared_policy())
+        .with_namespaces(Arc::new(ReflectedNamespaces(watches.namespaces.clone())));
 
     let mut sent: HashMap<(String, &'static str), Instant> = HashMap::new();
     let mut ticks = tokio::time::interval(interval);
@@ -299,9 +301,6 @@ pub async fn run(
             workloads: workloads.iter().flat_map(values).collect(),
             pods: values(&pods),
         };
-        // The policy in force now (a config reload replaces the webhook's).
-        let validator = Validator::new((*app.validator.policy()).clone(), identities.clone())
-            .with_namespaces(namespace_labels.clone());
         let decider = Decider::new(&validator, &mutator);
         let report = findings::AuditReport {
             findings: findings::audit(&decider, &objects).await,

@@ -362,7 +362,9 @@ pub async fn audit_objects(
     let namespaces = sources::namespace_labels(&objects.namespaces);
     let validator =
         Validator::new(policy, identities.clone()).with_namespaces(Arc::new(namespaces));
-    let mutator = Mutator::new(settings.injection.clone(), identities);
+    // As in the webhook: the mutation reads the validator's policy (the role allowlist).
+    let mutator =
+        Mutator::new(settings.injection.clone(), identities).with_policy(validator.shared_policy());
     let decider = Decider::new(&validator, &mutator);
     Ok(super::findings::AuditReport {
         findings: super::findings::audit(&decider, objects).await,
