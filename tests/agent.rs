@@ -2,11 +2,14 @@
 //! the fake Kubernetes API with the API server's shapes, STS from moto (a real implementation)
 //! or from the recording STS where the wire matters, and real AWS SDKs as clients.
 
+mod eks_support;
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
+use eks_support::FakeEks;
+use pod_identity_webhook::agent::server::RateLimit;
 use pod_identity_webhook::agent::{self, AgentExtras, AgentSettings};
 use support::agent::*;
 use support::kube_api::{FakeKubeApi, PodToken};
@@ -210,6 +213,22 @@ async fn refusals_carry_the_eks_agent_codes() {
         "{body}"
     );
 
+    // A ServiceAccount token bound to no pod, even for the right audience.
+    let unbound = "eyJhbGciOiJSUzI1NiJ9.unbound.token";
+    h.kube.token_reviews().add(
+        unbound,
+        PodToken::unbound("team-a", "carts", "pods.eks.amazonaws.com"),
+    );
+    let (status, body) = h.get(unbound).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("not bound to a pod"),
+        "{body}"
+    );
+
     // No token; a `Bearer` token.
     let (status, body) = get(h.addr(), "/v1/credentials", &host, None).await;
     assert_eq!(
@@ -280,11 +299,36 @@ async fn refusals_carry_the_eks_agent_codes() {
         "{body}"
     );
 
+    // A request STS finds invalid: 400.
+    sts.set_mode(StsMode::Fail {
+        status: 400,
+        code: "ValidationError",
+    });
+    let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-3")).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (400, Some("InvalidParameterException")),
+        "{body}"
+    );
+    // STS failing: 503.
+    sts.set_mode(StsMode::Fail {
+        status: 500,
+        code: "InternalFailure",
+    });
+    let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-4")).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (503, Some("ServiceUnavailable")),
+        "{body}"
+    );
+
     let outcome = |o: &str| format!("pod_identity_agent_requests_total{{outcome=\"{o}\"}}");
-    assert_eq!(h.metric(&outcome("access_denied")).await, 3.0);
+    assert_eq!(h.metric(&outcome("access_denied")).await, 4.0);
     assert_eq!(h.metric(&outcome("not_found")).await, 1.0);
     assert_eq!(h.metric(&outcome("wrong_host")).await, 1.0);
-    assert_eq!(h.metric(&outcome("bad_request")).await, 2.0);
+    assert_eq!(h.metric(&outcome("bad_request")).await, 3.0);
+    assert_eq!(h.metric(&outcome("throttled")).await, 1.0);
+    assert_eq!(h.metric(&outcome("unavailable")).await, 1.0);
 }
 
 #[tokio::test]
@@ -621,14 +665,6 @@ async fn the_binary_takes_the_standard_aws_settings_and_never_logs_secrets() {
         .spawn()
         .unwrap();
     // Killed if the test fails before it stops the agent itself.
-    struct KillOnDrop(u32);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
     let _guard = KillOnDrop(child.id());
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let deadline = Instant::now() + WAIT;
@@ -687,4 +723,381 @@ async fn the_binary_takes_the_standard_aws_settings_and_never_logs_secrets() {
     ] {
         assert!(!logs.contains(secret), "the logs contain {secret}:\n{logs}");
     }
+}
+
+#[tokio::test]
+async fn one_client_over_its_rate_limit_gets_429_and_other_clients_do_not() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.rate_limit = Some(RateLimit {
+            per_second: 1,
+            burst: 3,
+        });
+    })
+    .await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let host = h.addr().to_string();
+    let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let b: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+
+    // Client A: its burst, then 429 (well before 20 requests, whatever the machine's speed).
+    let mut throttled = None;
+    for i in 0..20 {
+        let (status, body) = get_from(a, h.addr(), "/v1/credentials", &host, Some(&token)).await;
+        if status == 429 {
+            throttled = Some((i, body));
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    let (answered, body) = throttled.expect("client A was never throttled");
+    assert!(answered >= 3, "throttled within its burst ({answered})");
+    assert_eq!(body["Code"], "ThrottlingException", "{body}");
+    let reviews = h.kube.token_reviews().count();
+
+    // Client B, on another address, is not affected.
+    let (status, body) = get_from(b, h.addr(), "/v1/credentials", &host, Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    // A throttled request costs nothing downstream.
+    assert_eq!(h.kube.token_reviews().count(), reviews);
+    assert_eq!(sts.assume_role_calls().len(), 1);
+    assert!(
+        h.metric("pod_identity_agent_requests_total{outcome=\"throttled\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn the_credentials_cache_stays_within_its_memory_bound() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    const BOUND: u64 = 8 * 1024;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.credentials.max_cache_bytes = BOUND;
+        s.credentials.max_reviews = 10;
+    })
+    .await;
+    let tokens: Vec<String> = (0..60)
+        .map(|i| h.pod_token("team-a", "carts", &format!("carts-{i}")))
+        .collect();
+    for token in &tokens {
+        let (status, body) = h.get(token).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (entries, bytes) = h.agent.service.cache_size().await;
+    assert!(bytes <= BOUND, "{bytes} bytes cached, bound {BOUND}");
+    assert!(
+        (1..60).contains(&entries),
+        "{entries} entries: some evicted, some kept"
+    );
+    assert!(
+        h.agent.service.review_cache_entries().await <= 10,
+        "token reviews bounded by count"
+    );
+    // An evicted token is served again (new credentials from STS).
+    for token in &tokens {
+        let (status, _) = h.get(token).await;
+        assert_eq!(status, 200);
+    }
+    let (_, bytes) = h.agent.service.cache_size().await;
+    assert!(bytes <= BOUND, "{bytes} bytes cached, bound {BOUND}");
+    let (_, text) = admin_get(h.agent.admin_addr, "/metrics").await;
+    let gauge = support::sample(&text, "pod_identity_agent_cache_bytes").unwrap();
+    assert!(gauge <= BOUND as f64, "{gauge}");
+}
+
+#[tokio::test]
+async fn credentials_the_role_no_longer_allows_are_dropped_at_refresh() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(8),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.credentials.refresh_before = Duration::from_secs(6);
+        s.credentials.min_remaining = Duration::from_secs(1);
+        s.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let (status, _) = h.get(&token).await;
+    assert_eq!(status, 200);
+    // The role's trust policy changes: STS refuses the background refresh.
+    sts.set_mode(StsMode::Fail {
+        status: 403,
+        code: "AccessDenied",
+    });
+    let deadline = Instant::now() + WAIT;
+    while h
+        .metric("pod_identity_agent_refreshes_total{result=\"dropped\"}")
+        .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "never dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (entries, _) = h.agent.service.cache_size().await;
+    assert_eq!(entries, 0);
+    let (status, body) = h.get(&token).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{body}"
+    );
+}
+
+/// The binary, killed on drop.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_reads_its_aws_profile_and_eks_endpoint_from_the_standard_settings() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let eks = FakeEks::start("kind").await;
+    eks.add("team-a", "carts", "carts");
+    let kube = FakeKubeApi::start(0, Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(&config, "[profile agent]\nregion = eu-central-1\n").unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        // The key the fake EKS accepts signatures of.
+        "[agent]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = secret-from-profile\n",
+    )
+    .unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    // No --associations: the associations come from EKS, as on an EKS cluster.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+        .args(["agent", "--cluster-name", "kind", "--log-format", "json"])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .arg("--kubeconfig")
+        .arg(kube.kubeconfig(dir.path()))
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("AWS_PROFILE", "agent")
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
+        .env("AWS_ENDPOINT_URL_EKS", eks.url())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(child.id());
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if tokio::net::TcpStream::connect(admin).await.is_ok()
+            && admin_get(admin, "/readyz").await.0 == 200
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            drop(guard);
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the agent never turned ready: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let token = "eyJhbGciOiJSUzI1NiJ9.profile.test-token";
+    kube.token_reviews()
+        .add(token, PodToken::pod("team-a", "carts", "carts-1"));
+    let (status, answer) = get(addr, "/v1/credentials", &addr.to_string(), Some(token)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        eks.requests() >= 1,
+        "associations read from AWS_ENDPOINT_URL_EKS"
+    );
+    assert_eq!(
+        eks.unsigned(),
+        0,
+        "EKS calls signed with the profile's keys"
+    );
+    let calls = sts.assume_role_calls();
+    assert_eq!(
+        calls[0].params["RoleArn"],
+        "arn:aws:iam::111122223333:role/carts"
+    );
+    assert_eq!(calls[0].signed_by, "AKIDEXAMPLE", "the profile's keys");
+    assert_eq!(
+        calls[0].tags()[0].1,
+        "arn:aws:eks:eu-central-1:111122223333:cluster/kind",
+        "the profile's region"
+    );
+    // A ServiceAccount EKS has no association for: 404, no STS call.
+    let other = "eyJhbGciOiJSUzI1NiJ9.profile.other-token";
+    kube.token_reviews()
+        .add(other, PodToken::pod("team-a", "orders", "orders-1"));
+    let (status, _) = get(addr, "/v1/credentials", &addr.to_string(), Some(other)).await;
+    assert_eq!(status, 404);
+    assert_eq!(sts.assume_role_calls().len(), 1);
+    drop(guard);
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn trust_policy_trusts_the_agent_only_for_one_service_account() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(3600),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |principal: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"));
+        command
+            .args(["agent", "trust-policy"])
+            .args(["--role-arn", "arn:aws:iam::111122223333:role/carts"])
+            .args(["--namespace", "team-a", "--service-account", "carts"])
+            .args(["--cluster-name", "kind"])
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDFROMTHEENV")
+            .env("AWS_SECRET_ACCESS_KEY", "agent-secret-from-env")
+            .env("AWS_ENDPOINT_URL_STS", &sts.endpoint);
+        if let Some(p) = principal {
+            command.args(["--agent-principal", p]);
+        }
+        command
+    };
+
+    // Without --agent-principal: who the AWS environment's credentials are (GetCallerIdentity).
+    let mut command = run(None);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statement = &policy["Statement"][0];
+    assert_eq!(
+        statement["Principal"]["AWS"],
+        "arn:aws:iam::111122223333:user/pod-identity-agent"
+    );
+    assert_eq!(
+        statement["Action"],
+        serde_json::json!(["sts:AssumeRole", "sts:TagSession"])
+    );
+    assert_eq!(
+        statement["Condition"]["StringEquals"],
+        serde_json::json!({
+            "aws:RequestTag/eks-cluster-name": "kind",
+            "aws:RequestTag/kubernetes-namespace": "team-a",
+            "aws:RequestTag/kubernetes-service-account": "carts",
+        })
+    );
+    assert!(
+        stderr.contains("aws iam update-assume-role-policy --role-name carts"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sts.calls()
+            .iter()
+            .filter(|c| c.action() == "GetCallerIdentity")
+            .count(),
+        1
+    );
+    assert_eq!(sts.calls()[0].signed_by, "AKIDFROMTHEENV");
+
+    // An assumed role (the node's instance role, IRSA) is trusted through its role.
+    let mut command = run(Some("arn:aws:iam::111122223333:role/node"));
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Principal"]["AWS"],
+        "arn:aws:iam::111122223333:role/node"
+    );
+    assert_eq!(sts.calls().len(), 1, "--agent-principal asks STS nothing");
+}
+
+#[tokio::test]
+async fn botocore_refreshes_credentials_through_its_container_provider() {
+    let sts = RecordingSts::start(StsMode::Issue {
+        lifetime: Duration::from_secs(8),
+    })
+    .await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.credentials.refresh_before = Duration::from_secs(6);
+        s.credentials.min_remaining = Duration::from_secs(1);
+        s.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let token_file = h.dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, h.pod_token("team-a", "carts", "carts-6b7")).unwrap();
+    // botocore's refreshable credentials, as every boto3 client holds them: credentials this
+    // short-lived are fetched again on each use, and must change once the agent refreshed.
+    let script = "
+import sys, time, botocore.session
+credentials = botocore.session.get_session().get_credentials()
+print(credentials.method, flush=True)
+keys = []
+deadline = time.time() + 20
+while len(keys) < 2 and time.time() < deadline:
+    key = credentials.get_frozen_credentials().access_key
+    if key not in keys:
+        keys.append(key)
+    time.sleep(0.2)
+print(' '.join(keys))
+";
+    let mut command = std::process::Command::new("python3");
+    command
+        .args(["-c", script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", h.dir.path())
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v1/credentials", h.addr()),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "botocore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("container-role"), "{stdout}");
+    let keys: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+    assert_eq!(
+        keys.len(),
+        2,
+        "botocore saw refreshed credentials: {stdout}"
+    );
+    assert!(
+        keys.iter().all(|k| k.starts_with("ASIARECORDED")),
+        "{stdout}"
+    );
 }

@@ -273,6 +273,12 @@ impl CredentialService {
         )
     }
 
+    /// Cached token reviews (after pending maintenance).
+    pub async fn review_cache_entries(&self) -> u64 {
+        self.inner.reviews.run_pending_tasks().await;
+        self.inner.reviews.entry_count()
+    }
+
     /// Credentials for the holder of `token`. The caller bounds the wait.
     pub async fn credentials(&self, token: &str) -> Result<Arc<Entry>, AgentError> {
         let inner = &self.inner;

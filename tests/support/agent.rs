@@ -1,7 +1,7 @@
 //! The credentials agent as tests run it: started in-process on loopback with the fake
 //! Kubernetes API, an associations file and a given STS endpoint, plus a plain HTTP client.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -123,6 +123,30 @@ pub async fn request(
     token: Option<&str>,
 ) -> (u16, Value) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(stream, method, path, host, token).await
+}
+
+/// One GET from the loopback address `source` (another client, as the agent counts them).
+pub async fn get_from(
+    source: IpAddr,
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    exchange(stream, "GET", path, host, token).await
+}
+
+async fn exchange(
+    stream: tokio::net::TcpStream,
+    method: &str,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();

@@ -95,6 +95,20 @@ impl PodToken {
     }
 }
 
+impl PodToken {
+    /// A ServiceAccount token bound to no pod (a legacy Secret token, or `kubectl create
+    /// token` without `--bound-object-kind Pod`): authenticated, without the pod's `extra`.
+    pub fn unbound(namespace: &str, service_account: &str, audience: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            pod_name: String::new(),
+            pod_uid: String::new(),
+            audiences: vec![audience.into()],
+        }
+    }
+}
+
 fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325_u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100000001b3)
@@ -134,19 +148,24 @@ impl TokenReviews {
                 pod.audiences, wanted
             )});
         }
+        let extra = if pod.pod_name.is_empty() {
+            json!({"authentication.kubernetes.io/credential-id": ["JTI=0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"]})
+        } else {
+            json!({
+                "authentication.kubernetes.io/credential-id": ["JTI=6a2b5c1e-7f3d-4e8a-9b0c-1d2e3f4a5b6c"],
+                "authentication.kubernetes.io/node-name": ["kind-worker"],
+                "authentication.kubernetes.io/node-uid": ["3f2e1d0c-b9a8-4765-8432-10fedcba9876"],
+                "authentication.kubernetes.io/pod-name": [pod.pod_name],
+                "authentication.kubernetes.io/pod-uid": [pod.pod_uid],
+            })
+        };
         json!({
             "authenticated": true,
             "user": {
                 "username": format!("system:serviceaccount:{}:{}", pod.namespace, pod.service_account),
                 "uid": "0c1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
                 "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", pod.namespace), "system:authenticated"],
-                "extra": {
-                    "authentication.kubernetes.io/credential-id": ["JTI=6a2b5c1e-7f3d-4e8a-9b0c-1d2e3f4a5b6c"],
-                    "authentication.kubernetes.io/node-name": ["kind-worker"],
-                    "authentication.kubernetes.io/node-uid": ["3f2e1d0c-b9a8-4765-8432-10fedcba9876"],
-                    "authentication.kubernetes.io/pod-name": [pod.pod_name],
-                    "authentication.kubernetes.io/pod-uid": [pod.pod_uid],
-                }
+                "extra": extra,
             },
             "audiences": matched,
         })
