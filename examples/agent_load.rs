@@ -1,16 +1,21 @@
 //! Load on the credentials agent's cached path over loopback, and its memory with many cached
 //! tokens (BENCHMARKS.md, "Credentials agent").
 //!
-//!   cargo run --release --example agent_load -- [TOKENS] [SECONDS] [CONNECTIONS]
+//!   cargo run --release --example agent_load -- [TOKENS] [SECONDS] [CONNECTIONS] [ROUNDS]
 //!
 //! The agent's HTTP server and credential service are the real ones; the Kubernetes API and STS
 //! behind them answer in-process (each token is reviewed and issued once, during warm-up), so
 //! what is measured is the per-request path: HTTP/1.1 parsing, Host check, token hashing, the
 //! review cache, the association lookup, the credentials cache and the answer.
+//!
+//! The baseline, measured in the same process in alternating rounds, is the same listener loop
+//! and HTTP stack (`agent::server::serve`, axum) answering the same JSON body for every request:
+//! the ratios are what the agent's own work costs over serving a constant over HTTP.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::http::header;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty};
@@ -25,6 +30,7 @@ use pod_identity_webhook::agent::sts::{
 use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{Association, Identities};
 use pod_identity_webhook::server::ConnectionLimit;
+use tokio_util::sync::CancellationToken;
 
 /// Tokens are `tok-<pod>`: every one is a pod of team-a/carts.
 struct LocalReviewer;
@@ -89,11 +95,15 @@ fn rss_kib() -> u64 {
 async fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().expect("numbers: TOKENS SECONDS CONNECTIONS"))
+        .map(|a| {
+            a.parse()
+                .expect("numbers: TOKENS SECONDS CONNECTIONS ROUNDS")
+        })
         .collect();
     let tokens = args.first().copied().unwrap_or(10_000) as usize;
     let seconds = args.get(1).copied().unwrap_or(10);
     let connections = args.get(2).copied().unwrap_or(32) as usize;
+    let rounds = args.get(3).copied().unwrap_or(3).max(1);
 
     let association = Association {
         namespace: "team-a".into(),
@@ -136,25 +146,76 @@ async fn main() {
         (after - before) as f64 * 1024.0 / tokens.max(1) as f64
     );
 
-    // Throughput and latency of cached answers over loopback HTTP/1.1 keep-alive connections.
+    // Throughput and latency of cached answers over loopback HTTP/1.1 keep-alive connections,
+    // against the baseline, in alternating rounds.
+    let body = service
+        .credentials("tok-0")
+        .await
+        .expect("cached")
+        .body()
+        .clone();
     let endpoint = Arc::new(Endpoint::new(
         service,
         metrics,
         Duration::from_millis(1500),
         None,
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(server::serve(
-        listener,
-        server::credentials_router(endpoint),
-        ConnLimits::default(),
-        ConnectionLimit::new(4096),
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let stop = CancellationToken::new();
+    let agent = serve(server::credentials_router(endpoint), &stop).await;
+    let baseline = serve(
+        axum::Router::new().route(
+            "/v1/credentials",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        ),
+        &stop,
+    )
+    .await;
+    let round = Duration::from_secs(seconds);
+    let (mut throughput, mut p99) = (Vec::new(), Vec::new());
+    for r in 1..=rounds {
+        let (base_n, base_h) = load(baseline, tokens, connections, round).await;
+        let (agent_n, agent_h) = load(agent, tokens, connections, round).await;
+        let (b99, a99) = (
+            base_h.value_at_quantile(0.99),
+            agent_h.value_at_quantile(0.99),
+        );
+        println!(
+            "round {r}: agent {:.0}/s p50 {} us p99 {} us; baseline {:.0}/s p50 {} us p99 {} us",
+            agent_n as f64 / seconds as f64,
+            agent_h.value_at_quantile(0.5),
+            a99,
+            base_n as f64 / seconds as f64,
+            base_h.value_at_quantile(0.5),
+            b99
+        );
+        throughput.push(agent_n as f64 / base_n.max(1) as f64);
+        p99.push(a99 as f64 / b99.max(1) as f64);
+    }
+    stop.cancel();
+    println!(
+        "cached answers over {connections} connections, {rounds} rounds of {seconds} s: throughput {:.2} x the baseline, p99 {:.2} x the baseline (medians)",
+        median(&mut throughput),
+        median(&mut p99)
+    );
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Closed-loop load of `/v1/credentials` at `addr` over `connections` keep-alive connections
+/// for `duration`: (answers, latency histogram in µs).
+async fn load(
+    addr: std::net::SocketAddr,
+    tokens: usize,
+    connections: usize,
+    duration: Duration,
+) -> (u64, hdrhistogram::Histogram<u64>) {
+    let deadline = Instant::now() + duration;
     let workers = (0..connections).map(|w| {
         tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -188,13 +249,20 @@ async fn main() {
     for h in futures::future::join_all(workers).await {
         total.add(h.unwrap()).unwrap();
     }
-    stop.cancel();
-    println!(
-        "{} cached answers in {seconds} s over {connections} connections: {:.0}/s; p50 {} us, p99 {} us, p99.9 {} us",
-        total.len(),
-        total.len() as f64 / seconds as f64,
-        total.value_at_quantile(0.5),
-        total.value_at_quantile(0.99),
-        total.value_at_quantile(0.999)
-    );
+    (total.len(), total)
+}
+
+/// Serves `router` on a loopback port through the agent's own listener loop.
+async fn serve(router: axum::Router, stop: &CancellationToken) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        router,
+        ConnLimits::default(),
+        ConnectionLimit::new(4096),
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    addr
 }
