@@ -19,6 +19,7 @@ pub mod cli;
 pub mod files;
 pub mod identity;
 pub mod live_config;
+pub mod migrate;
 pub mod namespaces;
 pub mod object;
 pub mod policy;

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod migrate;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ pub enum Command {
     Audit(Box<audit::AuditArgs>),
     /// Node agent serving Pod Identity credentials where EKS does not run (SPEC §9).
     Agent(Box<crate::agent::args::AgentArgs>),
+    /// Migrate from IRSA to Pod Identity: plan (default), apply --approve, verify (SPEC §10).
+    Migrate(Box<migrate::MigrateArgs>),
 }
 
 impl Command {
@@ -51,6 +54,7 @@ impl Command {
                 crate::agent::command::run(*args)?;
                 Ok(ExitCode::SUCCESS)
             }
+            Self::Migrate(args) => args.run(),
         }
     }
 }

@@ -9,6 +9,8 @@
 //! 500, `TooManyRequestsException` 429). Every request is counted.
 #![allow(dead_code)] // each test binary uses a part of this module
 
+pub mod writes;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +61,8 @@ pub struct FakeState {
     faults: Mutex<VecDeque<Fault>>,
     down: AtomicBool,
     delay_ms: AtomicU64,
+    /// Creates, deletes and their faults (`writes`).
+    pub writes: writes::Writes,
 }
 
 /// The running fake; stops when dropped.
@@ -86,6 +90,7 @@ impl FakeEks {
             faults: Mutex::new(VecDeque::new()),
             down: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            writes: writes::Writes::default(),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -314,6 +319,10 @@ fn summary(id: &str, cluster: &str, a: &FakeAssociation) -> Value {
 }
 
 async fn handle(State(state): State<Arc<FakeState>>, req: Request<Body>) -> Response {
+    let req = match writes::handle(&state, req).await {
+        Ok(answer) => return answer,
+        Err(req) => req,
+    };
     let path = percent_decode(req.uri().path());
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let is_describe = segments.len() == 4;

@@ -848,3 +848,473 @@ current-context: fake
             .unwrap_or(0)
     }
 }
+
+/// A mutable fake API server for the commands that read and change a cluster (`migrate`):
+/// ServiceAccounts, pods, nodes and apps/v1 workloads, with the API server's list shape
+/// (`{kind: XList, apiVersion, metadata: {resourceVersion, continue, remainingItemCount}, items}`,
+/// items without kind/apiVersion, `limit`/`continue` paging in key order), single GETs, and
+/// PATCH as JSON merge patch (RFC 7386, other content types refused with 415 as the server does).
+/// A PATCH that changes a workload's pod template bumps `metadata.generation`; a small
+/// controller then replaces the workload's pods and reports the rollout done (unless the
+/// workload was marked stuck).
+pub struct FakeCluster {
+    pub addr: SocketAddr,
+    state: Arc<ClusterState>,
+    stop: CancellationToken,
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Where a resource lives: (API prefix, plural, kind, apiVersion, namespaced).
+const RESOURCES: [(&str, &str, &str, &str, bool); 7] = [
+    ("/api/v1", "serviceaccounts", "ServiceAccount", "v1", true),
+    ("/api/v1", "pods", "Pod", "v1", true),
+    ("/api/v1", "nodes", "Node", "v1", false),
+    (
+        "/apis/apps/v1",
+        "deployments",
+        "Deployment",
+        "apps/v1",
+        true,
+    ),
+    (
+        "/apis/apps/v1",
+        "statefulsets",
+        "StatefulSet",
+        "apps/v1",
+        true,
+    ),
+    ("/apis/apps/v1", "daemonsets", "DaemonSet", "apps/v1", true),
+    (
+        "/apis/apps/v1",
+        "replicasets",
+        "ReplicaSet",
+        "apps/v1",
+        true,
+    ),
+];
+
+type ObjectKey = (String, String, String); // (plural, namespace or "", name)
+
+#[derive(Default)]
+struct ClusterState {
+    objects: std::sync::Mutex<std::collections::BTreeMap<ObjectKey, Value>>,
+    resource_version: AtomicUsize,
+    /// Every request: "METHOD path?query".
+    requests: std::sync::Mutex<Vec<String>>,
+    /// Every PATCH: (path, content type, body).
+    patches: std::sync::Mutex<Vec<(String, String, Value)>>,
+    /// "plural/namespace/name" of workloads whose rollouts never finish.
+    stuck: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Plurals answered with 403.
+    forbidden: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+fn status_error(code: u16, reason: &str, message: String) -> Response {
+    json_response(
+        StatusCode::from_u16(code).unwrap(),
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn with_kind(mut v: Value, kind: &str, api_version: &str) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("kind".into(), json!(kind));
+        o.insert("apiVersion".into(), json!(api_version));
+    }
+    v
+}
+
+fn query_map(q: &str) -> std::collections::BTreeMap<String, String> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect()
+}
+
+impl ClusterState {
+    fn next_rv(&self) -> String {
+        (self.resource_version.fetch_add(1, Ordering::SeqCst) + 1000).to_string()
+    }
+
+    fn list(&self, res: &(&str, &str, &str, &str, bool), ns: Option<&str>, q: &str) -> Response {
+        let params = query_map(q);
+        let limit: usize = params
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let start = match params.get("continue") {
+            None => String::new(),
+            Some(token) => {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(token)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                match decoded.and_then(|v| v["start"].as_str().map(String::from)) {
+                    Some(s) => s,
+                    None => {
+                        return status_error(
+                            400,
+                            "BadRequest",
+                            "continue key is not valid: illegal base64 data".into(),
+                        );
+                    }
+                }
+            }
+        };
+        let objects = self.objects.lock().unwrap();
+        let matching: Vec<(&ObjectKey, &Value)> = objects
+            .iter()
+            .filter(|((plural, n, _), _)| plural == res.1 && ns.is_none_or(|ns| ns == n))
+            .filter(|((_, n, name), _)| format!("{n}/{name}") >= start)
+            .collect();
+        let page: Vec<Value> = matching
+            .iter()
+            .take(limit)
+            .map(|(_, v)| (*v).clone())
+            .collect();
+        let rv = (self.resource_version.load(Ordering::SeqCst) + 1000).to_string();
+        let mut metadata = json!({"resourceVersion": rv});
+        if matching.len() > limit {
+            use base64::Engine;
+            let (_, n, name) = matching[limit].0;
+            let token = json!({"v": "meta.k8s.io/v1", "rv": rv.parse::<u64>().unwrap(), "start": format!("{n}/{name}")});
+            metadata["continue"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(token.to_string()));
+            metadata["remainingItemCount"] = json!(matching.len() - limit);
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({"kind": format!("{}List", res.2), "apiVersion": res.3, "metadata": metadata, "items": page}),
+        )
+    }
+
+    /// What the controllers do after a pod template change: new pods (the old ones deleted),
+    /// then a finished rollout status.
+    fn roll(&self, plural: &str, ns: &str, name: &str) {
+        let mut objects = self.objects.lock().unwrap();
+        let key = (plural.to_string(), ns.to_string(), name.to_string());
+        let Some(workload) = objects.get(&key).cloned() else {
+            return;
+        };
+        let replica_sets: Vec<String> = objects
+            .iter()
+            .filter(|((p, n, _), rs)| {
+                p == "replicasets"
+                    && n == ns
+                    && rs["metadata"]["ownerReferences"][0]["name"] == name
+            })
+            .map(|((_, _, n), _)| n.clone())
+            .collect();
+        let owned = |pod: &Value| {
+            let owner = &pod["metadata"]["ownerReferences"][0]["name"];
+            owner == name || replica_sets.iter().any(|rs| owner == rs.as_str())
+        };
+        let old: Vec<(ObjectKey, Value)> = objects
+            .iter()
+            .filter(|((p, n, _), pod)| p == "pods" && n == ns && owned(pod))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let generation = workload["metadata"]["generation"].as_i64().unwrap_or(1);
+        for (k, mut pod) in old {
+            objects.remove(&k);
+            // The webhook (the association now wins) injects Pod Identity into the new pod.
+            for c in pod["spec"]["containers"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                let env = c["env"].as_array().cloned().unwrap_or_default();
+                let mut env: Vec<Value> = env
+                    .into_iter()
+                    .filter(|e| {
+                        e["name"] != "AWS_ROLE_ARN" && e["name"] != "AWS_WEB_IDENTITY_TOKEN_FILE"
+                    })
+                    .collect();
+                env.push(json!({"name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": "http://169.254.170.23/v1/credentials"}));
+                env.push(json!({"name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "value": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"}));
+                c["env"] = Value::Array(env);
+            }
+            let new_name = format!("{}-g{generation}", k.2);
+            pod["metadata"]["name"] = json!(new_name);
+            objects.insert((k.0, k.1, new_name), pod);
+        }
+        let w = objects.get_mut(&key).unwrap();
+        let replicas = w["spec"]["replicas"].as_i64().unwrap_or(1);
+        w["status"] = json!({
+            "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas,
+            "desiredNumberScheduled": replicas, "updatedNumberScheduled": replicas,
+            "numberAvailable": replicas, "currentNumberScheduled": replicas,
+        });
+    }
+}
+
+async fn cluster_handler(
+    State(s): State<Arc<ClusterState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let q = uri.query().unwrap_or("").to_string();
+    s.requests
+        .lock()
+        .unwrap()
+        .push(format!("{method} {}?{q}", uri.path()));
+    let path = uri.path();
+    let Some(res) = RESOURCES.iter().find(|r| path.starts_with(r.0)) else {
+        return not_found("path", path);
+    };
+    let rest: Vec<&str> = path[res.0.len()..]
+        .trim_start_matches('/')
+        .split('/')
+        .collect();
+    let (res, ns, name) = match rest.as_slice() {
+        [plural] => (
+            RESOURCES.iter().find(|r| r.0 == res.0 && r.1 == *plural),
+            None,
+            None,
+        ),
+        ["namespaces", ns, plural] => (
+            RESOURCES
+                .iter()
+                .find(|r| r.0 == res.0 && r.1 == *plural && r.4),
+            Some(*ns),
+            None,
+        ),
+        ["namespaces", ns, plural, name] => (
+            RESOURCES
+                .iter()
+                .find(|r| r.0 == res.0 && r.1 == *plural && r.4),
+            Some(*ns),
+            Some(*name),
+        ),
+        [plural, name] => (
+            RESOURCES
+                .iter()
+                .find(|r| r.0 == res.0 && r.1 == *plural && !r.4),
+            None,
+            Some(*name),
+        ),
+        _ => (None, None, None),
+    };
+    let Some(res) = res else {
+        return not_found("path", path);
+    };
+    if s.forbidden.lock().unwrap().contains(res.1) {
+        return status_error(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"migrator\" cannot list resource \"{}\" in API group \"{}\" at the cluster scope",
+                res.1,
+                res.1,
+                if res.3 == "v1" { "" } else { "apps" }
+            ),
+        );
+    }
+    let Some(name) = name else {
+        if method != axum::http::Method::GET {
+            return status_error(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource".into(),
+            );
+        }
+        return s.list(res, ns, &q);
+    };
+    let key = (
+        res.1.to_string(),
+        ns.unwrap_or("").to_string(),
+        name.to_string(),
+    );
+    match method {
+        axum::http::Method::GET => match s.objects.lock().unwrap().get(&key) {
+            Some(v) => json_response(StatusCode::OK, &with_kind(v.clone(), res.2, res.3)),
+            None => not_found(res.1, name),
+        },
+        axum::http::Method::PATCH => {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if content_type != "application/merge-patch+json" {
+                return status_error(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"
+                    ),
+                );
+            }
+            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                return status_error(400, "BadRequest", "error decoding patch".into());
+            };
+            s.patches
+                .lock()
+                .unwrap()
+                .push((path.to_string(), content_type, patch.clone()));
+            let rv = s.next_rv();
+            let updated = {
+                let mut objects = s.objects.lock().unwrap();
+                let Some(obj) = objects.get_mut(&key) else {
+                    return not_found(res.1, name);
+                };
+                let before = obj["spec"].clone();
+                json_patch::merge(obj, &patch);
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                if obj["spec"] != before {
+                    let g = obj["metadata"]["generation"].as_i64().unwrap_or(1);
+                    obj["metadata"]["generation"] = json!(g + 1);
+                }
+                obj.clone()
+            };
+            let id = format!("{}/{}/{}", res.1, key.1, name);
+            if ["deployments", "statefulsets", "daemonsets"].contains(&res.1)
+                && !s.stuck.lock().unwrap().contains(&id)
+            {
+                let s = s.clone();
+                let (plural, ns, name) = key.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    s.roll(&plural, &ns, &name);
+                });
+            }
+            json_response(StatusCode::OK, &with_kind(updated, res.2, res.3))
+        }
+        _ => status_error(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource".into(),
+        ),
+    }
+}
+
+impl FakeCluster {
+    pub async fn start() -> Self {
+        let state = Arc::new(ClusterState::default());
+        let app = Router::new()
+            .fallback(cluster_handler)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let serving = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(serving.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Self { addr, state, stop }
+    }
+
+    /// Stores an object (kind from its `kind`); list items are served without kind/apiVersion.
+    pub fn put(&self, object: Value) {
+        let kind = object["kind"]
+            .as_str()
+            .expect("object has a kind")
+            .to_string();
+        let res = RESOURCES
+            .iter()
+            .find(|r| r.2 == kind)
+            .unwrap_or_else(|| panic!("the fake does not serve {kind}"));
+        let mut object = object;
+        let o = object.as_object_mut().unwrap();
+        o.remove("kind");
+        o.remove("apiVersion");
+        let rv = self.state.next_rv();
+        object["metadata"]["resourceVersion"] = json!(rv);
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        self.state
+            .objects
+            .lock()
+            .unwrap()
+            .insert((res.1.to_string(), ns, name), object);
+    }
+
+    /// The stored object (without kind), if any.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.state
+            .objects
+            .lock()
+            .unwrap()
+            .get(&(plural.into(), namespace.into(), name.into()))
+            .cloned()
+    }
+
+    /// Names of the stored objects of `plural` in `namespace`.
+    pub fn names(&self, plural: &str, namespace: &str) -> Vec<String> {
+        self.state
+            .objects
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|(p, n, _)| p == plural && n == namespace)
+            .map(|(_, _, name)| name.clone())
+            .collect()
+    }
+
+    /// Every PATCH so far: (path, content type, body).
+    pub fn patches(&self) -> Vec<(String, String, Value)> {
+        self.state.patches.lock().unwrap().clone()
+    }
+
+    /// Every request so far, `METHOD path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// The workload's rollouts never finish (`plural/namespace/name`).
+    pub fn stall(&self, id: &str) {
+        self.state.stuck.lock().unwrap().insert(id.to_string());
+    }
+
+    /// Requests for `plural` get 403 from now on.
+    pub fn forbid(&self, plural: &str) {
+        self.state
+            .forbidden
+            .lock()
+            .unwrap()
+            .insert(plural.to_string());
+    }
+
+    /// A client for the fake, as kube-rs builds one from a kubeconfig.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://{}\"}}\nusers:\n- name: migrator\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: migrator}}\ncurrent-context: fake\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+}

@@ -1,0 +1,561 @@
+//! `migrate apply --approve`: carries out a plan, row by row, each change re-read right before it
+//! is made so a re-run (or a run racing a person) never repeats one. A row that cannot go on
+//! (conflict, a policy over its size limit, an AWS error) stops with its reason; the others go on.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::checks::{self, Action, Plan, Row, Status};
+use super::inventory::{IRSA_ANNOTATIONS, Inventory, Key, RoleState, WorkloadRef};
+use super::trust::{self, OidcEdit, TrustEdit};
+use super::{Created, Parts, Progress, ReadSettings, Rollout, read_inventory};
+use crate::identity::Association;
+
+/// What `apply` does beyond the plan's actions.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub remove_irsa_annotations: bool,
+    pub remove_oidc_trust: bool,
+    pub restart_workloads: bool,
+    /// Longest wait for one workload's rollout.
+    pub rollout_timeout: Duration,
+    pub poll_interval: Duration,
+    pub trust_size_limit: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            remove_irsa_annotations: false,
+            remove_oidc_trust: false,
+            restart_workloads: false,
+            rollout_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(2),
+            trust_size_limit: trust::DEFAULT_SIZE_LIMIT,
+        }
+    }
+}
+
+/// A row (or step) that did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stopped {
+    pub service_account: String,
+    pub step: &'static str,
+    pub reason: String,
+}
+
+/// What a run changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub trust_updated: Vec<String>,
+    pub associations_created: Vec<String>,
+    /// Changes found already made (re-runs).
+    pub unchanged: usize,
+    pub annotations_removed: Vec<String>,
+    pub workloads_restarted: Vec<String>,
+    pub oidc_trust_removed: Vec<String>,
+    /// Rows the plan blocks (not attempted).
+    pub skipped: Vec<Stopped>,
+    pub stopped: Vec<Stopped>,
+    /// Pods that need a restart by hand (no restartable owner).
+    pub restart_by_hand: Vec<String>,
+}
+
+impl Summary {
+    pub fn changes(&self) -> usize {
+        self.trust_updated.len()
+            + self.associations_created.len()
+            + self.annotations_removed.len()
+            + self.workloads_restarted.len()
+            + self.oidc_trust_removed.len()
+    }
+
+    /// 0 all done, 1 something blocked or stopped, 2 something could not be read.
+    pub fn exit_code(&self, plan: &Plan) -> i32 {
+        if plan.totals.unreadable > 0 {
+            2
+        } else if !self.skipped.is_empty() || !self.stopped.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+fn sa_name(row: &Row) -> String {
+    format!("{}/{}", row.namespace, row.service_account)
+}
+
+/// A line per change, written as it is made.
+fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// `2026-12-03T04:05:06Z` (what `kubectl rollout restart` writes).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Reads a role's trust policy afresh (a plan may be minutes old).
+async fn fresh_policy(parts: &Parts<'_>, role_arn: &str) -> Result<serde_json::Value, String> {
+    match parts.roles.trust_policy(role_arn).await {
+        RoleState::Found { trust_policy } => trust::parse(&trust_policy).map_err(|e| e.to_string()),
+        RoleState::NotFound => Err(format!("role {role_arn} no longer exists")),
+        RoleState::Unreadable { message } => Err(message),
+    }
+}
+
+async fn update_trust(
+    parts: &Parts<'_>,
+    role_name: &str,
+    role_arn: &str,
+    limit: usize,
+    out: &mut dyn Write,
+    summary: &mut Summary,
+) -> Result<(), String> {
+    let policy = fresh_policy(parts, role_arn).await?;
+    let (after, edit) = trust::with_pod_identity(&policy);
+    if edit == TrustEdit::None {
+        summary.unchanged += 1;
+        say(
+            out,
+            format_args!("= trust policy of {role_name}: already allows Pod Identity"),
+        );
+        return Ok(());
+    }
+    let size = trust::iam_size(&after);
+    if size > limit {
+        return Err(format!(
+            "the trust policy of {role_name} would be {size} characters, over its limit of {limit}"
+        ));
+    }
+    parts
+        .roles
+        .put_trust_policy(role_name, &trust::render(&after))
+        .await?;
+    let what = match edit {
+        TrustEdit::AddTagSession => "added sts:TagSession to the Pod Identity statement",
+        _ => "added the Pod Identity statement",
+    };
+    say(
+        out,
+        format_args!("+ trust policy of {role_name}: {what} ({size}/{limit} characters)"),
+    );
+    summary.trust_updated.push(role_name.to_string());
+    Ok(())
+}
+
+async fn create_association(
+    parts: &Parts<'_>,
+    namespace: &str,
+    service_account: &str,
+    role_arn: &str,
+    out: &mut dyn Write,
+    summary: &mut Summary,
+) -> Result<(), String> {
+    let a = Association {
+        namespace: namespace.to_string(),
+        service_account: service_account.to_string(),
+        role_arn: role_arn.to_string(),
+        target_role_arn: None,
+        external_id: None,
+        disable_session_tags: None,
+        association_id: None,
+    };
+    match parts.target.create(&a).await? {
+        Created::Created { association_id } => {
+            let id = association_id
+                .map(|i| format!(" ({i})"))
+                .unwrap_or_default();
+            say(
+                out,
+                format_args!("+ association {namespace}/{service_account} -> {role_arn}{id}"),
+            );
+            summary
+                .associations_created
+                .push(format!("{namespace}/{service_account}"));
+            Ok(())
+        }
+        Created::Exists(existing) if existing.role_arn == role_arn => {
+            summary.unchanged += 1;
+            say(
+                out,
+                format_args!("= association {namespace}/{service_account}: already in place"),
+            );
+            Ok(())
+        }
+        Created::Exists(existing) => Err(format!(
+            "conflict: an association gives it role {} already",
+            existing.role_arn
+        )),
+    }
+}
+
+/// The workloads to restart (one each, in order) and the pods only a person can restart.
+pub fn restarts(inv: &Inventory, migrated: &BTreeSet<Key>) -> (Vec<WorkloadRef>, Vec<String>) {
+    let mut workloads = BTreeSet::new();
+    let mut by_hand = Vec::new();
+    for pod in &inv.pods {
+        if !migrated.contains(&pod.key())
+            || !checks::uses_irsa(pod)
+            || checks::uses_pod_identity(pod)
+        {
+            continue;
+        }
+        match &pod.owner {
+            Some(w) if w.kind.restartable() => {
+                workloads.insert(w.clone());
+            }
+            _ => by_hand.push(format!("{}/{}", pod.namespace, pod.name)),
+        }
+    }
+    (workloads.into_iter().collect(), by_hand)
+}
+
+/// Restarts workloads one at a time, each waited for; stops at the first that does not finish.
+async fn restart_all(
+    parts: &Parts<'_>,
+    workloads: &[WorkloadRef],
+    options: &ApplyOptions,
+    out: &mut dyn Write,
+    summary: &mut Summary,
+) {
+    for (i, w) in workloads.iter().enumerate() {
+        let at = rfc3339(std::time::SystemTime::now());
+        if let Err(e) = parts.cluster.restart(w, &at).await {
+            summary.stopped.push(Stopped {
+                service_account: w.to_string(),
+                step: "restart",
+                reason: e.clone(),
+            });
+            say(out, format_args!("! {w}: {e}"));
+            continue;
+        }
+        say(out, format_args!("~ restarting {w}"));
+        let start = Instant::now();
+        let last = loop {
+            tokio::time::sleep(options.poll_interval).await;
+            match parts.cluster.rollout(w).await {
+                Ok(Rollout::Done) => break None,
+                Ok(Rollout::Gone) => break Some("the workload was deleted".to_string()),
+                Ok(Rollout::Progressing(m)) if start.elapsed() >= options.rollout_timeout => {
+                    break Some(format!(
+                        "not rolled out after {:?} ({m}); check `kubectl rollout status {}`",
+                        options.rollout_timeout,
+                        w.to_string()
+                            .rsplit_once('/')
+                            .map(|(k, n)| format!("{} {n}", k.replace('/', " -n ")))
+                            .unwrap_or_default()
+                    ));
+                }
+                Ok(Rollout::Progressing(_)) => {}
+                Err(e) if start.elapsed() >= options.rollout_timeout => break Some(e),
+                Err(_) => {}
+            }
+        };
+        match last {
+            None => {
+                say(
+                    out,
+                    format_args!("  rolled out in {}s", start.elapsed().as_secs()),
+                );
+                summary.workloads_restarted.push(w.to_string());
+            }
+            Some(reason) => {
+                say(out, format_args!("! {w}: {reason}; no further restarts"));
+                summary.stopped.push(Stopped {
+                    service_account: w.to_string(),
+                    step: "restart",
+                    reason,
+                });
+                for rest in &workloads[i + 1..] {
+                    summary.stopped.push(Stopped {
+                        service_account: rest.to_string(),
+                        step: "restart",
+                        reason: format!("not restarted: the rollout of {w} did not finish"),
+                    });
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Carries out `plan` (made from `inv`).
+pub async fn apply(
+    parts: &Parts<'_>,
+    inv: &Inventory,
+    plan: &Plan,
+    read: &ReadSettings,
+    options: &ApplyOptions,
+    out: &mut dyn Write,
+) -> Summary {
+    let mut summary = Summary::default();
+    let mut migrated: BTreeSet<Key> = BTreeSet::new();
+    for row in &plan.rows {
+        let name = sa_name(row);
+        if matches!(row.status, Status::Blocked | Status::Unreadable) {
+            let reason = row
+                .blocking()
+                .map(|f| format!("{}: {}", f.code, f.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            say(out, format_args!("! skip {name}: {reason}"));
+            summary.skipped.push(Stopped {
+                service_account: name,
+                step: "plan",
+                reason,
+            });
+            continue;
+        }
+        let mut ok = true;
+        for action in &row.actions {
+            let (step, result) = match action {
+                Action::UpdateTrust {
+                    role_name,
+                    role_arn,
+                    ..
+                } => (
+                    "trust",
+                    update_trust(
+                        parts,
+                        role_name,
+                        role_arn,
+                        options.trust_size_limit,
+                        out,
+                        &mut summary,
+                    )
+                    .await,
+                ),
+                Action::CreateAssociation {
+                    namespace,
+                    service_account,
+                    role_arn,
+                } => (
+                    "association",
+                    create_association(
+                        parts,
+                        namespace,
+                        service_account,
+                        role_arn,
+                        out,
+                        &mut summary,
+                    )
+                    .await,
+                ),
+            };
+            if let Err(reason) = result {
+                say(out, format_args!("! {name} stopped at {step}: {reason}"));
+                summary.stopped.push(Stopped {
+                    service_account: name.clone(),
+                    step,
+                    reason,
+                });
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            migrated.insert((row.namespace.clone(), row.service_account.clone()));
+        }
+    }
+
+    if options.remove_irsa_annotations {
+        for sa in inv
+            .service_accounts
+            .iter()
+            .filter(|s| migrated.contains(&s.key()))
+        {
+            let keys: Vec<String> = IRSA_ANNOTATIONS
+                .iter()
+                .map(|n| format!("{}/{n}", inv.annotation_prefix))
+                .filter(|k| sa.annotations.contains_key(k))
+                .collect();
+            let name = format!("{}/{}", sa.namespace, sa.name);
+            match parts
+                .cluster
+                .remove_annotations(&sa.namespace, &sa.name, &keys)
+                .await
+            {
+                Ok(()) => {
+                    say(
+                        out,
+                        format_args!("- annotations of {name}: {}", keys.join(", ")),
+                    );
+                    summary.annotations_removed.push(name);
+                }
+                Err(reason) => {
+                    say(
+                        out,
+                        format_args!("! {name} stopped at annotations: {reason}"),
+                    );
+                    summary.stopped.push(Stopped {
+                        service_account: name,
+                        step: "annotations",
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    let (workloads, by_hand) = restarts(inv, &migrated);
+    summary.restart_by_hand = by_hand;
+    let mut restarted = false;
+    if options.restart_workloads && !workloads.is_empty() {
+        restart_all(parts, &workloads, options, out, &mut summary).await;
+        restarted = true;
+    }
+
+    if options.remove_oidc_trust {
+        // Restarts replaced pods: decide on what runs now.
+        let fresh;
+        let now = if restarted {
+            match read_inventory(parts, read, &Progress::new(false)).await {
+                Ok(i) => {
+                    fresh = i;
+                    &fresh
+                }
+                Err(e) => {
+                    say(
+                        out,
+                        format_args!("! OIDC trust left in place: cannot re-read the cluster: {e}"),
+                    );
+                    summary.stopped.push(Stopped {
+                        service_account: "*".into(),
+                        step: "oidc-trust",
+                        reason: e,
+                    });
+                    return summary;
+                }
+            }
+        } else {
+            inv
+        };
+        for row in plan
+            .rows
+            .iter()
+            .filter(|r| migrated.contains(&(r.namespace.clone(), r.service_account.clone())))
+        {
+            let name = sa_name(row);
+            let still: Vec<String> = now
+                .pods_of(&row.namespace, &row.service_account)
+                .filter(|p| checks::uses_irsa(p) && !checks::uses_pod_identity(p))
+                .map(|p| p.name.clone())
+                .collect();
+            let result = if !still.is_empty() {
+                Err(format!(
+                    "{} pods still use IRSA ({}); restart them (--restart-workloads) and re-run",
+                    still.len(),
+                    still.join(", ")
+                ))
+            } else {
+                remove_oidc(parts, row, out, &mut summary).await
+            };
+            if let Err(reason) = result {
+                say(
+                    out,
+                    format_args!("! {name} OIDC trust left in place: {reason}"),
+                );
+                summary.stopped.push(Stopped {
+                    service_account: name,
+                    step: "oidc-trust",
+                    reason,
+                });
+            }
+        }
+    }
+    summary
+}
+
+async fn remove_oidc(
+    parts: &Parts<'_>,
+    row: &Row,
+    out: &mut dyn Write,
+    summary: &mut Summary,
+) -> Result<(), String> {
+    let Some((_, role_name)) = super::inventory::role_parts(&row.role_arn) else {
+        return Err("not an IAM role ARN".into());
+    };
+    let policy = fresh_policy(parts, &row.role_arn).await?;
+    let (after, edit) = trust::without_oidc_trust(&policy, &row.namespace, &row.service_account);
+    match edit {
+        OidcEdit::None => {
+            summary.unchanged += 1;
+            say(
+                out,
+                format_args!(
+                    "= trust policy of {role_name}: no OIDC trust for {}",
+                    sa_name(row)
+                ),
+            );
+            Ok(())
+        }
+        OidcEdit::Shared { reason } => Err(format!(
+            "{reason}; edit the trust policy of {role_name} by hand"
+        )),
+        OidcEdit::Removed { .. } => {
+            parts
+                .roles
+                .put_trust_policy(role_name, &trust::render(&after))
+                .await?;
+            say(
+                out,
+                format_args!(
+                    "- trust policy of {role_name}: OIDC trust of {}",
+                    sa_name(row)
+                ),
+            );
+            summary.oidc_trust_removed.push(sa_name(row));
+            Ok(())
+        }
+    }
+}
+
+/// The end-of-run summary, for a terminal.
+pub fn render_summary(s: &Summary) -> String {
+    let mut out = format!(
+        "\nsummary: {} trust policies updated, {} associations created, {} already in place, {} annotations removed, {} workloads restarted, {} OIDC trusts removed; {} skipped (blocked), {} stopped\n",
+        s.trust_updated.len(),
+        s.associations_created.len(),
+        s.unchanged,
+        s.annotations_removed.len(),
+        s.workloads_restarted.len(),
+        s.oidc_trust_removed.len(),
+        s.skipped.len(),
+        s.stopped.len()
+    );
+    for x in s.skipped.iter().chain(&s.stopped) {
+        out.push_str(&format!(
+            "  {} ({}): {}\n",
+            x.service_account, x.step, x.reason
+        ));
+    }
+    if !s.restart_by_hand.is_empty() {
+        out.push_str(&format!(
+            "pods to restart by hand (no Deployment/StatefulSet/DaemonSet owns them): {}\n",
+            s.restart_by_hand.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarted_at_is_rfc3339_utc() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_796_270_706);
+        assert_eq!(rfc3339(t), "2026-12-03T04:05:06Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = std::time::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,403 @@
+//! The Kubernetes edge of the migration (kube-rs): paginated lists of ServiceAccounts, pods,
+//! workloads and nodes; merge patches that drop annotations and restart workloads; rollout
+//! status as `kubectl rollout status` reads it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec, ServiceAccount};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::inventory::{
+    Key, NodeEntry, PodEntry, ServiceAccountEntry, TemplateUse, WorkloadKind, WorkloadRef,
+};
+use super::{ClusterApi, Progress, Rollout, Scope};
+
+/// Items per list page (the API server's recommended chunk size).
+const PAGE: u32 = 500;
+/// Bound on one API call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The annotation `kubectl rollout restart` sets on the pod template.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+pub struct KubeCluster {
+    client: Client,
+    annotation_prefix: String,
+}
+
+impl KubeCluster {
+    pub fn new(client: Client, annotation_prefix: impl Into<String>) -> Self {
+        Self {
+            client,
+            annotation_prefix: annotation_prefix.into(),
+        }
+    }
+
+    fn apis<K>(&self, scope: &Scope) -> Vec<Api<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        if scope.namespaces.is_empty() {
+            vec![Api::all(self.client.clone())]
+        } else {
+            scope
+                .namespaces
+                .iter()
+                .map(|n| Api::namespaced(self.client.clone(), n))
+                .collect()
+        }
+    }
+}
+
+async fn call<T>(what: &str, f: impl Future<Output = Result<T, kube::Error>>) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
+        Ok(Err(kube::Error::Api(e))) if e.code == 403 => Err(format!(
+            "{what}: forbidden ({}); the migrate command needs list on serviceaccounts, pods, nodes and apps workloads, and patch for apply",
+            e.message
+        )),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// Lists every object of `api` page by page, handing each to `each`.
+async fn list_all<K>(
+    api: &Api<K>,
+    what: &str,
+    progress: &Progress,
+    mut each: impl FnMut(K),
+) -> Result<usize, String>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = ListParams::default().limit(PAGE);
+    let mut count = 0;
+    loop {
+        let page = call(&format!("cannot list {what}"), api.list(&params)).await?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        for item in page.items {
+            count += 1;
+            each(item);
+        }
+        progress.update(what, count);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(count),
+        }
+    }
+}
+
+fn template_sa(t: &PodTemplateSpec) -> String {
+    t.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// Whether a rollout has finished, read the way `kubectl rollout status` reads it.
+pub fn rollout_state(kind: &WorkloadKind, object: &serde_json::Value) -> Rollout {
+    let int = |p: &str| object.pointer(p).and_then(|v| v.as_i64());
+    let generation = int("/metadata/generation").unwrap_or(0);
+    let observed = int("/status/observedGeneration").unwrap_or(0);
+    if observed < generation {
+        return Rollout::Progressing("waiting for the controller to see the change".into());
+    }
+    let (want, updated, available) = match kind {
+        WorkloadKind::Deployment => (
+            int("/spec/replicas").unwrap_or(1),
+            int("/status/updatedReplicas").unwrap_or(0),
+            int("/status/availableReplicas").unwrap_or(0),
+        ),
+        WorkloadKind::StatefulSet => (
+            int("/spec/replicas").unwrap_or(1),
+            int("/status/updatedReplicas").unwrap_or(0),
+            int("/status/readyReplicas").unwrap_or(0),
+        ),
+        WorkloadKind::DaemonSet => (
+            int("/status/desiredNumberScheduled").unwrap_or(0),
+            int("/status/updatedNumberScheduled").unwrap_or(0),
+            int("/status/numberAvailable").unwrap_or(0),
+        ),
+        _ => return Rollout::Done,
+    };
+    let total = match kind {
+        WorkloadKind::Deployment => int("/status/replicas").unwrap_or(0),
+        _ => updated,
+    };
+    if updated < want {
+        Rollout::Progressing(format!("{updated} of {want} updated"))
+    } else if total > updated {
+        Rollout::Progressing(format!("{} old pods terminating", total - updated))
+    } else if available < want {
+        Rollout::Progressing(format!("{available} of {want} available"))
+    } else {
+        Rollout::Done
+    }
+}
+
+impl ClusterApi for KubeCluster {
+    fn service_accounts<'a>(
+        &'a self,
+        scope: &'a Scope,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Vec<ServiceAccountEntry>, String>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for api in self.apis::<ServiceAccount>(scope) {
+                list_all(&api, "serviceaccounts", progress, |sa| {
+                    if let Some(e) = ServiceAccountEntry::from_object(&sa, &self.annotation_prefix)
+                    {
+                        out.push(e);
+                    }
+                })
+                .await?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn pods<'a>(
+        &'a self,
+        scope: &'a Scope,
+        wanted: &'a BTreeSet<Key>,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<super::PodsAndTemplates, String>> {
+        Box::pin(async move {
+            let mut templates = Vec::new();
+            let mut replica_sets: BTreeMap<Key, Option<String>> = BTreeMap::new();
+            let wants = |ns: &Option<String>, sa: String| {
+                ns.as_ref()
+                    .is_some_and(|ns| wanted.contains(&(ns.clone(), sa)))
+            };
+            let mut push = |kind: WorkloadKind, meta: &kube::api::ObjectMeta, sa: String| {
+                if wants(&meta.namespace, sa.clone()) {
+                    templates.push(TemplateUse {
+                        workload: WorkloadRef {
+                            kind,
+                            namespace: meta.namespace.clone().unwrap_or_default(),
+                            name: meta.name.clone().unwrap_or_default(),
+                        },
+                        service_account: sa,
+                    });
+                }
+            };
+            for api in self.apis::<Deployment>(scope) {
+                list_all(&api, "deployments", progress, |d| {
+                    if let Some(spec) = &d.spec {
+                        push(
+                            WorkloadKind::Deployment,
+                            &d.metadata,
+                            template_sa(&spec.template),
+                        );
+                    }
+                })
+                .await?;
+            }
+            for api in self.apis::<StatefulSet>(scope) {
+                list_all(&api, "statefulsets", progress, |d| {
+                    if let Some(spec) = &d.spec {
+                        push(
+                            WorkloadKind::StatefulSet,
+                            &d.metadata,
+                            template_sa(&spec.template),
+                        );
+                    }
+                })
+                .await?;
+            }
+            for api in self.apis::<DaemonSet>(scope) {
+                list_all(&api, "daemonsets", progress, |d| {
+                    if let Some(spec) = &d.spec {
+                        push(
+                            WorkloadKind::DaemonSet,
+                            &d.metadata,
+                            template_sa(&spec.template),
+                        );
+                    }
+                })
+                .await?;
+            }
+            for api in self.apis::<ReplicaSet>(scope) {
+                list_all(&api, "replicasets", progress, |rs| {
+                    let deployment = rs
+                        .metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+                        .map(|o| o.name.clone());
+                    if let (Some(ns), Some(name)) = (&rs.metadata.namespace, &rs.metadata.name) {
+                        replica_sets.insert((ns.clone(), name.clone()), deployment);
+                    }
+                })
+                .await?;
+            }
+            let mut pods = Vec::new();
+            for api in self.apis::<Pod>(scope) {
+                list_all(&api, "pods", progress, |p| {
+                    // Finished pods hold no credentials.
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                    if matches!(phase, Some("Succeeded" | "Failed")) {
+                        return;
+                    }
+                    if let Some(e) = PodEntry::from_object(&p, &replica_sets)
+                        && wanted.contains(&e.key())
+                    {
+                        pods.push(e);
+                    }
+                })
+                .await?;
+            }
+            pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            Ok((pods, templates))
+        })
+    }
+
+    fn nodes<'a>(
+        &'a self,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, NodeEntry>, String>> {
+        Box::pin(async move {
+            let mut out = BTreeMap::new();
+            list_all(
+                &Api::<Node>::all(self.client.clone()),
+                "nodes",
+                progress,
+                |n| {
+                    if let Some((name, e)) = NodeEntry::from_object(&n) {
+                        out.insert(name, e);
+                    }
+                },
+            )
+            .await?;
+            Ok(out)
+        })
+    }
+
+    fn remove_annotations<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let nulls: serde_json::Map<String, serde_json::Value> = keys
+                .iter()
+                .map(|k| (k.clone(), serde_json::Value::Null))
+                .collect();
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+            call(
+                &format!("cannot patch serviceaccount {namespace}/{name}"),
+                api.patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": nulls}})),
+                ),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn restart<'a>(&'a self, w: &'a WorkloadRef, at: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let patch = Patch::Merge(
+                json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}),
+            );
+            let params = PatchParams::default();
+            let what = format!("cannot restart {w}");
+            let c = self.client.clone();
+            match w.kind {
+                WorkloadKind::Deployment => call(
+                    &what,
+                    Api::<Deployment>::namespaced(c, &w.namespace).patch(&w.name, &params, &patch),
+                )
+                .await
+                .map(|_| ()),
+                WorkloadKind::StatefulSet => call(
+                    &what,
+                    Api::<StatefulSet>::namespaced(c, &w.namespace).patch(&w.name, &params, &patch),
+                )
+                .await
+                .map(|_| ()),
+                WorkloadKind::DaemonSet => call(
+                    &what,
+                    Api::<DaemonSet>::namespaced(c, &w.namespace).patch(&w.name, &params, &patch),
+                )
+                .await
+                .map(|_| ()),
+                _ => Err(format!("{what}: a {} has no rollout", w.kind.as_str())),
+            }
+        })
+    }
+
+    fn rollout<'a>(&'a self, w: &'a WorkloadRef) -> BoxFuture<'a, Result<Rollout, String>> {
+        Box::pin(async move {
+            let what = format!("cannot read {w}");
+            let c = self.client.clone();
+            let object = match w.kind {
+                WorkloadKind::Deployment => call(
+                    &what,
+                    Api::<Deployment>::namespaced(c, &w.namespace).get_opt(&w.name),
+                )
+                .await?
+                .map(serde_json::to_value),
+                WorkloadKind::StatefulSet => call(
+                    &what,
+                    Api::<StatefulSet>::namespaced(c, &w.namespace).get_opt(&w.name),
+                )
+                .await?
+                .map(serde_json::to_value),
+                WorkloadKind::DaemonSet => call(
+                    &what,
+                    Api::<DaemonSet>::namespaced(c, &w.namespace).get_opt(&w.name),
+                )
+                .await?
+                .map(serde_json::to_value),
+                _ => return Ok(Rollout::Done),
+            };
+            match object {
+                None => Ok(Rollout::Gone),
+                Some(v) => Ok(rollout_state(&w.kind, &v.map_err(|e| e.to_string())?)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_reads_like_kubectl() {
+        let d = |gen_: i64, obs: i64, upd: i64, total: i64, avail: i64| {
+            json!({"metadata": {"generation": gen_}, "spec": {"replicas": 2},
+                   "status": {"observedGeneration": obs, "updatedReplicas": upd, "replicas": total, "availableReplicas": avail}})
+        };
+        let k = WorkloadKind::Deployment;
+        assert!(matches!(
+            rollout_state(&k, &d(2, 1, 2, 2, 2)),
+            Rollout::Progressing(_)
+        ));
+        assert!(matches!(
+            rollout_state(&k, &d(2, 2, 1, 3, 2)),
+            Rollout::Progressing(_)
+        ));
+        assert!(matches!(
+            rollout_state(&k, &d(2, 2, 2, 3, 2)),
+            Rollout::Progressing(_)
+        ));
+        assert!(matches!(
+            rollout_state(&k, &d(2, 2, 2, 2, 1)),
+            Rollout::Progressing(_)
+        ));
+        assert_eq!(rollout_state(&k, &d(2, 2, 2, 2, 2)), Rollout::Done);
+    }
+}

@@ -1,0 +1,178 @@
+//! The write side of the fake EKS API (and `DescribeCluster`), for `migrate apply`:
+//!
+//! - `POST /clusters/{name}/pod-identity-associations` (CreatePodIdentityAssociation): 409
+//!   `ResourceInUseException` when the ServiceAccount already has one, as EKS answers;
+//! - `DELETE /clusters/{name}/pod-identity-associations/{id}`;
+//! - `GET /clusters/{name}` (DescribeCluster): the cluster ARN, which names its account.
+//!
+//! Requests it does not know are handed back to the read side.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{FakeAssociation, FakeState, error, ok, summary};
+
+/// Write-side counters and faults.
+#[derive(Default)]
+pub struct Writes {
+    pub creates: AtomicUsize,
+    pub deletes: AtomicUsize,
+    /// Creates answered 500 `ServerException` once this many have succeeded (`None`: never).
+    fail_creates_after: Mutex<Option<usize>>,
+}
+
+impl super::FakeEks {
+    /// CreatePodIdentityAssociation calls that created one.
+    pub fn creates(&self) -> usize {
+        self.state.writes.creates.load(Ordering::SeqCst)
+    }
+
+    /// From the `n`-th successful create on, creates fail with 500 (`None` lifts it).
+    pub fn fail_creates_after(&self, n: Option<usize>) {
+        *self.state.writes.fail_creates_after.lock().unwrap() = n;
+    }
+
+    /// (namespace, serviceAccount, roleArn) of every association, in id order.
+    pub fn all(&self) -> Vec<(String, String, String)> {
+        self.state
+            .associations
+            .lock()
+            .unwrap()
+            .values()
+            .map(|a| {
+                (
+                    a.namespace.clone(),
+                    a.service_account.clone(),
+                    a.role_arn.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Answers a write or DescribeCluster; any other request is returned for the read side.
+pub async fn handle(state: &FakeState, req: Request<Body>) -> Result<Response, Request<Body>> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let op = match (method.clone(), segments.as_slice()) {
+        (Method::POST, ["clusters", _, "pod-identity-associations"]) => "create",
+        (Method::DELETE, ["clusters", _, "pod-identity-associations", _]) => "delete",
+        (Method::GET, ["clusters", _]) => "describe-cluster",
+        _ => return Err(req),
+    };
+    let signed = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+    if !signed {
+        state.unsigned_requests.fetch_add(1, Ordering::SeqCst);
+        return Ok(error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "request is not signed",
+        ));
+    }
+    let cluster = segments[1].to_string();
+    if cluster != state.cluster {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("No cluster found for name: {cluster}."),
+        ));
+    }
+    if op == "describe-cluster" {
+        return Ok(ok(json!({"cluster": {
+            "name": cluster,
+            "arn": format!("arn:aws:eks:us-east-1:111122223333:cluster/{cluster}"),
+            "status": "ACTIVE",
+            "version": "1.31",
+        }})));
+    }
+    if op == "delete" {
+        let id = segments[3];
+        let removed = state.associations.lock().unwrap().remove(id);
+        return Ok(match removed {
+            Some(a) => {
+                state.writes.deletes.fetch_add(1, Ordering::SeqCst);
+                ok(json!({ "association": summary(id, &cluster, &a) }))
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                &format!("No Pod Identity Association found for id: {id}."),
+            ),
+        });
+    }
+    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterException",
+                "body too large",
+            ));
+        }
+    };
+    let Ok(input) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterException",
+            "body is not JSON",
+        ));
+    };
+    let field = |k: &str| input[k].as_str().map(String::from);
+    let (Some(namespace), Some(service_account), Some(role_arn)) = (
+        field("namespace"),
+        field("serviceAccount"),
+        field("roleArn"),
+    ) else {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterException",
+            "namespace, serviceAccount and roleArn are required",
+        ));
+    };
+    let limit = *state.writes.fail_creates_after.lock().unwrap();
+    if limit.is_some_and(|n| state.writes.creates.load(Ordering::SeqCst) >= n) {
+        return Ok(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServerException",
+            "internal failure",
+        ));
+    }
+    let mut map = state.associations.lock().unwrap();
+    if let Some((id, _)) = map
+        .iter()
+        .find(|(_, a)| a.namespace == namespace && a.service_account == service_account)
+    {
+        return Ok(error(
+            StatusCode::CONFLICT,
+            "ResourceInUseException",
+            &format!("Association already exists: {id}"),
+        ));
+    }
+    let n = state.next_id.fetch_add(1, Ordering::SeqCst);
+    let id = format!("a-{n:017}");
+    let a = FakeAssociation {
+        namespace,
+        service_account,
+        role_arn,
+        target_role_arn: field("targetRoleArn"),
+        external_id: None,
+        disable_session_tags: input["disableSessionTags"].as_bool(),
+        modified_at: 1_700_000_000 + n,
+    };
+    let mut out = summary(&id, &cluster, &a);
+    out["roleArn"] = json!(a.role_arn);
+    map.insert(id, a);
+    state.writes.creates.fetch_add(1, Ordering::SeqCst);
+    Ok(ok(json!({ "association": out })))
+}
