@@ -212,6 +212,15 @@ fn node(name: &str, os: &str) -> Value {
         "status": {"nodeInfo": {"operatingSystem": os, "architecture": "amd64"}}})
 }
 
+/// A CronJob whose jobs run as `sa`.
+fn cronjob(ns: &str, name: &str, sa: &str) -> Value {
+    json!({"kind": "CronJob", "apiVersion": "batch/v1", "metadata": {"name": name, "namespace": ns,
+        "uid": format!("uid-cj-{ns}-{name}"), "creationTimestamp": "2026-11-22T11:35:02Z"},
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "serviceAccountName": sa, "restartPolicy": "OnFailure",
+            "containers": [{"name": "report", "image": "registry.example/report:1"}]}}}}}})
+}
+
 struct World {
     cluster: FakeCluster,
     eks: FakeEks,
@@ -279,17 +288,25 @@ impl World {
     }
 
     async fn apply(&self, options: &ApplyOptions) -> (Summary, String) {
-        let (inv, plan) = self.plan().await;
-        let mut out = Vec::new();
-        let summary = apply::apply(
+        self.apply_in(Scope::default(), options).await
+    }
+
+    /// `apply` for the ServiceAccounts `scope` selects (`--namespace`, `--service-account`).
+    async fn apply_in(&self, scope: Scope, options: &ApplyOptions) -> (Summary, String) {
+        let read = ReadSettings {
+            scope,
+            ..read_settings(false)
+        };
+        let (inv, plan) = migrate::plan(
             &self.parts(),
-            &inv,
-            &plan,
-            &read_settings(false),
-            options,
-            &mut out,
+            &read,
+            &CheckSettings::new(self.target.info()),
+            &Progress::new(false),
         )
-        .await;
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let summary = apply::apply(&self.parts(), &inv, &plan, &read, options, &mut out).await;
         (summary, String::from_utf8(out).unwrap())
     }
 
@@ -303,8 +320,14 @@ impl World {
 
     /// Runs the binary with the standard AWS settings pointing at the fakes.
     fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_with(args, true)
+    }
+
+    /// As [`World::run`]; without `AWS_ENDPOINT_URL_EKS` unless `eks_env`.
+    fn run_with(&self, args: &[&str], eks_env: bool) -> (i32, String, String) {
         let kubeconfig = self.cluster.kubeconfig(self.dir.path());
-        let out = Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"));
+        command
             .arg("migrate")
             .args(args)
             .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
@@ -319,10 +342,11 @@ impl World {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", "/nonexistent")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env("AWS_ENDPOINT_URL_IAM", &self.moto.endpoint)
-            .env("AWS_ENDPOINT_URL_EKS", self.eks.url())
-            .output()
-            .unwrap();
+            .env("AWS_ENDPOINT_URL_IAM", &self.moto.endpoint);
+        if eks_env {
+            command.env("AWS_ENDPOINT_URL_EKS", self.eks.url());
+        }
+        let out = command.output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -503,6 +527,20 @@ async fn seed_cases(w: &World) {
         None,
     ));
 
+    // A Fargate pod (EKS labels it with its profile).
+    w.role("fargate", vec![pi.clone()]).await;
+    c.put(sa("fargate", "fargate"));
+    let mut p = pod(
+        "shop",
+        "fargate-0",
+        "fargate",
+        irsa_env("fargate"),
+        "fargate-ip-10-0-1-7.ec2.internal",
+        None,
+    );
+    p["metadata"]["labels"]["eks.amazonaws.com/fargate-profile"] = json!("fp-default");
+    c.put(p);
+
     // Pods created before the association (same role): they still use IRSA.
     w.role("before", vec![irsa_statement("shop", "before"), pi.clone()])
         .await;
@@ -615,6 +653,13 @@ async fn plan_table_of_migration_cases() {
             Status::Blocked,
             TrustState::Present,
             &["windows-node"],
+            &[],
+        ),
+        (
+            "fargate",
+            Status::Blocked,
+            TrustState::Present,
+            &["fargate-node"],
             &[],
         ),
         (
@@ -1061,6 +1106,41 @@ async fn the_command_plans_applies_and_verifies_with_standard_aws_settings() {
     let doc: Value = serde_json::from_slice(&sh.stdout).unwrap();
     assert_eq!(trust::needed_edit(&doc), trust::TrustEdit::None);
 
+    // --eks-endpoint does what AWS_ENDPOINT_URL_EKS does.
+    let url = w.eks.url().to_string();
+    let (code, out, err) = w.run_with(
+        &[
+            "plan",
+            "--output",
+            "json",
+            "--cluster-name",
+            CLUSTER,
+            "--eks-endpoint",
+            &url,
+            "--service-account",
+            "shop/conflict",
+        ],
+        false,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["rows"][0]["association"]["state"], "conflict", "{out}");
+
+    // --retire names its ServiceAccounts, and only removes.
+    let (code, _, err) = w.run(&[
+        "apply",
+        "--approve",
+        "--retire",
+        "--remove-oidc-trust",
+        "--cluster-name",
+        CLUSTER,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--service-account"), "{err}");
+    let (code, _, err) = w.run(&[&["apply", "--approve", "--retire"][..], &scoped[..]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--retire only removes"), "{err}");
+
     // apply without --approve changes nothing.
     let (code, _, err) = w.run(&[&["apply"][..], &scoped[..]].concat());
     assert_eq!(code, 0);
@@ -1081,6 +1161,114 @@ async fn the_command_plans_applies_and_verifies_with_standard_aws_settings() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["podsNeedRestart"][0]["name"], "trust-missing-1");
     assert_eq!(report["stillAnnotated"].as_array().unwrap().len(), 2);
+}
+
+/// The parallel-ServiceAccount variant: `writer-pi` beside `writer` gets the role through an
+/// association while `writer` stays on IRSA; the workloads switch over (and could switch
+/// back); then `writer` is retired: its OIDC trust and annotation go, no association is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_service_account_then_the_old_one_retired() {
+    let w = World::start().await;
+    w.role("writer", vec![irsa_statement("shop", "writer")])
+        .await;
+    w.cluster.put(service_account(
+        "shop",
+        "writer",
+        &[("role-arn", &arn("writer"))],
+    ));
+    let rs = deployment(&w.cluster, "shop", "writer", "writer");
+    w.cluster.put(pod(
+        "shop",
+        "writer-0",
+        "writer",
+        irsa_env("writer"),
+        "linux-1",
+        Some(("ReplicaSet", &rs)),
+    ));
+    w.cluster.put(cronjob("shop", "report", "writer"));
+    // Annotated with the same role, so the migration picks it up.
+    w.cluster.put(service_account(
+        "shop",
+        "writer-pi",
+        &[("role-arn", &arn("writer"))],
+    ));
+    let only = |name: &str| Scope {
+        service_accounts: vec![(Some("shop".into()), name.into())],
+        ..Scope::default()
+    };
+
+    let (summary, out) = w
+        .apply_in(
+            only("writer-pi"),
+            &ApplyOptions {
+                remove_irsa_annotations: true,
+                ..ApplyOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(summary.trust_updated, ["writer"], "{out}");
+    assert_eq!(summary.associations_created, ["shop/writer-pi"], "{out}");
+    assert_eq!(summary.annotations_removed, ["shop/writer-pi"], "{out}");
+    // writer is untouched: its OIDC trust stays, it has no association.
+    let p = w.trust("writer").await;
+    assert!(trust::has_oidc_trust(&p, "shop", "writer"), "{p}");
+    assert_eq!(trust::needed_edit(&p), trust::TrustEdit::None);
+    assert_eq!(
+        w.eks.all(),
+        [("shop".into(), "writer-pi".into(), arn("writer"))]
+    );
+
+    // Retiring writer before the switch is refused: its Deployment, pod and CronJob use it.
+    let retire = ApplyOptions {
+        retire: true,
+        remove_oidc_trust: true,
+        remove_irsa_annotations: true,
+        ..ApplyOptions::default()
+    };
+    let (summary, out) = w.apply_in(only("writer"), &retire).await;
+    assert!(summary.retired.is_empty(), "{out}");
+    assert_eq!(summary.changes(), 0, "{out}");
+    let reason = &summary.stopped[0].reason;
+    for user in [
+        "pod writer-0",
+        "deployment/shop/writer",
+        "cronjob/shop/report",
+    ] {
+        assert!(reason.contains(user), "{user}: {out}");
+    }
+    assert!(trust::has_oidc_trust(
+        &w.trust("writer").await,
+        "shop",
+        "writer"
+    ));
+
+    // The cut-over (kubectl set serviceaccount): new pods run as writer-pi, on Pod Identity.
+    let rs = deployment(&w.cluster, "shop", "writer", "writer-pi");
+    w.cluster.put(pod(
+        "shop",
+        "writer-0",
+        "writer-pi",
+        pod_identity_env(),
+        "linux-1",
+        Some(("ReplicaSet", &rs)),
+    ));
+    w.cluster.put(cronjob("shop", "report", "writer-pi"));
+    let report = w.verify().await;
+    assert!(report.pods_need_restart.is_empty() && report.pods_with_both.is_empty());
+    assert_eq!(report.still_annotated.len(), 1, "{report:?}");
+    assert_eq!(report.still_annotated[0].service_account, "writer");
+    assert!(!report.still_annotated[0].has_association);
+
+    let (summary, out) = w.apply_in(only("writer"), &retire).await;
+    assert_eq!(summary.retired, ["shop/writer"], "{out}");
+    assert_eq!(summary.oidc_trust_removed, ["shop/writer"], "{out}");
+    assert_eq!(summary.annotations_removed, ["shop/writer"], "{out}");
+    assert!(summary.trust_updated.is_empty() && summary.associations_created.is_empty());
+    assert_eq!(w.eks.all().len(), 1, "no association for the retired one");
+    let p = w.trust("writer").await;
+    assert!(!trust::has_oidc_trust(&p, "shop", "writer"), "{p}");
+    assert_eq!(trust::needed_edit(&p), trust::TrustEdit::None);
+    assert!(w.verify().await.complete());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,11 @@ pub struct ApplyArgs {
     /// Make the changes (without it: print the plan, change nothing).
     #[arg(long)]
     pub approve: bool,
+    /// Parallel-ServiceAccount variant: the selected ServiceAccounts were replaced by others
+    /// (`writer` by `writer-pi`); no trust edit, no association, only the removal steps, and
+    /// only for those no pod or workload uses any more.
+    #[arg(long, requires = "service_accounts")]
+    pub retire: bool,
     /// Remove the IRSA annotations of ServiceAccounts whose association is in place.
     #[arg(long)]
     pub remove_irsa_annotations: bool,
@@ -262,6 +267,12 @@ pub async fn run(args: MigrateArgs, out: &mut dyn Write) -> i32 {
                 }
                 Ok(x) => x,
             };
+            if a.retire && !a.remove_irsa_annotations && !a.remove_oidc_trust {
+                eprintln!(
+                    "error: --retire only removes: give --remove-irsa-annotations and/or --remove-oidc-trust"
+                );
+                return 2;
+            }
             let json = a.plan.output == Output::Json;
             if !json || !a.approve {
                 let _ = out.write_all(render::render(&plan, a.plan.output).as_bytes());
@@ -271,6 +282,7 @@ pub async fn run(args: MigrateArgs, out: &mut dyn Write) -> i32 {
                 return plan.exit_code();
             }
             let options = ApplyOptions {
+                retire: a.retire,
                 remove_irsa_annotations: a.remove_irsa_annotations,
                 remove_oidc_trust: a.remove_oidc_trust,
                 restart_workloads: a.restart_workloads,

@@ -17,6 +17,10 @@ use crate::identity::Association;
 /// What `apply` does beyond the plan's actions.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// The parallel-ServiceAccount variant: the selected ServiceAccounts were replaced by
+    /// others (`writer` by `writer-pi`) and are only cleaned up: no trust edit, no
+    /// association; only the removal steps, and only where nothing uses them any more.
+    pub retire: bool,
     pub remove_irsa_annotations: bool,
     pub remove_oidc_trust: bool,
     pub restart_workloads: bool,
@@ -29,6 +33,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         Self {
+            retire: false,
             remove_irsa_annotations: false,
             remove_oidc_trust: false,
             restart_workloads: false,
@@ -59,6 +64,8 @@ pub struct Summary {
     pub annotations_removed: Vec<String>,
     pub workloads_restarted: Vec<String>,
     pub oidc_trust_removed: Vec<String>,
+    /// ServiceAccounts cleaned up with `--retire` (nothing used them).
+    pub retired: Vec<String>,
     /// Rows the plan blocks (not attempted).
     pub skipped: Vec<Stopped>,
     pub stopped: Vec<Stopped>,
@@ -287,16 +294,14 @@ async fn restart_all(
     }
 }
 
-/// Carries out `plan` (made from `inv`).
-pub async fn apply(
+/// The plan's actions, row by row; the rows that went through.
+async fn migrate_rows(
     parts: &Parts<'_>,
-    inv: &Inventory,
     plan: &Plan,
-    read: &ReadSettings,
     options: &ApplyOptions,
     out: &mut dyn Write,
-) -> Summary {
-    let mut summary = Summary::default();
+    summary: &mut Summary,
+) -> BTreeSet<Key> {
     let mut migrated: BTreeSet<Key> = BTreeSet::new();
     for row in &plan.rows {
         let name = sa_name(row);
@@ -329,7 +334,7 @@ pub async fn apply(
                         role_arn,
                         options.trust_size_limit,
                         out,
-                        &mut summary,
+                        summary,
                     )
                     .await,
                 ),
@@ -339,15 +344,8 @@ pub async fn apply(
                     role_arn,
                 } => (
                     "association",
-                    create_association(
-                        parts,
-                        namespace,
-                        service_account,
-                        role_arn,
-                        out,
-                        &mut summary,
-                    )
-                    .await,
+                    create_association(parts, namespace, service_account, role_arn, out, summary)
+                        .await,
                 ),
             };
             if let Err(reason) = result {
@@ -365,6 +363,67 @@ pub async fn apply(
             migrated.insert((row.namespace.clone(), row.service_account.clone()));
         }
     }
+    migrated
+}
+
+/// `--retire`: the rows nothing uses any more (no running pod, no workload naming them); the
+/// others stop with who still uses them.
+fn retire(
+    inv: &Inventory,
+    plan: &Plan,
+    out: &mut dyn Write,
+    summary: &mut Summary,
+) -> BTreeSet<Key> {
+    let mut retired = BTreeSet::new();
+    for row in &plan.rows {
+        let name = sa_name(row);
+        let users: Vec<String> = inv
+            .pods_of(&row.namespace, &row.service_account)
+            .map(|p| format!("pod {}", p.name))
+            .chain(row.workloads.iter().map(ToString::to_string))
+            .collect();
+        if !users.is_empty() {
+            let more = users.len().saturating_sub(5);
+            let mut shown = users.into_iter().take(5).collect::<Vec<_>>().join(", ");
+            if more > 0 {
+                shown.push_str(&format!(" and {more} more"));
+            }
+            let reason = format!(
+                "still used by {shown}: switch them to the ServiceAccount that replaces it first"
+            );
+            say(out, format_args!("! {name} not retired: {reason}"));
+            summary.stopped.push(Stopped {
+                service_account: name,
+                step: "retire",
+                reason,
+            });
+            continue;
+        }
+        say(
+            out,
+            format_args!("= {name}: nothing uses it; retiring (no trust edit, no association)"),
+        );
+        summary.retired.push(name);
+        retired.insert((row.namespace.clone(), row.service_account.clone()));
+    }
+    retired
+}
+
+/// Carries out `plan` (made from `inv`).
+pub async fn apply(
+    parts: &Parts<'_>,
+    inv: &Inventory,
+    plan: &Plan,
+    read: &ReadSettings,
+    options: &ApplyOptions,
+    out: &mut dyn Write,
+) -> Summary {
+    let mut summary = Summary::default();
+    let migrated = if options.retire {
+        retire(inv, plan, out, &mut summary)
+    } else {
+        migrate_rows(parts, plan, options, out, &mut summary).await
+    };
 
     if options.remove_irsa_annotations {
         for sa in inv
@@ -531,6 +590,9 @@ pub fn render_summary(s: &Summary) -> String {
         s.skipped.len(),
         s.stopped.len()
     );
+    if !s.retired.is_empty() {
+        out.push_str(&format!("retired: {}\n", s.retired.join(", ")));
+    }
     for x in s.skipped.iter().chain(&s.stopped) {
         out.push_str(&format!(
             "  {} ({}): {}\n",

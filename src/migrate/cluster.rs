@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec, ServiceAccount};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -58,7 +59,7 @@ async fn call<T>(what: &str, f: impl Future<Output = Result<T, kube::Error>>) ->
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
         Ok(Err(kube::Error::Api(e))) if e.code == 403 => Err(format!(
-            "{what}: forbidden ({}); the migrate command needs list on serviceaccounts, pods, nodes and apps workloads, and patch for apply",
+            "{what}: forbidden ({}); the migrate command needs list on serviceaccounts, pods, nodes, apps workloads and cronjobs, and patch for apply",
             e.message
         )),
         Ok(Err(e)) => Err(format!("{what}: {e}")),
@@ -220,6 +221,19 @@ impl ClusterApi for KubeCluster {
                             &d.metadata,
                             template_sa(&spec.template),
                         );
+                    }
+                })
+                .await?;
+            }
+            for api in self.apis::<CronJob>(scope) {
+                list_all(&api, "cronjobs", progress, |c| {
+                    if let Some(t) = c
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.job_template.spec.as_ref())
+                        .map(|s| &s.template)
+                    {
+                        push(WorkloadKind::CronJob, &c.metadata, template_sa(t));
                     }
                 })
                 .await?;

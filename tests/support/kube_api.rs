@@ -870,7 +870,7 @@ impl Drop for FakeCluster {
 }
 
 /// Where a resource lives: (API prefix, plural, kind, apiVersion, namespaced).
-const RESOURCES: [(&str, &str, &str, &str, bool); 7] = [
+const RESOURCES: [(&str, &str, &str, &str, bool); 8] = [
     ("/api/v1", "serviceaccounts", "ServiceAccount", "v1", true),
     ("/api/v1", "pods", "Pod", "v1", true),
     ("/api/v1", "nodes", "Node", "v1", false),
@@ -896,6 +896,7 @@ const RESOURCES: [(&str, &str, &str, &str, bool); 7] = [
         "apps/v1",
         true,
     ),
+    ("/apis/batch/v1", "cronjobs", "CronJob", "batch/v1", true),
 ];
 
 type ObjectKey = (String, String, String); // (plural, namespace or "", name)
@@ -1124,7 +1125,7 @@ async fn cluster_handler(
                 "{} is forbidden: User \"migrator\" cannot list resource \"{}\" in API group \"{}\" at the cluster scope",
                 res.1,
                 res.1,
-                if res.3 == "v1" { "" } else { "apps" }
+                res.3.rsplit_once('/').map_or("", |(group, _)| group)
             ),
         );
     }
