@@ -1161,6 +1161,23 @@ async fn the_command_plans_applies_and_verifies_with_standard_aws_settings() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["podsNeedRestart"][0]["name"], "trust-missing-1");
     assert_eq!(report["stillAnnotated"].as_array().unwrap().len(), 2);
+
+    // A conflict is said as one, not as "remove the annotation".
+    let (code, out, _) = w.run(&[
+        "verify",
+        "--cluster-name",
+        CLUSTER,
+        "--service-account",
+        "shop/conflict",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "its association gives role {}",
+            arn("someone-elses")
+        )),
+        "{out}"
+    );
 }
 
 /// The parallel-ServiceAccount variant: `writer-pi` beside `writer` gets the role through an

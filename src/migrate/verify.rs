@@ -27,6 +27,10 @@ pub struct AnnotatedLeft {
     pub role_arn: String,
     /// Whether it has an association (then only the annotation is left to remove).
     pub has_association: bool,
+    /// The association's role when it differs from the annotation's (a conflict: the
+    /// association wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub association_role_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -79,6 +83,11 @@ pub fn verify(inv: &Inventory) -> Report {
                 service_account: sa.name.clone(),
                 role_arn: role.clone(),
                 has_association: inv.associations.present.contains(&sa.key()),
+                association_role_arn: inv
+                    .associations
+                    .get(&sa.namespace, &sa.name)
+                    .map(|a| a.role_arn.clone())
+                    .filter(|r| r != role),
             });
         }
     }
@@ -119,10 +128,15 @@ pub fn table(r: &Report) -> String {
     if !r.still_annotated.is_empty() {
         let _ = writeln!(out, "ServiceAccounts still annotated with an IRSA role:");
         for a in &r.still_annotated {
-            let what = if a.has_association {
-                "has an association: remove the annotation (apply --remove-irsa-annotations)"
-            } else {
-                "no association: not migrated yet (plan)"
+            let what = match (&a.association_role_arn, a.has_association) {
+                (Some(other), _) => format!(
+                    "its association gives role {other} (it wins over the annotation): decide which is right (plan shows the conflict)"
+                ),
+                (None, true) => {
+                    "has an association: remove the annotation (apply --remove-irsa-annotations)"
+                        .to_string()
+                }
+                (None, false) => "no association: not migrated yet (plan)".to_string(),
             };
             let _ = writeln!(
                 out,
