@@ -131,7 +131,27 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         mutator.failure_mode = eks.failure_mode;
     }
     let live_injection = mutator.injection.clone();
-    let connection_limit = server::ConnectionLimit::new(settings.server.max_connections);
+    let https_cap = match server::open_files::raise_open_files_limit() {
+        Some(open_files) => {
+            let cap = server::open_files::fitting_cap(
+                settings.server.max_connections,
+                settings.server.connections.admin_max_connections,
+                open_files,
+            );
+            if cap < settings.server.max_connections {
+                tracing::warn!(
+                    configured = settings.server.max_connections,
+                    cap,
+                    open_files,
+                    "server.maxConnections lowered to fit the open-files limit (so that probes \
+                     and the admin port keep answering); raise the limit (ulimit -n) to serve more"
+                );
+            }
+            cap
+        }
+        None => settings.server.max_connections,
+    };
+    let connection_limit = server::ConnectionLimit::new(https_cap);
     connection_limit.register_metrics(&mut registry);
     let admin_limit =
         server::ConnectionLimit::new(settings.server.connections.admin_max_connections);

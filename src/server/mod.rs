@@ -7,6 +7,7 @@ pub mod body;
 mod limit;
 pub mod limits_reached;
 pub mod listener;
+pub mod open_files;
 pub mod route_metrics;
 pub mod routes;
 mod timeouts;
