@@ -177,6 +177,19 @@ fn existing_labels_keep_theirs_and_gain_one() {
     );
 }
 
+/// Found by tests/fuzz.rs (seed 1, input 140926): a pod without `metadata` (never from the API
+/// server) was patched at `/metadata/labels`, which does not apply.
+#[test]
+fn a_pod_without_metadata_gains_metadata_with_the_label() {
+    let mut p = one_container();
+    p.as_object_mut().unwrap().remove("metadata");
+    let (p, _) = run(&p, &pod_identity(), &InjectionSettings::default());
+    assert_eq!(
+        p["metadata"],
+        json!({"labels": {"eks.amazonaws.com/pod-identity": "enabled"}})
+    );
+}
+
 #[test]
 fn irsa_env_order_is_sts_default_region_region_then_role_and_token_file() {
     let settings = InjectionSettings {

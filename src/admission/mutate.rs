@@ -110,6 +110,8 @@ pub enum Item<'a> {
     Volume(Volume<'a>),
     /// The pod's first labels: `{"eks.amazonaws.com/pod-identity": "enabled"}`.
     Labels(PodIdentityLabel),
+    /// The pod's first metadata, when it had none: `{"labels": {…}}`.
+    Metadata(PodMetadata),
     Text(&'static str),
     List(Vec<Item<'a>>),
 }
@@ -159,6 +161,12 @@ pub struct TokenProjection<'a> {
 pub struct PodIdentityLabel {
     #[serde(rename = "eks.amazonaws.com/pod-identity")]
     pub value: &'static str,
+}
+
+/// `{"labels": {POD_IDENTITY_LABEL: value}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodMetadata {
+    pub labels: PodIdentityLabel,
 }
 
 impl Patch<'_> {
@@ -334,11 +342,14 @@ pub fn mutate_pod<'a>(
 
     if let IdentityKind::PodIdentity(_) = identity.kind {
         if injected_any && pod.label(POD_IDENTITY_LABEL).is_none() {
-            ops.push(match pod.metadata.labels {
-                Some(_) => add(LABEL_POINTER.into(), Item::Text("enabled")),
-                None => add(
-                    "/metadata/labels".into(),
-                    Item::Labels(PodIdentityLabel { value: "enabled" }),
+            let label = PodIdentityLabel { value: "enabled" };
+            ops.push(match (&pod.metadata.labels, pod.metadata.present) {
+                (Some(_), _) => add(LABEL_POINTER.into(), Item::Text("enabled")),
+                (None, true) => add("/metadata/labels".into(), Item::Labels(label)),
+                // No metadata at all (never from the API server, but a patch must apply).
+                (None, false) => add(
+                    "/metadata".into(),
+                    Item::Metadata(PodMetadata { labels: label }),
                 ),
             });
         }

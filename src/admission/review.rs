@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::object::map_only::{self, Fields, from_objects_only};
 use crate::object::{ObjectView, Text, read_bounded};
 
 /// API versions the API server may send; the response echoes the one received.
@@ -55,7 +56,11 @@ pub enum ReviewError {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+#[serde(
+    remote = "Self",
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de>")
+)]
 struct ReviewIn<'a, O> {
     #[serde(borrow)]
     api_version: Option<Text<'a>>,
@@ -66,6 +71,7 @@ struct ReviewIn<'a, O> {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(remote = "Self")]
 pub struct GroupVersionKind<'a> {
     #[serde(default, borrow)]
     pub group: Text<'a>,
@@ -86,7 +92,11 @@ pub enum Object<V> {
 /// One admission request, borrowing from the request body. `object` is `None` when the
 /// request has none (or `null`).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+#[serde(
+    remote = "Self",
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de>")
+)]
 pub struct AdmissionRequest<'a, O = Object<ObjectView<'a>>> {
     #[serde(borrow)]
     pub uid: Text<'a>,
@@ -103,6 +113,34 @@ pub struct AdmissionRequest<'a, O = Object<ObjectView<'a>>> {
     pub object: Option<O>,
     #[serde(default)]
     pub dry_run: Option<bool>,
+}
+
+// The review, its request and the request's kind read from JSON objects only, as the objects
+// do (see `object::map_only`): a body that is an array is not a review.
+from_objects_only!(GroupVersionKind);
+
+impl<'de: 'a, 'a, O: Deserialize<'de>> Fields<'de> for ReviewIn<'a, O> {
+    fn fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ReviewIn::deserialize(d)
+    }
+}
+
+impl<'de: 'a, 'a, O: Deserialize<'de>> Deserialize<'de> for ReviewIn<'a, O> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        map_only::deserialize(d)
+    }
+}
+
+impl<'de: 'a, 'a, O: Deserialize<'de>> Fields<'de> for AdmissionRequest<'a, O> {
+    fn fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        AdmissionRequest::deserialize(d)
+    }
+}
+
+impl<'de: 'a, 'a, O: Deserialize<'de>> Deserialize<'de> for AdmissionRequest<'a, O> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        map_only::deserialize(d)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -419,6 +457,47 @@ mod tests {
         assert!(matches!(
             Review::read(no_uid.as_bytes()),
             Err(ReviewError::EmptyUid)
+        ));
+    }
+
+    /// Found by tests/fuzz.rs (seed 1, input 14435): `"metadata": []` read as empty metadata,
+    /// and the patch then added `/metadata/labels` to an array.
+    #[test]
+    fn arrays_in_place_of_objects_are_not_read_as_their_fields() {
+        for (from, to) in [
+            (r#""spec":{"#, r#""metadata":[],"spec":{"#),
+            (r#""serviceAccountName":"a""#, r#""containers":[["app"]]"#),
+        ] {
+            let bad = MINIMAL.replace(from, to);
+            let r = Review::read(bad.as_bytes()).unwrap();
+            let Some(Object::Unreadable(message)) = &r.request.object else {
+                panic!("{to}: {r:?}")
+            };
+            assert!(message.contains("expected an object"), "{message}");
+        }
+        let body = format!(
+            r#"["admission.k8s.io/v1","AdmissionReview",{}]"#,
+            &MINIMAL[MINIMAL.find(r#"{"uid""#).unwrap()..MINIMAL.len() - 1]
+        );
+        assert!(matches!(
+            Review::read(body.as_bytes()),
+            Err(ReviewError::Json(_))
+        ));
+        let request_array = MINIMAL.replace(
+            r#""request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","#,
+            r#""request":["u1",{"group":"","version":"v1","kind":"Pod"},null,null,null,"CREATE"],"x":{"#,
+        );
+        assert!(matches!(
+            Review::read(request_array.as_bytes()),
+            Err(ReviewError::Json(_))
+        ));
+        let kind_array = MINIMAL.replace(
+            r#"{"group":"","version":"v1","kind":"Pod"}"#,
+            r#"["","v1","Pod"]"#,
+        );
+        assert!(matches!(
+            Review::read(kind_array.as_bytes()),
+            Err(ReviewError::Json(_))
         ));
     }
 

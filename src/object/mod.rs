@@ -8,6 +8,7 @@
 
 mod bounded;
 mod kind;
+pub(crate) mod map_only;
 mod view;
 
 use std::borrow::{Borrow, Cow};

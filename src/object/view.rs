@@ -5,13 +5,26 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::map_only::{self, Fields, from_objects_only};
 use super::{Kind, Text};
+
+// Every view reads from JSON objects only (see `map_only`).
+from_objects_only!(
+    ObjectView,
+    SpecView,
+    TemplateView,
+    ContainerView,
+    EnvView,
+    Named,
+    MountView,
+);
 
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// A Pod, a workload or a ServiceAccount (which has no `spec`), read whatever its kind: the
 /// kind only says where to look for the pod spec ([`ObjectView::pod_spec`]).
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ObjectView<'a> {
     #[serde(default, borrow)]
     pub metadata: MetaView<'a>,
@@ -20,7 +33,7 @@ pub struct ObjectView<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct MetaView<'a> {
     #[serde(default, borrow)]
     pub name: Option<Text<'a>>,
@@ -33,6 +46,23 @@ pub struct MetaView<'a> {
     pub labels: Option<BTreeMap<Text<'a>, Text<'a>>>,
     #[serde(default, borrow, deserialize_with = "super::bounded::map")]
     pub annotations: Option<BTreeMap<Text<'a>, Text<'a>>>,
+    /// Whether the object had a `metadata` object at all: `false` for the default of an object
+    /// without one (a patch adding labels must create it).
+    #[serde(skip)]
+    pub present: bool,
+}
+
+// Read from JSON objects only, like every view, and marked as present.
+impl<'de: 'a, 'a> Fields<'de> for MetaView<'a> {
+    fn fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        MetaView::deserialize(d).map(|m| MetaView { present: true, ..m })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MetaView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        map_only::deserialize(d)
+    }
 }
 
 /// The `spec` of an object: a pod spec (of a Pod, or of a template), or a workload's spec whose
@@ -40,7 +70,7 @@ pub struct MetaView<'a> {
 /// `jobTemplate` (CronJob). Kubernetes never sends both kinds of fields in one spec; holding
 /// them in one struct lets serde read any object in one pass, before its kind is looked at.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct SpecView<'a> {
     #[serde(default, borrow)]
     pub service_account_name: Option<Text<'a>>,
@@ -71,6 +101,7 @@ pub struct SpecView<'a> {
 
 /// A template: a pod template, or a CronJob's Job template.
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct TemplateView<'a> {
     #[serde(default, borrow)]
     pub metadata: MetaView<'a>,
@@ -79,7 +110,7 @@ pub struct TemplateView<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct ContainerView<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
@@ -90,6 +121,7 @@ pub struct ContainerView<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EnvView<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
@@ -100,13 +132,14 @@ pub struct EnvView<'a> {
 
 /// Anything identified by its `name` (volumes).
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Named<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct MountView<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
@@ -315,6 +348,14 @@ mod tests {
                 assert!(e.to_string().contains("expected a"), "{bad}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn metadata_is_present_only_when_the_object_has_it() {
+        assert!(object(r#"{"metadata":{}}"#).metadata.present);
+        assert!(object(r#"{"metadata":{"name":"x"}}"#).metadata.present);
+        assert!(!object(r#"{"spec":{}}"#).metadata.present);
+        assert!(!object(r#"{"metadatax":{}}"#).metadata.present);
     }
 
     #[test]
