@@ -1,7 +1,9 @@
 //! Files that cannot hurt (issue 21), through the real server and the real binary: an
 //! associations file that reloads empty, `/dev/zero` or a FIFO as the associations file,
 //! `certs --out` under umask 000 over a 0644 key and a planted symlink, `--self-signed` next to
-//! a planted symlink and a second instance.
+//! a planted symlink and a second instance; and `serve` refusing, without quoting, an associations
+//! file that is really a secret, role ARNs that are not IAM role ARNs, catch-all exemptions with
+//! enforce, a malformed annotation prefix and an absurd body size.
 
 mod support;
 
@@ -309,4 +311,126 @@ async fn self_signed_ca_goes_to_a_private_directory_of_each_instance() {
     if planted_here {
         std::fs::remove_file(&planted).unwrap();
     }
+}
+
+/// `pod-identity-webhook serve` on loopback ports with `args`: it must refuse to start, at once.
+/// Returns its stderr.
+fn serve_refuses(args: &[&std::ffi::OsStr]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+        .args([
+            "serve",
+            "--listen=127.0.0.1:0",
+            "--admin-listen=127.0.0.1:0",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("serve {args:?} did not refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success(), "serve {args:?} started");
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    text
+}
+
+#[test]
+fn the_binary_refuses_an_associations_file_that_is_really_a_secret_without_quoting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("credentials.env");
+    std::fs::write(
+        &secret,
+        "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY\n",
+    )
+    .unwrap();
+    let link = dir.path().join("associations.yaml");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let stderr = serve_refuses(&[
+        "--self-signed".as_ref(),
+        "--associations".as_ref(),
+        link.as_os_str(),
+    ]);
+    assert!(stderr.contains("associations.yaml"), "{stderr}");
+    assert!(stderr.contains("line 1"), "names the line: {stderr}");
+    for secret in [
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMIK7MDENG",
+        "AWS_SECRET",
+        "AWS_ACCESS",
+    ] {
+        assert!(!stderr.contains(secret), "quoted {secret}: {stderr}");
+    }
+}
+
+#[test]
+fn the_binary_refuses_role_arns_that_are_not_iam_role_arns_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("associations.yaml");
+    for (arn, why) in [
+        (
+            "'arn:aws-evil:iam::111122223333:role/carts'",
+            "unknown partition",
+        ),
+        ("'arn:aws:iam::111122223333:role/*'", "wildcard"),
+        ("'arn:aws:iam::111122223333:role/carts '", "whitespace"),
+        ("\"arn:aws:iam::111122223333:role/carts\\nx\"", "whitespace"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("associations:\n  - namespace: team-a\n    serviceAccount: carts\n    roleArn: {arn}\n"),
+        )
+        .unwrap();
+        let stderr = serve_refuses(&[
+            "--self-signed".as_ref(),
+            "--associations".as_ref(),
+            path.as_os_str(),
+        ]);
+        assert!(
+            stderr.contains("line 2") && stderr.contains("roleArn") && stderr.contains(why),
+            "{arn}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_binary_refuses_catch_all_exemptions_bad_annotation_prefixes_and_absurd_body_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "tls: {selfSigned: true}\npolicy: {defaultMode: enforce, exemptions: ['*']}\n",
+    )
+    .unwrap();
+    let stderr = serve_refuses(&["--config".as_ref(), config.as_os_str()]);
+    assert!(
+        stderr.contains("policy.exemptions") && stderr.contains("every namespace"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &config,
+        "tls: {selfSigned: true}\ninjection: {annotationPrefix: 'EKS .com'}\n",
+    )
+    .unwrap();
+    let stderr = serve_refuses(&["--config".as_ref(), config.as_os_str()]);
+    assert!(
+        stderr.contains("injection.annotationPrefix") && stderr.contains("DNS subdomain"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &config,
+        "tls: {selfSigned: true}\nserver: {maxBodyBytes: 1000000000000}\n",
+    )
+    .unwrap();
+    let stderr = serve_refuses(&["--config".as_ref(), config.as_os_str()]);
+    assert!(stderr.contains("server.maxBodyBytes"), "{stderr}");
 }
