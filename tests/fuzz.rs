@@ -100,6 +100,8 @@ enum Seen {
     Denied,
     Unpatched,
     Patched,
+    /// Decoded and patched, but not checkable (see [`Webhook::check`]).
+    Unrepresentable,
 }
 
 const BUDGET: Duration = Duration::from_secs(5);
@@ -133,10 +135,20 @@ impl Webhook {
             });
         };
         // The object as the API server would hold it: patches must apply to exactly that.
-        let Ok(mut sent) = serde_json::from_slice::<Value>(body) else {
-            return Err(fail(
-                "a body serde_json cannot read was decoded and patched".into(),
-            ));
+        let mut sent = match serde_json::from_slice::<Value>(body) {
+            Ok(sent) => sent,
+            // JSON whose numbers a `Value` cannot hold (`3e607` in a field the webhook skips,
+            // found at seed 1 input 1398324): valid JSON text, but the API server (Go's
+            // decoder) refuses such a number, so it never sends one, and there is no object to
+            // apply the patch to here.
+            Err(e) if e.to_string().starts_with("number out of range") => {
+                return Ok(Seen::Unrepresentable);
+            }
+            Err(e) => {
+                return Err(fail(format!(
+                    "a body serde_json cannot read was decoded and patched: {e}"
+                )));
+            }
         };
         let mut object = sent["request"]["object"].clone();
         json_patch::patch(&mut object, &patch)
@@ -626,6 +638,24 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Inputs of seed 1 that were findings once, replayed in every `cargo test`: `"metadata": []`
+/// read as metadata (14435), a pod without metadata patched at `/metadata/labels` (140926), a
+/// number beyond f64 the oracle could not read (1398324).
+#[test]
+fn earlier_findings_stay_fixed() {
+    let fixtures: Vec<Value> = support::captures(".json")
+        .iter()
+        .map(|c| c.review())
+        .collect();
+    let hook = webhook();
+    for i in [14_435, 140_926, 1_398_324] {
+        let body = input(1, i, &fixtures);
+        if let Err(f) = hook.check(&body) {
+            panic!("seed 1 input {i}: {}\n  body: {}", f.what, f.body);
+        }
+    }
+}
+
 #[test]
 fn fuzz_reviews() {
     // Kept small for `cargo test`; `scripts/fuzz.sh N` sets FUZZ_INPUTS.
@@ -640,7 +670,7 @@ fn fuzz_reviews() {
     let hook = webhook();
     let started = Instant::now();
     let mut findings = Vec::new();
-    let mut seen = [0u64; 4];
+    let mut seen = [0u64; 5];
     for i in from..from + count {
         if i > from && (i - from) % 1_000_000 == 0 {
             eprintln!("{} inputs, {:?}", i - from, started.elapsed());
@@ -675,21 +705,22 @@ fn fuzz_reviews() {
         }
     }
     eprintln!(
-        "fuzz: seed {seed}, inputs {from}..{}, {:?}, {} findings; undecodable {}, denied {}, unpatched {}, patched and re-checked {}",
+        "fuzz: seed {seed}, inputs {from}..{}, {:?}, {} findings; undecodable {}, denied {}, unpatched {}, patched and re-checked {}, patched with numbers beyond f64 (not re-checked) {}",
         from + count,
         started.elapsed(),
         findings.len(),
         seen[0],
         seen[1],
         seen[2],
-        seen[3]
+        seen[3],
+        seen[4]
     );
     assert!(findings.is_empty(), "findings at inputs {findings:?}");
     // The generator reaches every kind of answer (a run that only made 400s would prove nothing).
     if count >= 1_000 {
         assert!(
-            seen.iter().all(|&n| n >= count / 100),
-            "outcomes {seen:?} (undecodable, denied, unpatched, patched)"
+            seen[..4].iter().all(|&n| n >= count / 100),
+            "outcomes {seen:?} (undecodable, denied, unpatched, patched, unrepresentable)"
         );
     }
 }
