@@ -628,3 +628,53 @@ async fn audit_shows_progress_on_a_terminal_only() {
     assert!(!stderr.contains("listing"), "{stderr}");
     assert!(!stdout.contains('\r'), "{stdout}");
 }
+
+/// A running pod whose ServiceAccount names a role outside its namespace's allowlist: the
+/// webhook would deny it (enforce) and never inject that role (SPEC §12), so the audit reports
+/// the policy denial, not a restart that would bring the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_on_a_role_outside_the_allowlist_is_denied_not_to_be_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let base = captured_object("pod-create-carts.mutate.json");
+    let fake = FakeKubeApi::start_changed(
+        0,
+        Vec::new(),
+        Changes {
+            objects: vec![pod(&base, "s3-job", "s3-reader", None, "Running")],
+            ..Changes::default()
+        },
+    )
+    .await;
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let (code, stdout, stderr) = run_binary(
+        strings(&[
+            "audit",
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-o",
+            "json",
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let on_pod: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["name"] == "s3-job")
+        .collect();
+    let [finding] = on_pod.as_slice() else {
+        panic!("{report}")
+    };
+    assert_eq!(finding["reason"], "policy", "{finding}");
+    assert_eq!(finding["severity"], "denied", "{finding}");
+    assert!(
+        finding["message"].as_str().unwrap().contains("s3-reader"),
+        "{finding}"
+    );
+}
