@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eks_support::{FakeEks, fast_tuning};
-use pod_identity_webhook::identity::cache::{CacheOptions, EksSource};
+use pod_identity_webhook::identity::eks_source::{CacheOptions, EksSource};
 use pod_identity_webhook::settings::EksSettings;
 
 /// Peak resident set size so far, in KiB (Linux).

@@ -116,6 +116,48 @@ async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
 }
 
 #[tokio::test]
+async fn two_hundred_concurrent_pods_right_after_an_association_is_created_are_all_mutated() {
+    static_credentials();
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add_many(5_000);
+    let running = webhook(fake.url())
+        .settings(|s| {
+            s.eks.negative_ttl = Duration::from_millis(300);
+            s.eks.max_wait = Duration::from_secs(2);
+            s.eks.sync_interval = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    wait_readyz(running.admin_addr, 200).await;
+    assert_eq!(fake.lists(), 50, "ready after one full List of 5,000");
+
+    // The synced "none" for team-a/carts is past the negative TTL when the association appears.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    fake.add("team-a", "carts", "carts");
+    let review = carts_review("carts");
+    let answers = futures::future::join_all((0..200).map(|_| mutate(&running, &review))).await;
+    let mutated = answers.iter().filter(|r| patch_of(r).is_some()).count();
+    assert_eq!(mutated, 200, "every pod gets the new association");
+    assert_eq!(fake.lists(), 51, "one point lookup");
+    assert_eq!(fake.describes(), 0, "admission never describes");
+
+    let (_, metrics) = admin_get(running.admin_addr, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "pod_identity_webhook_eks_calls_total{operation=\"ListPodIdentityAssociations\"}"
+        ),
+        Some(51.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "pod_identity_webhook_eks_synced_associations"),
+        Some(5_000.0)
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreachable_eks() {
     static_credentials();
     let fake = FakeEks::start(CLUSTER).await;

@@ -1,5 +1,5 @@
-//! The EKS association source against a fake EKS API over HTTP: the real `aws-sdk-eks` client,
-//! its signing and its retries run on every call (issue 3).
+//! The EKS association source against the local EKS REST-JSON server (tests/eks_support): the
+//! real `aws-sdk-eks` client, its signing and its retries run on every call (issues 3 and 18).
 
 mod eks_support;
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eks_support::{FakeEks, Fault, fast_tuning, role_arn};
-use pod_identity_webhook::identity::cache::{CacheOptions, EksSource};
+use pod_identity_webhook::identity::eks_source::{CacheOptions, EksSource};
 use pod_identity_webhook::identity::{AssociationSource, Freshness, IdentityError};
 use pod_identity_webhook::settings::{EksSettings, FailureMode};
 
@@ -38,7 +38,14 @@ async fn role_of(src: &EksSource, ns: &str, sa: &str) -> Result<Option<String>, 
         .map(|a| a.map(|a| a.role_arn.clone()))
 }
 
-/// Polls (bounded) until `lookup` gives `want`; the cache refreshes in the background.
+/// Whether the source says the ServiceAccount has an association (the admission question).
+async fn has(src: &EksSource, ns: &str, sa: &str) -> Result<bool, IdentityError> {
+    src.lookup(ns, sa, Freshness::Cached)
+        .await
+        .map(|a| a.is_some())
+}
+
+/// Polls (bounded) until `details` gives `want`; the caches refresh in the background.
 async fn eventually(src: &EksSource, ns: &str, sa: &str, want: Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -55,32 +62,118 @@ async fn eventually(src: &EksSource, ns: &str, sa: &str, want: Option<String>) {
 }
 
 #[tokio::test]
-async fn a_full_sync_reads_every_page_and_describes_every_association() {
+async fn a_full_sync_of_5000_associations_is_50_list_calls_and_ready_follows_it() {
     let fake = FakeEks::start(CLUSTER).await;
-    fake.add_many(1_001);
-    let src = source(&fake, options());
-    let report = src.sync_now().await.expect("sync");
-    assert_eq!(report.associations, 1_001);
-    assert_eq!(report.pages, 11, "100 a page");
-    assert_eq!(fake.lists(), 11);
-    assert_eq!(fake.describes(), 1_001);
+    fake.add_many(5_000);
+    let mut opts = options();
+    // Long TTLs: this test counts calls, and expired answers are refreshed.
+    opts.sync_interval = Duration::from_secs(3600);
+    opts.ttl = Duration::from_secs(60);
+    opts.details_ttl = Duration::from_secs(60);
+    opts.negative_ttl = Duration::from_secs(60);
+    let src = source(&fake, opts);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let start = Instant::now();
+    let task = tokio::spawn(src.clone().run_sync(stop.clone()));
+    while !src.ready() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Reported, not asserted: timings belong to benches (BENCHMARKS.md has the release numbers).
+    eprintln!(
+        "5,000 associations: ready after {:?} (debug build)",
+        start.elapsed()
+    );
+    assert_eq!(fake.lists(), 50, "100 a page");
+    assert_eq!(fake.describes(), 0, "a sync describes nothing");
     assert_eq!(fake.unsigned(), 0, "every request is SigV4-signed");
-
-    let before = fake.requests();
-    assert_eq!(
-        role_of(&src, "ns-20", "sa-1000").await.unwrap(),
-        Some(role_arn("role-1000"))
-    );
-    assert_eq!(
-        role_of(&src, "ns-0", "sa-0").await.unwrap(),
-        Some(role_arn("role-0"))
-    );
-    // Not in the synced view: "none", straight from the snapshot.
-    assert_eq!(role_of(&src, "ns-0", "nobody").await.unwrap(), None);
-    assert_eq!(fake.requests(), before, "answered without calling EKS");
     let stats = src.stats();
-    assert_eq!(stats.synced_associations, 1_001);
+    assert_eq!((stats.list_calls, stats.describe_calls), (50, 0));
+    assert_eq!(stats.synced_associations, 5_000);
     assert!(stats.last_sync_unix.is_some());
+
+    // Answered from the synced view, found or not.
+    assert!(has(&src, "ns-42", "sa-2100").await.unwrap());
+    assert!(has(&src, "ns-0", "sa-0").await.unwrap());
+    assert!(!has(&src, "ns-0", "nobody").await.unwrap());
+    assert_eq!(fake.requests(), 50, "answered without calling EKS");
+
+    // Details on demand: one Describe, then cached.
+    assert_eq!(
+        role_of(&src, "ns-99", "sa-4999").await.unwrap(),
+        Some(role_arn("role-4999"))
+    );
+    assert_eq!(
+        role_of(&src, "ns-99", "sa-4999").await.unwrap(),
+        Some(role_arn("role-4999"))
+    );
+    assert_eq!(fake.describes(), 1);
+
+    // Every further sync is the same 50 calls.
+    src.sync_now().await.unwrap();
+    assert_eq!(fake.lists(), 100);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_lookups_right_after_an_association_is_created_make_one_point_lookup()
+ {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add_many(5_000);
+    let opts = options();
+    let src = source(&fake, opts.clone());
+    src.sync_now().await.unwrap();
+    assert!(!has(&src, "team-a", "fresh").await.unwrap());
+    // The synced "none" is older than the negative TTL when the association appears.
+    tokio::time::sleep(opts.negative_ttl + Duration::from_millis(20)).await;
+    fake.add("team-a", "fresh", "fresh");
+    fake.set_delay(Duration::from_millis(50)); // every lookup arrives while the first runs
+    let lists = fake.lists();
+    let lookups: Vec<_> = (0..200)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move { has(&src, "team-a", "fresh").await })
+        })
+        .collect();
+    for l in lookups {
+        assert!(l.await.unwrap().unwrap(), "an expired \"none\" was served");
+    }
+    assert_eq!(fake.lists(), lists + 1, "one point lookup");
+    assert_eq!(fake.describes(), 0);
+}
+
+#[tokio::test]
+async fn an_expired_none_during_an_outage_is_unconfirmed_never_silently_none() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    let opts = options();
+    let src = source(&fake, opts.clone());
+    src.sync_now().await.unwrap();
+    fake.set_down(true);
+    // Within the negative TTL the synced "none" stands ...
+    assert!(!has(&src, "team-a", "fresh").await.unwrap());
+    tokio::time::sleep(opts.negative_ttl + Duration::from_millis(20)).await;
+    // ... after it, with EKS failing, the answer says it could not be confirmed, in time.
+    let err = tokio::time::timeout(
+        opts.max_wait + Duration::from_secs(2),
+        has(&src, "team-a", "fresh"),
+    )
+    .await
+    .expect("bounded")
+    .unwrap_err();
+    assert!(err.to_string().contains("could not confirm"), "{err}");
+    // The known association is still served.
+    assert!(has(&src, "team-a", "carts").await.unwrap());
+    assert!(src.stats().unconfirmed >= 1);
+
+    fake.set_down(false);
+    fake.add("team-a", "fresh", "fresh");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(has(&src, "team-a", "fresh").await, Ok(true)) {
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -105,11 +198,11 @@ async fn added_removed_and_changed_associations_show_up_after_the_next_sync() {
     });
     src.sync_now().await.unwrap();
 
-    assert_eq!(
-        role_of(&src, "team-a", "carts").await.unwrap(),
-        Some(role_arn("carts-v2"))
-    );
+    assert!(!has(&src, "team-a", "db").await.unwrap());
     assert_eq!(role_of(&src, "team-a", "db").await.unwrap(), None);
+    assert!(has(&src, "team-b", "reporter").await.unwrap());
+    // Details of the same association are cached for their own TTL, then described again.
+    eventually(&src, "team-a", "carts", Some(role_arn("carts-v2"))).await;
     let reporter = src
         .details("team-b", "reporter")
         .await
@@ -241,6 +334,26 @@ async fn throttling_is_retried_with_backoff_by_the_sdk() {
 }
 
 #[tokio::test]
+async fn sustained_throttling_pauses_calls_and_shows_in_the_counters() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.fail_next(10_000, Fault::Throttle);
+    let src = source(&fake, options());
+    let err = has(&src, "team-a", "sa-0").await.unwrap_err();
+    assert!(err.to_string().contains("throttled"), "{err}");
+    for i in 1..50 {
+        assert!(has(&src, "team-a", &format!("sa-{i}")).await.is_err());
+    }
+    let stats = src.stats();
+    assert!(stats.paused, "{stats:?}");
+    let threshold = src.options().breaker_threshold as usize;
+    assert_eq!(stats.list_errors as usize, threshold);
+    // Each failed call made at most three (backed-off) attempts; then calls paused.
+    assert!(fake.lists() <= threshold * 3, "{} requests", fake.lists());
+    assert!(src.sync_now().await.is_err());
+    assert_eq!(src.stats().sync_failures, 1);
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_then_reported_and_never_cached_as_absent() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
@@ -334,14 +447,14 @@ async fn a_slow_eks_is_bounded_and_the_answer_arrives_in_the_background() {
     fake.add("team-a", "carts", "carts");
     fake.set_delay(Duration::from_millis(400)); // > max_wait (300 ms) for each call
     let src = source(&fake, options());
-    let err = tokio::time::timeout(Duration::from_secs(3), role_of(&src, "team-a", "carts"))
+    let err = tokio::time::timeout(Duration::from_secs(3), has(&src, "team-a", "carts"))
         .await
         .expect("the wait is bounded")
         .unwrap_err();
     assert!(matches!(err, IdentityError::Timeout { .. }), "{err}");
     // The lookup continues and fills the cache for the next admission.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while fake.describes() == 0 || src.stats().cache_entries == 0 {
+    while src.stats().cache_entries == 0 {
         assert!(
             Instant::now() < deadline,
             "background lookup never finished"
@@ -351,10 +464,7 @@ async fn a_slow_eks_is_bounded_and_the_answer_arrives_in_the_background() {
     }
     fake.set_delay(Duration::ZERO);
     let lists = fake.lists();
-    assert_eq!(
-        role_of(&src, "team-a", "carts").await.unwrap(),
-        Some(role_arn("carts"))
-    );
+    assert!(has(&src, "team-a", "carts").await.unwrap());
     assert_eq!(fake.lists(), lists, "served from the cache");
 }
 
@@ -367,10 +477,10 @@ async fn a_slow_eks_with_stale_data_serves_it_at_once() {
     src.sync_now().await.unwrap();
     fake.set_delay(Duration::from_secs(2));
     tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
-    let answer = tokio::time::timeout(opts.max_wait, role_of(&src, "team-a", "carts"))
+    let answer = tokio::time::timeout(opts.max_wait, has(&src, "team-a", "carts"))
         .await
         .expect("stale data does not wait for EKS");
-    assert_eq!(answer.unwrap(), Some(role_arn("carts")));
+    assert!(answer.unwrap());
 }
 
 #[tokio::test]
@@ -383,7 +493,7 @@ async fn admit_unmutated_mode_gives_an_error_instead_of_stale_data() {
     src.sync_now().await.unwrap();
     fake.set_delay(Duration::from_secs(2));
     tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
-    let answer = tokio::time::timeout(Duration::from_secs(2), role_of(&src, "team-a", "carts"))
+    let answer = tokio::time::timeout(Duration::from_secs(2), has(&src, "team-a", "carts"))
         .await
         .expect("bounded");
     assert!(

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::cache::{EksSource, EksStats};
+use super::eks_source::{EksSource, EksStats};
 use super::file::FileSource;
 use super::{LookupObserver, LookupResult};
 use crate::telemetry::metrics::{FamilySnapshot, SampleKind, register_snapshot};
@@ -130,6 +130,11 @@ pub fn eks_families(stats: &EksStats) -> Vec<FamilySnapshot> {
             "eks_lookup_timeouts",
             "Lookups that stopped waiting for EKS at the wait bound",
             stats.timeouts,
+        ),
+        counter(
+            "eks_lookups_unconfirmed",
+            "Lookups whose expired \"no association\" EKS could not confirm (answered as an error: admission warns)",
+            stats.unconfirmed,
         ),
         counter(
             "eks_lookups_coalesced",

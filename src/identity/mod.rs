@@ -13,9 +13,10 @@
 //! ([`Association`], what EKS `Describe` returns), for the callers that need them (the
 //! credentials agent, migration).
 
-pub mod cache;
-pub mod eks;
+pub mod eks_client;
+pub mod eks_fake;
 pub mod eks_settings;
+pub mod eks_source;
 pub mod file;
 pub mod kube;
 pub mod metrics;

@@ -24,7 +24,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pod_identity_webhook::identity::eks::{AwsEks, ClientTuning};
+use pod_identity_webhook::identity::eks_client::{AwsEks, ClientTuning};
 use serde_json::{Value, json};
 
 /// One association as the fake stores it.

@@ -1,8 +1,9 @@
-//! The EKS API edge: the two calls the association source needs, behind a small trait so the
-//! cache above it can be tested without AWS.
+//! The EKS API client: the two calls the association source needs, behind a small trait so the
+//! source above it can be tested without AWS (see [`super::eks_fake`]).
 //!
-//! - `ListPodIdentityAssociations` (optionally filtered by namespace and ServiceAccount), one page;
-//! - `DescribePodIdentityAssociation`, because the list summary has no role ARN.
+//! - `ListPodIdentityAssociations` (optionally filtered by namespace and ServiceAccount), one
+//!   page: enough to know *that* a ServiceAccount has an association;
+//! - `DescribePodIdentityAssociation`, for the details (the list summary has no role ARN).
 //!
 //! [`AwsEks`] implements [`EksApi`] with `aws-sdk-eks`: credentials from the default chain,
 //! SigV4 signing, and the SDK's standard retries (exponential backoff with jitter, a retry quota
@@ -29,6 +30,7 @@ pub struct Summary {
     pub namespace: String,
     pub service_account: String,
     pub association_id: String,
+    pub association_arn: Option<String>,
 }
 
 /// One page of `ListPodIdentityAssociations`.
@@ -248,6 +250,7 @@ impl EksApi for AwsEks {
                         namespace: s.namespace()?.to_string(),
                         service_account: s.service_account()?.to_string(),
                         association_id: s.association_id()?.to_string(),
+                        association_arn: s.association_arn().map(String::from),
                     })
                 })
                 .collect();

@@ -1,32 +1,38 @@
-//! The EKS association source: a cache in front of [`EksApi`] that never makes admission wait
-//! on AWS twice.
+//! The EKS association source: answers from memory in front of [`EksApi`], so admission never
+//! waits on AWS more than once per question.
 //!
-//! Two views answer a lookup, and the newer one wins:
-//! - the *snapshot*: the whole cluster, listed and described by the periodic full sync and
-//!   swapped in atomically;
-//! - a moka cache of *point lookups* (List filtered by namespace and ServiceAccount, then
-//!   Describe), for ServiceAccounts the snapshot is too old for.
+//! Two levels of answers (SPEC §1):
+//! - *has an association?* ([`AssociationSource::lookup`]): the newer of two views wins:
+//!   - the *snapshot*: every page of `ListPodIdentityAssociations` (100 a page), nothing else,
+//!     swapped in atomically by the periodic full sync (5,000 associations: 50 calls);
+//!   - a moka cache of *point lookups* (`List` filtered by namespace and ServiceAccount: one
+//!     call), for ServiceAccounts the snapshot is too old for.
+//! - *the association's details* ([`AssociationSource::details`]): `DescribePodIdentityAssociation`
+//!   on demand, cached by association id for `details_ttl` (a replaced association has a new
+//!   id, so its details are never confused with the old ones).
 //!
-//! Rules (issue 3): a found association is trusted for `ttl`, "no association" for the shorter
-//! `negative_ttl`; concurrent misses of one key share one EKS call; an expired answer is served
-//! while a refresh runs (failure mode `stale`); an AWS error never becomes "no association";
-//! an admission waits at most `max_wait`, after which the lookup goes on in the background and
-//! fills the cache; after repeated failures EKS calls pause for a (growing) cool-down so an
-//! outage does not turn into a retry storm.
+//! Rules (issues 3 and 18): a found association is trusted for `ttl`, "no association" for the
+//! shorter `negative_ttl`; concurrent misses of one key share one EKS call (single flight); an
+//! expired *positive* answer is served while a refresh runs (failure mode `stale`), but an
+//! expired *negative* one never is while a refresh is possible: the lookup waits for the shared
+//! refresh (at most `max_wait`), and when EKS fails or the wait runs out the answer is an error
+//! saying the "none" could not be confirmed (admission warns); an AWS error never becomes "no
+//! association"; a wait that runs out leaves the lookup running in the background to fill the
+//! cache; after repeated failures EKS calls pause for a growing, jittered cool-down so an outage
+//! does not turn into a retry storm.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::stream::{self, StreamExt};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::eks::{AwsEks, CallError, ClientTuning, EksApi, EksSetupError};
+use super::eks_client::{AwsEks, CallError, ClientTuning, EksApi, EksSetupError, Page, Summary};
 use super::{Association, AssociationSource, AssociationSummary, Freshness, IdentityError};
 use crate::identity::eks_settings::{EksSettings, FailureMode};
 
@@ -34,29 +40,30 @@ const SOURCE: &str = "eks";
 /// EKS allows 5,000 associations a cluster (50 pages); anything far past that is a loop.
 const MAX_PAGES: usize = 1_000;
 
-/// Tuning of the cache and the sync loop. [`CacheOptions::from_settings`] maps the user's
+/// Tuning of the source and its sync loop. [`CacheOptions::from_settings`] maps the user's
 /// settings; the rest has defaults suited to a real cluster (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
     pub ttl: Duration,
     pub negative_ttl: Duration,
+    /// How long fetched association details (Describe) are trusted.
+    pub details_ttl: Duration,
     pub max_wait: Duration,
     pub sync_interval: Duration,
     pub ready_timeout: Duration,
-    /// Concurrent Describe calls of a full sync, and concurrent point lookups.
+    /// Concurrent point lookups and Describe calls.
     pub concurrency: usize,
     pub failure_mode: FailureMode,
-    /// After a failed refresh of a key, its last known answer is served this long before EKS
-    /// is asked about it again.
+    /// After a failed refresh of a key, EKS is not asked about it again for this long.
     pub error_cooldown: Duration,
-    /// Consecutive failed EKS lookups before calls pause.
+    /// Consecutive failed EKS calls before calls pause.
     pub breaker_threshold: u32,
     /// First pause; doubles while probes keep failing, up to `breaker_max_cooldown`.
     pub breaker_cooldown: Duration,
     pub breaker_max_cooldown: Duration,
     /// First retry of a failed full sync; doubles up to `sync_interval`.
     pub sync_retry: Duration,
-    /// Bound on cached point lookups (memory).
+    /// Bound on cached point lookups and on cached details (memory).
     pub max_entries: u64,
 }
 
@@ -65,6 +72,7 @@ impl CacheOptions {
         Self {
             ttl: s.ttl,
             negative_ttl: s.negative_ttl,
+            details_ttl: s.ttl,
             max_wait: s.max_wait,
             sync_interval: s.sync_interval,
             ready_timeout: s.ready_timeout,
@@ -87,9 +95,12 @@ pub struct EksStats {
     pub hits: u64,
     /// Lookups with no answer at all (they wait for EKS, up to `max_wait`).
     pub misses: u64,
-    /// Lookups answered with an expired answer while a refresh ran.
+    /// Lookups answered with an expired positive answer while a refresh ran.
     pub stale: u64,
-    /// Lookups that joined a lookup already in flight for the same key.
+    /// Lookups whose expired "no association" could not be confirmed (EKS failed or the wait
+    /// ran out): answered with an error, so admission warns.
+    pub unconfirmed: u64,
+    /// Lookups (and detail fetches) that joined one already in flight for the same key.
     pub coalesced: u64,
     /// Lookups that gave up waiting after `max_wait`.
     pub timeouts: u64,
@@ -101,6 +112,8 @@ pub struct EksStats {
     pub describe_errors: u64,
     /// Gauge: point lookups cached.
     pub cache_entries: u64,
+    /// Gauge: association details cached.
+    pub details_entries: u64,
     /// Gauge: associations in the last full sync.
     pub synced_associations: u64,
     pub syncs: u64,
@@ -117,8 +130,6 @@ pub struct EksStats {
 pub struct SyncReport {
     pub associations: usize,
     pub pages: usize,
-    /// Associations whose Describe failed; their last known value (if any) was kept.
-    pub describe_failures: usize,
 }
 
 /// Why a full sync did not complete.
@@ -130,19 +141,13 @@ pub enum SyncError {
         "pagination of ListPodIdentityAssociations did not end after {MAX_PAGES} pages; the previous associations stay in use"
     )]
     Pagination,
-    #[error(
-        "{failed} of {total} DescribePodIdentityAssociation calls failed (first: {first}); their last known values are kept"
-    )]
-    Partial {
-        failed: usize,
-        total: usize,
-        first: CallError,
-    },
 }
+
+type Found = Option<Arc<AssociationSummary>>;
 
 #[derive(Debug, Clone)]
 struct Entry {
-    value: Option<Arc<Association>>,
+    value: Found,
     /// When the EKS call that produced the answer started (newer answers win).
     fetched_at: Instant,
     /// Set after a failed refresh: do not ask EKS about this key again before then.
@@ -158,15 +163,23 @@ impl Entry {
         };
         now.saturating_duration_since(self.fetched_at) < ttl
     }
+
+    fn may_refresh(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|t| now >= t)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Details {
+    value: Arc<Association>,
+    fetched_at: Instant,
 }
 
 #[derive(Debug, Default)]
 struct Snapshot {
     /// `None` until the first full sync.
     taken_at: Option<Instant>,
-    associations: HashMap<String, Arc<Association>>,
-    /// Keys that exist in EKS but could not be described: the snapshot cannot answer them.
-    unknown: HashSet<String>,
+    associations: HashMap<String, Arc<AssociationSummary>>,
 }
 
 #[derive(Debug)]
@@ -182,6 +195,7 @@ struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     stale: AtomicU64,
+    unconfirmed: AtomicU64,
     coalesced: AtomicU64,
     timeouts: AtomicU64,
     bypassed_negative: AtomicU64,
@@ -198,15 +212,57 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-type LookupResult = Result<Option<Arc<Association>>, IdentityError>;
-type InFlight = Shared<BoxFuture<'static, LookupResult>>;
+type LookupResult = Result<Found, IdentityError>;
+type DetailsResult = Result<Option<Arc<Association>>, IdentityError>;
+type InFlight<T> = Shared<BoxFuture<'static, Result<T, IdentityError>>>;
+
+/// EKS calls in flight, by key: a second caller joins the first instead of calling again.
+/// Each call runs in its own task, so a caller that stops waiting does not cancel it.
+struct Flights<T>(Mutex<HashMap<String, InFlight<T>>>);
+
+impl<T: Clone + Send + Sync + 'static> Flights<T> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    /// The call in flight for `key` (`true`: joined), or a new one from `start`. The task
+    /// `start` builds must call [`Flights::finish`] when done; it cannot do so before the
+    /// insert here, which holds the lock.
+    fn join_or_start(
+        &self,
+        key: &str,
+        start: impl FnOnce() -> BoxFuture<'static, Result<T, IdentityError>>,
+    ) -> (InFlight<T>, bool) {
+        let mut running = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(call) = running.get(key) {
+            return (call.clone(), true);
+        }
+        let handle = tokio::spawn(start());
+        let call = async move {
+            handle
+                .await
+                .unwrap_or_else(|e| Err(unavailable(format!("EKS lookup task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        running.insert(key.to_string(), call.clone());
+        (call, false)
+    }
+
+    fn finish(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
 
 struct Inner {
     api: Arc<dyn EksApi>,
     opts: CacheOptions,
     cache: Cache<String, Entry>,
+    /// Association details by association id.
+    details: Cache<String, Details>,
     snapshot: ArcSwap<Snapshot>,
-    inflight: Mutex<HashMap<String, InFlight>>,
+    lookups: Flights<Found>,
+    describes: Flights<Option<Arc<Association>>>,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
     counters: Counters,
@@ -227,6 +283,10 @@ impl EksSource {
             .max_capacity(opts.max_entries)
             .time_to_idle(idle)
             .build();
+        let details = Cache::builder()
+            .max_capacity(opts.max_entries)
+            .time_to_idle((opts.details_ttl * 6).max(Duration::from_secs(3600)))
+            .build();
         let breaker = Breaker {
             failures: 0,
             open_until: None,
@@ -239,8 +299,10 @@ impl EksSource {
                 permits: Semaphore::new(opts.concurrency.max(1)),
                 opts,
                 cache,
+                details,
                 snapshot: ArcSwap::from_pointee(Snapshot::default()),
-                inflight: Mutex::new(HashMap::new()),
+                lookups: Flights::new(),
+                describes: Flights::new(),
                 breaker: Mutex::new(breaker),
                 counters: Counters::default(),
                 ready: AtomicBool::new(false),
@@ -261,13 +323,13 @@ impl EksSource {
         &self.inner.opts
     }
 
-    /// One full sync now: list every page, describe every association, swap the view in.
+    /// One full sync now: list every page, swap the view in.
     pub async fn sync_now(&self) -> Result<SyncReport, SyncError> {
         self.inner.sync_once().await
     }
 
-    /// Full sync at start-up and then every `sync_interval` (sooner, with backoff, after a
-    /// failure); turns ready after the first complete sync or after `ready_timeout`.
+    /// Full sync at start-up and then every `sync_interval` (sooner, with jittered backoff,
+    /// after a failure); turns ready after the first complete sync or after `ready_timeout`.
     pub async fn run_sync(self, stop: CancellationToken) {
         let inner = self.inner;
         let ready_timer = {
@@ -302,6 +364,7 @@ impl EksSource {
                             if !inner.ready.swap(true, Ordering::AcqRel) {
                                 tracing::info!(
                                     associations = report.associations,
+                                    pages = report.pages,
                                     "first EKS association sync complete; ready"
                                 );
                             } else {
@@ -311,7 +374,8 @@ impl EksSource {
                                     "EKS association sync complete"
                                 );
                             }
-                            inner.opts.sync_interval
+                            // Replicas started together drift apart instead of listing in step.
+                            jitter(inner.opts.sync_interval)
                         }
                         Err(e) => {
                             failures = failures.saturating_add(1);
@@ -345,6 +409,7 @@ impl EksSource {
             hits: get(&c.hits),
             misses: get(&c.misses),
             stale: get(&c.stale),
+            unconfirmed: get(&c.unconfirmed),
             coalesced: get(&c.coalesced),
             timeouts: get(&c.timeouts),
             bypassed_negative: get(&c.bypassed_negative),
@@ -353,6 +418,7 @@ impl EksSource {
             list_errors: get(&c.list_errors),
             describe_errors: get(&c.describe_errors),
             cache_entries: i.cache.entry_count(),
+            details_entries: i.details.entry_count(),
             synced_associations: i.snapshot.load().associations.len() as u64,
             syncs: get(&c.syncs),
             sync_failures: get(&c.sync_failures),
@@ -373,25 +439,16 @@ impl AssociationSource for EksSource {
         namespace: &'a str,
         service_account: &'a str,
         freshness: Freshness,
-    ) -> BoxFuture<'a, Result<Option<Arc<AssociationSummary>>, IdentityError>> {
-        Box::pin(async move {
-            let found = self
-                .inner
-                .lookup(namespace, service_account, freshness)
-                .await?;
-            Ok(found.map(|a| Arc::new(AssociationSummary::from(&*a))))
-        })
+    ) -> BoxFuture<'a, LookupResult> {
+        Box::pin(self.inner.lookup(namespace, service_account, freshness))
     }
 
     fn details<'a>(
         &'a self,
         namespace: &'a str,
         service_account: &'a str,
-    ) -> BoxFuture<'a, LookupResult> {
-        Box::pin(
-            self.inner
-                .lookup(namespace, service_account, Freshness::Cached),
-        )
+    ) -> BoxFuture<'a, DetailsResult> {
+        Box::pin(self.inner.details(namespace, service_account))
     }
 
     fn ready(&self) -> bool {
@@ -425,6 +482,15 @@ fn unavailable(message: impl Into<String>) -> IdentityError {
     }
 }
 
+fn summary(s: Summary) -> Arc<AssociationSummary> {
+    Arc::new(AssociationSummary {
+        namespace: s.namespace,
+        service_account: s.service_account,
+        association_id: Some(s.association_id),
+        association_arn: s.association_arn,
+    })
+}
+
 impl Inner {
     async fn lookup(
         self: &Arc<Self>,
@@ -438,23 +504,42 @@ impl Inner {
             bump(&self.counters.misses);
             return self.wait_for(key, namespace, service_account).await;
         };
-        if entry.value.is_none() && freshness == Freshness::BypassNegative {
-            // Before a denial: a cached "none" is not good enough, and a stale one must not
-            // be served either (an error lets the policy apply its failure policy).
-            bump(&self.counters.bypassed_negative);
-            return self.wait_for(key, namespace, service_account).await;
-        }
         let now = Instant::now();
+        if entry.value.is_none() {
+            if freshness == Freshness::BypassNegative {
+                // Before a denial: a cached "none" is not good enough (an error lets the
+                // policy apply its failure policy).
+                bump(&self.counters.bypassed_negative);
+                return self.wait_for(key, namespace, service_account).await;
+            }
+            if entry.fresh(now, &self.opts) {
+                bump(&self.counters.hits);
+                return Ok(None);
+            }
+            // An expired "none" is never served while a refresh is possible: the association
+            // may have been created since, and a pod admitted on it gets no credentials.
+            let refreshed = if entry.may_refresh(now) {
+                self.wait_for(key, namespace, service_account).await
+            } else {
+                Err(unavailable("its last lookup failed moments ago"))
+            };
+            return refreshed.map_err(|e| {
+                bump(&self.counters.unconfirmed);
+                unavailable(format!(
+                    "could not confirm that {namespace}/{service_account} has no association (the last answer is older than the negative TTL): {e}"
+                ))
+            });
+        }
         if entry.fresh(now, &self.opts) {
             bump(&self.counters.hits);
             return Ok(entry.value);
         }
-        let may_refresh = entry.retry_at.is_none_or(|t| now >= t);
+        let may_refresh = entry.may_refresh(now);
         match self.opts.failure_mode {
             FailureMode::Stale => {
                 bump(&self.counters.stale);
                 if may_refresh {
-                    drop(self.start_fetch(key, namespace, service_account));
+                    drop(self.start_lookup(&key, namespace, service_account));
                 }
                 Ok(entry.value)
             }
@@ -473,14 +558,11 @@ impl Inner {
     /// The newer of the point-lookup entry and the snapshot's answer.
     fn known(&self, key: &str, cached: Option<Entry>) -> Option<Entry> {
         let snap = self.snapshot.load();
-        let from_snapshot = snap
-            .taken_at
-            .filter(|_| !snap.unknown.contains(key))
-            .map(|t| Entry {
-                value: snap.associations.get(key).cloned(),
-                fetched_at: t,
-                retry_at: None,
-            });
+        let from_snapshot = snap.taken_at.map(|t| Entry {
+            value: snap.associations.get(key).cloned(),
+            fetched_at: t,
+            retry_at: None,
+        });
         match (cached, from_snapshot) {
             (Some(c), Some(s)) if s.fetched_at > c.fetched_at => Some(Entry {
                 retry_at: c.retry_at,
@@ -491,10 +573,17 @@ impl Inner {
         }
     }
 
-    /// Waits for the (shared) lookup of `key`, at most `max_wait`; the lookup itself runs on.
+    /// Waits for the shared lookup of `key`, at most `max_wait`; the lookup itself runs on.
     async fn wait_for(self: &Arc<Self>, key: String, namespace: &str, sa: &str) -> LookupResult {
-        let lookup = self.start_fetch(key, namespace, sa);
-        match tokio::time::timeout(self.opts.max_wait, lookup).await {
+        let lookup = self.start_lookup(&key, namespace, sa);
+        self.bounded(lookup).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, IdentityError>>,
+    ) -> Result<T, IdentityError> {
+        match tokio::time::timeout(self.opts.max_wait, call).await {
             Ok(result) => result,
             Err(_) => {
                 bump(&self.counters.timeouts);
@@ -506,88 +595,62 @@ impl Inner {
         }
     }
 
-    /// Starts the lookup of `key` in a task, or joins the one in flight (single flight).
-    fn start_fetch(self: &Arc<Self>, key: String, namespace: &str, sa: &str) -> InFlight {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(running) = inflight.get(&key) {
-            bump(&self.counters.coalesced);
-            return running.clone();
-        }
-        let inner = self.clone();
-        let (ns, sa, task_key) = (namespace.to_string(), sa.to_string(), key.clone());
-        // The task removes itself after filling the cache; it cannot do so before the insert
-        // below because it needs this lock.
-        let handle = tokio::spawn(async move {
-            let result = inner.fetch(&ns, &sa).await;
-            inner.record(&task_key, &result).await;
-            inner
-                .inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&task_key);
-            result.map(|(value, _)| value)
+    /// Starts the point lookup of `key` in a task, or joins the one in flight.
+    fn start_lookup(self: &Arc<Self>, key: &str, namespace: &str, sa: &str) -> InFlight<Found> {
+        let (call, joined) = self.lookups.join_or_start(key, || {
+            let inner = self.clone();
+            let (ns, sa, key) = (namespace.to_string(), sa.to_string(), key.to_string());
+            async move {
+                let started = Instant::now();
+                let result = inner.call(inner.point_lookup(&ns, &sa)).await;
+                inner.record(&key, started, &result).await;
+                inner.lookups.finish(&key);
+                result
+            }
+            .boxed()
         });
-        let shared = async move {
-            handle
-                .await
-                .unwrap_or_else(|e| Err(unavailable(format!("EKS lookup task failed: {e}"))))
+        if joined {
+            bump(&self.counters.coalesced);
         }
-        .boxed()
-        .shared();
-        inflight.insert(key, shared.clone());
-        shared
+        call
     }
 
-    /// One point lookup through the breaker and the concurrency bound.
-    async fn fetch(
+    /// One EKS call through the breaker and the concurrency bound.
+    async fn call<T>(
         &self,
-        namespace: &str,
-        sa: &str,
-    ) -> Result<(Option<Arc<Association>>, Instant), IdentityError> {
+        call: impl Future<Output = Result<T, CallError>>,
+    ) -> Result<T, IdentityError> {
         let probe = self.breaker_admit()?;
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| unavailable("EKS source is shutting down"))?;
-        // The breaker may have opened while this lookup queued (a probe goes ahead: it is
-        // what closes the breaker again).
+        // The breaker may have opened while this call queued (a probe goes ahead: it is what
+        // closes the breaker again).
         if !probe {
             self.breaker_admit()?;
         }
-        let started = Instant::now();
-        let result = self.point_lookup(namespace, sa).await;
+        let result = call.await;
         self.breaker_record(result.as_ref().err());
-        match result {
-            Ok(value) => Ok((value, started)),
-            Err(e) => Err(unavailable(e.to_string())),
-        }
+        result.map_err(|e| unavailable(e.to_string()))
     }
 
-    async fn point_lookup(
-        &self,
-        namespace: &str,
-        sa: &str,
-    ) -> Result<Option<Arc<Association>>, CallError> {
+    /// `List` filtered to one ServiceAccount: one call, no Describe.
+    async fn point_lookup(&self, namespace: &str, sa: &str) -> Result<Found, CallError> {
         let page = self.list(Some((namespace, sa)), None).await?;
-        let Some(summary) = page
+        Ok(page
             .summaries
             .into_iter()
             .find(|s| s.namespace == namespace && s.service_account == sa)
-        else {
-            return Ok(None);
-        };
-        let described = self.describe(&summary.association_id).await?;
-        Ok(described
-            .filter(|a| a.namespace == namespace && a.service_account == sa)
-            .map(Arc::new))
+            .map(summary))
     }
 
     async fn list(
         &self,
         filter: Option<(&str, &str)>,
         next_token: Option<String>,
-    ) -> Result<super::eks::Page, CallError> {
+    ) -> Result<Page, CallError> {
         bump(&self.counters.list_calls);
         let r = self.api.list_page(filter, next_token).await;
         if r.is_err() {
@@ -606,28 +669,83 @@ impl Inner {
     }
 
     /// Fills the cache with a lookup's answer; an error only delays the next attempt.
-    async fn record(
-        &self,
-        key: &str,
-        result: &Result<(Option<Arc<Association>>, Instant), IdentityError>,
-    ) {
+    async fn record(&self, key: &str, started: Instant, result: &LookupResult) {
         match result {
-            Ok((value, started)) => {
+            Ok(value) => {
                 let entry = Entry {
                     value: value.clone(),
-                    fetched_at: *started,
+                    fetched_at: started,
                     retry_at: None,
                 };
                 self.cache.insert(key.to_string(), entry).await;
             }
             Err(e) => {
-                tracing::warn!(key, error = %e, "EKS association lookup failed; serving the last known answer if there is one");
+                tracing::warn!(key, error = %e, "EKS association lookup failed; serving the last known association if there is one");
                 let cached = self.cache.get(key).await;
                 if let Some(mut entry) = self.known(key, cached) {
                     entry.retry_at = Some(Instant::now() + jitter(self.opts.error_cooldown));
                     self.cache.insert(key.to_string(), entry).await;
                 }
             }
+        }
+    }
+
+    /// The association's details: its summary says which association (by id), Describe
+    /// (cached by id for `details_ttl`, one call in flight per id) says the rest. Expired
+    /// details of the same association are served when EKS cannot answer in time.
+    async fn details(self: &Arc<Self>, namespace: &str, sa: &str) -> DetailsResult {
+        let Some(found) = self.lookup(namespace, sa, Freshness::Cached).await? else {
+            return Ok(None);
+        };
+        let Some(id) = found.association_id.clone() else {
+            return Err(unavailable(format!(
+                "EKS listed {namespace}/{sa} without an association id"
+            )));
+        };
+        let cached = self.details.get(&id).await;
+        if let Some(d) = &cached
+            && d.fetched_at.elapsed() < self.opts.details_ttl
+        {
+            return Ok(Some(d.value.clone()));
+        }
+        let (call, joined) = self.describes.join_or_start(&id, || {
+            let inner = self.clone();
+            let (ns, sa, id) = (namespace.to_string(), sa.to_string(), id.clone());
+            async move {
+                let started = Instant::now();
+                let result = inner
+                    .call(inner.describe(&id))
+                    .await
+                    // Another ServiceAccount's association under this id would be a confused
+                    // EKS answer; treat it as gone rather than hand out its role.
+                    .map(|d| {
+                        d.filter(|a| a.namespace == ns && a.service_account == sa)
+                            .map(Arc::new)
+                    });
+                if let Ok(Some(value)) = &result {
+                    let details = Details {
+                        value: value.clone(),
+                        fetched_at: started,
+                    };
+                    inner.details.insert(id.clone(), details).await;
+                }
+                inner.describes.finish(&id);
+                result
+            }
+            .boxed()
+        });
+        if joined {
+            bump(&self.counters.coalesced);
+        }
+        match self.bounded(call).await {
+            Ok(value) => Ok(value),
+            Err(e) => match cached {
+                Some(d) => {
+                    tracing::warn!(namespace, service_account = sa, error = %e, "EKS association details could not be refreshed; serving the last known ones");
+                    Ok(Some(d.value))
+                }
+                None => Err(e),
+            },
         }
     }
 
@@ -693,18 +811,15 @@ impl Inner {
                 bump(&self.counters.sync_failures);
                 self.breaker_record(Some(e));
             }
-            Err(SyncError::Partial { first, .. }) => {
-                bump(&self.counters.sync_failures);
-                self.breaker_record(Some(first));
-            }
             Err(SyncError::Pagination) => bump(&self.counters.sync_failures),
         }
         result
     }
 
+    /// Every page of `List`, nothing else; the view is swapped in only when complete.
     async fn sync_inner(&self) -> Result<SyncReport, SyncError> {
         let taken_at = Instant::now();
-        let mut summaries = Vec::new();
+        let mut associations = HashMap::new();
         let mut token = None;
         let mut pages = 0;
         loop {
@@ -713,164 +828,30 @@ impl Inner {
             }
             let page = self.list(None, token).await.map_err(SyncError::List)?;
             pages += 1;
-            summaries.extend(page.summaries);
+            for s in page.summaries {
+                associations.insert(key(&s.namespace, &s.service_account), summary(s));
+            }
             token = page.next_token;
             if token.is_none() {
                 break;
-            }
-        }
-        let total = summaries.len();
-        let described: Vec<_> = stream::iter(summaries)
-            .map(|s| async move {
-                let r = self.describe(&s.association_id).await;
-                (s, r)
-            })
-            .buffer_unordered(self.opts.concurrency.max(1))
-            .collect()
-            .await;
-
-        let previous = self.snapshot.load_full();
-        let mut associations = HashMap::with_capacity(total);
-        let mut unknown = HashSet::new();
-        let mut first_error = None;
-        let mut failed = 0;
-        for (summary, result) in described {
-            let k = key(&summary.namespace, &summary.service_account);
-            match result {
-                Ok(Some(a)) => {
-                    associations.insert(k, Arc::new(a));
-                }
-                // Deleted between the list and the describe.
-                Ok(None) => {}
-                Err(e) => {
-                    failed += 1;
-                    first_error.get_or_insert(e);
-                    // Keep what we knew when it is the same association; else we cannot tell.
-                    match previous.associations.get(&k) {
-                        Some(prev)
-                            if prev.association_id.as_deref()
-                                == Some(summary.association_id.as_str()) =>
-                        {
-                            associations.insert(k, prev.clone());
-                        }
-                        _ => {
-                            unknown.insert(k);
-                        }
-                    }
-                }
             }
         }
         let count = associations.len();
         self.snapshot.store(Arc::new(Snapshot {
             taken_at: Some(taken_at),
             associations,
-            unknown,
         }));
-        match first_error {
-            None => Ok(SyncReport {
-                associations: count,
-                pages,
-                describe_failures: 0,
-            }),
-            Some(first) => Err(SyncError::Partial {
-                failed,
-                total,
-                first,
-            }),
-        }
+        Ok(SyncReport {
+            associations: count,
+            pages,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::eks::{CallErrorKind, Operation, Page, Summary};
+    use super::super::eks_fake::{MemEks, association};
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// An in-memory EKS: a map of associations, a switch to fail, a delay, and call counters.
-    #[derive(Default)]
-    struct MemEks {
-        associations: Mutex<Vec<Association>>,
-        down: AtomicBool,
-        delay_ms: AtomicU64,
-        lists: AtomicUsize,
-        describes: AtomicUsize,
-    }
-
-    impl MemEks {
-        fn set(&self, list: Vec<Association>) {
-            *self.associations.lock().unwrap() = list;
-        }
-        fn calls(&self) -> usize {
-            self.lists.load(Ordering::SeqCst) + self.describes.load(Ordering::SeqCst)
-        }
-        async fn maybe_fail(&self, op: Operation) -> Result<(), CallError> {
-            let ms = self.delay_ms.load(Ordering::SeqCst);
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            if self.down.load(Ordering::SeqCst) {
-                return Err(CallError::new(op, CallErrorKind::Server, "down"));
-            }
-            Ok(())
-        }
-    }
-
-    impl EksApi for MemEks {
-        fn list_page<'a>(
-            &'a self,
-            filter: Option<(&'a str, &'a str)>,
-            _next: Option<String>,
-        ) -> BoxFuture<'a, Result<Page, CallError>> {
-            Box::pin(async move {
-                self.lists.fetch_add(1, Ordering::SeqCst);
-                self.maybe_fail(Operation::List).await?;
-                let list = self.associations.lock().unwrap().clone();
-                Ok(Page {
-                    summaries: list
-                        .iter()
-                        .filter(|a| {
-                            filter.is_none_or(|(n, s)| a.namespace == n && a.service_account == s)
-                        })
-                        .map(|a| Summary {
-                            namespace: a.namespace.clone(),
-                            service_account: a.service_account.clone(),
-                            association_id: a.association_id.clone().unwrap(),
-                        })
-                        .collect(),
-                    next_token: None,
-                })
-            })
-        }
-        fn describe<'a>(
-            &'a self,
-            id: &'a str,
-        ) -> BoxFuture<'a, Result<Option<Association>, CallError>> {
-            Box::pin(async move {
-                self.describes.fetch_add(1, Ordering::SeqCst);
-                self.maybe_fail(Operation::Describe).await?;
-                Ok(self
-                    .associations
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|a| a.association_id.as_deref() == Some(id))
-                    .cloned())
-            })
-        }
-    }
-
-    fn assoc(ns: &str, sa: &str, role: &str) -> Association {
-        Association {
-            namespace: ns.into(),
-            service_account: sa.into(),
-            role_arn: format!("arn:aws:iam::111122223333:role/{role}"),
-            target_role_arn: None,
-            external_id: None,
-            disable_session_tags: None,
-            association_id: Some(format!("a-{ns}-{sa}")),
-        }
-    }
 
     fn opts() -> CacheOptions {
         let mut s = EksSettings::new("test");
@@ -887,67 +868,152 @@ mod tests {
         EksSource::new(mem.clone(), opts)
     }
 
-    async fn role(src: &EksSource, ns: &str, sa: &str, f: Freshness) -> Option<String> {
-        src.inner
-            .lookup(ns, sa, f)
+    /// The ServiceAccount's association id, if it has one.
+    async fn id(src: &EksSource, ns: &str, sa: &str, f: Freshness) -> Option<String> {
+        src.lookup(ns, sa, f)
             .await
             .expect("lookup answers")
+            .map(|a| a.association_id.clone().unwrap())
+    }
+
+    async fn role(src: &EksSource, ns: &str, sa: &str) -> Option<String> {
+        src.details(ns, sa)
+            .await
+            .expect("details answer")
             .map(|a| a.role_arn.rsplit('/').next().unwrap().to_string())
+    }
+
+    /// A replacement association: same ServiceAccount, new id, new role.
+    fn replaced(ns: &str, sa: &str, role: &str) -> Association {
+        let mut a = association(ns, sa, role);
+        a.association_id = Some(format!("a-{ns}-{sa}-2"));
+        a
     }
 
     #[tokio::test]
     async fn a_fresh_answer_is_served_without_asking_eks_again() {
-        let mem = Arc::new(MemEks::default());
-        mem.set(vec![assoc("n", "s", "r1")]);
+        let mem = Arc::new(MemEks::new(vec![association("n", "s", "r1")]));
         let src = source(&mem, opts());
+        let found = src.lookup("n", "s", Freshness::Cached).await.unwrap();
+        let found = found.expect("found");
+        assert_eq!(found.association_id.as_deref(), Some("a-n-s"));
+        assert!(found.association_arn.is_some());
         assert_eq!(
-            role(&src, "n", "s", Freshness::Cached).await.as_deref(),
-            Some("r1")
+            (mem.lists(), mem.describes()),
+            (1, 0),
+            "one List, no Describe"
         );
-        assert_eq!(mem.calls(), 2, "one List and one Describe");
-        assert_eq!(
-            role(&src, "n", "s", Freshness::Cached).await.as_deref(),
-            Some("r1")
-        );
-        assert_eq!(mem.calls(), 2);
+        assert!(id(&src, "n", "s", Freshness::Cached).await.is_some());
+        assert_eq!(mem.calls(), 1);
         assert_eq!(src.stats().hits, 1);
     }
 
     #[tokio::test]
-    async fn an_expired_answer_is_served_while_a_refresh_runs() {
-        let mem = Arc::new(MemEks::default());
-        mem.set(vec![assoc("n", "s", "r1")]);
+    async fn details_are_described_once_on_demand_and_follow_a_replaced_association() {
+        let mem = Arc::new(MemEks::new(vec![association("n", "s", "r1")]));
         let src = source(&mem, opts());
-        role(&src, "n", "s", Freshness::Cached).await;
-        mem.set(vec![assoc("n", "s", "r2")]);
+        src.sync_now().await.unwrap();
+        assert_eq!(mem.describes(), 0, "a sync never describes");
+        assert_eq!(role(&src, "n", "s").await.as_deref(), Some("r1"));
+        assert_eq!(role(&src, "n", "s").await.as_deref(), Some("r1"));
+        assert_eq!(mem.describes(), 1, "cached by association id");
+        assert_eq!(role(&src, "n", "nobody").await, None);
+        assert_eq!(mem.describes(), 1, "no association: nothing to describe");
+
+        mem.set(vec![replaced("n", "s", "r2")]);
+        src.sync_now().await.unwrap();
+        assert_eq!(role(&src, "n", "s").await.as_deref(), Some("r2"));
+        assert_eq!(mem.describes(), 2);
+
+        // Details expire with their own TTL; a failing EKS then serves the last known ones.
+        tokio::time::sleep(src.options().details_ttl + Duration::from_millis(20)).await;
+        src.sync_now().await.unwrap();
+        mem.set_down(true);
+        assert_eq!(role(&src, "n", "s").await.as_deref(), Some("r2"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_detail_requests_share_one_describe() {
+        let mem = Arc::new(MemEks::new(vec![association("n", "s", "r1")]));
+        let src = source(&mem, opts());
+        src.sync_now().await.unwrap();
+        mem.set_delay(Duration::from_millis(50));
+        let all = futures::future::join_all((0..50).map(|_| role(&src, "n", "s"))).await;
+        assert!(all.iter().all(|r| r.as_deref() == Some("r1")), "{all:?}");
+        assert_eq!(mem.describes(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_positive_answer_is_served_while_a_refresh_runs() {
+        let mem = Arc::new(MemEks::new(vec![association("n", "s", "r1")]));
+        let src = source(&mem, opts());
+        id(&src, "n", "s", Freshness::Cached).await;
+        mem.set(vec![replaced("n", "s", "r2")]);
         tokio::time::sleep(src.options().ttl + Duration::from_millis(20)).await;
-        // Expired: the old role comes back at once, the refresh fills in the new one.
+        // Expired: the old association comes back at once, the refresh fills in the new one.
         assert_eq!(
-            role(&src, "n", "s", Freshness::Cached).await.as_deref(),
-            Some("r1")
+            id(&src, "n", "s", Freshness::Cached).await.as_deref(),
+            Some("a-n-s")
         );
         for _ in 0..100 {
-            if role(&src, "n", "s", Freshness::Cached).await.as_deref() == Some("r2") {
+            if id(&src, "n", "s", Freshness::Cached).await.as_deref() == Some("a-n-s-2") {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the refreshed role never showed up");
+        panic!("the refreshed association never showed up");
     }
 
     #[tokio::test]
-    async fn an_error_keeps_the_last_known_answer_and_is_never_cached_as_absent() {
+    async fn an_expired_none_is_not_served_the_lookup_waits_for_the_refresh() {
         let mem = Arc::new(MemEks::default());
-        mem.set(vec![assoc("n", "s", "r1")]);
         let src = source(&mem, opts());
-        role(&src, "n", "s", Freshness::Cached).await;
-        mem.down.store(true, Ordering::SeqCst);
+        src.sync_now().await.unwrap();
+        assert_eq!(id(&src, "n", "s", Freshness::Cached).await, None);
+        mem.set(vec![association("n", "s", "r1")]);
+        tokio::time::sleep(src.options().negative_ttl + Duration::from_millis(20)).await;
+        // The very first lookup after the negative TTL sees the new association.
+        assert_eq!(
+            id(&src, "n", "s", Freshness::Cached).await.as_deref(),
+            Some("a-n-s")
+        );
+        assert_eq!(mem.lists(), 2, "the sync, then one point lookup");
+    }
+
+    #[tokio::test]
+    async fn an_expired_none_that_eks_cannot_confirm_is_an_error_not_a_silent_none() {
+        let mem = Arc::new(MemEks::default());
+        let src = source(&mem, opts());
+        src.sync_now().await.unwrap();
+        mem.set_down(true);
+        tokio::time::sleep(src.options().negative_ttl + Duration::from_millis(20)).await;
+        let err = src.lookup("n", "s", Freshness::Cached).await.unwrap_err();
+        assert!(err.to_string().contains("could not confirm"), "{err}");
+        // Within the error cool-down EKS is not asked again, and the answer stays an error.
+        let lists = mem.lists();
+        assert!(src.lookup("n", "s", Freshness::Cached).await.is_err());
+        assert_eq!(mem.lists(), lists);
+        assert_eq!(src.stats().unconfirmed, 2);
+
+        // A slow EKS: the wait is bounded by max_wait, then the same error.
+        mem.set_down(false);
+        mem.set_delay(Duration::from_millis(400));
+        tokio::time::sleep(src.options().error_cooldown * 2).await;
+        let start = Instant::now();
+        let err = src.lookup("n", "s", Freshness::Cached).await.unwrap_err();
+        assert!(err.to_string().contains("could not confirm"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn an_error_keeps_the_last_known_association_and_is_never_cached_as_absent() {
+        let mem = Arc::new(MemEks::new(vec![association("n", "s", "r1")]));
+        let src = source(&mem, opts());
+        id(&src, "n", "s", Freshness::Cached).await;
+        mem.set_down(true);
         tokio::time::sleep(src.options().ttl + Duration::from_millis(20)).await;
         for _ in 0..5 {
-            assert_eq!(
-                role(&src, "n", "s", Freshness::Cached).await.as_deref(),
-                Some("r1")
-            );
+            assert!(id(&src, "n", "s", Freshness::Cached).await.is_some());
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
         // A cold key while EKS is down: "could not tell", not "none".
@@ -960,16 +1026,15 @@ mod tests {
     async fn negative_answers_expire_sooner_and_bypass_skips_them() {
         let mem = Arc::new(MemEks::default());
         let src = source(&mem, opts());
-        assert_eq!(role(&src, "n", "s", Freshness::Cached).await, None);
-        mem.set(vec![assoc("n", "s", "new")]);
+        assert_eq!(id(&src, "n", "s", Freshness::Cached).await, None);
+        mem.set(vec![association("n", "s", "new")]);
         // Within the negative TTL the cached "none" stands for ordinary lookups ...
-        assert_eq!(role(&src, "n", "s", Freshness::Cached).await, None);
+        assert_eq!(id(&src, "n", "s", Freshness::Cached).await, None);
         // ... but not before a denial.
-        assert_eq!(
-            role(&src, "n", "s", Freshness::BypassNegative)
+        assert!(
+            id(&src, "n", "s", Freshness::BypassNegative)
                 .await
-                .as_deref(),
-            Some("new")
+                .is_some()
         );
         assert_eq!(src.stats().bypassed_negative, 1);
     }
@@ -978,8 +1043,8 @@ mod tests {
     async fn bypass_with_eks_down_is_an_error_not_a_stale_none() {
         let mem = Arc::new(MemEks::default());
         let src = source(&mem, opts());
-        assert_eq!(role(&src, "n", "s", Freshness::Cached).await, None);
-        mem.down.store(true, Ordering::SeqCst);
+        assert_eq!(id(&src, "n", "s", Freshness::Cached).await, None);
+        mem.set_down(true);
         assert!(
             src.lookup("n", "s", Freshness::BypassNegative)
                 .await
@@ -989,42 +1054,33 @@ mod tests {
 
     #[tokio::test]
     async fn admit_unmutated_mode_does_not_serve_expired_answers_when_eks_fails() {
-        let mem = Arc::new(MemEks::default());
-        mem.set(vec![assoc("n", "s", "r1")]);
+        let mem = Arc::new(MemEks::new(vec![association("n", "s", "r1")]));
         let mut o = opts();
         o.failure_mode = FailureMode::AdmitUnmutated;
         let src = source(&mem, o);
-        role(&src, "n", "s", Freshness::Cached).await;
-        mem.down.store(true, Ordering::SeqCst);
+        id(&src, "n", "s", Freshness::Cached).await;
+        mem.set_down(true);
         tokio::time::sleep(src.options().ttl + Duration::from_millis(20)).await;
         assert!(src.lookup("n", "s", Freshness::Cached).await.is_err());
     }
 
     #[tokio::test]
     async fn a_slow_eks_times_out_and_the_answer_arrives_for_the_next_request() {
-        let mem = Arc::new(MemEks::default());
-        mem.set(vec![assoc("n", "s", "r1")]);
-        mem.delay_ms.store(150, Ordering::SeqCst); // two calls: 300 ms > max_wait 200 ms
+        let mem = Arc::new(MemEks::new(vec![association("n", "s", "r1")]));
+        mem.set_delay(Duration::from_millis(300)); // > max_wait 200 ms
         let src = source(&mem, opts());
         let err = src.lookup("n", "s", Freshness::Cached).await.unwrap_err();
         assert!(matches!(err, IdentityError::Timeout { .. }), "{err}");
         tokio::time::sleep(Duration::from_millis(250)).await;
-        mem.delay_ms.store(0, Ordering::SeqCst);
-        assert_eq!(
-            role(&src, "n", "s", Freshness::Cached).await.as_deref(),
-            Some("r1")
-        );
-        assert_eq!(
-            mem.lists.load(Ordering::SeqCst),
-            1,
-            "the background lookup filled the cache"
-        );
+        mem.set_delay(Duration::ZERO);
+        assert!(id(&src, "n", "s", Freshness::Cached).await.is_some());
+        assert_eq!(mem.lists(), 1, "the background lookup filled the cache");
     }
 
     #[tokio::test]
     async fn repeated_failures_pause_calls_instead_of_hammering_eks() {
         let mem = Arc::new(MemEks::default());
-        mem.down.store(true, Ordering::SeqCst);
+        mem.set_down(true);
         let src = source(&mem, opts());
         for i in 0..50 {
             assert!(
@@ -1034,14 +1090,14 @@ mod tests {
             );
         }
         let threshold = src.options().breaker_threshold as usize;
-        assert_eq!(mem.lists.load(Ordering::SeqCst), threshold);
+        assert_eq!(mem.lists(), threshold);
         assert!(src.stats().paused);
     }
 
     #[tokio::test]
     async fn calls_resume_after_the_cool_down_when_eks_recovers() {
         let mem = Arc::new(MemEks::default());
-        mem.down.store(true, Ordering::SeqCst);
+        mem.set_down(true);
         let src = source(&mem, opts());
         for i in 0..10 {
             assert!(
@@ -1051,37 +1107,56 @@ mod tests {
             );
         }
         assert!(src.stats().paused);
-        mem.down.store(false, Ordering::SeqCst);
-        mem.set(vec![assoc("n", "s", "r1")]);
+        mem.set_down(false);
+        mem.set(vec![association("n", "s", "r1")]);
         // One probe after the cool-down closes the breaker again.
         tokio::time::sleep(src.options().breaker_cooldown * 2).await;
-        assert_eq!(
-            role(&src, "n", "s", Freshness::Cached).await.as_deref(),
-            Some("r1")
-        );
+        assert!(id(&src, "n", "s", Freshness::Cached).await.is_some());
         assert!(!src.stats().paused);
     }
 
     #[tokio::test]
-    async fn the_full_sync_answers_and_newer_point_lookups_win() {
-        let mem = Arc::new(MemEks::default());
-        mem.set(vec![assoc("n", "a", "r1"), assoc("n", "b", "r1")]);
-        let src = source(&mem, opts());
+    async fn a_full_sync_is_every_list_page_and_nothing_else() {
+        let mem = Arc::new(MemEks::many(5_000));
+        let mut o = opts();
+        // The view must still be fresh after a (debug-build) sync of 5,000.
+        o.negative_ttl = Duration::from_secs(60);
+        let src = source(&mem, o);
         let report = src.sync_now().await.unwrap();
-        assert_eq!(report.associations, 2);
-        let calls = mem.calls();
-        assert_eq!(
-            role(&src, "n", "a", Freshness::Cached).await.as_deref(),
-            Some("r1")
+        assert_eq!(report.associations, 5_000);
+        assert_eq!(report.pages, 50);
+        assert_eq!((mem.lists(), mem.describes()), (50, 0));
+        assert!(
+            id(&src, "ns-42", "sa-2100", Freshness::Cached)
+                .await
+                .is_some()
         );
-        assert_eq!(role(&src, "n", "zzz", Freshness::Cached).await, None);
-        assert_eq!(mem.calls(), calls, "answered from the synced view");
-        mem.set(vec![assoc("n", "b", "r2")]);
+        assert_eq!(id(&src, "ns-42", "nobody", Freshness::Cached).await, None);
+        assert_eq!(mem.calls(), 50, "answered from the synced view");
+        let stats = src.stats();
+        assert_eq!((stats.list_calls, stats.describe_calls), (50, 0));
+        assert_eq!(stats.synced_associations, 5_000);
+    }
+
+    #[tokio::test]
+    async fn the_newer_of_the_synced_view_and_a_point_lookup_wins() {
+        let mem = Arc::new(MemEks::new(vec![association("n", "a", "r1")]));
+        let src = source(&mem, opts());
+        assert!(id(&src, "n", "a", Freshness::Cached).await.is_some());
+        // A sync newer than the cached point lookup wins ...
+        mem.set(vec![]);
         src.sync_now().await.unwrap();
-        assert_eq!(role(&src, "n", "a", Freshness::Cached).await, None);
+        assert_eq!(id(&src, "n", "a", Freshness::Cached).await, None);
+        // ... and a point lookup newer than the sync wins over it.
+        mem.set(vec![replaced("n", "a", "r2")]);
+        assert!(
+            id(&src, "n", "a", Freshness::BypassNegative)
+                .await
+                .is_some()
+        );
         assert_eq!(
-            role(&src, "n", "b", Freshness::Cached).await.as_deref(),
-            Some("r2")
+            id(&src, "n", "a", Freshness::Cached).await.as_deref(),
+            Some("a-n-a-2")
         );
     }
 
