@@ -41,7 +41,7 @@ pub struct EksSettings {
         value_name = "URL"
     )]
     pub endpoint: Option<String>,
-    /// Interval between full association syncs [default: 5m].
+    /// Interval between full association syncs [default: 1m].
     #[arg(long = "eks-sync-interval", required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
@@ -61,7 +61,7 @@ pub struct EksSettings {
     #[arg(long = "eks-ready-timeout", required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
-    /// Concurrent Describe calls during a full sync [default: 8].
+    /// Concurrent point lookups and Describe calls [default: 8].
     #[arg(long = "eks-concurrency", required = false, value_name = "N")]
     pub concurrency: usize,
     /// When EKS cannot answer in time: stale (use last known data) or admit-unmutated [default: stale].
@@ -75,7 +75,8 @@ impl Default for EksSettings {
             cluster_name: String::new(),
             region: None,
             endpoint: None,
-            sync_interval: Duration::from_secs(300),
+            // A sync is one List call per 100 associations, so it can run often (docs/eks.md).
+            sync_interval: Duration::from_secs(60),
             ttl: Duration::from_secs(600),
             negative_ttl: Duration::from_secs(15),
             max_wait: Duration::from_secs(2),
