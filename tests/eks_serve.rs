@@ -8,7 +8,7 @@ mod support;
 use std::sync::Once;
 use std::time::Duration;
 
-use eks_support::FakeEks;
+use eks_support::{FakeEks, Fault};
 use pod_identity_webhook::settings::EksSettings;
 use pod_identity_webhook::startup;
 use support::{TlsClient, WebhookBuilder, admin_get, decode_patch, sample, wait_readyz};
@@ -182,5 +182,80 @@ async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreacha
     assert_eq!(patch_of(&review), None);
     let warnings = review["response"]["warnings"].to_string();
     assert!(warnings.contains("not injected"), "{warnings}");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn sustained_throttling_shows_in_the_metrics_and_an_unconfirmed_none_is_admitted_with_a_warning()
+ {
+    static_credentials();
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add("team-a", "carts", "carts");
+    let running = webhook(fake.url())
+        .settings(|s| {
+            s.eks.negative_ttl = Duration::from_millis(200);
+            s.eks.max_wait = Duration::from_secs(4);
+            s.eks.sync_interval = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    wait_readyz(running.admin_addr, 200).await;
+
+    // From now on EKS answers every call with 429, and the synced "none" of every other
+    // ServiceAccount is past the negative TTL.
+    fake.fail_next(10_000, Fault::Throttle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The synced association is still injected: no EKS call needed.
+    let review = mutate(&running, &carts_review("carts")).await;
+    assert!(patch_of(&review).is_some(), "{review}");
+
+    // Six ServiceAccounts whose "none" EKS cannot confirm: each admitted, unmutated, with the
+    // warning (never silently as "no association").
+    let reviews: Vec<String> = (0..6).map(|i| carts_review(&format!("new-{i}"))).collect();
+    let answers = futures::future::join_all(reviews.iter().map(|r| mutate(&running, r))).await;
+    for review in &answers {
+        assert_eq!(review["response"]["allowed"], true);
+        assert_eq!(patch_of(review), None);
+        let warnings = review["response"]["warnings"].to_string();
+        assert!(warnings.contains("not injected"), "{warnings}");
+    }
+
+    // The SDK retried each call with backoff; the failures and the unconfirmed answers are on
+    // /metrics ...
+    let (_, metrics) = admin_get(running.admin_addr, "/metrics").await;
+    let errors = sample(
+        &metrics,
+        "pod_identity_webhook_eks_call_errors_total{operation=\"ListPodIdentityAssociations\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(errors >= 5.0, "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "pod_identity_webhook_eks_lookups_unconfirmed_total"
+        ),
+        Some(6.0),
+        "{metrics}"
+    );
+    // ... and so is the pause after five failures in a row. The pause is a cool-down of about a
+    // second; on a slow machine it may be over before the scrape, and then the next lookup
+    // probes EKS, fails, and pauses calls again.
+    let mut probes = 0;
+    loop {
+        let (_, metrics) = admin_get(running.admin_addr, "/metrics").await;
+        if sample(&metrics, "pod_identity_webhook_eks_paused") == Some(1.0) {
+            break;
+        }
+        assert!(probes < 5, "EKS calls never paused: {metrics}");
+        probes += 1;
+        mutate(&running, &carts_review(&format!("probe-{probes}"))).await;
+    }
+    // At most three attempts per failed call reached EKS.
+    let throttled = fake.lists() - 1;
+    assert!(
+        throttled <= (6 + probes) * 3,
+        "{throttled} requests reached a throttling EKS"
+    );
     running.shutdown().await;
 }

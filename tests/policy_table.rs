@@ -282,9 +282,17 @@ enum Expect {
     /// Allowed without warnings.
     Allow,
     /// Allowed with a warning containing each text.
-    Warn(&'static [&'static str]),
+    Warn(Vec<String>),
     /// Denied (403) with a message containing each text.
-    Deny(&'static [&'static str]),
+    Deny(Vec<String>),
+}
+
+fn warn(texts: &[&str]) -> Expect {
+    Expect::Warn(texts.iter().map(|t| t.to_string()).collect())
+}
+
+fn deny(texts: &[&str]) -> Expect {
+    Expect::Deny(texts.iter().map(|t| t.to_string()).collect())
 }
 
 fn check(row: &str, d: &Decision, expect: &Expect) {
@@ -308,8 +316,11 @@ fn check(row: &str, d: &Decision, expect: &Expect) {
             );
             let all = r.warnings.join("\n");
             assert!(!r.warnings.is_empty(), "{row}: expected a warning");
-            for t in *texts {
-                assert!(all.contains(t), "{row}: warning lacks {t:?}: {all}");
+            for t in texts {
+                assert!(
+                    all.contains(t.as_str()),
+                    "{row}: warning lacks {t:?}: {all}"
+                );
             }
         }
         Expect::Deny(texts) => {
@@ -319,8 +330,11 @@ fn check(row: &str, d: &Decision, expect: &Expect) {
                 r.warnings
             );
             assert_eq!(r.status.as_ref().unwrap().code, 403, "{row}");
-            for t in *texts {
-                assert!(message.contains(t), "{row}: denial lacks {t:?}: {message}");
+            for t in texts {
+                assert!(
+                    message.contains(t.as_str()),
+                    "{row}: denial lacks {t:?}: {message}"
+                );
             }
         }
     }
@@ -337,7 +351,7 @@ async fn spec_section_3_decision_table() {
         (
             "enforce: no identity is denied with the fix",
             pod("team-a", Some("nobody")),
-            Expect::Deny(&[
+            deny(&[
                 "Pod team-a/pod-x",
                 "ServiceAccount \"nobody\"",
                 "no EKS Pod Identity association",
@@ -348,7 +362,7 @@ async fn spec_section_3_decision_table() {
         (
             "warn (default mode): no identity is a warning",
             pod("dev", Some("nobody")),
-            Expect::Warn(&[
+            warn(&[
                 "Pod pod-x",
                 "\"nobody\"",
                 "no Pod Identity association or IRSA role",
@@ -363,22 +377,22 @@ async fn spec_section_3_decision_table() {
         (
             "label tightens warn to enforce",
             pod("labelled-strict", Some("nobody")),
-            Expect::Deny(&["--namespace labelled-strict --service-account nobody"]),
+            deny(&["--namespace labelled-strict --service-account nobody"]),
         ),
         (
             "label cannot loosen enforce to off",
             pod("team-b", Some("nobody")),
-            Expect::Deny(&["ServiceAccount \"nobody\""]),
+            deny(&["ServiceAccount \"nobody\""]),
         ),
         (
             "label tightens off to warn",
             pod("sandbox-tight", Some("nobody")),
-            Expect::Warn(&["\"nobody\""]),
+            warn(&["\"nobody\""]),
         ),
         (
             "invalid label value is ignored",
             pod("legacy", Some("nobody")),
-            Expect::Warn(&["\"nobody\""]),
+            warn(&["\"nobody\""]),
         ),
         // Exemptions (each namespace below has an enforce rule the exemption must beat).
         (
@@ -414,105 +428,18 @@ async fn spec_section_3_decision_table() {
         (
             "other ServiceAccounts of that namespace are checked",
             pod("ci", Some("builder")),
-            Expect::Deny(&["ServiceAccount \"builder\""]),
-        ),
-        // Each workload kind, CREATE (missing identity, then with an association).
-        (
-            "Deployment without identity",
-            workload("Deployment", "CREATE", "team-a", Some("nobody")),
-            Expect::Deny(&["Deployment team-a/deployment-x", FIX_NOBODY]),
-        ),
-        (
-            "StatefulSet without identity",
-            workload("StatefulSet", "CREATE", "team-a", Some("nobody")),
-            Expect::Deny(&["StatefulSet team-a/statefulset-x", FIX_NOBODY]),
-        ),
-        (
-            "DaemonSet without identity",
-            workload("DaemonSet", "CREATE", "team-a", Some("nobody")),
-            Expect::Deny(&["DaemonSet team-a/daemonset-x", FIX_NOBODY]),
-        ),
-        (
-            "ReplicaSet without identity",
-            workload("ReplicaSet", "CREATE", "team-a", Some("nobody")),
-            Expect::Deny(&["ReplicaSet team-a/replicaset-x", FIX_NOBODY]),
-        ),
-        (
-            "Job without identity",
-            workload("Job", "CREATE", "team-a", Some("nobody")),
-            Expect::Deny(&["Job team-a/job-x", FIX_NOBODY]),
-        ),
-        (
-            "CronJob without identity",
-            workload("CronJob", "CREATE", "team-a", Some("nobody")),
-            Expect::Deny(&["CronJob team-a/cronjob-x", FIX_NOBODY]),
-        ),
-        (
-            "Deployment with identity",
-            workload("Deployment", "CREATE", "team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        (
-            "StatefulSet with identity",
-            workload("StatefulSet", "CREATE", "team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        (
-            "DaemonSet with identity",
-            workload("DaemonSet", "CREATE", "team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        (
-            "ReplicaSet with identity",
-            workload("ReplicaSet", "CREATE", "team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        (
-            "Job with identity",
-            workload("Job", "CREATE", "team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        (
-            "CronJob with identity",
-            workload("CronJob", "CREATE", "team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        (
-            "Pod with identity",
-            pod("team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        // UPDATE: workloads are checked again, pods are not (their ServiceAccount is fixed).
-        (
-            "Deployment UPDATE is checked",
-            workload("Deployment", "UPDATE", "team-a", Some("nobody")),
-            Expect::Deny(&[FIX_NOBODY]),
-        ),
-        (
-            "CronJob UPDATE is checked",
-            workload("CronJob", "UPDATE", "team-a", Some("nobody")),
-            Expect::Deny(&[FIX_NOBODY]),
-        ),
-        (
-            "Deployment UPDATE with identity",
-            workload("Deployment", "UPDATE", "team-a", Some("carts")),
-            Expect::Allow,
-        ),
-        (
-            "Pod UPDATE is allowed",
-            workload("Pod", "UPDATE", "team-a", Some("nobody")),
-            Expect::Allow,
+            deny(&["ServiceAccount \"builder\""]),
         ),
         // The default ServiceAccount.
         (
             "unset ServiceAccount means default",
             pod("team-a", None),
-            Expect::Deny(&["ServiceAccount \"default\"", "--service-account default"]),
+            deny(&["ServiceAccount \"default\"", "--service-account default"]),
         ),
         (
             "unset ServiceAccount in a template means default",
             workload("Deployment", "CREATE", "team-a", None),
-            Expect::Deny(&["--service-account default"]),
+            deny(&["--service-account default"]),
         ),
         (
             "default ServiceAccount with an association",
@@ -549,7 +476,7 @@ async fn spec_section_3_decision_table() {
                 "carts",
                 Some("arn:aws:iam::111122223333:role/team-b-billing"),
             ),
-            Expect::Deny(&[
+            deny(&[
                 "ServiceAccount team-a/carts",
                 "team-b-billing",
                 "not an allowed role",
@@ -570,7 +497,7 @@ async fn spec_section_3_decision_table() {
                 "carts",
                 Some("arn:aws:iam::444455556666:role/team-a-carts"),
             ),
-            Expect::Deny(&["ServiceAccount team-a/carts", "444455556666"]),
+            deny(&["ServiceAccount team-a/carts", "444455556666"]),
         ),
         (
             "SA `*` does not cross a role path",
@@ -580,7 +507,7 @@ async fn spec_section_3_decision_table() {
                 "carts",
                 Some("arn:aws:iam::111122223333:role/team-a-x/../team-b"),
             ),
-            Expect::Deny(&["not an allowed role"]),
+            deny(&["not an allowed role"]),
         ),
         (
             "SA without annotation",
@@ -605,7 +532,7 @@ async fn spec_section_3_decision_table() {
                 "x",
                 Some("arn:aws:iam::111122223333:role/other"),
             ),
-            Expect::Warn(&["not an allowed role for namespace legacy"]),
+            warn(&["not an allowed role for namespace legacy"]),
         ),
         (
             "SA in an exempt namespace",
@@ -625,7 +552,7 @@ async fn spec_section_3_decision_table() {
                 "carts",
                 json!([{"name": "AWS_ACCESS_KEY_ID", "value": "AKIAEXAMPLE"}]),
             ),
-            Expect::Deny(&[
+            deny(&[
                 "Pod team-a/p",
                 "container \"app\" sets AWS_ACCESS_KEY_ID to a literal value",
             ]),
@@ -637,7 +564,7 @@ async fn spec_section_3_decision_table() {
                 "carts",
                 json!([{"name": "AWS_SECRET_ACCESS_KEY", "value": "secret"}]),
             ),
-            Expect::Deny(&["AWS_SECRET_ACCESS_KEY"]),
+            deny(&["AWS_SECRET_ACCESS_KEY"]),
         ),
         (
             "literal key in warn mode",
@@ -646,7 +573,7 @@ async fn spec_section_3_decision_table() {
                 "nobody",
                 json!([{"name": "AWS_SECRET_ACCESS_KEY", "value": "secret"}]),
             ),
-            Expect::Warn(&["AWS_SECRET_ACCESS_KEY", "no Pod Identity association"]),
+            warn(&["AWS_SECRET_ACCESS_KEY", "no Pod Identity association"]),
         ),
         (
             "key from a Secret reference",
@@ -658,12 +585,60 @@ async fn spec_section_3_decision_table() {
             Expect::Allow,
         ),
     ];
-    let count = rows.len();
+    let rows = rows
+        .into_iter()
+        .map(|(name, body, expect)| (name.to_string(), body, expect))
+        .chain(workload_rows());
+    let mut count = 0;
     for (name, body, expect) in rows {
         let d = decide(&v, &body).await;
-        check(name, &d, &expect);
+        check(&name, &d, &expect);
+        count += 1;
     }
     assert!(count >= 50, "the table lost rows: {count}");
+}
+
+/// The workload kinds whose pod template the policy checks, each CREATE and UPDATE.
+const WORKLOADS: [&str; 6] = [
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+];
+
+/// The rows that are the same for every workload kind: without identity each is denied naming
+/// the object and the fix, with an association each is allowed, on CREATE and on UPDATE. A Pod
+/// is checked on CREATE only (its ServiceAccount cannot change).
+fn workload_rows() -> Vec<(String, String, Expect)> {
+    let mut rows = Vec::new();
+    for kind in WORKLOADS {
+        let object = format!("{kind} team-a/{}-x", kind.to_ascii_lowercase());
+        for op in ["CREATE", "UPDATE"] {
+            rows.push((
+                format!("{kind} {op} without identity"),
+                workload(kind, op, "team-a", Some("nobody")),
+                deny(&[&object, FIX_NOBODY]),
+            ));
+            rows.push((
+                format!("{kind} {op} with identity"),
+                workload(kind, op, "team-a", Some("carts")),
+                Expect::Allow,
+            ));
+        }
+    }
+    rows.push((
+        "Pod CREATE with identity".into(),
+        pod("team-a", Some("carts")),
+        Expect::Allow,
+    ));
+    rows.push((
+        "Pod UPDATE is allowed".into(),
+        workload("Pod", "UPDATE", "team-a", Some("nobody")),
+        Expect::Allow,
+    ));
+    rows
 }
 
 #[tokio::test]
@@ -818,7 +793,7 @@ async fn stale_negative_cache_then_association_appears_is_allowed() {
 
     // Warn mode never denies, so the cached answer is used and the source is spared.
     let d = decide(&v, &workload("Deployment", "CREATE", "dev", Some("fresh"))).await;
-    check("warn: cached answer", &d, &Expect::Warn(&["\"fresh\""]));
+    check("warn: cached answer", &d, &warn(&["\"fresh\""]));
     assert_eq!(source.bypass.load(Ordering::SeqCst), 1);
 }
 
@@ -886,7 +861,7 @@ async fn identity_source_down_fail_open_allows_and_says_so() {
         check(
             "fail-open",
             &d,
-            &Expect::Warn(&["not checked", "identity sources unavailable"]),
+            &warn(&["not checked", "identity sources unavailable"]),
         );
     }
 }
@@ -904,7 +879,7 @@ async fn identity_source_down_fail_closed_denies_and_says_why() {
         check(
             "fail-closed",
             &d,
-            &Expect::Deny(&[
+            &deny(&[
                 "Pod team-a/pod-x",
                 "ServiceAccount \"carts\"",
                 "unavailable",
@@ -913,11 +888,7 @@ async fn identity_source_down_fail_closed_denies_and_says_why() {
         );
         // Only enforce denies: a warn namespace still gets a warning.
         let d = decide_within(&v, &pod("dev", Some("carts")), Duration::from_millis(100)).await;
-        check(
-            "fail-closed, warn mode",
-            &d,
-            &Expect::Warn(&["not checked"]),
-        );
+        check("fail-closed, warn mode", &d, &warn(&["not checked"]));
     }
 }
 
