@@ -939,7 +939,7 @@ async fn spec_section_12_identity_rows() {
         (
             "pod in enforce, IRSA role outside the allowlist",
             pod("team-a", Some("billing")),
-            Expect::Deny(&[
+            deny(&[
                 "Pod team-a/pod-x",
                 "team-b-billing",
                 "not an allowed role for namespace team-a",
@@ -951,17 +951,17 @@ async fn spec_section_12_identity_rows() {
         (
             "deployment template in enforce, IRSA role outside the allowlist",
             workload("Deployment", "CREATE", "team-a", Some("billing")),
-            Expect::Deny(&["Deployment team-a/deployment-x", "team-b-billing"]),
+            deny(&["Deployment team-a/deployment-x", "team-b-billing"]),
         ),
         (
             "cronjob template in enforce, IRSA role outside the allowlist",
             workload("CronJob", "CREATE", "team-a", Some("billing")),
-            Expect::Deny(&["CronJob team-a/cronjob-x", "not an allowed role"]),
+            deny(&["CronJob team-a/cronjob-x", "not an allowed role"]),
         ),
         (
             "pod in warn, IRSA role outside the allowlist",
             pod("legacy", Some("billing")),
-            Expect::Warn(&["not allowed in namespace legacy", "not injected"]),
+            warn(&["not allowed in namespace legacy", "not injected"]),
         ),
         (
             "pod in enforce, IRSA role inside the allowlist",
@@ -971,7 +971,7 @@ async fn spec_section_12_identity_rows() {
         (
             "pod whose role annotation is not a role ARN",
             pod("team-a", Some("bogus")),
-            Expect::Deny(&[
+            deny(&[
                 "ServiceAccount \"bogus\" has no EKS Pod Identity association",
                 "does not start with `arn:`",
                 "so it is no identity",
@@ -980,7 +980,7 @@ async fn spec_section_12_identity_rows() {
         (
             "SA CREATE whose role annotation is not a role ARN",
             sa_review("CREATE", "team-c", "x", Some("not-an-arn")),
-            Expect::Deny(&["ServiceAccount team-c/x", "so it is no identity"]),
+            deny(&["ServiceAccount team-c/x", "so it is no identity"]),
         ),
         (
             "SA CREATE with a wildcard role, warn mode",
@@ -990,12 +990,12 @@ async fn spec_section_12_identity_rows() {
                 "x",
                 Some("arn:aws:iam::111122223333:role/*"),
             ),
-            Expect::Warn(&["not an IAM role ARN"]),
+            warn(&["not an IAM role ARN"]),
         ),
         (
             "every SDK's key names, with an identity",
             pod_with_env("team-a", "carts", keys.clone()),
-            Expect::Deny(&[
+            deny(&[
                 "AWS_ACCESS_KEY to a literal value",
                 "aws_secret_key to a literal value",
                 "AWS_SESSION_TOKEN to a literal value",
@@ -1012,7 +1012,7 @@ async fn spec_section_12_identity_rows() {
                 "nobody",
                 json!([{"name": "AWS_ACCESS_KEY_ID", "value": "A"}]),
             ),
-            Expect::Deny(&[
+            deny(&[
                 "no EKS Pod Identity association",
                 "Fix: remove the keys, then aws eks create-pod-identity-association",
             ]),
@@ -1020,12 +1020,12 @@ async fn spec_section_12_identity_rows() {
         (
             "keys in an ephemeral container at pod creation",
             pod_with_ephemeral_env("team-a", "carts", keys.clone()),
-            Expect::Deny(&["container \"debugger\" sets AWS_ACCESS_KEY to a literal value"]),
+            deny(&["container \"debugger\" sets AWS_ACCESS_KEY to a literal value"]),
         ),
         (
             "keys in an ephemeral container added to a running pod",
             ephemeral(&pod_with_ephemeral_env("team-a", "carts", keys.clone())),
-            Expect::Deny(&["container \"debugger\" sets AWS_SESSION_TOKEN to a literal value"]),
+            deny(&["container \"debugger\" sets AWS_SESSION_TOKEN to a literal value"]),
         ),
         (
             "an ephemeral container without keys, ServiceAccount without identity",
@@ -1035,7 +1035,7 @@ async fn spec_section_12_identity_rows() {
         (
             "keys in an ephemeral container, warn mode",
             ephemeral(&pod_with_ephemeral_env("dev", "nobody", keys.clone())),
-            Expect::Warn(&["container \"debugger\" sets AWS_ACCESS_KEY as a literal"]),
+            warn(&["container \"debugger\" sets AWS_ACCESS_KEY as a literal"]),
         ),
     ];
     for (name, body, expect) in rows {
