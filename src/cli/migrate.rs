@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_eks::config::{BehaviorVersion, Region};
 use clap::{Args, Subcommand};
 
-use crate::identity::eks::ClientTuning;
+use crate::identity::eks_client::ClientTuning;
 use crate::identity::kube::{ClusterAccess, connect};
 use crate::migrate::apply::{self, ApplyOptions};
 use crate::migrate::aws::{EksTarget, FileTarget, IamRoles};

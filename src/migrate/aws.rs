@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use super::inventory::{Associations, Key, RoleState, TargetInfo, role_parts};
 use super::{AssociationTarget, Created, RoleStore};
 use crate::files::{self, ReadError};
-use crate::identity::eks::{AwsEks, EksApi};
+use crate::identity::eks_client::{AwsEks, EksApi};
 use crate::identity::{Association, file};
 
 /// Roles through `aws-sdk-iam`.
