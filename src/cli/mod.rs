@@ -14,6 +14,32 @@ use clap::{Parser, Subcommand};
 /// What a command's `run` returns: an exit code, or an error whose message says what to fix.
 pub type Outcome = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
+/// Runs a report command (`check`, `audit`) on a current-thread runtime, writing to stdout:
+/// its exit code, or `SETUP_FAILED` with the error on stderr when it could not run.
+fn run_report<E: std::fmt::Display>(
+    command: impl FnOnce(&tokio::runtime::Runtime, &mut std::io::StdoutLock<'static>) -> Result<u8, E>,
+) -> Outcome {
+    use crate::audit::cli::SETUP_FAILED;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Ok(ExitCode::from(SETUP_FAILED));
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    Ok(match command(&runtime, &mut stdout) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(SETUP_FAILED)
+        }
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pod-identity-webhook",
