@@ -12,7 +12,6 @@ use super::{Kind, Text};
 from_objects_only!(
     ObjectView,
     SpecView,
-    TemplateView,
     ContainerView,
     EnvView,
     Named,
@@ -99,15 +98,9 @@ pub struct SpecView<'a> {
     pub job_template: Option<Box<TemplateView<'a>>>,
 }
 
-/// A template: a pod template, or a CronJob's Job template.
-#[derive(Debug, Default, Deserialize)]
-#[serde(remote = "Self")]
-pub struct TemplateView<'a> {
-    #[serde(default, borrow)]
-    pub metadata: MetaView<'a>,
-    #[serde(default, borrow)]
-    pub spec: SpecView<'a>,
-}
+/// A template: a pod template, or a CronJob's Job template. Read as an object is (its
+/// `metadata` and its `spec`).
+pub type TemplateView<'a> = ObjectView<'a>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(remote = "Self", rename_all = "camelCase")]
