@@ -366,12 +366,7 @@ async fn an_unreachable_cluster_stops_the_audit_with_exit_code_2() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"http://{closed}\"}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"),
-    )
-    .unwrap();
+    let kubeconfig = support::kube_api::kubeconfig(closed, dir.path());
     let (code, stdout, stderr) = run_binary(
         [
             "audit",

@@ -23,7 +23,7 @@ use pod_identity_webhook::migrate::{
     self, AssociationTarget, Parts, Progress, ReadSettings, Scope, trust, verify,
 };
 use serde_json::{Value, json};
-use support::kube_api::FakeCluster;
+use support::kube_api::FakeKubeApi;
 
 const ACCOUNT: &str = "111122223333";
 const CLUSTER: &str = "prod";
@@ -188,7 +188,7 @@ fn pod(
 }
 
 /// A Deployment (the captured `carts`) with one ReplicaSet, for ServiceAccount `sa`.
-fn deployment(cluster: &FakeCluster, ns: &str, name: &str, sa: &str) -> String {
+fn deployment(cluster: &FakeKubeApi, ns: &str, name: &str, sa: &str) -> String {
     let mut d = captured("deployment-create-carts.validate.json");
     d["metadata"]["name"] = json!(name);
     d["metadata"]["namespace"] = json!(ns);
@@ -222,7 +222,7 @@ fn cronjob(ns: &str, name: &str, sa: &str) -> Value {
 }
 
 struct World {
-    cluster: FakeCluster,
+    cluster: FakeKubeApi,
     eks: FakeEks,
     moto: Moto,
     iam: aws_sdk_iam::Client,
@@ -234,7 +234,7 @@ struct World {
 
 impl World {
     async fn start() -> Self {
-        let cluster = FakeCluster::start().await;
+        let cluster = FakeKubeApi::empty().await;
         let eks = FakeEks::start(CLUSTER).await;
         let moto = Moto::start().await;
         let iam = moto.iam();

@@ -1,20 +1,32 @@
-//! A fake Kubernetes API server over plain HTTP on 127.0.0.1 that answers with what a real
-//! kube-apiserver v1.24 answered (`fixtures/apiserver-v1.24/kube-api/`): the ServiceAccount
-//! list, its watch events, single GETs, and the Namespace list; and `TokenReview`s of the tokens
-//! a test registers, with the status shapes a real API server gives (see [`TokenReviews`]).
-//! Pods and workloads are listed in pages and watched from the list's `resourceVersion` (changes
-//! a test pushes with [`FakeKubeApi::push_change`] arrive as `{"type", "object"}` lines);
-//! `events.k8s.io/v1` Events are created with the API server's validation and answer.
+//! A fake Kubernetes API server over plain HTTP on 127.0.0.1, one for every test that talks to a
+//! cluster, answering in the shapes a real kube-apiserver v1.24 answers
+//! (`fixtures/apiserver-v1.24/kube-api/`):
+//!
+//! - one store of ServiceAccounts, Namespaces, Nodes, pods and workloads, with lists
+//!   (`{kind: XList, apiVersion, metadata: {resourceVersion, continue, remainingItemCount}, items}`,
+//!   items without kind/apiVersion, `limit`/`continue` paging in key order), single GETs,
+//!   watches from a list's `resourceVersion` (one `{"type", "object"}` JSON line per change, then
+//!   open and quiet), and PATCH as JSON merge patch (RFC 7386; other content types refused with
+//!   415 as the server does);
+//! - `TokenReview`s of the tokens a test registers (see [`TokenReviews`]);
+//! - `events.k8s.io/v1` Events, created with the API server's validation and answer.
+//!
+//! [`FakeKubeApi::start`] serves the captured cluster (its ServiceAccount list, watch events and
+//! Namespace list); [`FakeKubeApi::empty`] an empty one that tests fill with
+//! [`FakeKubeApi::put`]. A PATCH that changes a workload's pod template bumps
+//! `metadata.generation`; a small controller then replaces the workload's pods and reports the
+//! rollout done (unless the workload was marked stuck with [`FakeKubeApi::stall`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -27,30 +39,169 @@ fn captured(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-struct Fake {
-    service_accounts: Value,
-    namespaces: Value,
-    /// The captured watch events, one JSON line each.
-    watch_lines: Vec<String>,
-    /// How many of them the watch sends before it goes quiet (staying open).
-    watch_events: usize,
-    /// ServiceAccounts that exist only for single GETs (created after the list).
-    created_later: Vec<Value>,
-    /// Namespaces that exist only for single GETs (created after the list).
-    namespaces_created_later: Vec<Value>,
-    pub gets: AtomicUsize,
-    pub lists: AtomicUsize,
-    /// Other objects (pods, workloads) by list path, e.g. `/api/v1/pods`.
-    objects: std::sync::Mutex<std::collections::BTreeMap<String, Vec<Value>>>,
-    /// Changes pushed to the watches of pods and workloads: (list path, resourceVersion, line).
-    changes: std::sync::Mutex<Vec<(String, u64, String)>>,
-    /// Bumped on every push, to wake the open watches.
+/// The user of the kubeconfigs the fake writes (and of its 403 answers).
+const USER: &str = "tester";
+
+/// Where a resource lives: (API prefix, plural, kind, apiVersion, namespaced).
+type Resource = (&'static str, &'static str, &'static str, &'static str, bool);
+
+const RESOURCES: [Resource; 10] = [
+    ("/api/v1", "serviceaccounts", "ServiceAccount", "v1", true),
+    ("/api/v1", "namespaces", "Namespace", "v1", false),
+    ("/api/v1", "pods", "Pod", "v1", true),
+    ("/api/v1", "nodes", "Node", "v1", false),
+    (
+        "/apis/apps/v1",
+        "deployments",
+        "Deployment",
+        "apps/v1",
+        true,
+    ),
+    (
+        "/apis/apps/v1",
+        "statefulsets",
+        "StatefulSet",
+        "apps/v1",
+        true,
+    ),
+    ("/apis/apps/v1", "daemonsets", "DaemonSet", "apps/v1", true),
+    (
+        "/apis/apps/v1",
+        "replicasets",
+        "ReplicaSet",
+        "apps/v1",
+        true,
+    ),
+    ("/apis/batch/v1", "jobs", "Job", "batch/v1", true),
+    ("/apis/batch/v1", "cronjobs", "CronJob", "batch/v1", true),
+];
+
+type ObjectKey = (String, String, String); // (plural, namespace or "", name)
+
+/// The resource of an object, from its `kind`, and the object's key.
+fn resource_and_key(object: &Value) -> (&'static Resource, ObjectKey) {
+    let kind = object["kind"].as_str().expect("object has a kind");
+    let res = RESOURCES
+        .iter()
+        .find(|r| r.2 == kind)
+        .unwrap_or_else(|| panic!("the fake does not serve {kind}"));
+    let text = |field: &str| {
+        object["metadata"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    (res, (res.1.to_string(), text("namespace"), text("name")))
+}
+
+/// The object as list items and the store hold it: without kind and apiVersion.
+fn without_kind(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("kind");
+        o.remove("apiVersion");
+    }
+    v
+}
+
+fn with_kind(mut v: Value, kind: &str, api_version: &str) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("kind".into(), json!(kind));
+        o.insert("apiVersion".into(), json!(api_version));
+    }
+    v
+}
+
+/// One change, as a watch streams it.
+struct WatchEvent {
+    plural: String,
+    /// "" for cluster-scoped objects and bookmarks (sent to every watch of `plural`).
+    namespace: String,
+    resource_version: u64,
+    line: String,
+}
+
+/// The resourceVersion of the last write, and the changes watches stream.
+struct History {
+    resource_version: u64,
+    events: Vec<WatchEvent>,
+}
+
+impl History {
+    /// The resourceVersion of the next write: after every one a watch has seen.
+    fn next(&mut self) -> u64 {
+        let last = self.events.last().map_or(0, |e| e.resource_version);
+        self.resource_version = self.resource_version.max(last) + 1;
+        self.resource_version
+    }
+}
+
+struct Cluster {
+    /// Listed objects (without kind/apiVersion).
+    objects: Mutex<BTreeMap<ObjectKey, Value>>,
+    /// Objects that answer single GETs only (created after the list).
+    unlisted: Mutex<BTreeMap<ObjectKey, Value>>,
+    /// Locked before `objects` by every write, so lists and watches agree.
+    history: Mutex<History>,
+    /// Bumped on every change, to wake the open watches.
     changed: tokio::sync::watch::Sender<usize>,
-    /// List pages answered, by list path.
-    pages: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    /// Every request but TokenReviews, Events and `/version`: "METHOD path?query".
+    requests: Mutex<Vec<String>>,
+    /// Every PATCH: (path, content type, body).
+    patches: Mutex<Vec<(String, String, Value)>>,
+    /// "plural/namespace/name" of workloads whose rollouts never finish.
+    stuck: Mutex<BTreeSet<String>>,
+    /// Plurals answered with 403.
+    forbidden: Mutex<BTreeSet<String>>,
     /// Events created (`events.k8s.io/v1`), as posted.
-    events: std::sync::Mutex<Vec<Value>>,
+    events: Mutex<Vec<Value>>,
     reviews: Arc<TokenReviews>,
+}
+
+impl Cluster {
+    fn new(resource_version: u64) -> Self {
+        Self {
+            objects: Default::default(),
+            unlisted: Default::default(),
+            history: Mutex::new(History {
+                resource_version,
+                events: Vec::new(),
+            }),
+            changed: tokio::sync::watch::channel(0).0,
+            requests: Default::default(),
+            patches: Default::default(),
+            stuck: Default::default(),
+            forbidden: Default::default(),
+            events: Default::default(),
+            reviews: Default::default(),
+        }
+    }
+
+    /// Writes `object` (with kind and apiVersion) as `event` (`ADDED`, `MODIFIED`, `DELETED`)
+    /// with the next resourceVersion; lists answer the new state and watches get the event,
+    /// the object as written.
+    fn write(&self, event: &str, object: Value) -> Value {
+        let (_, key) = resource_and_key(&object);
+        let mut history = self.history.lock().unwrap();
+        let rv = history.next();
+        let mut object = object;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        {
+            let mut objects = self.objects.lock().unwrap();
+            objects.remove(&key);
+            if event != "DELETED" {
+                objects.insert(key.clone(), without_kind(object.clone()));
+            }
+        }
+        history.events.push(WatchEvent {
+            plural: key.0,
+            namespace: key.1,
+            resource_version: rv,
+            line: json!({"type": event, "object": object}).to_string(),
+        });
+        drop(history);
+        self.changed.send_modify(|n| *n += 1);
+        object
+    }
 }
 
 /// The tokens the fake API server knows, and how it answers `TokenReview`s of them: exactly
@@ -172,7 +323,7 @@ impl TokenReviews {
     }
 }
 
-async fn token_review(State(f): State<Arc<Fake>>, body: axum::body::Bytes) -> Response {
+async fn token_review(State(f): State<Arc<Cluster>>, body: axum::body::Bytes) -> Response {
     let delay = f.reviews.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -214,20 +365,6 @@ async fn version() -> Response {
                 "gitTreeState": "clean", "buildDate": "2023-08-23T23:37:25Z", "goVersion": "go1.20.7", "compiler": "gc", "platform": "linux/amd64"}),
     )
 }
-
-/// The running fake; stops with the value.
-pub struct FakeKubeApi {
-    pub addr: SocketAddr,
-    fake: Arc<Fake>,
-    stop: CancellationToken,
-}
-
-impl Drop for FakeKubeApi {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 fn json_response(status: StatusCode, v: &Value) -> Response {
     (
         status,
@@ -244,256 +381,6 @@ fn not_found(what: &str, name: &str) -> Response {
                 "code": 404, "message": format!("{what} \"{name}\" not found")}),
     )
 }
-
-fn quiet_watch(lines: Vec<String>) -> Response {
-    // The events, then a stream that never ends: a watch that is open and idle.
-    let events = futures::stream::iter(
-        lines
-            .into_iter()
-            .map(|l| Ok::<_, std::io::Error>(format!("{l}\n").into_bytes())),
-    );
-    let body = Body::from_stream(futures::StreamExt::chain(
-        events,
-        futures::stream::pending(),
-    ));
-    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
-}
-
-async fn service_accounts(State(f): State<Arc<Fake>>, RawQuery(q): RawQuery) -> Response {
-    if q.clone().unwrap_or_default().contains("watch=true") {
-        return quiet_watch(f.watch_lines[..f.watch_events].to_vec());
-    }
-    f.lists.fetch_add(1, Ordering::Relaxed);
-    f.count_page("/api/v1/serviceaccounts");
-    json_response(StatusCode::OK, &paginate(&f.service_accounts, q_of(&q)))
-}
-
-async fn one_service_account(
-    State(f): State<Arc<Fake>>,
-    UrlPath((namespace, name)): UrlPath<(String, String)>,
-) -> Response {
-    f.gets.fetch_add(1, Ordering::Relaxed);
-    let found = f.service_accounts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .chain(&f.created_later)
-        .find(|sa| sa["metadata"]["namespace"] == namespace && sa["metadata"]["name"] == name);
-    match found {
-        Some(sa) => json_response(StatusCode::OK, sa),
-        None => not_found("serviceaccounts", &name),
-    }
-}
-
-async fn namespaces(State(f): State<Arc<Fake>>, RawQuery(q): RawQuery) -> Response {
-    if q.clone().unwrap_or_default().contains("watch=true") {
-        return quiet_watch(Vec::new());
-    }
-    f.count_page("/api/v1/namespaces");
-    json_response(StatusCode::OK, &paginate(&f.namespaces, q_of(&q)))
-}
-
-fn q_of(q: &Option<String>) -> &str {
-    q.as_deref().unwrap_or_default()
-}
-
-/// One query parameter's value (percent-decoded).
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-/// A list answered as the API server answers `?limit=N&continue=T`: items in key order
-/// (namespace/name), at most `limit` of them, and while more remain `metadata.continue` (base64
-/// JSON naming the key to start after, as the API server's tokens do) and
-/// `metadata.remainingItemCount`. Without `limit`, the whole list.
-fn paginate(list: &Value, query: &str) -> Value {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = |item: &Value| {
-        format!(
-            "{}/{}",
-            item["metadata"]["namespace"].as_str().unwrap_or_default(),
-            item["metadata"]["name"].as_str().unwrap_or_default()
-        )
-    };
-    let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
-    items.sort_by_key(key);
-    let limit: Option<usize> = query_param(query, "limit")
-        .and_then(|l| l.parse().ok())
-        .filter(|l| *l > 0);
-    if let Some(token) = query_param(query, "continue").filter(|t| !t.is_empty()) {
-        let decoded: Value =
-            serde_json::from_slice(&b64.decode(token).expect("continue token is base64"))
-                .expect("continue token is JSON");
-        let start = decoded["start"]
-            .as_str()
-            .unwrap()
-            .trim_end_matches('\u{0}')
-            .to_string();
-        items.retain(|i| key(i) > start);
-    }
-    let mut answer = list.clone();
-    let rv = list["metadata"]["resourceVersion"].clone();
-    answer["metadata"] = json!({"resourceVersion": rv});
-    if let Some(limit) = limit.filter(|l| *l < items.len()) {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        let start = format!("{}\u{0}", key(items.last().unwrap()));
-        let token = json!({"v": "meta.k8s.io/v1", "rv": rv.as_str().and_then(|r| r.parse::<u64>().ok()).unwrap_or(1), "start": start});
-        answer["metadata"]["continue"] = json!(b64.encode(token.to_string()));
-        answer["metadata"]["remainingItemCount"] = json!(remaining);
-    }
-    answer["items"] = Value::Array(items);
-    answer
-}
-
-/// The resourceVersion of pod and workload lists: the last change's.
-const LISTED_RV: u64 = 4242;
-
-/// A list of pods or workloads (`/api/v1/pods`, `/apis/apps/v1/deployments`, …), paginated; a
-/// watch sends the changes pushed after its `resourceVersion`, then stays open.
-async fn listed(State(f): State<Arc<Fake>>, uri: axum::http::Uri) -> Response {
-    let query = uri.query().unwrap_or_default();
-    let path = uri.path().to_string();
-    if query.contains("watch=true") {
-        let since: u64 = query_param(query, "resourceVersion")
-            .and_then(|rv| rv.parse().ok())
-            .unwrap_or(0);
-        return change_watch(f, path, since);
-    }
-    let (api_version, plural) = match path.rsplit_once('/') {
-        Some((prefix, plural)) => (
-            prefix
-                .trim_start_matches("/apis/")
-                .trim_start_matches("/api/")
-                .to_string(),
-            plural,
-        ),
-        None => return not_found("path", &path),
-    };
-    let kind = LISTED_KINDS
-        .iter()
-        .find(|(p, _)| *p == plural)
-        .map(|(_, k)| *k)
-        .unwrap_or("Unknown");
-    f.count_page(&path);
-    let rv = f.changes.lock().unwrap().last().map_or(LISTED_RV, |c| c.1);
-    let items: Vec<Value> = f
-        .objects
-        .lock()
-        .unwrap()
-        .get(&path)
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            // List items carry no type of their own.
-            let mut item = o.clone();
-            let map = item.as_object_mut().unwrap();
-            map.remove("kind");
-            map.remove("apiVersion");
-            item
-        })
-        .collect();
-    let list = json!({
-        "kind": format!("{kind}List"),
-        "apiVersion": api_version,
-        "metadata": {"resourceVersion": rv.to_string()},
-        "items": items,
-    });
-    json_response(StatusCode::OK, &paginate(&list, query))
-}
-
-/// A watch of `path` from `since`: each pushed change newer than it, as the API server streams
-/// them (one `{"type": ..., "object": ...}` JSON line each), then open and quiet until the next.
-fn change_watch(f: Arc<Fake>, path: String, since: u64) -> Response {
-    let woken = f.changed.subscribe();
-    let lines = futures::stream::unfold((f, woken, 0usize), move |(f, mut woken, next)| {
-        let path = path.clone();
-        async move {
-            loop {
-                let found = {
-                    let changes = f.changes.lock().unwrap();
-                    changes
-                        .iter()
-                        .enumerate()
-                        .skip(next)
-                        .find(|(_, (p, rv, _))| *p == path && *rv > since)
-                        .map(|(i, (_, _, line))| (i, line.clone()))
-                };
-                if let Some((i, line)) = found {
-                    let bytes = Ok::<_, std::io::Error>(format!("{line}\n").into_bytes());
-                    return Some((bytes, (f, woken, i + 1)));
-                }
-                if woken.changed().await.is_err() {
-                    return None;
-                }
-            }
-        }
-    });
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        Body::from_stream(lines),
-    )
-        .into_response()
-}
-
-/// Resources the fake lists besides ServiceAccounts and Namespaces: (plural, kind).
-const LISTED_KINDS: [(&str, &str); 7] = [
-    ("pods", "Pod"),
-    ("deployments", "Deployment"),
-    ("statefulsets", "StatefulSet"),
-    ("daemonsets", "DaemonSet"),
-    ("replicasets", "ReplicaSet"),
-    ("jobs", "Job"),
-    ("cronjobs", "CronJob"),
-];
-
-/// The list path of an object, from its `apiVersion` and `kind`.
-fn list_path(object: &Value) -> String {
-    let api_version = object["apiVersion"]
-        .as_str()
-        .expect("object has apiVersion");
-    let kind = object["kind"].as_str().expect("object has kind");
-    let plural = LISTED_KINDS
-        .iter()
-        .find(|(_, k)| *k == kind)
-        .unwrap_or_else(|| panic!("the fake does not list {kind}"))
-        .0;
-    if api_version.contains('/') {
-        format!("/apis/{api_version}/{plural}")
-    } else {
-        format!("/api/{api_version}/{plural}")
-    }
-}
-
 /// `POST /apis/events.k8s.io/v1/namespaces/{namespace}/events`, as kube-apiserver answers it:
 /// the namespace must be the URL's, the fields events.k8s.io/v1 requires must be there
 /// (`eventTime`, `reportingController`, `reportingInstance`, `action`, `reason`, a `type` of
@@ -501,7 +388,7 @@ fn list_path(object: &Value) -> String {
 /// else 422 `Invalid` naming the fields; a name already taken in the namespace, 409
 /// `AlreadyExists`; created, 201 with the stored object.
 async fn create_event(
-    State(f): State<Arc<Fake>>,
+    State(f): State<Arc<Cluster>>,
     UrlPath(namespace): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -628,293 +515,6 @@ async fn create_event(
     events.push(event.clone());
     json_response(StatusCode::CREATED, &event)
 }
-
-impl Fake {
-    fn count_page(&self, path: &str) {
-        *self
-            .pages
-            .lock()
-            .unwrap()
-            .entry(path.to_string())
-            .or_default() += 1;
-    }
-}
-
-async fn one_namespace(State(f): State<Arc<Fake>>, UrlPath(name): UrlPath<String>) -> Response {
-    match f.namespaces["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .chain(&f.namespaces_created_later)
-        .find(|ns| ns["metadata"]["name"] == name)
-    {
-        Some(ns) => json_response(StatusCode::OK, ns),
-        None => not_found("namespaces", &name),
-    }
-}
-
-/// What a test changes in the captured cluster.
-#[derive(Default)]
-pub struct Changes {
-    /// `(namespace, label, value)` set on listed namespaces.
-    pub namespace_labels: Vec<(&'static str, &'static str, &'static str)>,
-    /// Namespaces that answer single GETs only (created after the list).
-    pub namespaces_created_later: Vec<Value>,
-    /// ServiceAccounts added to the captured list.
-    pub service_accounts: Vec<Value>,
-    /// Pods and workloads (each with `apiVersion` and `kind`), served by their list paths.
-    pub objects: Vec<Value>,
-}
-
-impl FakeKubeApi {
-    /// Serves the captures; the ServiceAccount watch sends its first `watch_events` captured
-    /// events, and `created_later` ServiceAccounts answer single GETs only.
-    pub async fn start(watch_events: usize, created_later: Vec<Value>) -> Self {
-        Self::start_changed(watch_events, created_later, Changes::default()).await
-    }
-
-    /// [`FakeKubeApi::start`], with `changes` made to the captured cluster.
-    pub async fn start_changed(
-        watch_events: usize,
-        created_later: Vec<Value>,
-        changes: Changes,
-    ) -> Self {
-        let watch_lines: Vec<String> = captured("serviceaccounts.watch.jsonl")
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect();
-        assert!(watch_events <= watch_lines.len());
-        let mut namespace_list: Value =
-            serde_json::from_str(&captured("namespaces.list.json")).unwrap();
-        for (ns, label, value) in changes.namespace_labels {
-            let item = namespace_list["items"]
-                .as_array_mut()
-                .unwrap()
-                .iter_mut()
-                .find(|item| item["metadata"]["name"] == ns)
-                .unwrap_or_else(|| panic!("namespace {ns} is not in the capture"));
-            item["metadata"]["labels"][label] = json!(value);
-        }
-        let mut sa_list: Value =
-            serde_json::from_str(&captured("serviceaccounts.list.json")).unwrap();
-        sa_list["items"]
-            .as_array_mut()
-            .unwrap()
-            .extend(changes.service_accounts);
-        let mut objects = std::collections::BTreeMap::<String, Vec<Value>>::new();
-        for o in changes.objects {
-            objects.entry(list_path(&o)).or_default().push(o);
-        }
-        let fake = Arc::new(Fake {
-            service_accounts: sa_list,
-            namespaces: namespace_list,
-            watch_lines,
-            watch_events,
-            created_later,
-            namespaces_created_later: changes.namespaces_created_later,
-            gets: AtomicUsize::new(0),
-            lists: AtomicUsize::new(0),
-            objects: std::sync::Mutex::new(objects),
-            changes: Default::default(),
-            changed: tokio::sync::watch::channel(0).0,
-            pages: Default::default(),
-            events: Default::default(),
-            reviews: Arc::new(TokenReviews::default()),
-        });
-        let app = Router::new()
-            .route("/api/v1/serviceaccounts", get(service_accounts))
-            .route(
-                "/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
-                get(one_service_account),
-            )
-            .route("/api/v1/namespaces", get(namespaces))
-            .route("/api/v1/namespaces/{name}", get(one_namespace))
-            .route("/api/v1/pods", get(listed))
-            .route(
-                "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
-                post(create_event),
-            )
-            .route("/apis/apps/v1/{plural}", get(listed))
-            .route("/apis/batch/v1/{plural}", get(listed))
-            .route(
-                "/apis/authentication.k8s.io/v1/tokenreviews",
-                post(token_review),
-            )
-            .route("/version", get(version))
-            .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let serving = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-                .unwrap();
-        });
-        Self { addr, fake, stop }
-    }
-
-    /// A client for the fake, as kube-rs builds one from a kubeconfig.
-    pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
-        kube::Client::try_from(config).unwrap()
-    }
-
-    /// Writes a kubeconfig pointing at the fake into `dir` (for `--kubeconfig`).
-    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster: {{server: \"http://{}\"}}
-users:
-- name: nobody
-  user: {{}}
-contexts:
-- name: fake
-  context: {{cluster: fake, user: nobody}}
-current-context: fake
-",
-                self.addr
-            ),
-        )
-        .unwrap();
-        path
-    }
-
-    /// Single ServiceAccount GETs answered so far.
-    pub fn gets(&self) -> usize {
-        self.fake.gets.load(Ordering::Relaxed)
-    }
-
-    /// The tokens this API server accepts in `TokenReview`s.
-    pub fn token_reviews(&self) -> &Arc<TokenReviews> {
-        &self.fake.reviews
-    }
-
-    /// ServiceAccount lists answered so far.
-    pub fn lists(&self) -> usize {
-        self.fake.lists.load(Ordering::Relaxed)
-    }
-
-    /// Changes a pod or workload (with `apiVersion` and `kind`) as a controller or user
-    /// would: `ADDED`, `MODIFIED` or `DELETED`. Lists answer the new state, and open watches
-    /// get the event with the next resourceVersion.
-    pub fn push_change(&self, kind: &str, object: Value) {
-        let path = list_path(&object);
-        let key = |o: &Value| {
-            (
-                o["metadata"]["namespace"].clone(),
-                o["metadata"]["name"].clone(),
-            )
-        };
-        let mut changes = self.fake.changes.lock().unwrap();
-        let rv = changes.last().map_or(LISTED_RV, |c| c.1) + 1;
-        let mut object = object;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        {
-            let mut objects = self.fake.objects.lock().unwrap();
-            let list = objects.entry(path.clone()).or_default();
-            list.retain(|o| key(o) != key(&object));
-            if kind != "DELETED" {
-                list.push(object.clone());
-            }
-        }
-        let line = json!({"type": kind, "object": object}).to_string();
-        changes.push((path, rv, line));
-        drop(changes);
-        self.fake.changed.send_modify(|n| *n += 1);
-    }
-
-    /// Events created so far.
-    pub fn events(&self) -> Vec<Value> {
-        self.fake.events.lock().unwrap().clone()
-    }
-
-    /// List pages (not watches) answered so far for `path` (e.g. `/api/v1/pods`).
-    pub fn pages(&self, path: &str) -> usize {
-        self.fake
-            .pages
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-/// A mutable fake API server for the commands that read and change a cluster (`migrate`):
-/// ServiceAccounts, pods, nodes and apps/v1 workloads, with the API server's list shape
-/// (`{kind: XList, apiVersion, metadata: {resourceVersion, continue, remainingItemCount}, items}`,
-/// items without kind/apiVersion, `limit`/`continue` paging in key order), single GETs, and
-/// PATCH as JSON merge patch (RFC 7386, other content types refused with 415 as the server does).
-/// A PATCH that changes a workload's pod template bumps `metadata.generation`; a small
-/// controller then replaces the workload's pods and reports the rollout done (unless the
-/// workload was marked stuck).
-pub struct FakeCluster {
-    pub addr: SocketAddr,
-    state: Arc<ClusterState>,
-    stop: CancellationToken,
-}
-
-impl Drop for FakeCluster {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// Where a resource lives: (API prefix, plural, kind, apiVersion, namespaced).
-const RESOURCES: [(&str, &str, &str, &str, bool); 8] = [
-    ("/api/v1", "serviceaccounts", "ServiceAccount", "v1", true),
-    ("/api/v1", "pods", "Pod", "v1", true),
-    ("/api/v1", "nodes", "Node", "v1", false),
-    (
-        "/apis/apps/v1",
-        "deployments",
-        "Deployment",
-        "apps/v1",
-        true,
-    ),
-    (
-        "/apis/apps/v1",
-        "statefulsets",
-        "StatefulSet",
-        "apps/v1",
-        true,
-    ),
-    ("/apis/apps/v1", "daemonsets", "DaemonSet", "apps/v1", true),
-    (
-        "/apis/apps/v1",
-        "replicasets",
-        "ReplicaSet",
-        "apps/v1",
-        true,
-    ),
-    ("/apis/batch/v1", "cronjobs", "CronJob", "batch/v1", true),
-];
-
-type ObjectKey = (String, String, String); // (plural, namespace or "", name)
-
-#[derive(Default)]
-struct ClusterState {
-    objects: std::sync::Mutex<std::collections::BTreeMap<ObjectKey, Value>>,
-    resource_version: AtomicUsize,
-    /// Every request: "METHOD path?query".
-    requests: std::sync::Mutex<Vec<String>>,
-    /// Every PATCH: (path, content type, body).
-    patches: std::sync::Mutex<Vec<(String, String, Value)>>,
-    /// "plural/namespace/name" of workloads whose rollouts never finish.
-    stuck: std::sync::Mutex<std::collections::BTreeSet<String>>,
-    /// Plurals answered with 403.
-    forbidden: std::sync::Mutex<std::collections::BTreeSet<String>>,
-}
-
 fn status_error(code: u16, reason: &str, message: String) -> Response {
     json_response(
         StatusCode::from_u16(code).unwrap(),
@@ -923,15 +523,16 @@ fn status_error(code: u16, reason: &str, message: String) -> Response {
     )
 }
 
-fn with_kind(mut v: Value, kind: &str, api_version: &str) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.insert("kind".into(), json!(kind));
-        o.insert("apiVersion".into(), json!(api_version));
-    }
-    v
+fn method_not_allowed() -> Response {
+    status_error(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource".into(),
+    )
 }
 
-fn query_map(q: &str) -> std::collections::BTreeMap<String, String> {
+/// The query's parameters, percent-decoded.
+fn query_map(q: &str) -> BTreeMap<String, String> {
     q.split('&')
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| {
@@ -945,28 +546,194 @@ fn query_map(q: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-impl ClusterState {
-    fn next_rv(&self) -> String {
-        (self.resource_version.fetch_add(1, Ordering::SeqCst) + 1000).to_string()
+/// Every request for a resource: lists, watches, single GETs and PATCHes.
+async fn resource_request(
+    State(s): State<Arc<Cluster>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let q = uri.query().unwrap_or("").to_string();
+    s.requests
+        .lock()
+        .unwrap()
+        .push(format!("{method} {}?{q}", uri.path()));
+    let path = uri.path();
+    let Some(res) = RESOURCES.iter().find(|r| path.starts_with(r.0)) else {
+        return not_found("path", path);
+    };
+    let rest: Vec<&str> = path[res.0.len()..]
+        .trim_start_matches('/')
+        .split('/')
+        .collect();
+    let find = |plural: &str, namespaced: Option<bool>| {
+        RESOURCES
+            .iter()
+            .find(|r| r.0 == res.0 && r.1 == plural && namespaced.is_none_or(|n| r.4 == n))
+    };
+    let (res, ns, name) = match rest.as_slice() {
+        [plural] => (find(plural, None), None, None),
+        ["namespaces", ns, plural] => (find(plural, Some(true)), Some(*ns), None),
+        ["namespaces", ns, plural, name] => (find(plural, Some(true)), Some(*ns), Some(*name)),
+        [plural, name] => (find(plural, Some(false)), None, Some(*name)),
+        _ => (None, None, None),
+    };
+    let Some(res) = res else {
+        return not_found("path", path);
+    };
+    if s.forbidden.lock().unwrap().contains(res.1) {
+        return status_error(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"{USER}\" cannot list resource \"{}\" in API group \"{}\" at the cluster scope",
+                res.1,
+                res.1,
+                res.3.rsplit_once('/').map_or("", |(group, _)| group)
+            ),
+        );
     }
+    let params = query_map(&q);
+    let Some(name) = name else {
+        if method != Method::GET {
+            return method_not_allowed();
+        }
+        if params.get("watch").is_some_and(|w| w == "true") {
+            let since = params
+                .get("resourceVersion")
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or(0);
+            return watch(s, res.1, ns, since);
+        }
+        return s.list(res, ns, &params);
+    };
+    let key = (
+        res.1.to_string(),
+        ns.unwrap_or("").to_string(),
+        name.to_string(),
+    );
+    match method {
+        Method::GET => {
+            let found = s.objects.lock().unwrap().get(&key).cloned();
+            let found = found.or_else(|| s.unlisted.lock().unwrap().get(&key).cloned());
+            match found {
+                Some(v) => json_response(StatusCode::OK, &with_kind(v, res.2, res.3)),
+                None => not_found(res.1, name),
+            }
+        }
+        Method::PATCH => {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if content_type != "application/merge-patch+json" {
+                return status_error(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"
+                    ),
+                );
+            }
+            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                return status_error(400, "BadRequest", "error decoding patch".into());
+            };
+            s.patches
+                .lock()
+                .unwrap()
+                .push((path.to_string(), content_type, patch.clone()));
+            let Some(updated) = s.patch(res, &key, &patch) else {
+                return not_found(res.1, name);
+            };
+            let id = format!("{}/{}/{}", res.1, key.1, name);
+            if ["deployments", "statefulsets", "daemonsets"].contains(&res.1)
+                && !s.stuck.lock().unwrap().contains(&id)
+            {
+                let s = s.clone();
+                let (plural, ns, name) = key.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    s.roll(&plural, &ns, &name);
+                });
+            }
+            json_response(StatusCode::OK, &updated)
+        }
+        _ => method_not_allowed(),
+    }
+}
 
-    fn list(&self, res: &(&str, &str, &str, &str, bool), ns: Option<&str>, q: &str) -> Response {
-        let params = query_map(q);
-        let limit: usize = params
+/// A watch of `plural` (in `ns`, or everywhere) from `since`: each change newer than it, as the
+/// API server streams them (one `{"type": ..., "object": ...}` JSON line each), then open and
+/// quiet until the next.
+fn watch(s: Arc<Cluster>, plural: &str, ns: Option<&str>, since: u64) -> Response {
+    let woken = s.changed.subscribe();
+    let plural = plural.to_string();
+    let ns = ns.map(str::to_string);
+    let lines = futures::stream::unfold((s, woken, 0usize), move |(s, mut woken, next)| {
+        let (plural, ns) = (plural.clone(), ns.clone());
+        async move {
+            loop {
+                let found = {
+                    let history = s.history.lock().unwrap();
+                    history
+                        .events
+                        .iter()
+                        .enumerate()
+                        .skip(next)
+                        .find(|(_, e)| {
+                            e.plural == plural
+                                && e.resource_version > since
+                                && (e.namespace.is_empty()
+                                    || ns.as_ref().is_none_or(|ns| *ns == e.namespace))
+                        })
+                        .map(|(i, e)| (i, e.line.clone()))
+                };
+                if let Some((i, line)) = found {
+                    let bytes = Ok::<_, std::io::Error>(format!("{line}\n").into_bytes());
+                    return Some((bytes, (s, woken, i + 1)));
+                }
+                if woken.changed().await.is_err() {
+                    return None;
+                }
+            }
+        }
+    });
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+impl Cluster {
+    /// A list answered as the API server answers `?limit=N&continue=T`: items in key order
+    /// (namespace/name), at most `limit` of them, and while more remain `metadata.continue`
+    /// (base64 JSON naming the key to start after, as the API server's tokens do) and
+    /// `metadata.remainingItemCount`. Without `limit`, the whole list.
+    fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        params: &BTreeMap<String, String>,
+    ) -> Response {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let limit: Option<usize> = params
             .get("limit")
             .and_then(|l| l.parse().ok())
-            .filter(|l| *l > 0)
-            .unwrap_or(usize::MAX);
-        let start = match params.get("continue") {
-            None => String::new(),
+            .filter(|l| *l > 0);
+        let after = match params.get("continue").filter(|t| !t.is_empty()) {
+            None => None,
             Some(token) => {
-                use base64::Engine;
-                let decoded = base64::engine::general_purpose::STANDARD
+                let decoded = b64
                     .decode(token)
                     .ok()
                     .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
                 match decoded.and_then(|v| v["start"].as_str().map(String::from)) {
-                    Some(s) => s,
+                    Some(start) => Some(start.trim_end_matches('\u{0}').to_string()),
                     None => {
                         return status_error(
                             400,
@@ -977,31 +744,43 @@ impl ClusterState {
                 }
             }
         };
+        let history = self.history.lock().unwrap();
+        let rv = history.resource_version;
         let objects = self.objects.lock().unwrap();
-        let matching: Vec<(&ObjectKey, &Value)> = objects
+        let mut items: Vec<(String, &Value)> = objects
             .iter()
             .filter(|((plural, n, _), _)| plural == res.1 && ns.is_none_or(|ns| ns == n))
-            .filter(|((_, n, name), _)| format!("{n}/{name}") >= start)
+            .map(|((_, n, name), v)| (format!("{n}/{name}"), v))
+            .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
             .collect();
-        let page: Vec<Value> = matching
-            .iter()
-            .take(limit)
-            .map(|(_, v)| (*v).clone())
-            .collect();
-        let rv = (self.resource_version.load(Ordering::SeqCst) + 1000).to_string();
-        let mut metadata = json!({"resourceVersion": rv});
-        if matching.len() > limit {
-            use base64::Engine;
-            let (_, n, name) = matching[limit].0;
-            let token = json!({"v": "meta.k8s.io/v1", "rv": rv.parse::<u64>().unwrap(), "start": format!("{n}/{name}")});
-            metadata["continue"] =
-                json!(base64::engine::general_purpose::STANDARD.encode(token.to_string()));
-            metadata["remainingItemCount"] = json!(matching.len() - limit);
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if let Some(limit) = limit.filter(|l| *l < items.len()) {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            let start = format!("{}\u{0}", items.last().unwrap().0);
+            let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+            metadata["continue"] = json!(b64.encode(token.to_string()));
+            metadata["remainingItemCount"] = json!(remaining);
         }
+        let items: Vec<&Value> = items.into_iter().map(|(_, v)| v).collect();
         json_response(
             StatusCode::OK,
-            &json!({"kind": format!("{}List", res.2), "apiVersion": res.3, "metadata": metadata, "items": page}),
+            &json!({"kind": format!("{}List", res.2), "apiVersion": res.3, "metadata": metadata, "items": items}),
         )
+    }
+
+    /// Applies a JSON merge patch to a stored object (a changed `spec` bumps
+    /// `metadata.generation`); the object as the API server answers it, if it exists.
+    fn patch(&self, res: &Resource, key: &ObjectKey, patch: &Value) -> Option<Value> {
+        let mut patched = self.objects.lock().unwrap().get(key)?.clone();
+        let before = patched["spec"].clone();
+        json_patch::merge(&mut patched, patch);
+        if patched["spec"] != before {
+            let g = patched["metadata"]["generation"].as_i64().unwrap_or(1);
+            patched["metadata"]["generation"] = json!(g + 1);
+        }
+        Some(self.write("MODIFIED", with_kind(patched, res.2, res.3)))
     }
 
     /// What the controllers do after a pod template change: new pods (the old ones deleted),
@@ -1065,153 +844,169 @@ impl ClusterState {
     }
 }
 
-async fn cluster_handler(
-    State(s): State<Arc<ClusterState>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: bytes::Bytes,
-) -> Response {
-    let q = uri.query().unwrap_or("").to_string();
-    s.requests
-        .lock()
-        .unwrap()
-        .push(format!("{method} {}?{q}", uri.path()));
-    let path = uri.path();
-    let Some(res) = RESOURCES.iter().find(|r| path.starts_with(r.0)) else {
-        return not_found("path", path);
-    };
-    let rest: Vec<&str> = path[res.0.len()..]
-        .trim_start_matches('/')
-        .split('/')
-        .collect();
-    let (res, ns, name) = match rest.as_slice() {
-        [plural] => (
-            RESOURCES.iter().find(|r| r.0 == res.0 && r.1 == *plural),
-            None,
-            None,
-        ),
-        ["namespaces", ns, plural] => (
-            RESOURCES
-                .iter()
-                .find(|r| r.0 == res.0 && r.1 == *plural && r.4),
-            Some(*ns),
-            None,
-        ),
-        ["namespaces", ns, plural, name] => (
-            RESOURCES
-                .iter()
-                .find(|r| r.0 == res.0 && r.1 == *plural && r.4),
-            Some(*ns),
-            Some(*name),
-        ),
-        [plural, name] => (
-            RESOURCES
-                .iter()
-                .find(|r| r.0 == res.0 && r.1 == *plural && !r.4),
-            None,
-            Some(*name),
-        ),
-        _ => (None, None, None),
-    };
-    let Some(res) = res else {
-        return not_found("path", path);
-    };
-    if s.forbidden.lock().unwrap().contains(res.1) {
-        return status_error(
-            403,
-            "Forbidden",
-            format!(
-                "{} is forbidden: User \"migrator\" cannot list resource \"{}\" in API group \"{}\" at the cluster scope",
-                res.1,
-                res.1,
-                res.3.rsplit_once('/').map_or("", |(group, _)| group)
-            ),
-        );
-    }
-    let Some(name) = name else {
-        if method != axum::http::Method::GET {
-            return status_error(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource".into(),
-            );
-        }
-        return s.list(res, ns, &q);
-    };
-    let key = (
-        res.1.to_string(),
-        ns.unwrap_or("").to_string(),
-        name.to_string(),
-    );
-    match method {
-        axum::http::Method::GET => match s.objects.lock().unwrap().get(&key) {
-            Some(v) => json_response(StatusCode::OK, &with_kind(v.clone(), res.2, res.3)),
-            None => not_found(res.1, name),
-        },
-        axum::http::Method::PATCH => {
-            let content_type = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            if content_type != "application/merge-patch+json" {
-                return status_error(
-                    415,
-                    "UnsupportedMediaType",
-                    format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"
-                    ),
-                );
-            }
-            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
-                return status_error(400, "BadRequest", "error decoding patch".into());
-            };
-            s.patches
-                .lock()
-                .unwrap()
-                .push((path.to_string(), content_type, patch.clone()));
-            let rv = s.next_rv();
-            let updated = {
-                let mut objects = s.objects.lock().unwrap();
-                let Some(obj) = objects.get_mut(&key) else {
-                    return not_found(res.1, name);
-                };
-                let before = obj["spec"].clone();
-                json_patch::merge(obj, &patch);
-                obj["metadata"]["resourceVersion"] = json!(rv);
-                if obj["spec"] != before {
-                    let g = obj["metadata"]["generation"].as_i64().unwrap_or(1);
-                    obj["metadata"]["generation"] = json!(g + 1);
-                }
-                obj.clone()
-            };
-            let id = format!("{}/{}/{}", res.1, key.1, name);
-            if ["deployments", "statefulsets", "daemonsets"].contains(&res.1)
-                && !s.stuck.lock().unwrap().contains(&id)
-            {
-                let s = s.clone();
-                let (plural, ns, name) = key.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    s.roll(&plural, &ns, &name);
-                });
-            }
-            json_response(StatusCode::OK, &with_kind(updated, res.2, res.3))
-        }
-        _ => status_error(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource".into(),
-        ),
+/// The running fake; stops with the value.
+pub struct FakeKubeApi {
+    pub addr: SocketAddr,
+    state: Arc<Cluster>,
+    stop: CancellationToken,
+}
+
+impl Drop for FakeKubeApi {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
-impl FakeCluster {
-    pub async fn start() -> Self {
-        let state = Arc::new(ClusterState::default());
+/// What a test changes in the captured cluster.
+#[derive(Default)]
+pub struct Changes {
+    /// `(namespace, label, value)` set on listed namespaces.
+    pub namespace_labels: Vec<(&'static str, &'static str, &'static str)>,
+    /// Namespaces that answer single GETs only (created after the list).
+    pub namespaces_created_later: Vec<Value>,
+    /// ServiceAccounts added to the captured list.
+    pub service_accounts: Vec<Value>,
+    /// Pods and workloads (each with `apiVersion` and `kind`), served by their list paths.
+    pub objects: Vec<Value>,
+}
+
+/// Writes a kubeconfig for the API server at `server` into `dir` (for `--kubeconfig`).
+pub fn kubeconfig(server: SocketAddr, dir: &Path) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster: {{server: \"http://{server}\"}}
+users:
+- name: {USER}
+  user: {{}}
+contexts:
+- name: fake
+  context: {{cluster: fake, user: {USER}}}
+current-context: fake
+"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+impl FakeKubeApi {
+    /// Serves the captures; the ServiceAccount watch sends its first `watch_events` captured
+    /// events, and `created_later` ServiceAccounts answer single GETs only.
+    pub async fn start(watch_events: usize, created_later: Vec<Value>) -> Self {
+        Self::start_changed(watch_events, created_later, Changes::default()).await
+    }
+
+    /// [`FakeKubeApi::start`], with `changes` made to the captured cluster.
+    pub async fn start_changed(
+        watch_events: usize,
+        created_later: Vec<Value>,
+        changes: Changes,
+    ) -> Self {
+        let watch_lines: Vec<Value> = captured("serviceaccounts.watch.jsonl")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(watch_events <= watch_lines.len());
+        let mut namespace_list: Value =
+            serde_json::from_str(&captured("namespaces.list.json")).unwrap();
+        for (ns, label, value) in changes.namespace_labels {
+            let item = namespace_list["items"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|item| item["metadata"]["name"] == ns)
+                .unwrap_or_else(|| panic!("namespace {ns} is not in the capture"));
+            item["metadata"]["labels"][label] = json!(value);
+        }
+        let sa_list: Value = serde_json::from_str(&captured("serviceaccounts.list.json")).unwrap();
+        // The captured watch events come after the ServiceAccount list's resourceVersion.
+        let listed_rv = sa_list["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|rv| rv.parse().ok())
+            .expect("the captured list has a resourceVersion");
+        let cluster = Cluster::new(listed_rv);
+        let typed = |list: &Value| -> Vec<Value> {
+            let (kind, api_version) = (list["kind"].as_str().unwrap(), &list["apiVersion"]);
+            let kind = kind.trim_end_matches("List");
+            let items = list["items"].as_array().unwrap().iter().cloned();
+            items
+                .map(|item| with_kind(item, kind, api_version.as_str().unwrap()))
+                .collect()
+        };
+        let listed = typed(&sa_list)
+            .into_iter()
+            .chain(
+                changes
+                    .service_accounts
+                    .into_iter()
+                    .map(|sa| with_kind(sa, "ServiceAccount", "v1")),
+            )
+            .chain(typed(&namespace_list))
+            .chain(changes.objects);
+        {
+            let mut objects = cluster.objects.lock().unwrap();
+            for o in listed {
+                let (_, key) = resource_and_key(&o);
+                objects.insert(key, without_kind(o));
+            }
+            let mut unlisted = cluster.unlisted.lock().unwrap();
+            let later = created_later
+                .into_iter()
+                .map(|sa| with_kind(sa, "ServiceAccount", "v1"))
+                .chain(
+                    changes
+                        .namespaces_created_later
+                        .into_iter()
+                        .map(|ns| with_kind(ns, "Namespace", "v1")),
+                );
+            for o in later {
+                let (_, key) = resource_and_key(&o);
+                unlisted.insert(key, without_kind(o));
+            }
+        }
+        cluster.history.lock().unwrap().events = watch_lines[..watch_events]
+            .iter()
+            .map(|line| WatchEvent {
+                plural: "serviceaccounts".into(),
+                namespace: line["object"]["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+                resource_version: line["object"]["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|rv| rv.parse().ok())
+                    .expect("a captured event has a resourceVersion"),
+                line: line.to_string(),
+            })
+            .collect();
+        Self::serve(cluster).await
+    }
+
+    /// An empty cluster, filled with [`FakeKubeApi::put`].
+    pub async fn empty() -> Self {
+        Self::serve(Cluster::new(999)).await
+    }
+
+    async fn serve(cluster: Cluster) -> Self {
+        let state = Arc::new(cluster);
         let app = Router::new()
-            .fallback(cluster_handler)
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+                post(create_event),
+            )
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                post(token_review),
+            )
+            .route("/version", get(version))
+            .fallback(resource_request)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -1226,32 +1021,34 @@ impl FakeCluster {
         Self { addr, state, stop }
     }
 
-    /// Stores an object (kind from its `kind`); list items are served without kind/apiVersion.
+    /// A client for the fake, as kube-rs builds one from a kubeconfig.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// Writes a kubeconfig pointing at the fake into `dir` (for `--kubeconfig`).
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        kubeconfig(self.addr, dir)
+    }
+
+    /// The tokens this API server accepts in `TokenReview`s.
+    pub fn token_reviews(&self) -> &Arc<TokenReviews> {
+        &self.state.reviews
+    }
+
+    /// Stores an object (kind from its `kind`) as a create or update would.
     pub fn put(&self, object: Value) {
-        let kind = object["kind"]
-            .as_str()
-            .expect("object has a kind")
-            .to_string();
-        let res = RESOURCES
-            .iter()
-            .find(|r| r.2 == kind)
-            .unwrap_or_else(|| panic!("the fake does not serve {kind}"));
-        let mut object = object;
-        let o = object.as_object_mut().unwrap();
-        o.remove("kind");
-        o.remove("apiVersion");
-        let rv = self.state.next_rv();
-        object["metadata"]["resourceVersion"] = json!(rv);
-        let ns = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        self.state
-            .objects
-            .lock()
-            .unwrap()
-            .insert((res.1.to_string(), ns, name), object);
+        let (_, key) = resource_and_key(&object);
+        let exists = self.state.objects.lock().unwrap().contains_key(&key);
+        self.push_change(if exists { "MODIFIED" } else { "ADDED" }, object);
+    }
+
+    /// Changes an object (with `apiVersion` and `kind`) as a controller or user would:
+    /// `ADDED`, `MODIFIED` or `DELETED`. Lists answer the new state, and open watches get the
+    /// event with the next resourceVersion.
+    pub fn push_change(&self, event: &str, object: Value) {
+        self.state.write(event, object);
     }
 
     /// The stored object (without kind), if any.
@@ -1281,7 +1078,7 @@ impl FakeCluster {
         self.state.patches.lock().unwrap().clone()
     }
 
-    /// Every request so far, `METHOD path?query`.
+    /// Every request so far, `METHOD path?query` (TokenReviews, Events and `/version` aside).
     pub fn requests(&self) -> Vec<String> {
         self.state.requests.lock().unwrap().clone()
     }
@@ -1300,22 +1097,31 @@ impl FakeCluster {
             .insert(plural.to_string());
     }
 
-    /// A client for the fake, as kube-rs builds one from a kubeconfig.
-    pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
-        kube::Client::try_from(config).unwrap()
+    /// Events created so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.state.events.lock().unwrap().clone()
     }
 
-    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://{}\"}}\nusers:\n- name: migrator\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: migrator}}\ncurrent-context: fake\n",
-                self.addr
-            ),
-        )
-        .unwrap();
-        path
+    /// List pages (not watches) answered so far for `path` (e.g. `/api/v1/pods`).
+    pub fn pages(&self, path: &str) -> usize {
+        let listed = format!("GET {path}?");
+        self.requests()
+            .iter()
+            .filter(|r| r.starts_with(&listed) && !r.contains("watch=true"))
+            .count()
+    }
+
+    /// ServiceAccount lists (pages) answered so far.
+    pub fn lists(&self) -> usize {
+        self.pages("/api/v1/serviceaccounts")
+    }
+
+    /// Single ServiceAccount GETs answered so far.
+    pub fn gets(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter_map(|r| r.strip_prefix("GET /api/v1/namespaces/"))
+            .filter(|r| r.split('?').next().unwrap().contains("/serviceaccounts/"))
+            .count()
     }
 }
