@@ -105,15 +105,11 @@ async fn main() {
     let connections = args.get(2).copied().unwrap_or(32) as usize;
     let rounds = args.get(3).copied().unwrap_or(3).max(1);
 
-    let association = Association {
-        namespace: "team-a".into(),
-        service_account: "carts".into(),
-        role_arn: "arn:aws:iam::111122223333:role/carts".into(),
-        target_role_arn: None,
-        external_id: None,
-        disable_session_tags: None,
-        association_id: None,
-    };
+    // The carts association of `examples/associations.yaml`.
+    let association: Association = serde_yaml_ng::from_str(
+        "{namespace: team-a, serviceAccount: carts, roleArn: \"arn:aws:iam::111122223333:role/carts\"}",
+    )
+    .expect("one association");
     let identities = Identities::new("eks.amazonaws.com")
         .with_associations(FileSource::from_list(vec![association]).expect("one association"));
     let mut settings = CredentialSettings::new("bench", "us-east-1");

@@ -15,35 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use pod_identity_webhook::admission::Mutator;
 use pod_identity_webhook::admission::review::{Review, response_body};
-use pod_identity_webhook::admission::validate::Validator;
 use pod_identity_webhook::audit::sources::ListedServiceAccounts;
-use pod_identity_webhook::identity::file::FileSource;
-use pod_identity_webhook::identity::{Association, Identities};
-use pod_identity_webhook::policy::Policy;
-use pod_identity_webhook::settings::{InjectionSettings, PolicySettings};
 use serde_json::{Map, Value, json};
+use support::InProcessWebhook;
 
 const PREFIX: &str = "eks.amazonaws.com";
 
-struct Webhook {
-    mutator: Mutator,
-    validator: Validator,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn webhook() -> Webhook {
-    let associations = FileSource::from_list(vec![Association {
-        namespace: "team-a".into(),
-        service_account: "carts".into(),
-        role_arn: "arn:aws:iam::111122223333:role/carts".into(),
-        target_role_arn: None,
-        external_id: None,
-        disable_session_tags: None,
-        association_id: None,
-    }])
-    .unwrap();
+fn webhook() -> InProcessWebhook {
     let mut accounts = ListedServiceAccounts::new();
     for (ns, name, role) in [
         (
@@ -61,10 +40,9 @@ fn webhook() -> Webhook {
         }}});
         accounts.insert(ns, &sa, PREFIX);
     }
-    let identities = Identities::new(PREFIX)
-        .with_associations(associations)
-        .with_service_accounts(Arc::new(accounts));
-    let policy: PolicySettings = serde_yaml_ng::from_str(
+    let identities = support::carts_identities().with_service_accounts(Arc::new(accounts));
+    InProcessWebhook::new(
+        identities,
         r#"
 defaultMode: warn
 namespaces:
@@ -73,17 +51,8 @@ namespaces:
     allowedRoleArns: ["arn:aws:iam::111122223333:role/team-a-*"]
 exemptions: ["monitoring"]
 "#,
+        Some("pod-identity-webhook"),
     )
-    .unwrap();
-    let policy = Policy::compile(&policy, Some("pod-identity-webhook")).unwrap();
-    Webhook {
-        mutator: Mutator::new(InjectionSettings::default(), identities.clone()),
-        validator: Validator::new(policy, identities),
-        runtime: tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap(),
-    }
 }
 
 /// A violated property, with what it takes to see it again.
@@ -100,13 +69,13 @@ enum Seen {
     Denied,
     Unpatched,
     Patched,
-    /// Decoded and patched, but not checkable (see [`Webhook::check`]).
+    /// Decoded and patched, but not checkable (see [`InProcessWebhook::check`]).
     Unrepresentable,
 }
 
 const BUDGET: Duration = Duration::from_secs(5);
 
-impl Webhook {
+impl InProcessWebhook {
     /// Decodes `body` as the HTTP handler does, then mutates and validates it.
     fn check(&self, body: &[u8]) -> Result<Seen, Finding> {
         let fail = |what: String| Finding {

@@ -4,19 +4,16 @@
 //!
 //! One test in this binary: the allocator counts every thread's allocations.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 
-use pod_identity_webhook::admission::Mutator;
 use pod_identity_webhook::admission::review::{Review, response_body};
-use pod_identity_webhook::admission::validate::Validator;
-use pod_identity_webhook::identity::file::FileSource;
-use pod_identity_webhook::identity::{Association, Identities};
-use pod_identity_webhook::policy::Policy;
-use pod_identity_webhook::settings::{InjectionSettings, PolicySettings};
+use support::InProcessWebhook;
 
 struct Counting;
 
@@ -56,36 +53,7 @@ static ALLOCATOR: Counting = Counting;
 
 const BUDGET: Duration = Duration::from_secs(5);
 
-struct Webhook {
-    mutator: Mutator,
-    validator: Validator,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn webhook() -> Webhook {
-    let associations = FileSource::from_list(vec![Association {
-        namespace: "team-a".into(),
-        service_account: "carts".into(),
-        role_arn: "arn:aws:iam::111122223333:role/carts".into(),
-        target_role_arn: None,
-        external_id: None,
-        disable_session_tags: None,
-        association_id: None,
-    }])
-    .unwrap();
-    let identities = Identities::new("eks.amazonaws.com").with_associations(associations);
-    let policy: PolicySettings = serde_yaml_ng::from_str("defaultMode: enforce\n").unwrap();
-    Webhook {
-        mutator: Mutator::new(InjectionSettings::default(), identities.clone()),
-        validator: Validator::new(Policy::compile(&policy, None).unwrap(), identities),
-        runtime: tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap(),
-    }
-}
-
-impl Webhook {
+impl InProcessWebhook {
     /// The most heap held at once while `/mutate` and `/validate` each answer `body`, as the
     /// handler does (read, decide, write the answer), beyond what was held before.
     fn peak(&self, body: &[u8]) -> usize {
@@ -143,7 +111,8 @@ fn repeat(entry: &str, n: usize) -> String {
 
 #[test]
 fn memory_per_review_is_a_small_multiple_of_the_body_whatever_its_shape() {
-    let webhook = webhook();
+    let webhook =
+        InProcessWebhook::new(support::carts_identities(), "defaultMode: enforce\n", None);
     let carts = |key: &str| json!({"serviceAccountName": "carts", key: "@"});
     let annotations = {
         let entries: Vec<String> = (0..300_000).map(|i| format!(r#""{i:x}":"""#)).collect();

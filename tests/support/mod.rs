@@ -17,9 +17,14 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use pod_identity_webhook::admission::Mutator;
+use pod_identity_webhook::admission::validate::Validator;
+use pod_identity_webhook::identity::file::FileSource;
 use pod_identity_webhook::identity::{
-    Association, AssociationSource, AssociationSummary, Freshness, IdentityError,
+    Association, AssociationSource, AssociationSummary, Freshness, Identities, IdentityError,
 };
+use pod_identity_webhook::policy::Policy;
+use pod_identity_webhook::settings::{InjectionSettings, PolicySettings};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::net::TcpStream;
@@ -447,6 +452,37 @@ pub fn carts_association() -> Association {
         external_id: None,
         disable_session_tags: None,
         association_id: None,
+    }
+}
+
+/// [`Identities`] under the `eks.amazonaws.com` prefix with [`carts_association`] alone.
+pub fn carts_identities() -> Identities {
+    let associations = FileSource::from_list(vec![carts_association()]).unwrap();
+    Identities::new("eks.amazonaws.com").with_associations(associations)
+}
+
+/// The webhook's admission decisions in process, without its HTTP server: its mutator and
+/// validator over the same identities, and a runtime to drive them.
+pub struct InProcessWebhook {
+    pub mutator: Mutator,
+    pub validator: Validator,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl InProcessWebhook {
+    /// Decides with `identities` under `policy` (the `policy:` section's YAML), the webhook's
+    /// own namespace being `webhook_namespace`.
+    pub fn new(identities: Identities, policy: &str, webhook_namespace: Option<&str>) -> Self {
+        let policy: PolicySettings = serde_yaml_ng::from_str(policy).unwrap();
+        let policy = Policy::compile(&policy, webhook_namespace).unwrap();
+        Self {
+            mutator: Mutator::new(InjectionSettings::default(), identities.clone()),
+            validator: Validator::new(policy, identities),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap(),
+        }
     }
 }
 
