@@ -30,9 +30,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use super::fixtures_dir;
+use super::{Served, fixtures_dir};
 
 fn captured(name: &str) -> String {
     let path = fixtures_dir().join("kube-api").join(name);
@@ -848,13 +847,7 @@ impl Cluster {
 pub struct FakeKubeApi {
     pub addr: SocketAddr,
     state: Arc<Cluster>,
-    stop: CancellationToken,
-}
-
-impl Drop for FakeKubeApi {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    _served: Served,
 }
 
 /// What a test changes in the captured cluster.
@@ -1008,17 +1001,12 @@ impl FakeKubeApi {
             .route("/version", get(version))
             .fallback(resource_request)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let serving = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-                .unwrap();
-        });
-        Self { addr, state, stop }
+        let served = Served::start(app).await;
+        Self {
+            addr: served.addr,
+            state,
+            _served: served,
+        }
     }
 
     /// A client for the fake, as kube-rs builds one from a kubeconfig.

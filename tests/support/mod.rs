@@ -455,6 +455,35 @@ pub fn carts_association() -> Association {
     }
 }
 
+/// An HTTP server of a test's on a loopback port (plain HTTP); stops when dropped.
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Served {
+    /// Serves `app` on `127.0.0.1` at a free port.
+    pub async fn start(app: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let serving = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(serving.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// [`Identities`] under the `eks.amazonaws.com` prefix with [`carts_association`] alone.
 pub fn carts_identities() -> Identities {
     let associations = FileSource::from_list(vec![carts_association()]).unwrap();

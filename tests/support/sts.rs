@@ -2,8 +2,8 @@
 //! GetCallerIdentity), and a small recording STS of our own where a test needs to see what went
 //! over the wire (moto ignores session tags) or to make STS fail, hang or throttle.
 
+use super::Served;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -14,7 +14,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use tokio_util::sync::CancellationToken;
 
 /// A `moto_server` process on a free loopback port; killed on drop.
 pub struct Moto {
@@ -139,13 +138,7 @@ struct Recorder {
 pub struct RecordingSts {
     pub endpoint: String,
     recorder: Arc<Recorder>,
-    stop: CancellationToken,
-}
-
-impl Drop for RecordingSts {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    _served: Served,
 }
 
 const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
@@ -231,20 +224,11 @@ impl RecordingSts {
         let app = Router::new()
             .route("/", post(handle))
             .with_state(recorder.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let serving = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-                .unwrap();
-        });
+        let served = Served::start(app).await;
         Self {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("http://{}", served.addr),
             recorder,
-            stop,
+            _served: served,
         }
     }
 
