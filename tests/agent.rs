@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_credential_types::Credentials;
 use eks_support::FakeEks;
 use pod_identity_webhook::agent::server::RateLimit;
-use pod_identity_webhook::agent::{self, AgentExtras, AgentSettings};
 use support::agent::*;
 use support::kube_api::{FakeKubeApi, PodToken};
 use support::sts::{Moto, RecordingSts, StsMode, moto_available};
@@ -88,10 +87,7 @@ async fn moto_issues_credentials_for_the_association_and_chains_to_the_target_ro
 
 #[tokio::test]
 async fn the_wire_carries_session_tags_session_name_and_external_id() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let h = Harness::start(&sts.endpoint, |_| {}).await;
     let pod = "carts-7c9d8b6f5-x2x4q";
     let (status, answer) = h.get(&h.pod_token("team-a", "carts", pod)).await;
@@ -172,27 +168,14 @@ async fn the_wire_carries_session_tags_session_name_and_external_id() {
 
 #[tokio::test]
 async fn refusals_carry_the_eks_agent_codes() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let h = Harness::start(&sts.endpoint, |_| {}).await;
     let host = h.addr().to_string();
 
     // A token the API server does not know.
     let (status, body) = h.get("eyJhbGciOiJSUzI1NiJ9.forged.token").await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (403, Some("AccessDenied")),
-        "{body}"
-    );
-    assert!(
-        body["Message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid bearer token"),
-        "{body}"
-    );
+    assert_refused(status, &body, 403, "AccessDenied");
+    assert_message(&body, "invalid bearer token");
     assert!(
         !body.to_string().contains("forged"),
         "the token is never echoed"
@@ -205,13 +188,7 @@ async fn refusals_carry_the_eks_agent_codes() {
     h.kube.token_reviews().add(irsa, pod);
     let (status, body) = h.get(irsa).await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body["Message"]
-            .as_str()
-            .unwrap()
-            .contains("is invalid for the target audiences"),
-        "{body}"
-    );
+    assert_message(&body, "is invalid for the target audiences");
 
     // A ServiceAccount token bound to no pod, even for the right audience.
     let unbound = "eyJhbGciOiJSUzI1NiJ9.unbound.token";
@@ -221,38 +198,18 @@ async fn refusals_carry_the_eks_agent_codes() {
     );
     let (status, body) = h.get(unbound).await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body["Message"]
-            .as_str()
-            .unwrap()
-            .contains("not bound to a pod"),
-        "{body}"
-    );
+    assert_message(&body, "not bound to a pod");
 
     // No token; a `Bearer` token.
     let (status, body) = get(h.addr(), "/v1/credentials", &host, None).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (400, Some("InvalidTokenException")),
-        "{body}"
-    );
+    assert_refused(status, &body, 400, "InvalidTokenException");
     let (status, _) = get(h.addr(), "/v1/credentials", &host, Some("Bearer abc")).await;
     assert_eq!(status, 400);
 
     // A ServiceAccount without association: 404, and STS is never asked.
     let (status, body) = h.get(&h.pod_token("team-a", "no-association", "p-1")).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (404, Some("ResourceNotFound")),
-        "{body}"
-    );
-    assert!(
-        body["Message"]
-            .as_str()
-            .unwrap()
-            .contains("team-a/no-association"),
-        "{body}"
-    );
+    assert_refused(status, &body, 404, "ResourceNotFound");
+    assert_message(&body, "team-a/no-association");
     assert!(sts.assume_role_calls().is_empty());
 
     // Another Host (traffic routed here by name), another path, another method.
@@ -264,11 +221,7 @@ async fn refusals_carry_the_eks_agent_codes() {
         Some(&token),
     )
     .await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (403, Some("AccessDenied")),
-        "{body}"
-    );
+    assert_refused(status, &body, 403, "AccessDenied");
     let (status, _) = get(h.addr(), "/latest/meta-data/", &host, Some(&token)).await;
     assert_eq!(status, 404);
     let (status, _) = request("POST", h.addr(), "/v1/credentials", &host, Some(&token)).await;
@@ -278,49 +231,21 @@ async fn refusals_carry_the_eks_agent_codes() {
     // STS refusing the role: 403 with STS's code in the message.
     let (status, _) = h.get(&h.pod_token("team-a", "carts", "carts-0")).await;
     assert_eq!(status, 200);
-    sts.set_mode(StsMode::Fail {
-        status: 403,
-        code: "AccessDenied",
-    });
+    sts.fail(403, "AccessDenied");
     let (status, body) = h.get(&token).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (403, Some("AccessDenied")),
-        "{body}"
-    );
-    sts.set_mode(StsMode::Fail {
-        status: 400,
-        code: "Throttling",
-    });
+    assert_refused(status, &body, 403, "AccessDenied");
+    sts.fail(400, "Throttling");
     let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-2")).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (429, Some("ThrottlingException")),
-        "{body}"
-    );
+    assert_refused(status, &body, 429, "ThrottlingException");
 
     // A request STS finds invalid: 400.
-    sts.set_mode(StsMode::Fail {
-        status: 400,
-        code: "ValidationError",
-    });
+    sts.fail(400, "ValidationError");
     let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-3")).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (400, Some("InvalidParameterException")),
-        "{body}"
-    );
+    assert_refused(status, &body, 400, "InvalidParameterException");
     // STS failing: 503.
-    sts.set_mode(StsMode::Fail {
-        status: 500,
-        code: "InternalFailure",
-    });
+    sts.fail(500, "InternalFailure");
     let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-4")).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (503, Some("ServiceUnavailable")),
-        "{body}"
-    );
+    assert_refused(status, &body, 503, "ServiceUnavailable");
 
     let outcome = |o: &str| format!("pod_identity_agent_requests_total{{outcome=\"{o}\"}}");
     assert_eq!(h.metric(&outcome("access_denied")).await, 4.0);
@@ -333,10 +258,7 @@ async fn refusals_carry_the_eks_agent_codes() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_requests_with_fifty_tokens_make_fifty_sts_calls() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let h = Harness::start(&sts.endpoint, |s| {
         s.request_timeout = Duration::from_secs(30)
     })
@@ -377,10 +299,7 @@ async fn a_thousand_concurrent_requests_with_fifty_tokens_make_fifty_sts_calls()
 
 #[tokio::test]
 async fn with_sts_down_cached_credentials_are_served_until_they_near_expiry() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(8),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(8)).await;
     let h = Harness::start(&sts.endpoint, |s| {
         s.credentials.refresh_before = Duration::from_secs(6);
         s.credentials.min_remaining = Duration::from_secs(3);
@@ -392,10 +311,7 @@ async fn with_sts_down_cached_credentials_are_served_until_they_near_expiry() {
     let (status, first) = h.get(&token).await;
     assert_eq!(status, 200);
     let expires = expiration(&first);
-    sts.set_mode(StsMode::Fail {
-        status: 503,
-        code: "ServiceUnavailable",
-    });
+    sts.fail(503, "ServiceUnavailable");
 
     let started = Instant::now();
     let mut served = 0;
@@ -412,11 +328,7 @@ async fn with_sts_down_cached_credentials_are_served_until_they_near_expiry() {
             );
             served += 1;
         } else {
-            assert_eq!(
-                (status, body["Code"].as_str()),
-                (503, Some("ServiceUnavailable")),
-                "{body}"
-            );
+            assert_refused(status, &body, 503, "ServiceUnavailable");
             assert!(
                 left <= Duration::from_secs(4),
                 "refused while {left:?} remained"
@@ -448,11 +360,7 @@ async fn slow_sts_or_api_server_gives_503_within_the_request_timeout() {
     let token = h.pod_token("team-a", "carts", "carts-1");
     let started = Instant::now();
     let (status, body) = h.get(&token).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (503, Some("ServiceUnavailable")),
-        "{body}"
-    );
+    assert_refused(status, &body, 503, "ServiceUnavailable");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -478,14 +386,9 @@ async fn slow_sts_or_api_server_gives_503_within_the_request_timeout() {
 
 #[tokio::test]
 async fn cached_credentials_are_refreshed_in_the_background_and_dropped_with_their_association() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(8),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(8)).await;
     let h = Harness::start(&sts.endpoint, |s| {
-        s.credentials.refresh_before = Duration::from_secs(6);
-        s.credentials.min_remaining = Duration::from_secs(1);
-        s.sweep_interval = Duration::from_millis(200);
+        refresh_short_lived(s);
         s.reload_interval = Duration::from_millis(100);
     })
     .await;
@@ -547,33 +450,17 @@ async fn botocore_obtains_credentials_through_its_container_provider() {
     }
     let moto = Moto::start().await;
     let h = Harness::start(&moto.endpoint, |_| {}).await;
-    let token_file = h.dir.path().join("eks-pod-identity-token");
-    std::fs::write(&token_file, h.pod_token("team-a", "carts", "carts-6b7")).unwrap();
     let script = "import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])";
-    let mut command = std::process::Command::new("python3");
-    command
-        .args(["-c", script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", h.dir.path())
-        .env(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://{}/v1/credentials", h.addr()),
-        )
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
-        .env("AWS_ENDPOINT_URL_STS", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1");
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "botocore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = botocore(
+        &h,
+        script,
+        &[
+            ("AWS_ENDPOINT_URL_STS", moto.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ],
+    )
+    .await;
     assert!(
         stdout
             .trim()
@@ -584,10 +471,7 @@ async fn botocore_obtains_credentials_through_its_container_provider() {
 
 #[tokio::test]
 async fn readyz_needs_the_kubernetes_api_and_metrics_are_served() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let h = Harness::start(&sts.endpoint, |_| {}).await;
     let body = support::wait_readyz(h.agent.admin_addr, 200).await;
     assert!(body.contains("ready"), "{body}");
@@ -608,23 +492,66 @@ async fn readyz_needs_the_kubernetes_api_and_metrics_are_served() {
     let kubeconfig = kube.kubeconfig(dir.path());
     drop(kube);
     let associations = dir.path().join("a.yaml");
-    std::fs::write(&associations, ASSOCIATIONS).unwrap();
-    let mut settings = AgentSettings::new("kind");
-    settings.binds = vec!["127.0.0.1:0".parse().unwrap()];
-    settings.admin_listen = "127.0.0.1:0".parse().unwrap();
-    settings.associations_file = Some(associations);
-    settings.kubeconfig = Some(kubeconfig);
-    settings.sts.endpoint = Some(sts.endpoint.clone());
-    let lonely = agent::start_with(
-        settings,
-        AgentExtras {
-            aws_config: Some(agent_aws_config()),
-        },
-    )
-    .await
-    .unwrap();
+    let lonely = start_agent(agent_settings(&associations, kubeconfig, &sts.endpoint)).await;
     let body = support::wait_readyz(lonely.admin_addr, 503).await;
     assert!(body.contains("Kubernetes API not reachable"), "{body}");
+}
+
+/// The agent binary for cluster `kind`, logging JSON to a piped stderr, on `port` and
+/// `admin_port` with the API server of `kubeconfig`, in an empty environment but `HOME`.
+fn agent_binary(
+    port: u16,
+    admin_port: u16,
+    kubeconfig: std::path::PathBuf,
+    home: &std::path::Path,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"));
+    command
+        .args(["agent", "--cluster-name", "kind", "--log-format", "json"])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env_clear()
+        .env("HOME", home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Runs `command` to its end off the test's runtime.
+async fn output(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// python3 running `script` as a pod of team-a/carts does: botocore's container provider
+/// pointed at the agent with the pod's token file, in an empty environment but `PATH`, `HOME`
+/// and `env`; its stdout, once it succeeded.
+async fn botocore(h: &Harness, script: &str, env: &[(&str, &str)]) -> String {
+    let token_file = h.dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, h.pod_token("team-a", "carts", "carts-6b7")).unwrap();
+    let mut command = std::process::Command::new("python3");
+    command
+        .args(["-c", script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", h.dir.path())
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v1/credentials", h.addr()),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
+        .envs(env.iter().copied());
+    let out = output(command).await;
+    assert!(
+        out.status.success(),
+        "botocore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn free_port() -> u16 {
@@ -637,31 +564,19 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn the_binary_takes_the_standard_aws_settings_and_never_logs_secrets() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let kube = FakeKubeApi::start(0, Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let associations = dir.path().join("associations.yaml");
     std::fs::write(&associations, ASSOCIATIONS).unwrap();
     let (port, admin_port) = (free_port(), free_port());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
-        .args(["agent", "--cluster-name", "kind", "--log-format", "json"])
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-        .arg("--kubeconfig")
-        .arg(kube.kubeconfig(dir.path()))
+    let child = agent_binary(port, admin_port, kube.kubeconfig(dir.path()), dir.path())
         .arg("--associations")
         .arg(&associations)
-        .env_clear()
-        .env("HOME", dir.path())
         .env("AWS_REGION", "eu-west-1")
         .env("AWS_ACCESS_KEY_ID", "AKIDFROMTHEENV")
         .env("AWS_SECRET_ACCESS_KEY", "agent-secret-from-env")
         .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Killed if the test fails before it stops the agent itself.
@@ -727,10 +642,7 @@ async fn the_binary_takes_the_standard_aws_settings_and_never_logs_secrets() {
 
 #[tokio::test]
 async fn one_client_over_its_rate_limit_gets_429_and_other_clients_do_not() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let h = Harness::start(&sts.endpoint, |s| {
         s.rate_limit = Some(RateLimit {
             per_second: 1,
@@ -773,10 +685,7 @@ async fn one_client_over_its_rate_limit_gets_429_and_other_clients_do_not() {
 
 #[tokio::test]
 async fn the_credentials_cache_stays_within_its_memory_bound() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     const BOUND: u64 = 8 * 1024;
     let h = Harness::start(&sts.endpoint, |s| {
         s.credentials.max_cache_bytes = BOUND;
@@ -814,24 +723,13 @@ async fn the_credentials_cache_stays_within_its_memory_bound() {
 
 #[tokio::test]
 async fn credentials_the_role_no_longer_allows_are_dropped_at_refresh() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(8),
-    })
-    .await;
-    let h = Harness::start(&sts.endpoint, |s| {
-        s.credentials.refresh_before = Duration::from_secs(6);
-        s.credentials.min_remaining = Duration::from_secs(1);
-        s.sweep_interval = Duration::from_millis(200);
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(8)).await;
+    let h = Harness::start(&sts.endpoint, refresh_short_lived).await;
     let token = h.pod_token("team-a", "carts", "carts-1");
     let (status, _) = h.get(&token).await;
     assert_eq!(status, 200);
     // The role's trust policy changes: STS refuses the background refresh.
-    sts.set_mode(StsMode::Fail {
-        status: 403,
-        code: "AccessDenied",
-    });
+    sts.fail(403, "AccessDenied");
     let deadline = Instant::now() + WAIT;
     while h
         .metric("pod_identity_agent_refreshes_total{result=\"dropped\"}")
@@ -844,11 +742,7 @@ async fn credentials_the_role_no_longer_allows_are_dropped_at_refresh() {
     let (entries, _) = h.agent.service.cache_size().await;
     assert_eq!(entries, 0);
     let (status, body) = h.get(&token).await;
-    assert_eq!(
-        (status, body["Code"].as_str()),
-        (403, Some("AccessDenied")),
-        "{body}"
-    );
+    assert_refused(status, &body, 403, "AccessDenied");
 }
 
 /// The binary, killed on drop.
@@ -864,10 +758,7 @@ impl Drop for KillOnDrop {
 
 #[tokio::test]
 async fn the_binary_reads_its_aws_profile_and_eks_endpoint_from_the_standard_settings() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let eks = FakeEks::start("kind").await;
     eks.add("team-a", "carts", "carts");
     let kube = FakeKubeApi::start(0, Vec::new()).await;
@@ -883,22 +774,13 @@ async fn the_binary_reads_its_aws_profile_and_eks_endpoint_from_the_standard_set
     .unwrap();
     let (port, admin_port) = (free_port(), free_port());
     // No --associations: the associations come from EKS, as on an EKS cluster.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
-        .args(["agent", "--cluster-name", "kind", "--log-format", "json"])
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-        .arg("--kubeconfig")
-        .arg(kube.kubeconfig(dir.path()))
-        .env_clear()
-        .env("HOME", dir.path())
+    let mut child = agent_binary(port, admin_port, kube.kubeconfig(dir.path()), dir.path())
         .env("AWS_PROFILE", "agent")
         .env("AWS_CONFIG_FILE", &config)
         .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
         .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
         .env("AWS_ENDPOINT_URL_EKS", eks.url())
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let guard = KillOnDrop(child.id());
@@ -960,10 +842,7 @@ async fn the_binary_reads_its_aws_profile_and_eks_endpoint_from_the_standard_set
 
 #[tokio::test]
 async fn trust_policy_trusts_the_agent_only_for_one_service_account() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(3600),
-    })
-    .await;
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let run = |principal: Option<&str>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"));
@@ -985,11 +864,7 @@ async fn trust_policy_trusts_the_agent_only_for_one_service_account() {
     };
 
     // Without --agent-principal: who the AWS environment's credentials are (GetCallerIdentity).
-    let mut command = run(None);
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = output(run(None)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -1024,11 +899,7 @@ async fn trust_policy_trusts_the_agent_only_for_one_service_account() {
     assert_eq!(sts.calls()[0].signed_by, "AKIDFROMTHEENV");
 
     // An assumed role (the node's instance role, IRSA) is trusted through its role.
-    let mut command = run(Some("arn:aws:iam::111122223333:role/node"));
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = output(run(Some("arn:aws:iam::111122223333:role/node"))).await;
     assert!(out.status.success());
     let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -1040,18 +911,8 @@ async fn trust_policy_trusts_the_agent_only_for_one_service_account() {
 
 #[tokio::test]
 async fn botocore_refreshes_credentials_through_its_container_provider() {
-    let sts = RecordingSts::start(StsMode::Issue {
-        lifetime: Duration::from_secs(8),
-    })
-    .await;
-    let h = Harness::start(&sts.endpoint, |s| {
-        s.credentials.refresh_before = Duration::from_secs(6);
-        s.credentials.min_remaining = Duration::from_secs(1);
-        s.sweep_interval = Duration::from_millis(200);
-    })
-    .await;
-    let token_file = h.dir.path().join("eks-pod-identity-token");
-    std::fs::write(&token_file, h.pod_token("team-a", "carts", "carts-6b7")).unwrap();
+    let sts = RecordingSts::issuing(Duration::from_secs(8)).await;
+    let h = Harness::start(&sts.endpoint, refresh_short_lived).await;
     // botocore's refreshable credentials, as every boto3 client holds them: credentials this
     // short-lived are fetched again on each use, and must change once the agent refreshed.
     let script = "
@@ -1067,27 +928,7 @@ while len(keys) < 2 and time.time() < deadline:
     time.sleep(0.2)
 print(' '.join(keys))
 ";
-    let mut command = std::process::Command::new("python3");
-    command
-        .args(["-c", script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", h.dir.path())
-        .env(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://{}/v1/credentials", h.addr()),
-        )
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "botocore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = botocore(&h, script, &[]).await;
     let mut lines = stdout.lines();
     assert_eq!(lines.next(), Some("container-role"), "{stdout}");
     let keys: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::provider::ProvideCredentials;
 use support::WAIT;
-use support::agent::Harness;
-use support::sts::{RecordingSts, StsMode};
+use support::agent::{Harness, refresh_short_lived};
+use support::sts::RecordingSts;
 
 #[test]
 fn the_rust_sdk_container_provider_obtains_and_refreshes_credentials() {
@@ -30,15 +30,10 @@ fn the_rust_sdk_container_provider_obtains_and_refreshes_credentials() {
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async move {
-            let sts = RecordingSts::start(StsMode::Issue {
-                lifetime: Duration::from_secs(8),
-            })
-            .await;
+            let sts = RecordingSts::issuing(Duration::from_secs(8)).await;
             let h = Harness::start(&sts.endpoint, |s| {
                 s.binds = vec![addr];
-                s.credentials.refresh_before = Duration::from_secs(6);
-                s.credentials.min_remaining = Duration::from_secs(1);
-                s.sweep_interval = Duration::from_millis(200);
+                refresh_short_lived(s);
             })
             .await;
             std::fs::write(&token_file, h.pod_token("team-a", "carts", "carts-1")).unwrap();

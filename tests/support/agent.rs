@@ -2,8 +2,8 @@
 //! Kubernetes API, an associations file and a given STS endpoint, plus a plain HTTP client.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -51,28 +51,44 @@ pub struct Harness {
     pub associations: PathBuf,
 }
 
+/// The settings of an agent for cluster `kind` on loopback ports, with [`ASSOCIATIONS`]
+/// written to `associations`, the API server of `kubeconfig` and STS at `sts_endpoint`.
+pub fn agent_settings(
+    associations: &Path,
+    kubeconfig: PathBuf,
+    sts_endpoint: &str,
+) -> AgentSettings {
+    std::fs::write(associations, ASSOCIATIONS).unwrap();
+    let mut settings = AgentSettings::new("kind");
+    settings.binds = vec!["127.0.0.1:0".parse().unwrap()];
+    settings.admin_listen = "127.0.0.1:0".parse().unwrap();
+    settings.associations_file = Some(associations.to_path_buf());
+    settings.kubeconfig = Some(kubeconfig);
+    settings.sts.endpoint = Some(sts_endpoint.to_string());
+    settings
+}
+
+/// Starts the agent in process, as the tests' AWS identity ([`agent_aws_config`]).
+pub async fn start_agent(settings: AgentSettings) -> RunningAgent {
+    agent::start_with(
+        settings,
+        AgentExtras {
+            aws_config: Some(agent_aws_config()),
+        },
+    )
+    .await
+    .expect("agent starts")
+}
+
 impl Harness {
     pub async fn start(sts_endpoint: &str, tune: impl FnOnce(&mut AgentSettings)) -> Self {
         let kube = FakeKubeApi::start(0, Vec::new()).await;
         let dir = tempfile::tempdir().unwrap();
         let associations = dir.path().join("associations.yaml");
-        std::fs::write(&associations, ASSOCIATIONS).unwrap();
-        let mut settings = AgentSettings::new("kind");
-        settings.binds = vec!["127.0.0.1:0".parse().unwrap()];
-        settings.admin_listen = "127.0.0.1:0".parse().unwrap();
-        settings.associations_file = Some(associations.clone());
-        settings.kubeconfig = Some(kube.kubeconfig(dir.path()));
-        settings.sts.endpoint = Some(sts_endpoint.to_string());
+        let mut settings = agent_settings(&associations, kube.kubeconfig(dir.path()), sts_endpoint);
         settings.rate_limit = None;
         tune(&mut settings);
-        let agent = agent::start_with(
-            settings,
-            AgentExtras {
-                aws_config: Some(agent_aws_config()),
-            },
-        )
-        .await
-        .expect("agent starts");
+        let agent = start_agent(settings).await;
         Self {
             agent,
             kube,
@@ -168,6 +184,31 @@ async fn exchange(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Credentials of 8 seconds' lifetime (`RecordingSts::issuing(Duration::from_secs(8))`)
+/// refreshed in the background: from 6 seconds before expiry, swept every 200 ms, served while
+/// at least 1 second remains.
+pub fn refresh_short_lived(settings: &mut AgentSettings) {
+    settings.credentials.refresh_before = Duration::from_secs(6);
+    settings.credentials.min_remaining = Duration::from_secs(1);
+    settings.sweep_interval = Duration::from_millis(200);
+}
+
+/// The agent refused with the HTTP `status` and the EKS error `code`.
+#[track_caller]
+pub fn assert_refused(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (want_status, Some(code)),
+        "{body}"
+    );
+}
+
+/// The refusal's `Message` says `part`.
+#[track_caller]
+pub fn assert_message(body: &Value, part: &str) {
+    assert!(body["Message"].as_str().unwrap().contains(part), "{body}");
 }
 
 pub fn expiration(answer: &Value) -> SystemTime {

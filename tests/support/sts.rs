@@ -215,6 +215,11 @@ async fn handle(State(r): State<Arc<Recorder>>, headers: HeaderMap, body: Bytes)
 }
 
 impl RecordingSts {
+    /// Issues credentials valid for `lifetime`.
+    pub async fn issuing(lifetime: Duration) -> Self {
+        Self::start(StsMode::Issue { lifetime }).await
+    }
+
     pub async fn start(mode: StsMode) -> Self {
         let recorder = Arc::new(Recorder {
             mode: Mutex::new(mode),
@@ -234,6 +239,11 @@ impl RecordingSts {
 
     pub fn set_mode(&self, mode: StsMode) {
         *self.recorder.mode.lock().unwrap() = mode;
+    }
+
+    /// Answers from now on with the STS error `code` and the HTTP `status`.
+    pub fn fail(&self, status: u16, code: &'static str) {
+        self.set_mode(StsMode::Fail { status, code });
     }
 
     /// Every request so far.
