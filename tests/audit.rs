@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use support::kube_api::{Changes, FakeKubeApi};
-use support::{Capture, TlsClient, apply_answer, captures, run_binary};
+use support::{Capture, TlsClient, apply_answer, captures, run_binary, strings};
 
 const ROLE_DB: &str = "arn:aws:iam::111122223333:role/db";
 
@@ -35,8 +35,17 @@ policy:
     path
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
+/// `audit --config CONFIG --kubeconfig KUBECONFIG EXTRA...`, run as the built binary.
+async fn audit(config: &Path, kubeconfig: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = strings(&[
+        "audit",
+        "--config",
+        config.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    args.extend(strings(extra));
+    run_binary(args, None).await
 }
 
 fn capture(name: &str) -> Capture {
@@ -227,23 +236,8 @@ async fn audit_reports_what_the_decisions_say_about_a_running_cluster() {
     let config = write_config(dir.path());
     let fake = mixed_cluster(&config).await;
     let kubeconfig = fake.kubeconfig(dir.path());
-    let args = |output: &str| {
-        [
-            "audit",
-            "--config",
-            config.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--page-size",
-            "2",
-            "--output",
-            output,
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-
-    let (code, stdout, stderr) = run_binary(args("json"), None).await;
+    let page_by_two = |output| ["--page-size", "2", "--output", output];
+    let (code, stdout, stderr) = audit(&config, &kubeconfig, &page_by_two("json")).await;
     assert_eq!(code, 1, "findings: {stdout}{stderr}");
     assert!(stderr.is_empty(), "no progress on a pipe: {stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
@@ -339,7 +333,7 @@ async fn audit_reports_what_the_decisions_say_about_a_running_cluster() {
     assert_eq!(fake.pages("/apis/apps/v1/replicasets"), 1);
     assert_eq!(fake.pages("/apis/apps/v1/deployments"), 1);
 
-    let (code, stdout, _) = run_binary(args("table"), None).await;
+    let (code, stdout, _) = audit(&config, &kubeconfig, &page_by_two("table")).await;
     assert_eq!(code, 1);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 8, "{stdout}");
@@ -367,25 +361,47 @@ async fn an_unreachable_cluster_stops_the_audit_with_exit_code_2() {
         .local_addr()
         .unwrap();
     let kubeconfig = support::kube_api::kubeconfig(closed, dir.path());
-    let (code, stdout, stderr) = run_binary(
-        [
-            "audit",
-            "--config",
-            config.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec(),
-        None,
-    )
-    .await;
+    let (code, stdout, stderr) = audit(&config, &kubeconfig, &[]).await;
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
         stderr.starts_with("error: cannot list namespaces: "),
         "{stderr}"
     );
+}
+
+/// The webhook's metrics once `ready` holds for them (`what` did not happen otherwise).
+async fn metrics_once(
+    webhook: &pod_identity_webhook::startup::Running,
+    what: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
+        if ready(&metrics) {
+            return metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The Events created, once there are `n` and no more came in the `settle_ms` after.
+async fn settled_events(fake: &FakeKubeApi, n: usize, settle_ms: u64) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while fake.events().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events: {:?}",
+            fake.events()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(settle_ms)).await;
+    let events = fake.events();
+    assert_eq!(events.len(), n, "{events:?}");
+    events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,18 +420,10 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
     let series = |reason: &str| {
         format!("pod_identity_webhook_audit_violations{{namespace=\"team-a\",reason=\"{reason}\"}}")
     };
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    let metrics = loop {
-        let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
-        if support::sample(&metrics, &series("no-identity")).is_some() {
-            break metrics;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no audit gauges: {metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let metrics = metrics_once(&webhook, "no audit gauges", |metrics| {
+        support::sample(metrics, &series("no-identity")).is_some()
+    })
+    .await;
     for (reason, n) in [
         ("no-identity", 2.0),
         ("role-not-allowed", 1.0),
@@ -435,18 +443,7 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
     );
 
     // One event per finding, and no repeats on the next runs.
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    while fake.events().len() < 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events: {:?}",
-            fake.events()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let events = fake.events();
-    assert_eq!(events.len(), 6, "{events:?}");
+    let events = settled_events(&fake, 6, 400).await;
     let orders = events
         .iter()
         .find(|e| e["regarding"]["name"] == "orders")
@@ -506,32 +503,16 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
         ),
     );
     fake.push_change("ADDED", pod(&base, "debug", "orders", None, "Running"));
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    loop {
-        let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
-        if support::sample(&metrics, &series("needs-restart")) == Some(1.0)
-            && support::sample(&metrics, &series("no-identity")) == Some(3.0)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the watched changes did not reach the gauges: {metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    while fake.events().len() < 7 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events: {:?}",
-            fake.events()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let events = fake.events();
-    assert_eq!(events.len(), 7, "{events:?}");
+    metrics_once(
+        &webhook,
+        "the watched changes did not reach the gauges",
+        |metrics| {
+            support::sample(metrics, &series("needs-restart")) == Some(1.0)
+                && support::sample(metrics, &series("no-identity")) == Some(3.0)
+        },
+    )
+    .await;
+    let events = settled_events(&fake, 7, 300).await;
     assert_eq!(events[6]["regarding"]["name"], "debug");
     assert_eq!(events[6]["regarding"]["kind"], "Pod");
     assert_eq!(events[6]["reason"], "NoIdentity");
@@ -604,21 +585,8 @@ async fn audit_shows_progress_on_a_terminal_only() {
         "the line is redrawn in place"
     );
 
-    let (code, stdout, stderr) = run_binary(
-        strings(&[
-            "audit",
-            "--config",
-            config.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--page-size",
-            "2",
-            "-o",
-            "json",
-        ]),
-        None,
-    )
-    .await;
+    let (code, stdout, stderr) =
+        audit(&config, &kubeconfig, &["--page-size", "2", "-o", "json"]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(!stderr.contains("listing"), "{stderr}");
     assert!(!stdout.contains('\r'), "{stdout}");
@@ -642,19 +610,7 @@ async fn a_pod_on_a_role_outside_the_allowlist_is_denied_not_to_be_restarted() {
     )
     .await;
     let kubeconfig = fake.kubeconfig(dir.path());
-    let (code, stdout, stderr) = run_binary(
-        strings(&[
-            "audit",
-            "--config",
-            config.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "-o",
-            "json",
-        ]),
-        None,
-    )
-    .await;
+    let (code, stdout, stderr) = audit(&config, &kubeconfig, &["-o", "json"]).await;
     assert_eq!(code, 1, "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     let on_pod: Vec<&Value> = report["findings"]

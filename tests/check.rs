@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
 use support::{
     Capture, TlsClient, captures, decode_patch, fixtures_dir, run_binary as run, run_binary_env,
+    strings,
 };
 
 /// The config file both the webhook and `check` read (SPEC §8).
@@ -36,11 +37,14 @@ policy:
     path
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
+/// What `/validate` answered, in `check`'s words.
+/// `check --config CONFIG EXTRA...`.
+fn check_args(config: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = strings(&["check", "--config", config.to_str().unwrap()]);
+    args.extend(strings(extra));
+    args
 }
 
-/// What `/validate` answered, in `check`'s words.
 fn webhook_verdict(response: &Value) -> &'static str {
     match (
         response["allowed"].as_bool().unwrap(),
@@ -274,15 +278,11 @@ async fn a_tree_with_a_deployment_and_its_service_account_in_one_file() {
     let tree = dir.path().join("chart");
     write_tree(&tree);
     let base = |extra: &[&str]| {
-        let mut args = vec![
-            "check".to_string(),
-            "--config".into(),
-            config.display().to_string(),
-            "--namespace".into(),
-            "team-a".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        [
+            check_args(&config, &["--namespace", "team-a"]),
+            strings(extra),
+        ]
+        .concat()
     };
 
     let (code, stdout, stderr) = run(base(&["-f", tree.to_str().unwrap()]), None).await;
@@ -355,11 +355,7 @@ async fn unreadable_input_is_named_by_file_and_document() {
         format!("{APP}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [oops\n"),
     )
     .unwrap();
-    let args = |extra: &[&str]| {
-        let mut a = strings(&["check", "--config", config.to_str().unwrap()]);
-        a.extend(strings(extra));
-        a
-    };
+    let args = |extra: &[&str]| check_args(&config, extra);
 
     let (code, stdout, _) = run(args(&["-f", broken.to_str().unwrap()]), None).await;
     assert_eq!(code, 2, "{stdout}");
@@ -437,13 +433,7 @@ async fn unreadable_input_is_named_by_file_and_document() {
     let bad_config = dir.path().join("bad.yaml");
     std::fs::write(&bad_config, "policy:\n  defaultMod: enforce\n").unwrap();
     let (code, stdout, stderr) = run(
-        strings(&[
-            "check",
-            "--config",
-            bad_config.to_str().unwrap(),
-            "-f",
-            broken.to_str().unwrap(),
-        ]),
+        check_args(&bad_config, &["-f", broken.to_str().unwrap()]),
         None,
     )
     .await;
@@ -460,13 +450,7 @@ async fn identities_from_an_associations_file_and_from_eks() {
     let config = write_config(dir.path(), "enforce");
     let manifest = dir.path().join("orders.yaml");
     std::fs::write(&manifest, ORDERS).unwrap();
-    let base = strings(&[
-        "check",
-        "--config",
-        config.to_str().unwrap(),
-        "-f",
-        manifest.to_str().unwrap(),
-    ]);
+    let base = check_args(&config, &["-f", manifest.to_str().unwrap()]);
 
     let (code, stdout, _) = run(base.clone(), None).await;
     assert_eq!(

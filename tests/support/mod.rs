@@ -636,6 +636,11 @@ pub async fn serve_config(
     running
 }
 
+/// The arguments as owned strings (for [`run_binary`]).
+pub fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 /// Runs the built binary with `args` and `stdin`, off the async runtime (so a fake API in the
 /// test answers it meanwhile): `(exit code, stdout, stderr)`.
 pub async fn run_binary(args: Vec<String>, stdin: Option<Vec<u8>>) -> (i32, String, String) {
