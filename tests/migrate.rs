@@ -7,10 +7,9 @@ mod eks_support;
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use aws_sdk_eks::config::{BehaviorVersion, Credentials, Region};
 use eks_support::FakeEks;
 use pod_identity_webhook::migrate::apply::{self, ApplyOptions, Summary};
 use pod_identity_webhook::migrate::aws::{EksTarget, FileTarget, IamRoles};
@@ -24,101 +23,38 @@ use pod_identity_webhook::migrate::{
 };
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
+use support::sts::Moto;
 
 const ACCOUNT: &str = "111122223333";
 const CLUSTER: &str = "prod";
 const PREFIX: &str = "eks.amazonaws.com";
 const OIDC: &str = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
 
-/// A `moto_server` on a free loopback port, in the cluster's account; killed on drop.
-struct Moto {
-    endpoint: String,
-    child: Child,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .env("MOTO_ACCOUNT_ID", ACCOUNT)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto is not installed: pip install 'moto[server]' (.ci/run does)");
-        let moto = Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "moto did not start within 30 s (pip install 'moto[server]')"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        moto
-    }
-
-    fn iam(&self) -> aws_sdk_iam::Client {
-        let conf = aws_sdk_iam::Config::builder()
-            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
-            .region(aws_sdk_iam::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_iam::config::Credentials::new(
-                "AKIDEXAMPLE",
-                "secret",
-                None,
-                None,
-                "test",
-            ))
-            .endpoint_url(&self.endpoint)
-            .build();
-        aws_sdk_iam::Client::from_conf(conf)
-    }
-}
-
-fn eks_client(eks: &FakeEks) -> aws_sdk_eks::Client {
-    let conf = aws_sdk_eks::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
+/// An IAM client of moto's.
+fn iam(moto: &Moto) -> aws_sdk_iam::Client {
+    let conf = aws_sdk_iam::Config::builder()
+        .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+        .region(aws_sdk_iam::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_iam::config::Credentials::new(
             "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "secret",
             None,
             None,
-            "fake-eks-test",
+            "test",
         ))
-        .endpoint_url(eks.url())
-        .retry_config(eks_support::fast_tuning().retry_config())
-        .timeout_config(eks_support::fast_tuning().timeout_config())
+        .endpoint_url(&moto.endpoint)
         .build();
-    aws_sdk_eks::Client::from_conf(conf)
+    aws_sdk_iam::Client::from_conf(conf)
 }
 
 fn arn(role: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/{role}")
+}
+
+/// The trust statement EKS Pod Identity needs.
+fn pod_identity_trust() -> Value {
+    json!({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+           "Action": ["sts:AssumeRole", "sts:TagSession"]})
 }
 
 /// The IRSA trust statement `eksctl` writes for one ServiceAccount.
@@ -236,13 +172,13 @@ impl World {
     async fn start() -> Self {
         let cluster = FakeKubeApi::empty().await;
         let eks = FakeEks::start(CLUSTER).await;
-        let moto = Moto::start().await;
-        let iam = moto.iam();
+        let moto = Moto::in_account(ACCOUNT).await;
+        let iam = iam(&moto);
         cluster.put(node("linux-1", "linux"));
         cluster.put(node("win-1", "windows"));
         Self {
             kube: KubeCluster::new(cluster.client(), PREFIX),
-            target: EksTarget::new(eks_client(&eks), CLUSTER),
+            target: EksTarget::new(eks.sdk_client(&eks_support::fast_tuning()), CLUSTER),
             roles: IamRoles::new(iam.clone()),
             cluster,
             eks,
@@ -400,8 +336,16 @@ fn padding(target: usize) -> Vec<Value> {
 async fn seed_cases(w: &World) {
     let c = &w.cluster;
     let sa = |name: &str, role: &str| service_account("shop", name, &[("role-arn", &arn(role))]);
-    let pi = json!({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"]});
+    let pi = pod_identity_trust();
+    // A case whose role trusts Pod Identity already: the role and its ServiceAccount `name`.
+    let trusted = |name: &'static str| async move {
+        w.role(name, vec![pod_identity_trust()]).await;
+        c.put(sa(name, name));
+    };
+    // The case's bare pod `name-0` on `node`, with `env`.
+    let first_pod = |name: &str, env: Vec<Value>, node: &str| {
+        pod("shop", &format!("{name}-0"), name, env, node, None)
+    };
 
     // Already migrated: trust, association, pods on Pod Identity.
     w.role(
@@ -480,63 +424,38 @@ async fn seed_cases(w: &World) {
     c.put(sa("near-limit", "near-limit"));
 
     // Static keys in env (care, not a block).
-    w.role("static-keys", vec![pi.clone()]).await;
-    c.put(sa("static-keys", "static-keys"));
-    c.put(pod("shop", "static-keys-0", "static-keys", vec![
+    trusted("static-keys").await;
+    c.put(first_pod("static-keys", vec![
         json!({"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "id"}}}),
         json!({"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "secret"}}}),
-    ], "linux-1", None));
+    ], "linux-1"));
 
     // A proxy without NO_PROXY, and one with it.
-    w.role("proxy", vec![pi.clone()]).await;
-    c.put(sa("proxy", "proxy"));
-    c.put(pod(
-        "shop",
-        "proxy-0",
-        "proxy",
-        vec![
-            json!({"name": "HTTPS_PROXY", "value": "http://proxy:3128"}),
-            json!({"name": "NO_PROXY", "value": "localhost,.svc"}),
-        ],
-        "linux-1",
-        None,
-    ));
-    w.role("proxy-ok", vec![pi.clone()]).await;
-    c.put(sa("proxy-ok", "proxy-ok"));
-    c.put(pod(
-        "shop",
-        "proxy-ok-0",
-        "proxy-ok",
-        vec![
-            json!({"name": "HTTP_PROXY", "value": "http://proxy:3128"}),
-            json!({"name": "NO_PROXY", "value": "localhost,169.254.170.23"}),
-        ],
-        "linux-1",
-        None,
-    ));
+    for (name, proxy, no_proxy) in [
+        ("proxy", "HTTPS_PROXY", "localhost,.svc"),
+        ("proxy-ok", "HTTP_PROXY", "localhost,169.254.170.23"),
+    ] {
+        trusted(name).await;
+        c.put(first_pod(
+            name,
+            vec![
+                json!({"name": proxy, "value": "http://proxy:3128"}),
+                json!({"name": "NO_PROXY", "value": no_proxy}),
+            ],
+            "linux-1",
+        ));
+    }
 
     // A Windows node.
-    w.role("windows", vec![pi.clone()]).await;
-    c.put(sa("windows", "windows"));
-    c.put(pod(
-        "shop",
-        "windows-0",
-        "windows",
-        irsa_env("windows"),
-        "win-1",
-        None,
-    ));
+    trusted("windows").await;
+    c.put(first_pod("windows", irsa_env("windows"), "win-1"));
 
     // A Fargate pod (EKS labels it with its profile).
-    w.role("fargate", vec![pi.clone()]).await;
-    c.put(sa("fargate", "fargate"));
-    let mut p = pod(
-        "shop",
-        "fargate-0",
+    trusted("fargate").await;
+    let mut p = first_pod(
         "fargate",
         irsa_env("fargate"),
         "fargate-ip-10-0-1-7.ec2.internal",
-        None,
     );
     p["metadata"]["labels"]["eks.amazonaws.com/fargate-profile"] = json!("fp-default");
     c.put(p);
@@ -876,8 +795,7 @@ async fn a_failure_in_the_middle_leaves_a_state_plan_explains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_then_verify_then_remove_annotations_and_oidc_trust() {
     let w = World::start().await;
-    let pi = json!({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"]});
+    let pi = pod_identity_trust();
     w.role(
         "before",
         vec![
@@ -1008,8 +926,7 @@ async fn restart_then_verify_then_remove_annotations_and_oidc_trust() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_rollout_is_waited_for_a_bounded_time_and_stops_further_restarts() {
     let w = World::start().await;
-    let pi = json!({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"]});
+    let pi = pod_identity_trust();
     for name in ["a", "b"] {
         w.role(name, vec![pi.clone()]).await;
         w.cluster
@@ -1291,8 +1208,7 @@ async fn a_parallel_service_account_then_the_old_one_retired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_associations_file_is_the_target_without_eks() {
     let w = World::start().await;
-    let pi = json!({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"]});
+    let pi = pod_identity_trust();
     w.role("carts", vec![pi.clone()]).await;
     w.role("orders", vec![irsa_statement("team-a", "orders")])
         .await;
@@ -1418,8 +1334,7 @@ async fn large_clusters_are_read_in_pages() {
 async fn nodes_that_cannot_be_listed_are_said_so_and_selectors_still_tell() {
     let w = World::start().await;
     w.cluster.forbid("nodes");
-    let pi = json!({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"]});
+    let pi = pod_identity_trust();
     w.role("win", vec![pi]).await;
     w.cluster
         .put(service_account("shop", "win", &[("role-arn", &arn("win"))]));

@@ -208,6 +208,11 @@ impl FakeEks {
     /// An `aws-sdk-eks` client for this fake: static credentials (so SigV4 signing runs),
     /// a region, the fake's URL and the given retry/timeout tuning.
     pub fn client(&self, cluster: &str, tuning: &ClientTuning) -> AwsEks {
+        AwsEks::new(self.sdk_client(tuning), cluster)
+    }
+
+    /// The `aws-sdk-eks` client of [`FakeEks::client`].
+    pub fn sdk_client(&self, tuning: &ClientTuning) -> aws_sdk_eks::Client {
         let conf = aws_sdk_eks::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
@@ -222,7 +227,7 @@ impl FakeEks {
             .retry_config(tuning.retry_config())
             .timeout_config(tuning.timeout_config())
             .build();
-        AwsEks::new(aws_sdk_eks::Client::from_conf(conf), cluster)
+        aws_sdk_eks::Client::from_conf(conf)
     }
 }
 
@@ -240,6 +245,24 @@ pub fn fast_tuning() -> ClientTuning {
 
 pub fn role_arn(role: &str) -> String {
     format!("arn:aws:iam::111122223333:role/{role}")
+}
+
+/// A request not signed (SigV4) with the key the fake knows, counted and refused as EKS does.
+fn refuse_unsigned(state: &FakeState, req: &Request<Body>) -> Option<Response> {
+    let signed = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+    if signed {
+        return None;
+    }
+    state.unsigned_requests.fetch_add(1, Ordering::SeqCst);
+    Some(error(
+        StatusCode::FORBIDDEN,
+        "AccessDeniedException",
+        "request is not signed",
+    ))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -347,18 +370,8 @@ async fn handle(State(state): State<Arc<FakeState>>, req: Request<Body>) -> Resp
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let signed = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
-    if !signed {
-        state.unsigned_requests.fetch_add(1, Ordering::SeqCst);
-        return error(
-            StatusCode::FORBIDDEN,
-            "AccessDeniedException",
-            "request is not signed",
-        );
+    if let Some(refused) = refuse_unsigned(&state, &req) {
+        return refused;
     }
     if state.down.load(Ordering::SeqCst) {
         return error(

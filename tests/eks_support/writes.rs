@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{FakeAssociation, FakeState, error, ok, summary};
+use super::{FakeAssociation, FakeState, error, ok, refuse_unsigned, summary};
 
 /// Write-side counters and faults.
 #[derive(Default)]
@@ -67,18 +67,8 @@ pub async fn handle(state: &FakeState, req: Request<Body>) -> Result<Response, R
         (Method::GET, ["clusters", _]) => "describe-cluster",
         _ => return Err(req),
     };
-    let signed = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
-    if !signed {
-        state.unsigned_requests.fetch_add(1, Ordering::SeqCst);
-        return Ok(error(
-            StatusCode::FORBIDDEN,
-            "AccessDeniedException",
-            "request is not signed",
-        ));
+    if let Some(refused) = refuse_unsigned(state, &req) {
+        return Ok(refused);
     }
     let cluster = segments[1].to_string();
     if cluster != state.cluster {

@@ -41,6 +41,15 @@ pub fn moto_available() -> bool {
 impl Moto {
     /// Starts moto and waits until it answers. Panics with the reason when it cannot.
     pub async fn start() -> Self {
+        Self::launch(None).await
+    }
+
+    /// [`Moto::start`], its resources in the AWS account `account` (`MOTO_ACCOUNT_ID`).
+    pub async fn in_account(account: &str) -> Self {
+        Self::launch(Some(account)).await
+    }
+
+    async fn launch(account: Option<&str>) -> Self {
         assert!(
             moto_available(),
             "moto is not installed: pip install 'moto[server]' (.ci/run does)"
@@ -59,6 +68,7 @@ impl Moto {
                 "-p",
                 &port.to_string(),
             ])
+            .envs(account.map(|a| ("MOTO_ACCOUNT_ID", a)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
