@@ -254,7 +254,8 @@ pub struct ConnectionSettings {
     #[arg(long, required = false, value_name = "N")]
     pub http2_max_concurrent_streams: u32,
     /// Request bodies buffered at once, all connections together; a request that finds no room
-    /// is answered 503 at once [default: 67108864].
+    /// is answered 503 at once [default: 33554432]. With the peak memory of the reviews being
+    /// decided, this sizes the webhook's memory: see docs/operations.md, Memory.
     #[arg(long, required = false, value_name = "BYTES")]
     pub body_memory_bytes: usize,
     /// Connections open at once on the admin port [default: 64].
@@ -276,7 +277,7 @@ impl Default for ConnectionSettings {
             http2_keep_alive_interval: Duration::from_secs(30),
             http2_keep_alive_timeout: Duration::from_secs(10),
             http2_max_concurrent_streams: 250,
-            body_memory_bytes: 64 * 1024 * 1024,
+            body_memory_bytes: 32 * 1024 * 1024,
             admin_max_connections: 64,
             unready_after_blocked: Duration::from_secs(5),
         }

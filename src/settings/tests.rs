@@ -320,7 +320,7 @@ fn absurd_sizes_and_zero_waits_are_refused_naming_the_key() {
         assert!(err.contains(key), "{server}: {err}");
     }
     let s = load(
-        "tls: {selfSigned: true}\nserver: {maxBodyBytes: 67108864}\n",
+        "tls: {selfSigned: true}\nserver: {maxBodyBytes: 67108864, connections: {bodyMemoryBytes: 67108864}}\n",
         &[],
     )
     .unwrap();
