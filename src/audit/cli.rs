@@ -14,10 +14,10 @@ use super::render;
 use super::sources::{self, ListedServiceAccounts, SourceError};
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
-use crate::identity::ServiceAccountStore;
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
 };
+use crate::identity::{Identities, ServiceAccountStore};
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
 use crate::settings::{self, EksSettings, Flags, Settings, SettingsError, TlsSettings};
@@ -42,6 +42,29 @@ pub enum CheckOutput {
     #[default]
     Text,
     Json,
+}
+
+/// Where the EKS API is, for `--cluster-name` (`check` and `audit`).
+#[derive(Debug, Args)]
+pub struct EksApiArgs {
+    /// AWS region of the EKS API.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// EKS API endpoint override.
+    #[arg(long, value_name = "URL")]
+    pub eks_endpoint: Option<String>,
+}
+
+impl EksApiArgs {
+    /// The flags given win over the config file's.
+    fn apply(&self, eks: &mut EksSettings) {
+        if self.region.is_some() {
+            eks.region = self.region.clone();
+        }
+        if self.eks_endpoint.is_some() {
+            eks.endpoint = self.eks_endpoint.clone();
+        }
+    }
 }
 
 /// `check` flags.
@@ -76,12 +99,8 @@ pub struct CheckArgs {
     /// environment).
     #[arg(long, value_name = "NAME")]
     pub cluster_name: Option<String>,
-    /// AWS region of the EKS API.
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-    /// EKS API endpoint override.
-    #[arg(long, value_name = "URL")]
-    pub eks_endpoint: Option<String>,
+    #[command(flatten)]
+    pub eks_api: EksApiArgs,
     /// Namespace of objects that name none (as kubectl does).
     #[arg(short = 'n', long, value_name = "NS", default_value = "default")]
     pub namespace: String,
@@ -129,12 +148,7 @@ impl CheckArgs {
                 None => s.eks = EksSettings::default(),
                 Some(name) => {
                     s.eks.cluster_name = name.clone();
-                    if self.region.is_some() {
-                        s.eks.region = self.region.clone();
-                    }
-                    if self.eks_endpoint.is_some() {
-                        s.eks.endpoint = self.eks_endpoint.clone();
-                    }
+                    self.eks_api.apply(&mut s.eks);
                 }
             }
         })
@@ -178,6 +192,22 @@ async fn cluster_stores(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     Ok(Some((sas, namespaces)))
+}
+
+/// The webhook's `/validate` and `/mutate` on `settings`' policy and injection settings, with
+/// `identities` and the namespace labels of `namespaces`.
+fn webhook_decisions(
+    settings: &Settings,
+    identities: Identities,
+    namespaces: Arc<dyn NamespaceStore>,
+) -> Result<(Validator, Mutator), CommandError> {
+    let policy = Policy::compile(&settings.policy, settings.namespace.as_deref())?
+        .with_associations_file(settings.associations_file.clone());
+    let validator = Validator::new(policy, identities.clone()).with_namespaces(namespaces);
+    // As in the webhook: the mutation reads the validator's policy (the role allowlist).
+    let mutator =
+        Mutator::new(settings.injection.clone(), identities).with_policy(validator.shared_policy());
+    Ok((validator, mutator))
 }
 
 /// Runs `check`; the exit code is 0 clean, 1 denials, 2 unreadable input. Errors that stop it
@@ -232,12 +262,7 @@ pub async fn run_check(args: &CheckArgs, out: &mut impl Write) -> Result<u8, Com
     let associations = sources::association_sources(&settings).await?;
     let identities = sources::identities(&settings, associations, Arc::new(listed));
 
-    let own_ns = settings.namespace.clone();
-    let policy = Policy::compile(&settings.policy, own_ns.as_deref())?
-        .with_associations_file(settings.associations_file.clone());
-    let validator = Validator::new(policy, identities.clone()).with_namespaces(namespaces);
-    let mutator =
-        Mutator::new(settings.injection.clone(), identities).with_policy(validator.shared_policy());
+    let (validator, mutator) = webhook_decisions(&settings, identities, namespaces)?;
     let decider = Decider::new(&validator, &mutator);
 
     let mut report = CheckReport {
@@ -285,12 +310,8 @@ pub struct AuditArgs {
     /// EKS cluster whose Pod Identity associations to read (wins over eks.clusterName).
     #[arg(long, value_name = "NAME")]
     pub cluster_name: Option<String>,
-    /// AWS region of the EKS API.
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-    /// EKS API endpoint override.
-    #[arg(long, value_name = "URL")]
-    pub eks_endpoint: Option<String>,
+    #[command(flatten)]
+    pub eks_api: EksApiArgs,
     /// Objects per list request (`limit`; the rest follows by `continue`).
     #[arg(long, value_name = "N", default_value_t = super::cluster::PAGE_SIZE)]
     pub page_size: u32,
@@ -311,12 +332,7 @@ impl AuditArgs {
             if let Some(name) = &self.cluster_name {
                 s.eks.cluster_name = name.clone();
             }
-            if self.region.is_some() {
-                s.eks.region = self.region.clone();
-            }
-            if self.eks_endpoint.is_some() {
-                s.eks.endpoint = self.eks_endpoint.clone();
-            }
+            self.eks_api.apply(&mut s.eks);
         })
     }
 }
@@ -357,14 +373,8 @@ pub async fn audit_objects(
         listed.insert(ns, sa, prefix);
     }
     let identities = sources::identities(settings, associations, Arc::new(listed));
-    let policy = Policy::compile(&settings.policy, settings.namespace.as_deref())?
-        .with_associations_file(settings.associations_file.clone());
-    let namespaces = sources::namespace_labels(&objects.namespaces);
-    let validator =
-        Validator::new(policy, identities.clone()).with_namespaces(Arc::new(namespaces));
-    // As in the webhook: the mutation reads the validator's policy (the role allowlist).
-    let mutator =
-        Mutator::new(settings.injection.clone(), identities).with_policy(validator.shared_policy());
+    let namespaces = Arc::new(sources::namespace_labels(&objects.namespaces));
+    let (validator, mutator) = webhook_decisions(settings, identities, namespaces)?;
     let decider = Decider::new(&validator, &mutator);
     Ok(super::findings::AuditReport {
         findings: super::findings::audit(&decider, objects).await,
