@@ -179,18 +179,38 @@ impl<'a> Observation<'a> {
         }
     }
 
-    fn finish(mut self, result: LookupResult) {
+    fn report(&mut self, result: LookupResult) {
         if let Some(o) = self.observer.take() {
             o.observe(self.source, result);
         }
+    }
+
+    /// Runs the lookup `start` begins, reporting how it answered: `stale` (asked once it has
+    /// answered) marks an answer, found or not, as stale.
+    async fn observed<T, F>(
+        observer: Option<&'a Arc<dyn LookupObserver>>,
+        source: &'static str,
+        start: impl FnOnce() -> F,
+        stale: impl FnOnce() -> bool,
+    ) -> Result<Option<T>, IdentityError>
+    where
+        F: std::future::Future<Output = Result<Option<T>, IdentityError>>,
+    {
+        let mut observation = Self::start(observer, source);
+        let result = start().await;
+        observation.report(match &result {
+            Err(_) => LookupResult::Error,
+            Ok(_) if stale() => LookupResult::Stale,
+            Ok(Some(_)) => LookupResult::Hit,
+            Ok(None) => LookupResult::Miss,
+        });
+        result
     }
 }
 
 impl Drop for Observation<'_> {
     fn drop(&mut self) {
-        if let Some(o) = self.observer.take() {
-            o.observe(self.source, LookupResult::Error);
-        }
+        self.report(LookupResult::Error);
     }
 }
 
@@ -342,30 +362,25 @@ impl Identities {
         let sa_lookup = async {
             match &self.service_accounts {
                 Some(store) => {
-                    let observation = Observation::start(observer, SERVICE_ACCOUNT_SOURCE);
-                    let result = store.get(namespace, service_account).await;
-                    observation.finish(match &result {
-                        Ok(Some(_)) => LookupResult::Hit,
-                        Ok(None) => LookupResult::Miss,
-                        Err(_) => LookupResult::Error,
-                    });
-                    result
+                    Observation::observed(
+                        observer,
+                        SERVICE_ACCOUNT_SOURCE,
+                        || store.get(namespace, service_account),
+                        || false,
+                    )
+                    .await
                 }
                 None => Ok(None),
             }
         };
-        let assoc_lookups =
-            futures::future::join_all(self.associations.iter().map(|source| async move {
-                let observation = Observation::start(observer, source.name());
-                let result = source.lookup(namespace, service_account, freshness).await;
-                observation.finish(match &result {
-                    Err(_) => LookupResult::Error,
-                    Ok(_) if source.stale() => LookupResult::Stale,
-                    Ok(Some(_)) => LookupResult::Hit,
-                    Ok(None) => LookupResult::Miss,
-                });
-                result
-            }));
+        let assoc_lookups = futures::future::join_all(self.associations.iter().map(|source| {
+            Observation::observed(
+                observer,
+                source.name(),
+                || source.lookup(namespace, service_account, freshness),
+                || source.stale(),
+            )
+        }));
         let (sa, assocs) = futures::join!(sa_lookup, assoc_lookups);
 
         let mut errors = Vec::new();
