@@ -286,34 +286,7 @@ impl Readiness {
 
 /// `/livez`, `/readyz`, `/metrics`.
 pub fn admin_router(readiness: Arc<Readiness>, metrics: Arc<AgentMetrics>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                let reasons = readiness.reasons();
-                if reasons.is_empty() {
-                    (StatusCode::OK, "ready\n".to_string())
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("not ready: {}\n", reasons.join(", ")),
-                    )
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }),
-        )
+    crate::server::routes::health_router(move || readiness.reasons(), move || metrics.encode())
 }
 
 /// Serves `router` over plain HTTP/1.1 on `listener` until `stop`, then gives open

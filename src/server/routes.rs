@@ -58,12 +58,27 @@ pub fn admission_router(app: Arc<App>) -> Router {
 
 /// `/livez`, `/readyz`, `/metrics`.
 pub fn admin_router(app: Arc<App>) -> Router {
+    let ready = app.clone();
+    health_router(
+        move || ready.not_ready_reasons(),
+        move || crate::telemetry::metrics::encode(&app.registry),
+    )
+}
+
+/// The admin endpoints of the webhook and of the credentials agent: `/livez`; `/readyz`,
+/// `ready`, else 503 with what `not_ready` names; `/metrics`, what `metrics` encodes
+/// (OpenMetrics text).
+pub fn health_router<R, M>(not_ready: R, metrics: M) -> Router
+where
+    R: Fn() -> Vec<&'static str> + Clone + Send + Sync + 'static,
+    M: Fn() -> String + Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(|State(app): State<Arc<App>>| async move {
-                let reasons = app.not_ready_reasons();
+            get(move || async move {
+                let reasons = not_ready();
                 if reasons.is_empty() {
                     (StatusCode::OK, "ready\n".to_string())
                 } else {
@@ -76,17 +91,16 @@ pub fn admin_router(app: Arc<App>) -> Router {
         )
         .route(
             "/metrics",
-            get(|State(app): State<Arc<App>>| async move {
+            get(move || async move {
                 (
                     [(
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    crate::telemetry::metrics::encode(&app.registry),
+                    metrics(),
                 )
             }),
         )
-        .with_state(app)
 }
 
 /// What an admission handler needs from the request head, read in place (the stock `HeaderMap`
