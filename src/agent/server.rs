@@ -27,6 +27,7 @@ use super::credentials::CredentialService;
 use super::error::AgentError;
 use super::metrics::AgentMetrics;
 use crate::server::ConnectionLimit;
+use crate::server::listener::accept;
 
 /// The longest token accepted (projected tokens are about 1 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -314,24 +315,15 @@ pub async fn serve(
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let slot = tokio::select! {
-            _ = stop.cancelled() => break,
-            slot = connection_limit.slot() => slot,
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((slot, tcp, peer)) = accept(
+        &listener,
+        &connection_limit,
+        &mut connections,
+        &stop,
+        |e| tracing::warn!(error = %e, "accept failed"),
+    )
+    .await
+    {
         let conn = Conn { peer, local };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {

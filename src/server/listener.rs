@@ -19,11 +19,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::limit::ConnectionLimit;
+use super::limit::{ConnectionLimit, Slot};
 use super::limits_reached::LimitsReached;
 use super::timeouts::{Activity, Expired, Limits, Phase, TimedIo, Tracked};
 
@@ -111,30 +111,16 @@ async fn serve(
     // passes can be closed.
     let mut connections = tokio::task::JoinSet::new();
 
-    loop {
-        let slot = tokio::select! {
-            _ = stop.cancelled() => break,
-            slot = connection_limit.slot() => slot,
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            // Reap finished connections so the set stays the size of the open ones.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    connection_limit.set_blocked(false);
-                    a
-                }
-                Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning; readiness notices.
-                    connection_limit.set_blocked(true);
-                    tracing::warn!(port = options.port, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    let port = options.port;
+    while let Some((slot, tcp, peer)) = accept(
+        &listener,
+        &connection_limit,
+        &mut connections,
+        &stop,
+        |e| tracing::warn!(port, error = %e, "accept failed"),
+    )
+    .await
+    {
         let tls = tls.clone();
         let builder = builder.clone();
         let router = router.clone();
@@ -176,6 +162,43 @@ async fn serve(
         Err(_) => {
             tracing::warn!(port = options.port, drain = ?options.drain, open = connections.len(), "drain timeout passed; closing remaining connections");
             connections.shutdown().await;
+        }
+    }
+}
+
+/// The next connection (`TCP_NODELAY` set) and its slot: waits for a free slot, then for a
+/// connection, meanwhile reaping the finished ones of `connections` so the set stays the size
+/// of the open ones. An accept error (usually EMFILE) goes to `failed`, then a brief back-off
+/// instead of spinning (the listener counts as blocked until the next accept, for readiness).
+/// `None` once `stop` is cancelled.
+pub async fn accept(
+    listener: &TcpListener,
+    limit: &ConnectionLimit,
+    connections: &mut tokio::task::JoinSet<()>,
+    stop: &CancellationToken,
+    failed: impl Fn(&std::io::Error),
+) -> Option<(Slot, TcpStream, SocketAddr)> {
+    loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => return None,
+            slot = limit.slot() => slot,
+        };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return None,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                limit.set_blocked(false);
+                let _ = tcp.set_nodelay(true);
+                return Some((slot, tcp, peer));
+            }
+            Err(e) => {
+                limit.set_blocked(true);
+                failed(&e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }
