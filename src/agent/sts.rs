@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use futures::future::BoxFuture;
@@ -236,14 +237,18 @@ impl AwsSts {
         &self.region
     }
 
-    /// The ARN the agent's own credentials belong to (`GetCallerIdentity`).
-    pub async fn caller_arn(&self) -> Result<String, StsError> {
-        let out = self
-            .client
+    /// `GetCallerIdentity`: whom the agent's own credentials belong to.
+    async fn caller_identity(&self) -> Result<GetCallerIdentityOutput, StsError> {
+        self.client
             .get_caller_identity()
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(classify)
+    }
+
+    /// The ARN the agent's own credentials belong to (`GetCallerIdentity`).
+    pub async fn caller_arn(&self) -> Result<String, StsError> {
+        let out = self.caller_identity().await?;
         out.arn()
             .map(str::to_string)
             .ok_or_else(|| StsError::Unavailable("GetCallerIdentity named no ARN".into()))
@@ -341,12 +346,7 @@ impl CredentialIssuer for AwsSts {
 
     fn caller_account(&self) -> BoxFuture<'_, Result<String, StsError>> {
         Box::pin(async move {
-            let out = self
-                .client
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(classify)?;
+            let out = self.caller_identity().await?;
             out.account()
                 .map(str::to_string)
                 .ok_or_else(|| StsError::Unavailable("GetCallerIdentity named no account".into()))
