@@ -13,17 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
 use kube::api::PostParams;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, TypeMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,7 +29,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::ClusterObjects;
+use super::cluster::{ClusterObjects, resource, workload_resources};
 use super::decide::Decider;
 use super::findings::{self, Finding};
 use crate::admission::Mutator;
@@ -123,10 +121,6 @@ impl AuditMetrics {
 struct Watched {
     store: Store<DynamicObject>,
     resource: ApiResource,
-}
-
-fn resource<K: Resource<DynamicType = ()>>() -> ApiResource {
-    ApiResource::erase::<K>(&())
 }
 
 /// Keeps what the decisions read: metadata (without managed fields and the last-applied
@@ -223,15 +217,7 @@ pub async fn run(
 ) {
     let service_accounts = watches.service_accounts.store();
     let namespaces = watches.namespaces.store();
-    let resources = [
-        resource::<Deployment>(),
-        resource::<StatefulSet>(),
-        resource::<DaemonSet>(),
-        resource::<ReplicaSet>(),
-        resource::<Job>(),
-        resource::<CronJob>(),
-    ];
-    let workloads: Vec<Watched> = resources
+    let workloads: Vec<Watched> = workload_resources()
         .into_iter()
         .map(|ar| watch(&watches.client, ar, &stop))
         .collect();

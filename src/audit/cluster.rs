@@ -67,8 +67,21 @@ const WORKLOAD_PLURALS: [(&str, &str); 6] = [
     ("CronJob", "cronjobs"),
 ];
 
-fn resource<K: Resource<DynamicType = ()>>() -> ApiResource {
+pub(super) fn resource<K: Resource<DynamicType = ()>>() -> ApiResource {
     ApiResource::erase::<K>(&())
+}
+
+/// The workload resources the audit reads (their pods are in a template), in the order it
+/// reads them.
+pub(super) fn workload_resources() -> [ApiResource; 6] {
+    [
+        resource::<Deployment>(),
+        resource::<StatefulSet>(),
+        resource::<DaemonSet>(),
+        resource::<ReplicaSet>(),
+        resource::<Job>(),
+        resource::<CronJob>(),
+    ]
 }
 
 /// Lists every object the audit needs, page by page; `progress(resource, listed so far)` is
@@ -89,14 +102,7 @@ pub async fn list_cluster(
         .await?,
         ..ClusterObjects::default()
     };
-    for ar in [
-        resource::<Deployment>(),
-        resource::<StatefulSet>(),
-        resource::<DaemonSet>(),
-        resource::<ReplicaSet>(),
-        resource::<Job>(),
-        resource::<CronJob>(),
-    ] {
+    for ar in workload_resources() {
         let listed = list_all(client, &ar, page_size, &mut progress).await?;
         objects.workloads.extend(listed);
     }
