@@ -92,6 +92,15 @@ impl Summary {
             0
         }
     }
+
+    /// Records a row (or one of its steps) that did not go through.
+    fn stop(&mut self, service_account: String, step: &'static str, reason: String) {
+        self.stopped.push(Stopped {
+            service_account,
+            step,
+            reason,
+        });
+    }
 }
 
 fn sa_name(row: &Row) -> String {
@@ -236,11 +245,7 @@ async fn restart_all(
     for (i, w) in workloads.iter().enumerate() {
         let at = rfc3339(std::time::SystemTime::now());
         if let Err(e) = parts.cluster.restart(w, &at).await {
-            summary.stopped.push(Stopped {
-                service_account: w.to_string(),
-                step: "restart",
-                reason: e.clone(),
-            });
+            summary.stop(w.to_string(), "restart", e.clone());
             say(out, format_args!("! {w}: {e}"));
             continue;
         }
@@ -276,17 +281,13 @@ async fn restart_all(
             }
             Some(reason) => {
                 say(out, format_args!("! {w}: {reason}; no further restarts"));
-                summary.stopped.push(Stopped {
-                    service_account: w.to_string(),
-                    step: "restart",
-                    reason,
-                });
+                summary.stop(w.to_string(), "restart", reason);
                 for rest in &workloads[i + 1..] {
-                    summary.stopped.push(Stopped {
-                        service_account: rest.to_string(),
-                        step: "restart",
-                        reason: format!("not restarted: the rollout of {w} did not finish"),
-                    });
+                    summary.stop(
+                        rest.to_string(),
+                        "restart",
+                        format!("not restarted: the rollout of {w} did not finish"),
+                    );
                 }
                 return;
             }
@@ -350,11 +351,7 @@ async fn migrate_rows(
             };
             if let Err(reason) = result {
                 say(out, format_args!("! {name} stopped at {step}: {reason}"));
-                summary.stopped.push(Stopped {
-                    service_account: name.clone(),
-                    step,
-                    reason,
-                });
+                summary.stop(name.clone(), step, reason);
                 ok = false;
                 break;
             }
@@ -392,11 +389,7 @@ fn retire(
                 "still used by {shown}: switch them to the ServiceAccount that replaces it first"
             );
             say(out, format_args!("! {name} not retired: {reason}"));
-            summary.stopped.push(Stopped {
-                service_account: name,
-                step: "retire",
-                reason,
-            });
+            summary.stop(name, "retire", reason);
             continue;
         }
         say(
@@ -454,11 +447,7 @@ pub async fn apply(
                         out,
                         format_args!("! {name} stopped at annotations: {reason}"),
                     );
-                    summary.stopped.push(Stopped {
-                        service_account: name,
-                        step: "annotations",
-                        reason,
-                    });
+                    summary.stop(name, "annotations", reason);
                 }
             }
         }
@@ -486,11 +475,7 @@ pub async fn apply(
                         out,
                         format_args!("! OIDC trust left in place: cannot re-read the cluster: {e}"),
                     );
-                    summary.stopped.push(Stopped {
-                        service_account: "*".into(),
-                        step: "oidc-trust",
-                        reason: e,
-                    });
+                    summary.stop("*".into(), "oidc-trust", e);
                     return summary;
                 }
             }
@@ -522,11 +507,7 @@ pub async fn apply(
                     out,
                     format_args!("! {name} OIDC trust left in place: {reason}"),
                 );
-                summary.stopped.push(Stopped {
-                    service_account: name,
-                    step: "oidc-trust",
-                    reason,
-                });
+                summary.stop(name, "oidc-trust", reason);
             }
         }
     }
