@@ -51,10 +51,8 @@ impl Running {
         let grace = self.settings.server.shutdown_grace;
         if !grace.is_zero() {
             tracing::info!(?grace, "unready; serving on until endpoints are updated");
-            tokio::time::sleep(grace).await;
         }
-        self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        stop_after_grace(grace, &self.stop, &mut self.tasks).await;
     }
 
     /// Waits for `signal`, then shuts down gracefully.
@@ -63,6 +61,21 @@ impl Running {
         tracing::info!("shutdown requested");
         self.shutdown().await;
     }
+}
+
+/// The rest of a graceful stop, once unready: serves on for `grace` (while endpoints are
+/// updated), then cancels `stop` (no more connections accepted) and waits for every task to
+/// drain. The webhook's and the credentials agent's.
+pub async fn stop_after_grace(
+    grace: std::time::Duration,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    if !grace.is_zero() {
+        tokio::time::sleep(grace).await;
+    }
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// The webhook's own namespace: setting, else `POD_NAMESPACE`, else the in-cluster file.

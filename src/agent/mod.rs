@@ -151,11 +151,7 @@ impl RunningAgent {
     /// Unready for the grace period, then stops accepting and drains.
     pub async fn shutdown(mut self) {
         self.readiness.shutting_down.store(true, Ordering::Release);
-        if !self.grace.is_zero() {
-            tokio::time::sleep(self.grace).await;
-        }
-        self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        crate::startup::stop_after_grace(self.grace, &self.stop, &mut self.tasks).await;
     }
 
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
