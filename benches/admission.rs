@@ -49,15 +49,11 @@ fn fixtures(suffix: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn association(namespace: &str, service_account: &str) -> Association {
-    Association {
-        namespace: namespace.into(),
-        service_account: service_account.into(),
-        role_arn: format!("arn:aws:iam::111122223333:role/{service_account}"),
-        target_role_arn: None,
-        external_id: None,
-        disable_session_tags: None,
-        association_id: None,
-    }
+    Association::new(
+        namespace,
+        service_account,
+        format!("arn:aws:iam::111122223333:role/{service_account}"),
+    )
 }
 
 /// 5,000 associations, including every ServiceAccount the fixtures use.

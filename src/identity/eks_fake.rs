@@ -97,13 +97,12 @@ impl MemEks {
 /// An association as [`MemEks::many`] makes them: id `a-{namespace}-{serviceAccount}`.
 pub fn association(namespace: &str, service_account: &str, role: &str) -> Association {
     Association {
-        namespace: namespace.into(),
-        service_account: service_account.into(),
-        role_arn: format!("arn:aws:iam::111122223333:role/{role}"),
-        target_role_arn: None,
-        external_id: None,
-        disable_session_tags: None,
         association_id: Some(format!("a-{namespace}-{service_account}")),
+        ..Association::new(
+            namespace,
+            service_account,
+            format!("arn:aws:iam::111122223333:role/{role}"),
+        )
     }
 }
 

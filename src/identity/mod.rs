@@ -50,6 +50,26 @@ pub struct Association {
     pub association_id: Option<String>,
 }
 
+impl Association {
+    /// An association of `role_arn` without options (no target role, external id or session
+    /// tag setting) and without an EKS id.
+    pub fn new(
+        namespace: impl Into<String>,
+        service_account: impl Into<String>,
+        role_arn: impl Into<String>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            role_arn: role_arn.into(),
+            target_role_arn: None,
+            external_id: None,
+            disable_session_tags: None,
+            association_id: None,
+        }
+    }
+}
+
 /// That a ServiceAccount has an association: what EKS `ListPodIdentityAssociations` returns
 /// (no role: that takes a Describe, see [`AssociationSource::details`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -553,15 +573,7 @@ mod tests {
     }
 
     fn assoc() -> Association {
-        Association {
-            namespace: "n".into(),
-            service_account: "s".into(),
-            role_arn: "arn:aws:iam::111122223333:role/a".into(),
-            target_role_arn: None,
-            external_id: None,
-            disable_session_tags: None,
-            association_id: None,
-        }
+        Association::new("n", "s", "arn:aws:iam::111122223333:role/a")
     }
 
     fn irsa_sa() -> ServiceAccountInfo {

@@ -175,15 +175,7 @@ async fn create_association(
     out: &mut dyn Write,
     summary: &mut Summary,
 ) -> Result<(), String> {
-    let a = Association {
-        namespace: namespace.to_string(),
-        service_account: service_account.to_string(),
-        role_arn: role_arn.to_string(),
-        target_role_arn: None,
-        external_id: None,
-        disable_session_tags: None,
-        association_id: None,
-    };
+    let a = Association::new(namespace, service_account, role_arn);
     match parts.target.create(&a).await? {
         Created::Created { association_id } => {
             let id = association_id

@@ -261,15 +261,11 @@ pub fn associations(plan: &Plan) -> String {
                 namespace,
                 service_account,
                 role_arn,
-            } => Some(Association {
-                namespace: namespace.clone(),
-                service_account: service_account.clone(),
-                role_arn: role_arn.clone(),
-                target_role_arn: None,
-                external_id: None,
-                disable_session_tags: None,
-                association_id: None,
-            }),
+            } => Some(Association::new(
+                namespace.clone(),
+                service_account.clone(),
+                role_arn.clone(),
+            )),
             _ => None,
         })
         .collect();
