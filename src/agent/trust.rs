@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::identity::role_arn::arn_fields;
+
 /// The role's trust policy document.
 pub fn trust_policy(
     agent_principal: &str,
@@ -38,15 +40,7 @@ pub fn trust_policy(
 /// The IAM principal to trust for a caller identity ARN: an assumed role's session
 /// (`arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION`) is trusted through its role.
 pub fn principal_of_caller(arn: &str) -> String {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("sts"), Some(_), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let Some([partition, "sts", _, account, resource]) = arn_fields(arn) else {
         return arn.to_string();
     };
     match resource

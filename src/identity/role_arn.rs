@@ -110,17 +110,11 @@ impl<'a> RoleArn<'a> {
                 return Err(RoleArnError::Wildcard { at });
             }
         }
-        let rest = arn.strip_prefix("arn:").ok_or(RoleArnError::NotArn)?;
-        let mut parts = rest.splitn(5, ':');
-        let (Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(RoleArnError::Shape);
-        };
+        if !arn.starts_with("arn:") {
+            return Err(RoleArnError::NotArn);
+        }
+        let [partition, service, region, account, resource] =
+            arn_fields(arn).ok_or(RoleArnError::Shape)?;
         if !PARTITIONS.contains(&partition) {
             return Err(RoleArnError::Partition);
         }
@@ -169,6 +163,19 @@ impl<'a> RoleArn<'a> {
             name,
         })
     }
+}
+
+/// The fields of `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` after `arn:` (the resource
+/// may hold `:`); `None` when `arn` does not start with `arn:` or has fewer fields.
+pub fn arn_fields(arn: &str) -> Option<[&str; 5]> {
+    let mut parts = arn.strip_prefix("arn:")?.splitn(5, ':');
+    Some([
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    ])
 }
 
 /// Checks that `arn` is an IAM role ARN; the error says what is wrong without quoting it.

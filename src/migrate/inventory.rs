@@ -377,14 +377,8 @@ impl Inventory {
 
 /// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME` → `(account, name)`.
 pub fn role_parts(arn: &str) -> Option<(&str, &str)> {
-    if !crate::identity::role_arn::is_role_arn(arn) {
-        return None;
-    }
-    let mut parts = arn.splitn(6, ':');
-    let account = parts.nth(4)?;
-    let resource = parts.next()?;
-    let name = resource.rsplit('/').next()?;
-    Some((account, name))
+    let role = crate::identity::role_arn::RoleArn::parse(arn).ok()?;
+    Some((role.account, role.name))
 }
 
 #[cfg(test)]
