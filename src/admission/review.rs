@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::object::map_only::{self, Fields, from_objects_only};
+use crate::object::map_only::from_objects_only;
 use crate::object::{ObjectView, Text, read_bounded};
 
 /// API versions the API server may send; the response echoes the one received.
@@ -118,30 +118,7 @@ pub struct AdmissionRequest<'a, O = Object<ObjectView<'a>>> {
 // The review, its request and the request's kind read from JSON objects only, as the objects
 // do (see `object::map_only`): a body that is an array is not a review.
 from_objects_only!(GroupVersionKind);
-
-impl<'de: 'a, 'a, O: Deserialize<'de>> Fields<'de> for ReviewIn<'a, O> {
-    fn fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        ReviewIn::deserialize(d)
-    }
-}
-
-impl<'de: 'a, 'a, O: Deserialize<'de>> Deserialize<'de> for ReviewIn<'a, O> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        map_only::deserialize(d)
-    }
-}
-
-impl<'de: 'a, 'a, O: Deserialize<'de>> Fields<'de> for AdmissionRequest<'a, O> {
-    fn fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        AdmissionRequest::deserialize(d)
-    }
-}
-
-impl<'de: 'a, 'a, O: Deserialize<'de>> Deserialize<'de> for AdmissionRequest<'a, O> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        map_only::deserialize(d)
-    }
-}
+from_objects_only!(ReviewIn<'a, O>, AdmissionRequest<'a, O>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

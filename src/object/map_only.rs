@@ -34,9 +34,24 @@ pub fn deserialize<'de, T: Fields<'de>, D: Deserializer<'de>>(d: D) -> Result<T,
     d.deserialize_map(ObjectOnly(PhantomData))
 }
 
-/// Implements `Deserialize` (JSON objects only) for structs with one lifetime `'a` that derive
-/// it with `#[serde(remote = "Self")]`.
+/// Implements `Deserialize` (JSON objects only) for structs that derive it with
+/// `#[serde(remote = "Self")]`: with one lifetime `'a` (`Name`), or with one lifetime and the
+/// type of the object they hold (`Name<'a, O>`).
 macro_rules! from_objects_only {
+    ($($ty:ident<'a, O>),+ $(,)?) => {$(
+        impl<'de: 'a, 'a, O: serde::Deserialize<'de>> $crate::object::map_only::Fields<'de>
+            for $ty<'a, O>
+        {
+            fn fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $ty::deserialize(d)
+            }
+        }
+        impl<'de: 'a, 'a, O: serde::Deserialize<'de>> serde::Deserialize<'de> for $ty<'a, O> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::object::map_only::deserialize(d)
+            }
+        }
+    )+};
     ($($ty:ident),+ $(,)?) => {$(
         impl<'de: 'a, 'a> $crate::object::map_only::Fields<'de> for $ty<'a> {
             fn fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
