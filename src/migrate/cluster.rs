@@ -39,6 +39,33 @@ impl KubeCluster {
         }
     }
 
+    /// Lists one workload resource (`what`), giving `push` the kind, metadata and template
+    /// ServiceAccount of each object `template` finds a pod template in.
+    async fn templates<K>(
+        &self,
+        scope: &Scope,
+        what: &str,
+        progress: &Progress,
+        push: &mut impl FnMut(WorkloadKind, &kube::api::ObjectMeta, String),
+        template: impl Fn(&K) -> Option<(WorkloadKind, &PodTemplateSpec)>,
+    ) -> Result<(), String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        for api in self.apis::<K>(scope) {
+            list_all(&api, what, progress, |w| {
+                if let Some((kind, t)) = template(&w) {
+                    push(kind, w.meta(), template_sa(t));
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     fn apis<K>(&self, scope: &Scope) -> Vec<Api<K>>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -189,55 +216,23 @@ impl ClusterApi for KubeCluster {
                     });
                 }
             };
-            for api in self.apis::<Deployment>(scope) {
-                list_all(&api, "deployments", progress, |d| {
-                    if let Some(spec) = &d.spec {
-                        push(
-                            WorkloadKind::Deployment,
-                            &d.metadata,
-                            template_sa(&spec.template),
-                        );
-                    }
-                })
-                .await?;
-            }
-            for api in self.apis::<StatefulSet>(scope) {
-                list_all(&api, "statefulsets", progress, |d| {
-                    if let Some(spec) = &d.spec {
-                        push(
-                            WorkloadKind::StatefulSet,
-                            &d.metadata,
-                            template_sa(&spec.template),
-                        );
-                    }
-                })
-                .await?;
-            }
-            for api in self.apis::<DaemonSet>(scope) {
-                list_all(&api, "daemonsets", progress, |d| {
-                    if let Some(spec) = &d.spec {
-                        push(
-                            WorkloadKind::DaemonSet,
-                            &d.metadata,
-                            template_sa(&spec.template),
-                        );
-                    }
-                })
-                .await?;
-            }
-            for api in self.apis::<CronJob>(scope) {
-                list_all(&api, "cronjobs", progress, |c| {
-                    if let Some(t) = c
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.job_template.spec.as_ref())
-                        .map(|s| &s.template)
-                    {
-                        push(WorkloadKind::CronJob, &c.metadata, template_sa(t));
-                    }
-                })
-                .await?;
-            }
+            self.templates::<Deployment>(scope, "deployments", progress, &mut push, |d| {
+                Some((WorkloadKind::Deployment, &d.spec.as_ref()?.template))
+            })
+            .await?;
+            self.templates::<StatefulSet>(scope, "statefulsets", progress, &mut push, |d| {
+                Some((WorkloadKind::StatefulSet, &d.spec.as_ref()?.template))
+            })
+            .await?;
+            self.templates::<DaemonSet>(scope, "daemonsets", progress, &mut push, |d| {
+                Some((WorkloadKind::DaemonSet, &d.spec.as_ref()?.template))
+            })
+            .await?;
+            self.templates::<CronJob>(scope, "cronjobs", progress, &mut push, |c| {
+                let job = c.spec.as_ref()?.job_template.spec.as_ref()?;
+                Some((WorkloadKind::CronJob, &job.template))
+            })
+            .await?;
             for api in self.apis::<ReplicaSet>(scope) {
                 list_all(&api, "replicasets", progress, |rs| {
                     let deployment = rs
