@@ -346,7 +346,7 @@ fn yaml_documents(name: &str, text: &str) -> Vec<Document> {
                     document,
                     line: location.as_ref().map(|l| l.line()),
                     column: location.as_ref().map(|l| l.column()),
-                    message: yaml_message(&e),
+                    message: without_location(&e),
                 }));
                 // After a syntax error the YAML stream cannot be resynchronised: the parser
                 // would report the same error for every further document.
@@ -360,8 +360,9 @@ fn yaml_documents(name: &str, text: &str) -> Vec<Document> {
     docs
 }
 
-/// The YAML error without its own ` at line L column C` (the location is reported apart).
-fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+/// A YAML or JSON error without its own ` at line L column C` (the location is reported
+/// apart).
+fn without_location(e: &impl std::fmt::Display) -> String {
     let text = e.to_string();
     match text.find(" at line ") {
         Some(at) => text[..at].to_string(),
@@ -382,7 +383,7 @@ fn json_documents(name: &str, text: &str) -> Vec<Document> {
                     document,
                     line: Some(e.line()),
                     column: Some(e.column()),
-                    message: json_message(&e),
+                    message: without_location(&e),
                 }));
                 break;
             }
@@ -392,14 +393,6 @@ fn json_documents(name: &str, text: &str) -> Vec<Document> {
         }
     }
     docs
-}
-
-fn json_message(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    match text.find(" at line ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
 }
 
 /// The objects of one document: itself, or the items of a `List` (`v1/List`, or a typed list
