@@ -6,6 +6,7 @@
 # associations loaded. Everything listens on 127.0.0.1 and every run is bounded.
 #
 #   scripts/load-bench.sh [SECONDS]        (default 10 s per run, plus 2 s warm-up)
+#   ROUNDS=3 scripts/load-bench.sh 10     (the open-loop runs three times: their p99 varies by round)
 #
 # Fixtures: $POD_IDENTITY_FIXTURES, else ../shared/fixtures/apiserver-v1.24.
 set -euo pipefail
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-10}"
 RATE="${RATE:-5000}"
 CONNS="${CONNS:-64}"
+ROUNDS="${ROUNDS:-1}"
 # shellcheck source=scripts/bench-common.sh
 source scripts/bench-common.sh
 FIXTURES=$(bench_fixtures)
@@ -77,7 +79,9 @@ buckets() {
     sed -n 's/^pod_identity_webhook_admission_duration_seconds_bucket{le="\([^"]*\)",endpoint="mutate"} \([0-9]*\).*/\1 \2/p'
 }
 steal() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+for round in $(seq 1 "$ROUNDS"); do
 for proto in "" "--h2"; do
+  if [ "$ROUNDS" -gt 1 ]; then echo "open loop, round $round of $ROUNDS:"; fi
   run baseline "$BASE_PORT" $proto --rate "$RATE"
   before=$(buckets) stolen=$(steal)
   run webhook "$OURS_PORT" $proto --rate "$RATE"
@@ -89,6 +93,7 @@ for proto in "" "--h2"; do
         100 * n["0.00025"] / total, 100 * n["0.001"] / total, 100 * n["0.0025"] / total,
         100 * (b[1] - a[1]) / (b[2] - a[2])
     }'
+done
 done
 # Server CPU per request (user + system, from /proc), closed loop over HTTP/1.1 without warm-up so
 # every request the CPU time covers is counted. Less sensitive than throughput to what else the
