@@ -17,6 +17,7 @@ use super::cluster::ClusterObjects;
 use super::decide::{Decided, Decider};
 use crate::admission::Outcome;
 use crate::identity::{Freshness, IdentityKind};
+use crate::object::Kind;
 
 /// Why an object is reported (the `reason` label of `audit_violations`; a fixed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -99,15 +100,11 @@ pub struct Finding {
     pub api_version: String,
 }
 
-/// Kinds whose objects the audit reports on their owner instead (a ReplicaSet's Deployment).
-const CONTROLLERS: [&str; 6] = [
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-];
+/// Whether an owner of this kind is a workload, which the audit reports on instead of its pods
+/// (a ReplicaSet's Deployment).
+fn is_workload(kind: &str) -> bool {
+    Kind::from_name(kind).is_some_and(Kind::is_workload)
+}
 
 fn controller(object: &Value) -> Option<(&str, &str)> {
     object["metadata"]["ownerReferences"]
@@ -166,7 +163,7 @@ pub async fn audit(decider: &Decider<'_>, objects: &ClusterObjects) -> Vec<Findi
         }
     }
     for w in &objects.workloads {
-        if controller(w).is_some_and(|(kind, _)| CONTROLLERS.contains(&kind)) {
+        if controller(w).is_some_and(|(kind, _)| is_workload(kind)) {
             continue;
         }
         let ns = text(w, &["metadata", "namespace"]);
@@ -178,7 +175,7 @@ pub async fn audit(decider: &Decider<'_>, objects: &ClusterObjects) -> Vec<Findi
     for pod in objects.pods.iter().filter(|p| is_live_pod(p)) {
         let ns = text(pod, &["metadata", "namespace"]);
         let decided = decider.decide(pod, Some(ns)).await;
-        let owned = controller(pod).is_some_and(|(kind, _)| CONTROLLERS.contains(&kind));
+        let owned = controller(pod).is_some_and(|(kind, _)| is_workload(kind));
         if !owned && let Some(f) = policy_finding(pod, &decided, Reason::NoIdentity) {
             findings.push(f);
         }

@@ -49,6 +49,12 @@ impl Kind {
         self != Self::ServiceAccount
     }
 
+    /// Whether objects of this kind own pods through a template (every kind but Pod and
+    /// ServiceAccount).
+    pub fn is_workload(self) -> bool {
+        !matches!(self, Self::Pod | Self::ServiceAccount)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pod => "Pod",
