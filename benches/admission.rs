@@ -10,8 +10,8 @@
 //! - `validator/<fixture>`: the same on `/validate`, `Validator::review` (enforce mode, role
 //!   allowlist, lookups in the same 5,000 associations), for every `*.validate.json`.
 //!
-//! Run: `cargo bench --bench admission` (set `POD_IDENTITY_FIXTURES` if the captures are not in
-//! `../shared/fixtures/apiserver-v1.24`).
+//! Run: `cargo bench --bench admission` (the captures in `tests/fixtures/apiserver-v1.24`, or
+//! `POD_IDENTITY_FIXTURES`).
 
 use std::hint::black_box;
 use std::sync::Arc;

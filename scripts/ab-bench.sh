@@ -13,7 +13,7 @@
 # Closed loop, 64 connections, TLS with keep-alive, the captured *.mutate.json pods, 5,000
 # associations (as scripts/load-bench.sh); ENDPOINT=validate drives /validate with the
 # *.validate.json captures instead. Fixtures: $POD_IDENTITY_FIXTURES, else
-# ../shared/fixtures/apiserver-v1.24.
+# tests/fixtures/apiserver-v1.24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 4 ] || { sed -n '2,9p' "$0" >&2; exit 2; }

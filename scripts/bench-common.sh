@@ -2,17 +2,14 @@
 # Sourced by the benchmark scripts (load-bench.sh, ab-bench.sh, instructions.sh), from the
 # repository's root: where the captures are, and the certificate and associations they all use.
 
-# Prints the captures directory: $POD_IDENTITY_FIXTURES, else the usual places; fails if none.
+# Prints the captures directory: $POD_IDENTITY_FIXTURES, else the repository's own copy.
 bench_fixtures() {
-  local d
-  for d in "${POD_IDENTITY_FIXTURES:-}" tests/fixtures/apiserver-v1.24 fixtures/apiserver-v1.24 \
-    ../shared/fixtures/apiserver-v1.24; do
-    if [ -n "$d" ] && [ -d "$d" ]; then
-      echo "$d"
-      return 0
-    fi
-  done
-  echo "fixtures not found; set POD_IDENTITY_FIXTURES" >&2
+  local d="${POD_IDENTITY_FIXTURES:-tests/fixtures/apiserver-v1.24}"
+  if [ -d "$d" ]; then
+    echo "$d"
+    return 0
+  fi
+  echo "fixtures not found at $d; set POD_IDENTITY_FIXTURES to a directory of captures" >&2
   return 1
 }
 

@@ -14,9 +14,6 @@ from=${3:-0}
 jobs=${FUZZ_JOBS:-$(nproc)}
 if [ "$jobs" -gt "$n" ]; then jobs=$n; fi
 if [ "$jobs" -lt 1 ]; then jobs=1; fi
-if [ -z "${POD_IDENTITY_FIXTURES:-}" ] && [ -d ../shared/fixtures/apiserver-v1.24 ]; then
-  export POD_IDENTITY_FIXTURES=$PWD/../shared/fixtures/apiserver-v1.24
-fi
 
 # The test's executable (the package's binary is built too, and listed in any order).
 built=$(cargo test --profile fuzz --test fuzz --no-run --message-format=json |

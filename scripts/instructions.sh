@@ -13,7 +13,7 @@
 # VALGRIND_OPTS="--cache-sim=yes --branch-sim=yes" it also prints simulated L1 instruction and
 # data cache misses and branch mispredictions per request (slower). With ENDPOINT=validate it
 # sends the *.validate.json captures to /validate (the default policy: warn). Fixtures:
-# $POD_IDENTITY_FIXTURES, else ../shared/fixtures/apiserver-v1.24.
+# $POD_IDENTITY_FIXTURES, else tests/fixtures/apiserver-v1.24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }

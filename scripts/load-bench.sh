@@ -8,7 +8,7 @@
 #   scripts/load-bench.sh [SECONDS]        (default 10 s per run, plus 2 s warm-up)
 #   ROUNDS=3 scripts/load-bench.sh 10     (the open-loop runs three times: their p99 varies by round)
 #
-# Fixtures: $POD_IDENTITY_FIXTURES, else ../shared/fixtures/apiserver-v1.24.
+# Fixtures: $POD_IDENTITY_FIXTURES, else tests/fixtures/apiserver-v1.24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Memory under a flood of the largest reviews (SPEC §12): starts the release webhook on loopback
+# Memory under a flood of the largest reviews (docs/contract.md §12): starts the release webhook on loopback
 # with 5,000 associations, has THREADS clients post 6 MiB reviews to /mutate as fast as they can
 # for SECONDS per shape, and prints the webhook's peak RSS (VmHWM). The peak must stay under the
 # Deployment's memory limit (manifests/base/deployment.yaml), or a flood OOM-kills the webhook

@@ -178,7 +178,7 @@ mod tests {
         assert_eq!(live.load().token_expiration, 7200);
         assert_eq!(live.load().aws_default_region.as_deref(), Some("eu-west-1"));
 
-        // A typo must not silently change anything (SPEC §8: unknown keys are errors).
+        // A typo must not silently change anything (docs/contract.md §8: unknown keys are errors).
         std::fs::write(&path, "injection:\n  tokenExpiraton: 900\n").unwrap();
         match reloader.check() {
             ReloadOutcome::Failed(e) => assert!(e.contains("tokenExpiraton"), "{e}"),

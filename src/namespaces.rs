@@ -1,4 +1,4 @@
-//! Namespace labels, for the label that may tighten a namespace's policy mode (SPEC §3).
+//! Namespace labels, for the label that may tighten a namespace's policy mode (docs/contract.md §3).
 //!
 //! Behind a trait so tests inject labels; in a cluster a kube-rs reflector keeps the labels of
 //! every namespace (nothing else), with a bounded live GET for a namespace created seconds ago.

@@ -45,7 +45,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Graceful stop (SPEC/issue: unready, keep serving for the grace period, then drain).
+    /// Graceful stop (unready, keep serving for the grace period, then drain).
     pub async fn shutdown(mut self) {
         self.app.health.set_shutting_down();
         let grace = self.settings.server.shutdown_grace;

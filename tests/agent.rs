@@ -1,4 +1,4 @@
-//! The credentials agent end to end (SPEC §9): real HTTP in and out, TokenReviews answered by
+//! The credentials agent end to end (docs/contract.md §9): real HTTP in and out, TokenReviews answered by
 //! the fake Kubernetes API with the API server's shapes, STS from moto (a real implementation)
 //! or from the recording STS where the wire matters, and real AWS SDKs as clients.
 

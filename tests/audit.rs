@@ -1,4 +1,4 @@
-//! `pod-identity-webhook audit` (SPEC §11), run as the built binary against the fake Kubernetes
+//! `pod-identity-webhook audit` (docs/contract.md §11), run as the built binary against the fake Kubernetes
 //! API serving a cluster built from the captured objects, listed in small pages: workloads
 //! without identity, a ServiceAccount outside its allowlist, pods that need a restart (not
 //! injected, or still on IRSA after their association), and everything that must not be
@@ -593,7 +593,7 @@ async fn audit_shows_progress_on_a_terminal_only() {
 }
 
 /// A running pod whose ServiceAccount names a role outside its namespace's allowlist: the
-/// webhook would deny it (enforce) and never inject that role (SPEC §12), so the audit reports
+/// webhook would deny it (enforce) and never inject that role (docs/contract.md §12), so the audit reports
 /// the policy denial, not a restart that would bring the role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_on_a_role_outside_the_allowlist_is_denied_not_to_be_restarted() {

@@ -1,4 +1,4 @@
-//! Bad input over real TLS (SPEC §4): each gets its specified answer, and the server keeps
+//! Bad input over real TLS (docs/contract.md §4): each gets its specified answer, and the server keeps
 //! serving a good request afterwards.
 
 mod support;

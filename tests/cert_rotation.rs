@@ -1,4 +1,4 @@
-//! Serving certificates (SPEC §4): PEM chains with PKCS#8, PKCS#1 and SEC1 keys; rotation by
+//! Serving certificates (docs/contract.md §4): PEM chains with PKCS#8, PKCS#1 and SEC1 keys; rotation by
 //! rewriting the files and by a Kubernetes Secret volume's `..data` symlink swap, seen by the
 //! next handshake while an open connection keeps working; bad files fail start-up by name.
 

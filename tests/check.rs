@@ -1,4 +1,4 @@
-//! `pod-identity-webhook check` (SPEC §11), run as the built binary: every captured object gets
+//! `pod-identity-webhook check` (docs/contract.md §11), run as the built binary: every captured object gets
 //! the verdict (and patch) the running webhook gives it over TLS, with the same config file;
 //! ServiceAccounts in the checked manifests count; unreadable input is named by file and
 //! document; exit codes 0 / 1 / 2.
@@ -15,7 +15,7 @@ use support::{
     strings,
 };
 
-/// The config file both the webhook and `check` read (SPEC §8).
+/// The config file both the webhook and `check` read (docs/contract.md §8).
 fn write_config(dir: &Path, mode: &str) -> PathBuf {
     let path = dir.join(format!("config-{mode}.yaml"));
     let associations = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/associations.yaml");

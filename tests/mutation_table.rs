@@ -1,4 +1,4 @@
-//! SPEC §2, rule by rule, on the pure mutation: (pod JSON, identity, settings) → patch. Every
+//! docs/contract.md §2, rule by rule, on the pure mutation: (pod JSON, identity, settings) → patch. Every
 //! patch is applied with json-patch to the pod and the result is read back; every mutated pod
 //! is mutated a second time, which must add nothing.
 

@@ -1,5 +1,5 @@
 //! The namespace label store against the shared fake Kubernetes API serving the captured Namespace list
-//! (SPEC §5), and the label tightening a namespace's mode end to end.
+//! (docs/contract.md §5), and the label tightening a namespace's mode end to end.
 
 mod support;
 

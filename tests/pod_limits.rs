@@ -1,4 +1,4 @@
-//! Memory per request bounded whatever the pod's shape (issue 21, SPEC §12), over real TLS:
+//! Memory per request bounded whatever the pod's shape (issue 21, docs/contract.md §12), over real TLS:
 //! a pod with more containers or volumes than allowed gets a short `allowed: false`, a pod at
 //! the limit gets one env list and one mount per container, and a patch that would make an
 //! answer longer than the API server reads (3 MiB) is refused instead of written.

@@ -1,4 +1,4 @@
-//! SPEC §3 as a decision table: each row is one admission request and the answer the policy
+//! docs/contract.md §3 as a decision table: each row is one admission request and the answer the policy
 //! must give. The Validator runs with in-memory identity sources and namespace labels; the
 //! configuration goes through the real config parser.
 
@@ -342,7 +342,7 @@ fn check(row: &str, d: &Decision, expect: &Expect) {
 
 const FIX_NOBODY: &str = "Fix: aws eks create-pod-identity-association --cluster-name prod --namespace team-a --service-account nobody --role-arn <role>";
 
-/// Every row of SPEC §3, each a named request and the answer it must get.
+/// Every row of docs/contract.md §3, each a named request and the answer it must get.
 #[tokio::test]
 async fn spec_section_3_decision_table() {
     let v = validator();
@@ -924,7 +924,7 @@ fn pod_with_ephemeral_env(ns: &str, sa: &str, env: Value) -> String {
     review("Pod", "CREATE", ns, "p", object("Pod", ns, "p", spec))
 }
 
-/// SPEC §12: the role allowlist at pod admission, role annotations that are not role ARNs,
+/// docs/contract.md §12: the role allowlist at pod admission, role annotations that are not role ARNs,
 /// and static keys under every SDK's names, anywhere in the pod.
 #[tokio::test]
 async fn spec_section_12_identity_rows() {

@@ -1,4 +1,4 @@
-//! Memory per request (issue 21, SPEC §12): the heap a review takes, from reading the body to
+//! Memory per request (issue 21, docs/contract.md §12): the heap a review takes, from reading the body to
 //! the answer's bytes, measured by a counting allocator for pods of hostile shapes. It stays
 //! within a small multiple of the body, however the body is shaped.
 //!

@@ -1,5 +1,5 @@
-//! Every `*.validate.json` captured from a real kube-apiserver (SPEC §5), sent over real TLS to a
-//! running webhook with the headers and path the API server used, checked against SPEC §3.
+//! Every `*.validate.json` captured from a real kube-apiserver (docs/contract.md §5), sent over real TLS to a
+//! running webhook with the headers and path the API server used, checked against docs/contract.md §3.
 
 mod support;
 
@@ -19,7 +19,7 @@ enum Expect {
 const REMEDY: &str =
     "aws eks create-pod-identity-association --cluster-name prod --namespace team-a";
 
-/// SPEC §3 for each capture, with examples/associations.yaml (team-a: carts, db, migrator) and
+/// docs/contract.md §3 for each capture, with examples/associations.yaml (team-a: carts, db, migrator) and
 /// `team-a` in enforce mode allowing the roles `carts` and `db` in IRSA annotations.
 fn expected(stem: &str) -> Expect {
     match stem {
@@ -103,7 +103,7 @@ async fn start(default_mode: PolicyMode) -> (Webhook, TlsClient) {
     (running, client)
 }
 
-/// Sends one capture; checks the protocol (SPEC §4) and returns the response object.
+/// Sends one capture; checks the protocol (docs/contract.md §4) and returns the response object.
 async fn send(client: &mut TlsClient, fixture: &Capture) -> Value {
     let response = client.send(fixture).await.expect("request answered");
     let name = fixture.name.trim_end_matches(".validate");

@@ -1,5 +1,5 @@
-//! The `injection` section of the settings: what the mutating webhook writes into pods (SPEC §2
-//! defaults). Flag names are those of aws/amazon-eks-pod-identity-webhook (SPEC §6), so a
+//! The `injection` section of the settings: what the mutating webhook writes into pods (docs/contract.md §2
+//! defaults). Flag names are those of aws/amazon-eks-pod-identity-webhook (docs/contract.md §6), so a
 //! cluster running it can switch images and keep its arguments. Declared once: clap reads the
 //! flags, serde the config file.
 

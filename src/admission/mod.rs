@@ -81,14 +81,14 @@ impl Decision {
     }
 }
 
-/// The mutating webhook: injects identities into pods (SPEC §2).
+/// The mutating webhook: injects identities into pods (docs/contract.md §2).
 pub struct Mutator {
     /// Swapped whole when the config file changes; each request reads one consistent version.
     pub injection: Arc<ArcSwap<InjectionSettings>>,
     pub identities: Identities,
     pub failure_mode: FailureMode,
     /// The validating webhook's policy: an IRSA role outside the namespace's role allowlist
-    /// is never injected (SPEC §12).
+    /// is never injected (docs/contract.md §12).
     pub policy: Arc<ArcSwap<Policy>>,
 }
 
@@ -197,7 +197,7 @@ impl Mutator {
             if resolution.complete() {
                 return allow("no identity").with_service_account(sa);
             }
-            // Could not tell: never block pod creation on our own outage (SPEC: never deny
+            // Could not tell: never block pod creation on our own outage (docs/contract.md §3: never deny
             // because of a stale cache). The user is told credentials were not injected.
             for e in &resolution.errors {
                 tracing::warn!(error = %e, namespace, service_account = %sa, "identity lookup failed; admitting unmutated");

@@ -1,4 +1,4 @@
-//! Pod mutation (SPEC §2): a pure function from (pod, identity, settings) to a JSON Patch.
+//! Pod mutation (docs/contract.md §2): a pure function from (pod, identity, settings) to a JSON Patch.
 //!
 //! The pod is read into a narrow view holding only what the rules look at; everything else in
 //! the object is never parsed, so it cannot be lost. The patch is a list of targeted `add`
@@ -36,7 +36,7 @@ pub enum Skip {
 }
 
 impl Skip {
-    /// Checks the pod-level reasons to leave a pod untouched (SPEC §2 "Untouched").
+    /// Checks the pod-level reasons to leave a pod untouched (docs/contract.md §2 "Untouched").
     pub fn check(pod: &ObjectView<'_>) -> Option<Skip> {
         if pod.metadata.is_mirror_pod() {
             return Some(Skip::MirrorPod);
@@ -181,7 +181,7 @@ impl Patch<'_> {
     }
 }
 
-/// Computes the patch that gives `pod` its identity (SPEC §2). Pure: the webhook calls it with
+/// Computes the patch that gives `pod` its identity (docs/contract.md §2). Pure: the webhook calls it with
 /// the pod of a request, `check` with a pod read from a manifest.
 pub fn mutate_pod<'a>(
     pod: &ObjectView<'_>,
@@ -234,7 +234,7 @@ pub fn mutate_pod<'a>(
         .sts_regional_endpoints
         .unwrap_or(settings.sts_regional_endpoint);
 
-    // The mode's pair, in the order the SPEC appends them.
+    // The mode's pair, in the order docs/contract.md §2 appends them.
     let token_file: Cow<'a, str> = Cow::Owned(token_file);
     let pair: [(&str, Cow<'a, str>); 2] = match &identity.kind {
         IdentityKind::PodIdentity(_) => [

@@ -1,4 +1,4 @@
-//! The AdmissionReview wire format (SPEC §4), read and written with serde.
+//! The AdmissionReview wire format (docs/contract.md §4), read and written with serde.
 //!
 //! A body is read once, into the review and its object's [`ObjectView`] together. Only a body
 //! that does not read that way is looked at again, to say what is wrong with it: an envelope
@@ -169,7 +169,7 @@ pub struct Review<'a, O = Object<ObjectView<'a>>> {
 
 impl<'a> Review<'a> {
     /// Reads a body: the review and its object in one pass. Any error is answered with HTTP
-    /// 400 (SPEC §4); an object that is not readable is not an error here but
+    /// 400 (docs/contract.md §4); an object that is not readable is not an error here but
     /// [`Object::Unreadable`], for the decision to answer.
     pub fn read(body: &'a [u8]) -> Result<Self, ReviewError> {
         // One UTF-8 check of the whole body up front: parsing from `&str` then skips the
@@ -306,7 +306,7 @@ impl AdmissionResponse {
         }
     }
 
-    /// Attaches a JSON Patch; an empty patch attaches nothing (SPEC §2: no patch, not `[]`).
+    /// Attaches a JSON Patch; an empty patch attaches nothing (docs/contract.md §2: no patch, not `[]`).
     pub fn with_patch<P: Serialize + ?Sized>(self, patch: &P) -> Self {
         self.with_patch_within(patch, usize::MAX)
             .expect("no answer is longer than usize::MAX")

@@ -1,4 +1,4 @@
-//! The validating webhook (SPEC §3). Policy decisions live in [`crate::policy`]; this is the
+//! The validating webhook (docs/contract.md §3). Policy decisions live in [`crate::policy`]; this is the
 //! admission-side entry point: it does the bounded lookups (namespace labels, identities) and
 //! turns the verdict into a response.
 

@@ -1,4 +1,4 @@
-//! `pod-identity-webhook agent` arguments (SPEC §9). Each flag also reads an environment
+//! `pod-identity-webhook agent` arguments (docs/contract.md §9). Each flag also reads an environment
 //! variable (`POD_IDENTITY_AGENT_…`), so the DaemonSet can set them either way.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -57,7 +57,7 @@ pub struct RunArgs {
     /// Plain-HTTP admin endpoint: /livez /readyz /metrics.
     #[arg(long, env = "POD_IDENTITY_AGENT_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
     pub admin_listen: SocketAddr,
-    /// Associations file (YAML/JSON, SPEC §7), for clusters without EKS.
+    /// Associations file (YAML/JSON, docs/contract.md §7), for clusters without EKS.
     #[arg(long, env = "POD_IDENTITY_AGENT_ASSOCIATIONS", value_name = "FILE")]
     pub associations: Option<PathBuf>,
     /// EKS API endpoint override (with no --associations file).

@@ -1,4 +1,4 @@
-//! The credentials agent (`pod-identity-webhook agent`, SPEC §9): the node-local endpoint that
+//! The credentials agent (`pod-identity-webhook agent`, docs/contract.md §9): the node-local endpoint that
 //! answers the URI the webhook injects, where EKS does not run.
 //!
 //! - [`review`]: who is asking (TokenReview of the pod's token);
@@ -287,7 +287,7 @@ pub async fn start_with(
                     Duration::from_secs(5),
                 ));
             }
-            // IPv6 is optional (SPEC §9): a node without the address still serves IPv4.
+            // IPv6 is optional (docs/contract.md §9): a node without the address still serves IPv4.
             Err(e) if addr.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
                 tracing::warn!(%addr, error = %e, "IPv6 credentials address not available on this node; serving without it");
             }

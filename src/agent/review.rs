@@ -10,7 +10,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenRe
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-/// The audience of the tokens the webhook projects for Pod Identity (SPEC §2).
+/// The audience of the tokens the webhook projects for Pod Identity (docs/contract.md §2).
 pub const AUDIENCE: &str = "pods.eks.amazonaws.com";
 /// `status.user.extra` key naming the pod a token is bound to.
 pub const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";

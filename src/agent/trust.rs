@@ -1,4 +1,4 @@
-//! The trust policy an association's role needs when the agent assumes it (SPEC §9): it trusts
+//! The trust policy an association's role needs when the agent assumes it (docs/contract.md §9): it trusts
 //! the agent's own principal, for `sts:AssumeRole` and `sts:TagSession`, only with the session
 //! tags of one ServiceAccount, so the role cannot be assumed for another one.
 

@@ -82,7 +82,7 @@ pub struct CheckArgs {
     /// More manifests, as with -f (so pre-commit can append the changed files).
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
-    /// The webhook's configuration file (SPEC §8): policy, injection settings, associations file.
+    /// The webhook's configuration file (docs/contract.md §8): policy, injection settings, associations file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Associations file (wins over the config file's associationsFile).
@@ -297,7 +297,7 @@ pub enum AuditOutput {
 /// `audit` flags.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The webhook's configuration file (SPEC §8): policy, injection settings, associations
+    /// The webhook's configuration file (docs/contract.md §8): policy, injection settings, associations
     /// file, EKS cluster.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -1,4 +1,4 @@
-//! Policy outside admission (SPEC §11): `check` runs the webhook's decisions on manifests before
+//! Policy outside admission (docs/contract.md §11): `check` runs the webhook's decisions on manifests before
 //! they reach a cluster, `audit` runs them on what already runs in one.
 //!
 //! Neither decides anything itself: each object goes to the same [`Validator`] and [`Mutator`]

@@ -1,4 +1,4 @@
-//! The command line (SPEC §6): one module per command. A command is a variant of [`Command`]
+//! The command line (docs/contract.md §6): one module per command. A command is a variant of [`Command`]
 //! holding its `clap::Args` struct, and that struct's `run`.
 
 pub mod audit;
@@ -63,9 +63,9 @@ pub enum Command {
     /// Run the webhook's decisions on what runs in a cluster: workloads without identity,
     /// roles outside their namespace's allowlist, pods that need a restart.
     Audit(Box<audit::AuditArgs>),
-    /// Node agent serving Pod Identity credentials where EKS does not run (SPEC §9).
+    /// Node agent serving Pod Identity credentials where EKS does not run (docs/contract.md §9).
     Agent(Box<crate::agent::args::AgentArgs>),
-    /// Migrate from IRSA to Pod Identity: plan (default), apply --approve, verify (SPEC §10).
+    /// Migrate from IRSA to Pod Identity: plan (default), apply --approve, verify (docs/contract.md §10).
     Migrate(Box<migrate::MigrateArgs>),
 }
 

@@ -1,4 +1,4 @@
-//! The `eks` section of the settings (SPEC §8): which cluster's Pod Identity associations to
+//! The `eks` section of the settings (docs/contract.md §8): which cluster's Pod Identity associations to
 //! read and how long answers are trusted. Declared once: clap reads the flags, serde the file.
 
 use std::time::Duration;

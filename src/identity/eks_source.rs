@@ -1,7 +1,7 @@
 //! The EKS association source: answers from memory in front of [`EksApi`], so admission never
 //! waits on AWS more than once per question.
 //!
-//! Two levels of answers (SPEC §1):
+//! Two levels of answers (docs/contract.md §1):
 //! - *has an association?* ([`AssociationSource::lookup`]): the newer of two views wins:
 //!   - the *snapshot*: every page of `ListPodIdentityAssociations` (100 a page), nothing else,
 //!     swapped in atomically by the periodic full sync (5,000 associations: 50 calls);

@@ -1,4 +1,4 @@
-//! Associations from a file (SPEC §7), for clusters without EKS and for local runs.
+//! Associations from a file (docs/contract.md §7), for clusters without EKS and for local runs.
 //!
 //! YAML or JSON, re-read when it changes; a broken file keeps the last good content. The file is
 //! hostile input (issue 21): it is read only if it is a regular file within a size cap, every

@@ -36,7 +36,7 @@ pub enum ClusterAccess {
 }
 
 /// `--kubeconfig PATH` when given, else the in-cluster configuration when running in a pod,
-/// else no cluster access (SPEC §6: the associations file alone serves).
+/// else no cluster access (docs/contract.md §6: the associations file alone serves).
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<ClusterAccess, KubeError> {
     let config = if let Some(path) = kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {

@@ -1,4 +1,4 @@
-//! The identity layer (SPEC §1): where a ServiceAccount's AWS identity comes from.
+//! The identity layer (docs/contract.md §1): where a ServiceAccount's AWS identity comes from.
 //!
 //! Independent of HTTP so the webhook, the offline `check`, the audit and the node agent can all
 //! reuse it. Two small traits sit at the I/O edge:
@@ -7,7 +7,7 @@
 //!
 //! [`Identities`] combines them into the one answer a decision needs: [`ResolvedIdentity`].
 //!
-//! Two levels of association answers (SPEC §1): [`AssociationSource::lookup`] says *that* a
+//! Two levels of association answers (docs/contract.md §1): [`AssociationSource::lookup`] says *that* a
 //! ServiceAccount has an association ([`AssociationSummary`], what EKS `List` returns: enough to
 //! inject and to validate); [`AssociationSource::details`] gives the role and its options
 //! ([`Association`], what EKS `Describe` returns), for the callers that need them (the
@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sa::ServiceAccountInfo;
 
-/// An EKS Pod Identity association (SPEC §1).
+/// An EKS Pod Identity association (docs/contract.md §1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Association {
@@ -98,7 +98,7 @@ impl From<&Association> for AssociationSummary {
 pub enum Freshness {
     /// Any cached answer will do (the admission hot path).
     Cached,
-    /// Look again past a cached "not found" (before a policy denial, SPEC §3).
+    /// Look again past a cached "not found" (before a policy denial, docs/contract.md §3).
     BypassNegative,
 }
 
@@ -246,7 +246,7 @@ pub trait ServiceAccountStore: Send + Sync + 'static {
     fn ready(&self) -> bool;
 }
 
-/// The identity a pod gets, decided from all sources (SPEC §1: the association wins over IRSA).
+/// The identity a pod gets, decided from all sources (docs/contract.md §1: the association wins over IRSA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityKind {
     /// An association exists; its role is EKS's business (fetch it with

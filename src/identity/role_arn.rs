@@ -1,4 +1,4 @@
-//! The one IAM role ARN validator of the project (SPEC §12: a value that is not an IAM role ARN
+//! The one IAM role ARN validator of the project (docs/contract.md §12: a value that is not an IAM role ARN
 //! is no identity).
 //!
 //! `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`, checked as IAM defines it:

@@ -7,7 +7,7 @@ use super::role_arn::{self, RoleArnError};
 /// The injection-relevant annotations of a ServiceAccount (IRSA webhook semantics).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceAccountInfo {
-    /// `<prefix>/role-arn`: the IRSA role, only when it is an IAM role ARN (SPEC §12).
+    /// `<prefix>/role-arn`: the IRSA role, only when it is an IAM role ARN (docs/contract.md §12).
     pub role_arn: Option<String>,
     /// Why a `<prefix>/role-arn` that is set is not an identity (not an IAM role ARN).
     pub invalid_role_arn: Option<RoleArnError>,

@@ -262,7 +262,7 @@ impl AssociationTarget for EksTarget {
     }
 }
 
-/// Associations in a file (SPEC §7): read, and appended to (written whole, atomically, so the
+/// Associations in a file (docs/contract.md §7): read, and appended to (written whole, atomically, so the
 /// webhook's reload never sees half a file; comments are not kept).
 pub struct FileTarget {
     path: PathBuf,

@@ -1,4 +1,4 @@
-//! The checks of SPEC §10 (pure): one [`Row`] per annotated ServiceAccount from the
+//! The checks of docs/contract.md §10 (pure): one [`Row`] per annotated ServiceAccount from the
 //! [`Inventory`], with what blocks, what needs care, and the actions that migrate it.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! What the migration reads (SPEC §10 step 1): ServiceAccounts with an IRSA role, the pods and
+//! What the migration reads (docs/contract.md §10 step 1): ServiceAccounts with an IRSA role, the pods and
 //! workloads that use them, the nodes those pods run on, the existing associations and the
 //! roles' trust policies. Plain data, built by the readers in [`super::cluster`] and
 //! [`super::aws`]; the checks are pure functions of it.

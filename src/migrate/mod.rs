@@ -1,4 +1,4 @@
-//! `pod-identity-webhook migrate` (SPEC §10): IRSA to Pod Identity in five steps — inventory,
+//! `pod-identity-webhook migrate` (docs/contract.md §10): IRSA to Pod Identity in five steps — inventory,
 //! roles, associations, cut-over, verify — as `plan`, `apply` and `verify`.
 //!
 //! - [`inventory`]: what is read; [`checks`]: the pure checks that turn it into a [`checks::Plan`];

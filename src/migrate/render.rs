@@ -246,7 +246,7 @@ pub fn aws(plan: &Plan) -> String {
     out
 }
 
-/// The associations the plan creates, as associations-file entries (SPEC §7).
+/// The associations the plan creates, as associations-file entries (docs/contract.md §7).
 pub fn associations(plan: &Plan) -> String {
     #[derive(serde::Serialize)]
     struct File {

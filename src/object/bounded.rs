@@ -1,4 +1,4 @@
-//! Reading objects in bounded memory (issue 21, SPEC §12). A view entry costs tens of bytes
+//! Reading objects in bounded memory (issue 21, docs/contract.md §12). A view entry costs tens of bytes
 //! while `{}` in a list costs three bytes of body, so an unbounded read of a hostile pod takes
 //! 25 times its body. Two bounds keep it small whatever the shape:
 //!

@@ -1,4 +1,4 @@
-//! Identity policy (SPEC §3): which namespaces are checked, how strictly, and the verdicts.
+//! Identity policy (docs/contract.md §3): which namespaces are checked, how strictly, and the verdicts.
 //!
 //! Everything here is pure: the admission layer ([`crate::admission::validate`]) does the
 //! lookups (identities, namespace labels) and hands the answers in. Glob matchers are compiled

@@ -1,10 +1,10 @@
-//! The `policy` section of the settings (SPEC §8) and the policy's own vocabulary: modes and
+//! The `policy` section of the settings (docs/contract.md §8) and the policy's own vocabulary: modes and
 //! failure policies. Declared once: clap reads the flags, serde the config file.
 
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-/// How the validating webhook treats a namespace (SPEC §3).
+/// How the validating webhook treats a namespace (docs/contract.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
@@ -54,7 +54,7 @@ pub struct NamespaceRule {
     pub allowed_role_arns: Option<Vec<String>>,
 }
 
-/// The `policy` section (SPEC §8).
+/// The `policy` section (docs/contract.md §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicySettings {

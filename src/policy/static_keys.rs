@@ -1,4 +1,4 @@
-//! The static-credentials rule (SPEC §3): containers that set AWS keys as literal values.
+//! The static-credentials rule (docs/contract.md §3): containers that set AWS keys as literal values.
 
 use crate::object::ContainerView;
 

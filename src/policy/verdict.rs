@@ -1,4 +1,4 @@
-//! Verdicts and the messages people read (SPEC §3): a denial names the object, the
+//! Verdicts and the messages people read (docs/contract.md §3): a denial names the object, the
 //! ServiceAccount, what is missing and the command that fixes it; warnings stay short.
 
 use super::settings::{FailurePolicy, PolicyMode};
@@ -94,7 +94,7 @@ impl Policy {
     }
 
     /// The verdict on a Pod or a workload (its pod template), of kind `kind`, named `name` in
-    /// `namespace` (SPEC §3 and §12). Pure: `identity` is what the identity sources said about
+    /// `namespace` (docs/contract.md §3 and §12). Pure: `identity` is what the identity sources said about
     /// the pod spec's ServiceAccount; the webhook and `check`/`audit` look it up and call this.
     /// Exemptions ([`Policy::is_exempt`]) are the caller's to check first.
     #[allow(clippy::too_many_arguments)]

@@ -1,7 +1,7 @@
 //! TLS for the admission endpoint: PEM loading, a swappable certificate, and reloads.
 //!
 //! New handshakes read the current certificate from an [`ArcSwap`]; a reload swaps it in
-//! place, so connections already open keep the session they negotiated (SPEC §4).
+//! place, so connections already open keep the session they negotiated (docs/contract.md §4).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,7 +158,7 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1` (SPEC §4).
+/// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1` (docs/contract.md §4).
 pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -1,4 +1,4 @@
-//! One settings model (SPEC §6, §8), filled by the YAML file, the flags and the environment.
+//! One settings model (docs/contract.md §6, §8), filled by the YAML file, the flags and the environment.
 //!
 //! Each setting is declared once, as a field of a section struct that derives both
 //! `clap::Args` (its flag, environment variable and help) and `serde::Deserialize` (its key in
@@ -47,7 +47,7 @@ pub enum SettingsError {
 #[derive(Debug, Clone, Serialize, Deserialize, Args)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Settings {
-    /// YAML configuration file (SPEC §8); unknown keys are errors.
+    /// YAML configuration file (docs/contract.md §8); unknown keys are errors.
     #[arg(
         long = "config",
         env = "POD_IDENTITY_WEBHOOK_CONFIG",

@@ -32,20 +32,14 @@ use tokio::net::TcpStream;
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The real API server captures: `$POD_IDENTITY_FIXTURES`, else a copy inside the repository,
-/// else the shared directory next to it.
+/// The real API server captures (`tests/fixtures/apiserver-v1.24`), or `$POD_IDENTITY_FIXTURES`
+/// to replay another capture of the same shape.
 pub fn fixtures_dir() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::var_os("POD_IDENTITY_FIXTURES")
         .map(Into::into)
-        .into_iter()
-        .chain([
-            root.join("tests/fixtures/apiserver-v1.24"),
-            root.join("fixtures/apiserver-v1.24"),
-            root.join("../shared/fixtures/apiserver-v1.24"),
-        ])
-        .find(|d| d.is_dir())
-        .expect("fixtures not found: set POD_IDENTITY_FIXTURES to fixtures/apiserver-v1.24")
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apiserver-v1.24")
+        })
 }
 
 /// A fixture from the real API server: `(path, review body)`.
