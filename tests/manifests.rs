@@ -1058,6 +1058,9 @@ fn the_scripts_pass_bash_n_and_shellcheck() {
         "scripts/instructions.sh",
         "scripts/bench-associations.sh",
         "scripts/bench-common.sh",
+        "scripts/fuzz.sh",
+        "scripts/memory-flood.sh",
+        "hack/control-plane.sh",
         ".ci/run",
     ];
     for script in scripts {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test binary that includes this module uses a different part.
 
 pub mod agent;
+pub mod control_plane;
 pub mod kube_api;
 pub mod sts;
 
