@@ -14,6 +14,7 @@
 //! credentials agent, migration).
 
 pub mod eks_client;
+#[cfg(any(test, feature = "test-support"))]
 pub mod eks_fake;
 pub mod eks_settings;
 pub mod eks_source;
