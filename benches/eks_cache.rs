@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use pod_identity_webhook::identity::eks_cache::{CacheOptions, EksSource};
 use pod_identity_webhook::identity::eks_fake::MemEks;
-use pod_identity_webhook::identity::eks_source::{CacheOptions, EksSource};
 use pod_identity_webhook::identity::{AssociationSource, Freshness};
 use pod_identity_webhook::settings::EksSettings;
 

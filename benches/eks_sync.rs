@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eks_support::{FakeEks, fast_tuning};
 use pod_identity_webhook::identity::AssociationSource;
-use pod_identity_webhook::identity::eks_source::{CacheOptions, EksSource};
+use pod_identity_webhook::identity::eks_cache::{CacheOptions, EksSource};
 use pod_identity_webhook::settings::EksSettings;
 use tokio_util::sync::CancellationToken;
 

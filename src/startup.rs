@@ -11,7 +11,7 @@ use crate::StartError;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::audit::background::{AuditMetrics, WebhookWatches};
-use crate::identity::eks_source::EksSource;
+use crate::identity::eks_cache::EksSource;
 use crate::identity::file::{FileReloader, FileSource};
 use crate::identity::kube::{
     self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,

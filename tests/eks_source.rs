@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eks_support::{FakeEks, Fault, fast_tuning, role_arn};
-use pod_identity_webhook::identity::eks_source::{CacheOptions, EksSource};
+use pod_identity_webhook::identity::eks_cache::{CacheOptions, EksSource};
 use pod_identity_webhook::identity::{AssociationSource, Freshness, IdentityError};
 use pod_identity_webhook::settings::{EksSettings, FailureMode};
 

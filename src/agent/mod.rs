@@ -31,8 +31,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::Identities;
+use crate::identity::eks_cache::EksSource;
 use crate::identity::eks_settings::EksSettings;
-use crate::identity::eks_source::EksSource;
 use crate::identity::file::FileSource;
 use crate::identity::kube::{self as kube_source, ClusterAccess};
 use crate::reload;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::identity::eks_source::EksSource;
+use crate::identity::eks_cache::EksSource;
 use crate::identity::file::FileSource;
 use crate::identity::{
     AssociationSource, Identities, IdentityError, ServiceAccountInfo, ServiceAccountStore,

@@ -26,7 +26,7 @@ pub const PAGE_SIZE: i32 = 100;
 
 /// One association as the list returns it (no role: that takes a Describe).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
+pub struct ListedAssociation {
     pub namespace: String,
     pub service_account: String,
     pub association_id: String,
@@ -36,7 +36,7 @@ pub struct Summary {
 /// One page of `ListPodIdentityAssociations`.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
-    pub summaries: Vec<Summary>,
+    pub summaries: Vec<ListedAssociation>,
     pub next_token: Option<String>,
 }
 
@@ -246,7 +246,7 @@ impl EksApi for AwsEks {
                 .iter()
                 .filter_map(|s| {
                     // A summary without these fields cannot be keyed; EKS always sends them.
-                    Some(Summary {
+                    Some(ListedAssociation {
                         namespace: s.namespace()?.to_string(),
                         service_account: s.service_account()?.to_string(),
                         association_id: s.association_id()?.to_string(),

@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::Association;
-use super::eks_client::{CallError, CallErrorKind, EksApi, Operation, PAGE_SIZE, Page, Summary};
+use super::eks_client::{
+    CallError, CallErrorKind, EksApi, ListedAssociation, Operation, PAGE_SIZE, Page,
+};
 
 /// An in-memory EKS: a list of associations, a switch to fail, a delay, and call counters.
 #[derive(Debug, Default)]
@@ -126,13 +128,13 @@ impl EksApi for MemEks {
                     )
                 })?,
             };
-            let matching: Vec<Summary> = self
+            let matching: Vec<ListedAssociation> = self
                 .snapshot()
                 .iter()
                 .filter(|a| filter.is_none_or(|(n, s)| a.namespace == n && a.service_account == s))
                 .map(|a| {
                     let id = a.association_id.clone().unwrap_or_default();
-                    Summary {
+                    ListedAssociation {
                         namespace: a.namespace.clone(),
                         service_account: a.service_account.clone(),
                         association_arn: Some(format!(

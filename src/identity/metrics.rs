@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::eks_source::{EksSource, EksStats};
+use super::eks_cache::{EksSource, EksStats};
 use super::file::FileSource;
 use super::{LookupObserver, LookupResult};
 use crate::telemetry::metrics::{FamilySnapshot, SampleKind, register_snapshot};

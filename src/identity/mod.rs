@@ -18,11 +18,13 @@
 //! `eks_client` / `eks_cache` / `eks_sync` (the EKS API, the moka-backed source in front of
 //! it, its periodic full sync), [`kube`] (ServiceAccounts from Kubernetes).
 
+pub mod eks_cache;
 pub mod eks_client;
 #[cfg(any(test, feature = "test-support"))]
 pub mod eks_fake;
+mod eks_pause;
 pub mod eks_settings;
-pub mod eks_source;
+pub mod eks_sync;
 pub mod file;
 pub mod index;
 pub mod kube;
