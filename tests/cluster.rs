@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
-use support::control_plane::{ControlPlane, WebhookProcess, binaries, webhook_binary};
+use support::control_plane::{
+    ControlPlane, WebhookProcess, admin_status, binaries, free_port, webhook_binary,
+};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/carts";
 const IRSA_ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
@@ -79,6 +81,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "webhook_down_pods_are_admitted_unmutated_and_audit_lists_them",
         webhook_down_pods_are_admitted_unmutated_and_audit_lists_them,
+    ),
+    (
+        "agent_gives_a_real_pod_credentials_through_botocore_and_refuses_a_deleted_pod",
+        agent_gives_a_real_pod_credentials_through_botocore_and_refuses_a_deleted_pod,
     ),
 ];
 
@@ -417,4 +423,177 @@ fn webhook_down_pods_are_admitted_unmutated_and_audit_lists_them(
         )?;
     }
     Ok(())
+}
+
+/// The credentials agent (the binary, as the DaemonSet runs it) against the real API server and
+/// moto's STS: a token the API server binds to a real pod, reviewed with a real `TokenReview`;
+/// botocore's container credential provider gets the role's credentials through the agent, and
+/// STS says who they are. Once the pod is deleted, its token is refused.
+fn agent_gives_a_real_pod_credentials_through_botocore_and_refuses_a_deleted_pod(
+    tier: &Tier,
+) -> Result<(), Failed> {
+    let plane = &tier.plane;
+    if !support::sts::moto_available() {
+        return Err("moto is not installed: pip install 'moto[server]' (.ci/run does)".into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let moto = runtime.block_on(support::sts::Moto::start());
+
+    namespace(plane, "agent-a");
+    service_account(plane, "agent-a", "carts", &[]);
+    plane.apply(&pod_yaml("agent-a", "carts-0", "carts"));
+    let token = plane.kubectl_ok(&[
+        "create",
+        "token",
+        "carts",
+        "-n",
+        "agent-a",
+        "--audience",
+        "pods.eks.amazonaws.com",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "carts-0",
+        "--duration",
+        "10m",
+    ]);
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, token.trim())?;
+    std::fs::write(
+        dir.path().join("associations.yaml"),
+        format!(
+            "associations:\n  - {{namespace: agent-a, serviceAccount: carts, roleArn: \"{ROLE}\"}}\n"
+        ),
+    )?;
+
+    let agent = AgentProcess::start(plane, dir.path(), &moto.endpoint);
+    let uri = format!("http://127.0.0.1:{}/v1/credentials", agent.port);
+    let sdk = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import boto3, json, os\n\
+             s = boto3.Session(region_name='us-east-1')\n\
+             c = s.get_credentials().get_frozen_credentials()\n\
+             who = s.client('sts', endpoint_url=os.environ['STS']).get_caller_identity()\n\
+             print(json.dumps({'method': s.get_credentials().method, 'key': c.access_key, 'arn': who['Arn']}))",
+        )
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("STS", &moto.endpoint)
+        .output()?;
+    ensure(
+        sdk.status.success(),
+        format!(
+            "botocore: {}\nagent:\n{}",
+            String::from_utf8_lossy(&sdk.stderr),
+            agent.log()
+        ),
+    )?;
+    let answer: Value = serde_json::from_slice(&sdk.stdout)?;
+    ensure(
+        answer["method"] == "container-role",
+        format!("botocore's provider: {answer}"),
+    )?;
+    let arn = answer["arn"].as_str().unwrap_or_default();
+    ensure(
+        arn.starts_with("arn:aws:sts::111122223333:assumed-role/carts/eks-kind-carts-0-"),
+        format!("STS says the credentials are {arn}"),
+    )?;
+
+    // The pod goes (no kubelet holds it: it is removed at once). Its token stops working once the
+    // agent's cached review expires (`--token-review-ttl 1s` here) and the API server's own cache
+    // of authenticated tokens (10 s) has let it go.
+    plane.kubectl_ok(&["delete", "pod", "carts-0", "-n", "agent-a", "--wait=true"]);
+    let mut last = (0, String::new());
+    let refused = plane.eventually_or_none(Duration::from_secs(30), || {
+        last = agent.get_credentials(token.trim());
+        (last.0 == 403 && last.1.contains("AccessDenied")).then_some(())
+    });
+    ensure(
+        refused.is_some(),
+        format!("a deleted pod's token, 30 s later: {} {}", last.0, last.1),
+    )
+}
+
+/// `pod-identity-webhook agent` on a loopback port, reviewing tokens with the control plane and
+/// assuming roles with `sts`; the associations file in `dir`.
+struct AgentProcess {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl AgentProcess {
+    fn start(plane: &ControlPlane, dir: &std::path::Path, sts: &str) -> Self {
+        let (port, admin) = (free_port(), free_port());
+        let log = dir.join("agent.log");
+        let child = std::process::Command::new(webhook_binary())
+            .args(["agent", "--cluster-name", "kind", "--region", "us-east-1"])
+            .arg(format!("--bind=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .arg(format!(
+                "--associations={}",
+                dir.join("associations.yaml").display()
+            ))
+            .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
+            .arg(format!("--sts-endpoint={sts}"))
+            .args(["--token-review-ttl", "1s"])
+            .env("AWS_ACCESS_KEY_ID", "AKIDAGENTEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "agent-secret-key")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("agent.err")).unwrap())
+            .spawn()
+            .expect("the agent starts");
+        let agent = Self { child, port, log };
+        plane.eventually("the agent's /readyz", Duration::from_secs(30), || {
+            (admin_status(admin, "/readyz") == Some(200)).then_some(())
+        });
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /v1/credentials` with `token`, as the SDKs send it: status and body.
+    fn get_credentials(&self, token: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: {token}\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap_or(0);
+        let body = answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        (status, body)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

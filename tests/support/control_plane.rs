@@ -424,6 +424,25 @@ impl ControlPlane {
         kube::Client::try_from(config).unwrap()
     }
 
+    /// Polls `check` every 250 ms until it gives `Some`, for at most `limit`; `None` if it never
+    /// does.
+    pub fn eventually_or_none<T>(
+        &self,
+        limit: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = check() {
+                return Some(v);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Polls `check` every 100 ms until it gives `Some`, for at most `limit`.
     pub fn eventually<T>(
         &self,
