@@ -159,7 +159,7 @@ fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
     dn
 }
 
-/// Starts `bin` with `args`, its output in `DIR/<name>.log`; killed if the test process dies.
+/// Starts `bin` with `args`, its output in `log`; killed if the test process dies.
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
     let out = std::fs::File::create(log).unwrap();
     let mut cmd = Command::new(bin);
@@ -174,8 +174,31 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
             Ok(())
         });
     }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+    spawn_from_lasting_thread(cmd).unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends, and test harnesses end
+/// their worker threads as the queue runs dry: so every child is forked by one thread that lives
+/// as long as the test process.
+fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+    type Request = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply))
+        .expect("the spawner thread runs");
+    answer.recv().expect("the spawner thread answers")
 }
 
 fn stop(child: &mut Child) {
