@@ -21,8 +21,9 @@ use support::control_plane::{
 const ROLE: &str = "arn:aws:iam::111122223333:role/carts";
 const IRSA_ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
 
-/// What every webhook of this tier decides on: enforce in `strict-*`, warn elsewhere.
-const POLICY: &str = "policy:\n  defaultMode: warn\n  clusterName: test\n  namespaces:\n    - match: \"strict-*\"\n      mode: enforce\n";
+/// What every webhook of this tier decides on: enforce in `strict-*`, warn elsewhere; files
+/// re-read twice a second.
+const POLICY: &str = "server:\n  reloadInterval: 500ms\npolicy:\n  defaultMode: warn\n  clusterName: test\n  namespaces:\n    - match: \"strict-*\"\n      mode: enforce\n";
 
 fn associations(pairs: &[(&str, &str)]) -> String {
     let mut out = String::from("associations:\n");
@@ -35,7 +36,7 @@ fn associations(pairs: &[(&str, &str)]) -> String {
 /// The shared control plane with one webhook registered.
 struct Tier {
     plane: ControlPlane,
-    _webhook: WebhookProcess,
+    webhook: WebhookProcess,
 }
 
 /// Started by the first case that runs (listing, or filtering every case out, starts nothing);
@@ -54,10 +55,7 @@ fn tier() -> Result<Arc<Tier>, Failed> {
         &associations(&[("team-a", "carts"), ("strict-a", "carts")]),
     );
     webhook.register(&plane);
-    let started = Arc::new(Tier {
-        plane,
-        _webhook: webhook,
-    });
+    let started = Arc::new(Tier { plane, webhook });
     *tier = Some(started.clone());
     Ok(started)
 }
@@ -85,6 +83,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "agent_gives_a_real_pod_credentials_through_botocore_and_refuses_a_deleted_pod",
         agent_gives_a_real_pod_credentials_through_botocore_and_refuses_a_deleted_pod,
+    ),
+    (
+        "migrate_moves_a_deployment_from_irsa_to_pod_identity",
+        migrate_moves_a_deployment_from_irsa_to_pod_identity,
     ),
 ];
 
@@ -596,4 +598,240 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `migrate plan`, `apply`, `verify` on real ServiceAccounts and a Deployment, with moto as IAM
+/// and the running webhook's associations file: the trust policy gains the Pod Identity statement,
+/// the association is written, the webhook (re-reading its file) gives new pods Pod Identity, the
+/// restart rolls the Deployment's template, verify names what is left until nothing is.
+fn migrate_moves_a_deployment_from_irsa_to_pod_identity(tier: &Tier) -> Result<(), Failed> {
+    const ACCOUNT: &str = "111122223333";
+    const MIG_ROLE: &str = "arn:aws:iam::111122223333:role/mig-app";
+    let plane = &tier.plane;
+    if !support::sts::moto_available() {
+        return Err("moto is not installed: pip install 'moto[server]' (.ci/run does)".into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let moto = runtime.block_on(support::sts::Moto::in_account(ACCOUNT));
+    let iam = aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .endpoint_url(&moto.endpoint)
+            .credentials_provider(aws_sdk_iam::config::Credentials::new(
+                "AKIDMIGRATE",
+                "migrate-secret",
+                None,
+                None,
+                "tests",
+            ))
+            .build(),
+    );
+    let oidc = "oidc.eks.us-east-1.amazonaws.com/id/CLUSTERTEST";
+    let irsa_trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{oidc}")},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {format!("{oidc}:sub"): "system:serviceaccount:mig-a:app"}},
+        }],
+    });
+    runtime.block_on(
+        iam.create_role()
+            .role_name("mig-app")
+            .assume_role_policy_document(irsa_trust.to_string())
+            .send(),
+    )?;
+
+    namespace(plane, "mig-a");
+    service_account(
+        plane,
+        "mig-a",
+        "app",
+        &[("eks.amazonaws.com/role-arn", MIG_ROLE)],
+    );
+    plane.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  namespace: mig-a\nspec:\n  \
+         replicas: 1\n  selector: {matchLabels: {app: mig}}\n  template:\n    metadata:\n      \
+         labels: {app: mig}\n    spec:\n      serviceAccountName: app\n      containers:\n        \
+         - name: app\n          image: busybox:1.36\n",
+    );
+    let pods = |plane: &ControlPlane| -> Vec<Value> {
+        let out = plane.kubectl_ok(&["get", "pods", "-n", "mig-a", "-l", "app=mig", "-o", "json"]);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list["items"].as_array().cloned().unwrap_or_default()
+    };
+    let first = plane.eventually("the IRSA pod", Duration::from_secs(60), || {
+        pods(plane).into_iter().next()
+    });
+    ensure(
+        env_names(&first).contains(&"AWS_ROLE_ARN".to_string()),
+        format!("the first pod is not on IRSA: {first}"),
+    )?;
+
+    let associations = tier.webhook.dir.path().join("associations.yaml");
+    let migrate = |args: &[&str]| -> std::process::Output {
+        std::process::Command::new(webhook_binary())
+            .arg("migrate")
+            .args(args)
+            .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
+            .arg(format!("--associations={}", associations.display()))
+            .args(["-n", "mig-a", "--cluster-account", ACCOUNT])
+            .env("AWS_ENDPOINT_URL_IAM", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "AKIDMIGRATE")
+            .env("AWS_SECRET_ACCESS_KEY", "migrate-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("migrate runs")
+    };
+    let said = |out: &std::process::Output| {
+        format!(
+            "exit {:?}\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // Step 1: the plan reads the ServiceAccount, its pod and the role.
+    let plan = migrate(&["plan"]);
+    let text = said(&plan);
+    ensure(plan.status.success(), text.clone())?;
+    for part in [
+        "mig-a/app",
+        MIG_ROLE,
+        "missing",
+        "add statement",
+        "1 (1 IRSA)",
+        "ready",
+    ] {
+        ensure(text.contains(part), format!("plan lacks {part:?}:\n{text}"))?;
+    }
+
+    // Steps 2 and 3: trust policy and association.
+    let apply = migrate(&["apply", "--approve"]);
+    ensure(apply.status.success(), said(&apply))?;
+    let trust = runtime.block_on(iam.get_role().role_name("mig-app").send())?;
+    let document = trust
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .unwrap_or_default();
+    let document = percent_decode(document);
+    ensure(
+        document.contains("pods.eks.amazonaws.com") && document.contains("sts:TagSession"),
+        format!("trust policy after apply: {document}"),
+    )?;
+    let file = std::fs::read_to_string(&associations)?;
+    ensure(
+        file.contains("mig-a") && file.contains(MIG_ROLE),
+        format!("associations file after apply: {file}"),
+    )?;
+    let again = migrate(&["apply", "--approve"]);
+    ensure(
+        String::from_utf8_lossy(&again.stdout)
+            .contains("0 trust policies updated, 0 associations created"),
+        format!("a second apply changed something: {}", said(&again)),
+    )?;
+
+    // The webhook re-reads its file: a new pod of the ServiceAccount gets Pod Identity only.
+    plane.eventually(
+        "the webhook serving the new association",
+        Duration::from_secs(30),
+        || {
+            let mut pod: Value =
+                serde_yaml_ng::from_str(&pod_yaml("mig-a", "probe", "app")).unwrap();
+            pod["metadata"]["name"] = "probe".into();
+            let stored = dry_run_in_place(plane, &pod)?;
+            let env = env_names(&stored);
+            (env.contains(&"AWS_CONTAINER_CREDENTIALS_FULL_URI".to_string())
+                && !env.contains(&"AWS_ROLE_ARN".to_string()))
+            .then_some(())
+        },
+    );
+
+    // Step 5 before the cut-over: the IRSA pod needs a restart.
+    let verify = migrate(&["verify"]);
+    let text = said(&verify);
+    ensure(
+        verify.status.code() == Some(1)
+            && text.contains(first["metadata"]["name"].as_str().unwrap()),
+        format!("verify before the restart:\n{text}"),
+    )?;
+
+    // Step 4: the restart rolls the template; the new ReplicaSet's pod is on Pod Identity. No
+    // kubelet runs, so the rollout never completes: the command waits `--rollout-timeout`.
+    let _ = migrate(&[
+        "apply",
+        "--approve",
+        "--restart-workloads",
+        "--rollout-timeout",
+        "3s",
+    ]);
+    let deployment = plane.get_json("deployment", "mig-a", "app");
+    ensure(
+        !deployment["spec"]["template"]["metadata"]["annotations"]
+            ["kubectl.kubernetes.io/restartedAt"]
+            .is_null(),
+        format!("the template was not restarted: {}", deployment["spec"]["template"]),
+    )?;
+    let first_name = first["metadata"]["name"].as_str().unwrap().to_string();
+    let rolled = plane.eventually("the restarted pod", Duration::from_secs(60), || {
+        pods(plane)
+            .into_iter()
+            .find(|p| p["metadata"]["name"] != first_name.as_str())
+    });
+    let env = env_names(&rolled);
+    ensure(
+        env.contains(&"AWS_CONTAINER_CREDENTIALS_FULL_URI".to_string())
+            && !env.contains(&"AWS_ROLE_ARN".to_string()),
+        format!("the restarted pod: {env:?}"),
+    )?;
+
+    // The old pod goes (a kubelet would stop it once the new one is ready); then step 6 and
+    // verify reports the migration complete.
+    plane.kubectl_ok(&["delete", "pod", &first_name, "-n", "mig-a", "--wait=true"]);
+    plane.eventually("no IRSA pod left", Duration::from_secs(60), || {
+        pods(plane)
+            .iter()
+            .all(|p| !env_names(p).contains(&"AWS_ROLE_ARN".to_string()))
+            .then_some(())
+    });
+    let remove = migrate(&["apply", "--approve", "--remove-irsa-annotations"]);
+    ensure(remove.status.success(), said(&remove))?;
+    let sa = plane.get_json("serviceaccount", "mig-a", "app");
+    ensure(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_null(),
+        format!("still annotated: {sa}"),
+    )?;
+    let verify = migrate(&["verify"]);
+    let text = said(&verify);
+    ensure(
+        verify.status.success() && text.contains("migration complete"),
+        format!("verify at the end:\n{text}"),
+    )
+}
+
+/// A server-side dry run of `pod` in its own namespace (through the webhooks).
+fn dry_run_in_place(plane: &ControlPlane, pod: &Value) -> Option<Value> {
+    let out = plane.kubectl_stdin(
+        &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        Some(pod.to_string().as_bytes()),
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// IAM returns policy documents URL-encoded.
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
