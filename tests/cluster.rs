@@ -88,6 +88,14 @@ const CASES: &[(&str, Case)] = &[
         "migrate_moves_a_deployment_from_irsa_to_pod_identity",
         migrate_moves_a_deployment_from_irsa_to_pod_identity,
     ),
+    (
+        "check_gives_the_verdict_the_api_server_gives_through_the_webhook",
+        check_gives_the_verdict_the_api_server_gives_through_the_webhook,
+    ),
+    (
+        "background_audit_watches_survive_an_api_server_restart_without_duplicate_events",
+        background_audit_watches_survive_an_api_server_restart_without_duplicate_events,
+    ),
 ];
 
 fn main() {
@@ -834,4 +842,264 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// What the API server answers a server-side dry run of `object`: its verdict in `check`'s words
+/// (`denied`, `warned`, `mutated`, `allowed`) and kubectl's stderr.
+fn admission_verdict(plane: &ControlPlane, object: &Value) -> (String, String) {
+    let out = plane.kubectl_stdin(
+        &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        Some(object.to_string().as_bytes()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let verdict = if !out.status.success() {
+        if stderr.contains("denied the request") {
+            "denied"
+        } else {
+            "error"
+        }
+    } else if stderr.contains("Warning:") {
+        "warned"
+    } else {
+        let stored: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let env_of_first = env_names(&stored);
+        if object["kind"] == "Pod" && env_of_first != env_names(object) {
+            "mutated"
+        } else {
+            "allowed"
+        }
+    };
+    (verdict.to_string(), stderr)
+}
+
+/// Every object of the recorded API-server captures (`tests/fixtures/`: Pods, Deployments,
+/// StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs, ServiceAccounts) and of `hack/demo/`,
+/// in a warn and an enforce namespace: `check` (reading ServiceAccounts and namespaces from the
+/// cluster) gives each the verdict the API server gives through the webhook.
+fn check_gives_the_verdict_the_api_server_gives_through_the_webhook(
+    tier: &Tier,
+) -> Result<(), Failed> {
+    let plane = &tier.plane;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut objects: Vec<(String, Value)> = Vec::new();
+    for capture in support::captures(".json") {
+        let review: Value = serde_json::from_slice(&capture.body)?;
+        let object = &review["request"]["object"];
+        if review["request"]["operation"] == "CREATE" && object.is_object() {
+            objects.push((capture.name.clone(), object.clone()));
+        }
+    }
+    for entry in std::fs::read_dir(root.join("hack/demo"))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(doc)?;
+            if matches!(
+                object["kind"].as_str(),
+                Some("Pod" | "Deployment" | "ServiceAccount")
+            ) {
+                objects.push((path.display().to_string(), object));
+            }
+        }
+    }
+    ensure(
+        objects.len() >= 15,
+        format!("only {} objects", objects.len()),
+    )?;
+
+    let dir = tempfile::tempdir()?;
+    let mut compared = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    // The tier's namespaces where `carts` has an association (warn and enforce); dry runs only,
+    // under names of their own.
+    for ns in ["team-a", "strict-a"] {
+        namespace(plane, ns);
+        for (origin, object) in &objects {
+            let mut object = object.clone();
+            let meta = object["metadata"].as_object_mut().unwrap();
+            for key in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "managedFields",
+                "generation",
+            ] {
+                meta.remove(key);
+            }
+            meta.insert("namespace".into(), ns.into());
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+            let name = if name.is_empty() {
+                "generated".into()
+            } else {
+                format!("{name}-verdict")
+            };
+            meta.insert("name".into(), name.into());
+            meta.remove("generateName");
+            object.as_object_mut().unwrap().remove("status");
+            if object["kind"] == "Job" {
+                // The selector and labels the API server generated for the captured Job name its
+                // uid: a new Job gets its own.
+                object["spec"].as_object_mut().unwrap().remove("selector");
+                if let Some(labels) =
+                    object["spec"]["template"]["metadata"]["labels"].as_object_mut()
+                {
+                    labels.retain(|k, _| !k.contains("controller-uid") && !k.contains("job-name"));
+                }
+            }
+            if object["kind"] == "ServiceAccount" {
+                // Dry runs of new ServiceAccounts, beside those the other objects use.
+                let name = format!(
+                    "{}-new",
+                    object["metadata"]["name"].as_str().unwrap_or("sa")
+                );
+                object["metadata"]["name"] = name.into();
+            }
+            // The ServiceAccount it names exists (a pod of a missing one is refused by the API
+            // server itself); `carts` has an association in both namespaces, the others nothing.
+            let sa = object_service_account(&object).unwrap_or_else(|| "default".into());
+            if object["kind"] != "ServiceAccount" {
+                service_account(plane, ns, &sa, &[]);
+            }
+            let (from_server, stderr) = admission_verdict(plane, &object);
+            ensure(
+                from_server != "error",
+                format!("{origin} in {ns}: the API server refused it itself: {stderr}"),
+            )?;
+            let file = dir.path().join("object.json");
+            std::fs::write(&file, object.to_string())?;
+            let out = std::process::Command::new(webhook_binary())
+                .args(["check", "-o", "json", "--config"])
+                .arg(tier.webhook.dir.path().join("config.yaml"))
+                .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
+                .arg(&file)
+                .output()?;
+            let report: Value = serde_json::from_slice(&out.stdout)?;
+            let from_check = report["objects"][0]["status"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
+            ensure(
+                from_check == from_server,
+                format!(
+                    "{origin} ({}) in {ns}: check says {from_check}, the API server {from_server}\n{stderr}\n{report}",
+                    object["kind"]
+                ),
+            )?;
+            seen.insert(from_server);
+            compared += 1;
+        }
+    }
+    ensure(compared >= 30, format!("compared only {compared}"))?;
+    ensure(
+        ["allowed", "mutated", "warned", "denied"]
+            .iter()
+            .all(|v| seen.contains(*v)),
+        format!("not every verdict was met: {seen:?}"),
+    )
+}
+
+/// The ServiceAccount a pod or pod template runs as.
+fn object_service_account(object: &Value) -> Option<String> {
+    let spec = match object["kind"].as_str()? {
+        "Pod" => &object["spec"],
+        "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        _ => &object["spec"]["template"]["spec"],
+    };
+    spec["serviceAccountName"].as_str().map(str::to_string)
+}
+
+/// `serve --audit-interval 1s` on a private control plane: a pod without identity gets one
+/// `NoIdentity` Event; the API server restarts (every watch breaks); a pod created afterwards is
+/// found too (the watches resumed), and the first pod still has exactly one Event.
+fn background_audit_watches_survive_an_api_server_restart_without_duplicate_events(
+    _tier: &Tier,
+) -> Result<(), Failed> {
+    let mut plane = ControlPlane::start(&binaries()?);
+    let webhook = WebhookProcess::start(
+        &plane,
+        "server:\n  auditInterval: 1s\n  reloadInterval: 500ms\npolicy:\n  defaultMode: warn\n",
+        "associations: []\n",
+    );
+    namespace(&plane, "audit-a");
+    service_account(&plane, "audit-a", "nobody", &[]);
+    plane.apply(&pod_yaml("audit-a", "first", "nobody"));
+
+    let events_for = |plane: &ControlPlane, pod: &str| -> Vec<Value> {
+        let out = plane.kubectl(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "-n",
+            "audit-a",
+            "-o",
+            "json",
+        ]);
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["regarding"]["name"] == pod && e["reason"] == "NoIdentity")
+            .cloned()
+            .collect()
+    };
+    plane.eventually("the first pod's Event", Duration::from_secs(60), || {
+        (!events_for(&plane, "first").is_empty()).then_some(())
+    });
+
+    plane.restart_apiserver();
+    plane.apply(&pod_yaml("audit-a", "second", "nobody"));
+    let found = plane.eventually_or_none(Duration::from_secs(60), || {
+        (!events_for(&plane, "second").is_empty()).then_some(())
+    });
+    ensure(
+        found.is_some(),
+        format!(
+            "no Event for the pod created after the restart; webhook log:\n{}",
+            support::control_plane::log_tail(&webhook.dir.path().join("webhook.log"), 30)
+        ),
+    )?;
+    // More runs: still one Event per pod and reason.
+    std::thread::sleep(Duration::from_secs(3));
+    let first = events_for(&plane, "first");
+    ensure(
+        first.len() == 1,
+        format!("Events for the first pod: {first:?}"),
+    )?;
+    let metrics = admin_body(webhook.admin_port, "/metrics");
+    ensure(
+        metrics.lines().any(|l| {
+            l.starts_with("pod_identity_webhook_audit_violations{")
+                && l.contains("namespace=\"audit-a\"")
+                && l.contains("reason=\"no-identity\"")
+                && l.ends_with(" 2")
+        }),
+        format!(
+            "audit_violations after the restart:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("audit_violations"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    )
+}
+
+/// `GET path` on a plain-HTTP admin port: the body.
+fn admin_body(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
 }
