@@ -23,11 +23,6 @@ esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mod="$root/hack/control-plane"
-if ! command -v go >/dev/null 2>&1; then
-  echo "control-plane: go not found; install Go 1.24 or newer to build the test control plane" >&2
-  exit 1
-fi
-
 version="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$mod/go.mod")"
 etcd_version="$(awk '$1 == "go.etcd.io/etcd/server/v3" && $2 ~ /^v/ { print $2; exit }' "$mod/go.mod")"
 out="${CONTROL_PLANE_DIR:-$root/target/control-plane/$version-etcd$etcd_version}"
@@ -42,6 +37,10 @@ if [[ $force == 0 && $complete == 1 ]]; then
   exit 0
 fi
 
+if ! command -v go >/dev/null 2>&1; then
+  echo "control-plane: go not found; install Go 1.24 or newer to build the test control plane" >&2
+  exit 1
+fi
 mkdir -p "$out"
 echo "control-plane: building Kubernetes $version and etcd $etcd_version into $out (a few minutes the first time)" >&2
 cd "$mod"

@@ -2,7 +2,7 @@
 //! body) over real TLS to a running webhook whose ServiceAccounts come from a fake API server
 //! answering with the captured ServiceAccount list. Each returned patch is decoded from its
 //! base64 string, applied with json-patch to the captured pod, and the result checked against
-//! SPEC §2; a second pass over the patched pod must need no patch at all (SPEC §2 idempotence).
+//! docs/contract.md §2; a second pass over the patched pod must need no patch at all (docs/contract.md §2 idempotence).
 
 mod support;
 
@@ -60,7 +60,7 @@ fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|v| v["name"] == name)
 }
 
-/// Sends a capture and returns the response JSON after the protocol checks of SPEC §4.
+/// Sends a capture and returns the response JSON after the protocol checks of docs/contract.md §4.
 async fn send(client: &mut TlsClient, capture: &Capture) -> Value {
     let answer = client.send(capture).await.expect("answered");
     assert_eq!(answer.status, 200, "{}: {}", capture.name, answer.text());
@@ -78,7 +78,7 @@ async fn send(client: &mut TlsClient, capture: &Capture) -> Value {
     got
 }
 
-/// The patched pod minus what SPEC §2 adds must be the captured pod: nothing else changed and
+/// The patched pod minus what docs/contract.md §2 adds must be the captured pod: nothing else changed and
 /// no field was lost.
 fn assert_only_additions(name: &str, original: &Value, patched: &Value, volume: &str) {
     let mut stripped = patched.clone();
@@ -159,7 +159,7 @@ const PI_ENV: [(&str, &str); 5] = [
     ),
 ];
 
-/// Checks one mutated capture against SPEC §2; returns the patched pod.
+/// Checks one mutated capture against docs/contract.md §2; returns the patched pod.
 fn check(capture: &Capture, answer: &Value) -> Value {
     let name = capture.name.trim_end_matches(".mutate");
     let original = &capture.review()["request"]["object"];
@@ -167,7 +167,7 @@ fn check(capture: &Capture, answer: &Value) -> Value {
     let warnings = answer["response"]["warnings"].clone();
     match name {
         "pod-create-carts" | "pod-create-generatename-dryrun" => {
-            // Association wins over the ServiceAccount's IRSA annotation (SPEC §1).
+            // Association wins over the ServiceAccount's IRSA annotation (docs/contract.md §1).
             let app = &patched["spec"]["containers"][0];
             assert_eq!(env_pairs(app), pairs(&PI_ENV), "{name}");
             assert_mount(app, PI_VOLUME, PI_MOUNT);
@@ -257,7 +257,7 @@ async fn every_captured_pod_is_mutated_over_tls_as_the_spec_says_and_only_once()
             );
             let patched = check(capture, &answer);
 
-            // Reinvocation (SPEC §2): the same review with the patched pod needs nothing more.
+            // Reinvocation (docs/contract.md §2): the same review with the patched pod needs nothing more.
             let mut review = capture.review();
             review["request"]["object"] = patched;
             review["request"]["uid"] = json!(format!(
