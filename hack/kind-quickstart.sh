@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 CLUSTER="${KIND_CLUSTER_NAME:-pod-identity-webhook}"
 IMAGE="${IMAGE:-pod-identity-webhook:dev}"
 NS=pod-identity-webhook
+AGENT_NS=pod-identity-agent
 CERTS="certs/out/kind-$CLUSTER"
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -86,10 +87,10 @@ say "STS stand-in: moto in server mode (namespace sts-demo)"
   fail "moto did not become ready: ${KUBECTL[*]} -n sts-demo describe pods"
 
 say "installing manifests/overlays/kind"
-"${KUBECTL[@]}" apply -f manifests/base/namespace.yaml
+"${KUBECTL[@]}" apply -f manifests/base/namespace.yaml -f manifests/agent/namespace.yaml
 # The agent's own AWS credentials. moto takes any keys; with an AWS account put real ones here
 # and remove POD_IDENTITY_AGENT_STS_ENDPOINT from manifests/overlays/kind/agent.yaml.
-"${KUBECTL[@]}" -n "$NS" create secret generic pod-identity-agent-aws \
+"${KUBECTL[@]}" -n "$AGENT_NS" create secret generic pod-identity-agent-aws \
   --from-literal=AWS_ACCESS_KEY_ID=AKIAMOTODEMO00000000 \
   --from-literal=AWS_SECRET_ACCESS_KEY=moto-demo-not-a-secret --dry-run=client -o yaml |
   "${KUBECTL[@]}" apply -f -
@@ -108,10 +109,10 @@ if ! "${KUBECTL[@]}" -n "$NS" rollout status deployment/pod-identity-webhook --t
   "${KUBECTL[@]}" -n "$NS" logs deployment/pod-identity-webhook --tail=50 >&2 || true
   fail "the webhook did not become ready"
 fi
-"${KUBECTL[@]}" -n "$NS" rollout restart daemonset/pod-identity-agent
-if ! "${KUBECTL[@]}" -n "$NS" rollout status daemonset/pod-identity-agent --timeout=180s; then
-  "${KUBECTL[@]}" -n "$NS" get pods -l app.kubernetes.io/name=pod-identity-agent -o wide >&2 || true
-  "${KUBECTL[@]}" -n "$NS" logs daemonset/pod-identity-agent --all-containers --tail=50 >&2 || true
+"${KUBECTL[@]}" -n "$AGENT_NS" rollout restart daemonset/pod-identity-agent
+if ! "${KUBECTL[@]}" -n "$AGENT_NS" rollout status daemonset/pod-identity-agent --timeout=180s; then
+  "${KUBECTL[@]}" -n "$AGENT_NS" get pods -l app.kubernetes.io/name=pod-identity-agent -o wide >&2 || true
+  "${KUBECTL[@]}" -n "$AGENT_NS" logs daemonset/pod-identity-agent --all-containers --tail=50 >&2 || true
   fail "the credentials agent did not become ready"
 fi
 
@@ -136,7 +137,7 @@ say "demo: the AWS CLI in a pod on ServiceAccount carts obtains credentials from
 "${KUBECTL[@]}" apply -f hack/demo/pod-carts-aws.yaml
 if ! "${KUBECTL[@]}" -n team-a wait pod/carts-aws --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s; then
   "${KUBECTL[@]}" -n team-a logs carts-aws >&2 || true
-  "${KUBECTL[@]}" -n "$NS" logs daemonset/pod-identity-agent --tail=20 >&2 || true
+  "${KUBECTL[@]}" -n "$AGENT_NS" logs daemonset/pod-identity-agent --tail=20 >&2 || true
   fail "the AWS CLI in pod carts-aws did not obtain credentials"
 fi
 ASSUMED="$("${KUBECTL[@]}" -n team-a logs carts-aws)"
@@ -158,7 +159,7 @@ cat <<EOF
 The webhook runs in namespace $NS of kind cluster $CLUSTER.
   ${KUBECTL[*]} -n $NS logs deploy/pod-identity-webhook          # one line per admission decision
   ${KUBECTL[*]} -n $NS port-forward svc/pod-identity-webhook 8080  # then curl localhost:8080/metrics
-  ${KUBECTL[*]} -n $NS logs ds/pod-identity-agent               # the credentials agent (docs/agent.md)
+  ${KUBECTL[*]} -n $AGENT_NS logs ds/pod-identity-agent               # the credentials agent (docs/agent.md)
 Associations: edit the ConfigMap pod-identity-webhook-config (re-read without restart).
 Delete everything: hack/kind-quickstart.sh --delete
 EOF

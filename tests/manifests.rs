@@ -404,7 +404,7 @@ fn port_named(c: &Container, name: &str) -> i32 {
 fn settings_of(b: &Built, dir: &Path) -> Settings {
     let deployment: Deployment = b.one("Deployment");
     let container = webhook_container(&deployment);
-    let config_map: ConfigMap = b.one("ConfigMap");
+    let config_map: ConfigMap = b.named("ConfigMap", "pod-identity-webhook-config");
     let data = config_map.data.unwrap();
     let args = container.args.clone().unwrap();
     let cli = Cli::try_parse_from(
@@ -476,8 +476,16 @@ fn check_consistency(b: &Built) {
     let role: ClusterRole = b.named("ClusterRole", "pod-identity-webhook");
     let binding: ClusterRoleBinding = b.named("ClusterRoleBinding", "pod-identity-webhook");
     let pdb: PodDisruptionBudget = b.one("PodDisruptionBudget");
-    let ns: Namespace = b.one("Namespace");
-    let own_ns = ns.metadata.name.clone().unwrap();
+    // The webhook's own namespace (an overlay with the agent has the agent's too), held to the
+    // restricted Pod Security standard.
+    let own_ns = deployment.metadata.namespace.clone().unwrap();
+    let ns: Namespace = b.named("Namespace", &own_ns);
+    assert_eq!(
+        ns.metadata.labels.unwrap()["pod-security.kubernetes.io/enforce"],
+        "restricted",
+        "{}",
+        b.name
+    );
     let container = webhook_container(&deployment);
     let spec = deployment.spec.clone().unwrap();
     let pod = spec.template.spec.clone().unwrap();
@@ -1227,6 +1235,11 @@ fn check_agent(b: &Built) -> DaemonSet {
         .unwrap();
     let cm_name = volume.config_map.clone().expect("from a ConfigMap").name;
     let cm: ConfigMap = b.named("ConfigMap", &cm_name);
+    assert_eq!(
+        cm.metadata.namespace, ds.metadata.namespace,
+        "{}: a pod mounts ConfigMaps of its own namespace only",
+        b.name
+    );
     let key = file
         .strip_prefix(&mount.mount_path)
         .unwrap()
@@ -1235,8 +1248,70 @@ fn check_agent(b: &Built) -> DaemonSet {
         .to_string();
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("associations.yaml");
-    std::fs::write(&local, &cm.data.unwrap()[&key]).unwrap();
+    let agent_associations = cm.data.unwrap()[&key].clone();
+    std::fs::write(&local, &agent_associations).unwrap();
     assert!(!FileSource::open(&local).unwrap().0.is_empty());
+    // With the webhook reading an associations file too: the same list, or the webhook injects
+    // the credentials URI for pods the agent then answers 404.
+    if let Some(webhook_cm) = b.raw("ConfigMap", "pod-identity-webhook-config") {
+        let webhook_config = webhook_cm["data"]["config.yaml"].as_str().unwrap();
+        if webhook_config.contains("associationsFile:") {
+            assert_eq!(
+                webhook_cm["data"]["associations.yaml"].as_str(),
+                Some(agent_associations.as_str()),
+                "{}: the agent's associations differ from the webhook's",
+                b.name
+            );
+        }
+    }
+
+    // Pod Security: the agent's namespace is its own, enforced at privileged (host network,
+    // NET_ADMIN, uid 0), warned and audited at a stricter level so nothing else slips in
+    // quietly; the webhook's namespace is another one; both webhooks leave it out.
+    let agent_ns = ds.metadata.namespace.clone().unwrap();
+    let ns: Namespace = b.named("Namespace", &agent_ns);
+    let labels = ns.metadata.labels.unwrap();
+    let level = |mode: &str| {
+        labels
+            .get(&format!("pod-security.kubernetes.io/{mode}"))
+            .map(String::as_str)
+    };
+    assert_eq!(level("enforce"), Some("privileged"), "{}", b.name);
+    for mode in ["warn", "audit"] {
+        assert!(
+            matches!(level(mode), Some("baseline" | "restricted")),
+            "{}: {mode} at {:?}",
+            b.name,
+            level(mode)
+        );
+    }
+    if let Some(deployment) = b.raw("Deployment", "pod-identity-webhook") {
+        assert_ne!(
+            deployment["metadata"]["namespace"].as_str(),
+            Some(agent_ns.as_str()),
+            "{}: the webhook's namespace stays restricted",
+            b.name
+        );
+        for kind in [
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ] {
+            let config = b.raw(kind, "pod-identity-webhook").unwrap();
+            let excluded = &config["webhooks"][0]["namespaceSelector"]["matchExpressions"];
+            assert!(
+                excluded.as_array().unwrap().iter().any(|e| e["key"]
+                    == "kubernetes.io/metadata.name"
+                    && e["operator"] == "NotIn"
+                    && e["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| v == agent_ns.as_str())),
+                "{}: {kind} does not exclude {agent_ns}",
+                b.name
+            );
+        }
+    }
 
     // RBAC: create TokenReviews, nothing else; bound to the DaemonSet's account.
     let role: ClusterRole = b.named("ClusterRole", "pod-identity-agent");

@@ -69,6 +69,25 @@ fn find_or_build() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// For a test tier's own `main`: whether its cases must be skipped because the control plane's
+/// binaries are not there ([`binaries`] says why). Prints `<tier> skipped: <reason>` and returns
+/// `true`; with `POD_IDENTITY_CLUSTER_TESTS=require` (`.ci/run`) prints `<tier>: cannot run:
+/// <reason>` and exits with status 101 instead, so a missing control plane fails the run.
+pub fn skip_without_control_plane(tier: &str) -> bool {
+    let required = std::env::var("POD_IDENTITY_CLUSTER_TESTS").as_deref() == Ok("require");
+    match binaries() {
+        Ok(_) => false,
+        Err(reason) if required => {
+            eprintln!("{tier}: cannot run: {reason}");
+            std::process::exit(101);
+        }
+        Err(reason) => {
+            println!("{tier} skipped: {reason}");
+            true
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (closed again; the process that takes it binds it next).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
