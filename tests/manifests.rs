@@ -930,7 +930,10 @@ fn the_kind_overlay_runs_the_loaded_image_on_the_associations_file() {
     let script = std::fs::read_to_string(root().join("hack/kind-quickstart.sh")).unwrap();
     assert!(script.contains("create secret tls pod-identity-webhook-tls"));
     assert!(script.contains("/webhooks/0/clientConfig/caBundle"));
-    assert!(script.contains("apply -k manifests/overlays/kind"));
+    // It applies the overlay through a kustomization of its own that sets the image it loaded
+    // (tests/kind_quickstart.rs renders it).
+    assert!(script.contains("  - ../../../../manifests/overlays/kind"));
+    assert!(script.contains("apply -k \"$OVERLAY\""));
     assert!(script.contains("--service \"$NS\" --namespace \"$NS\""));
 }
 
