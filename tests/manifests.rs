@@ -1404,3 +1404,28 @@ fn the_self_managed_overlay_runs_webhook_and_agent_with_real_sts() {
             .is_some()
     );
 }
+
+#[test]
+fn the_base_and_the_agent_alone_run_a_tagged_image_of_this_version() {
+    // `kubectl apply -k manifests/base` (or manifests/agent) must not run `:latest`, which the
+    // kubelet pulls on every start instead of using an image loaded onto the node.
+    let expected = format!("pod-identity-webhook:{}", env!("CARGO_PKG_VERSION"));
+    for name in ["base", "agent"] {
+        let b = Built::new(name);
+        for doc in b
+            .docs
+            .iter()
+            .filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet")
+        {
+            let pod = &doc["spec"]["template"]["spec"];
+            for c in pod["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(pod["initContainers"].as_array().into_iter().flatten())
+            {
+                assert_eq!(c["image"], expected.as_str(), "{name}: {}", c["name"]);
+            }
+        }
+    }
+}
