@@ -15,7 +15,8 @@ use std::time::Duration;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
 use support::control_plane::{
-    ControlPlane, WebhookProcess, admin_status, binaries, free_port, webhook_binary,
+    ControlPlane, WebhookProcess, admin_status, binaries, free_port, skip_without_control_plane,
+    webhook_binary,
 };
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/carts";
@@ -100,18 +101,7 @@ const CASES: &[(&str, Case)] = &[
 
 fn main() {
     let args = Arguments::from_args();
-    let required = std::env::var("POD_IDENTITY_CLUSTER_TESTS").as_deref() == Ok("require");
-    let skip = match binaries() {
-        Ok(_) => false,
-        Err(reason) if required => {
-            eprintln!("cluster tier: cannot run: {reason}");
-            std::process::exit(101);
-        }
-        Err(reason) => {
-            println!("cluster tier skipped: {reason}");
-            true
-        }
-    };
+    let skip = skip_without_control_plane("cluster tier");
     let trials = CASES
         .iter()
         .map(|&(name, case)| Trial::test(name, move || case(&*tier()?)).with_ignored_flag(skip))
