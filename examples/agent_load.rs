@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use pod_identity_webhook::agent::credentials::{CredentialService, CredentialSettings};
 use pod_identity_webhook::agent::metrics::AgentMetrics;
-use pod_identity_webhook::agent::review::{PodClaims, ReviewError, TokenReviewer};
+use pod_identity_webhook::agent::review::{PodClaims, TokenReviewError, TokenReviewer};
 use pod_identity_webhook::agent::server::{self, ConnLimits, Endpoint};
 use pod_identity_webhook::agent::sts::{
     AssumeRequest, CredentialIssuer, IssuedCredentials, StsError,
@@ -36,11 +36,11 @@ use tokio_util::sync::CancellationToken;
 struct LocalReviewer;
 
 impl TokenReviewer for LocalReviewer {
-    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<PodClaims, ReviewError>> {
+    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<PodClaims, TokenReviewError>> {
         Box::pin(async move {
             let pod = token
                 .strip_prefix("tok-")
-                .ok_or_else(|| ReviewError::Denied("unknown token".into()))?;
+                .ok_or_else(|| TokenReviewError::Denied("unknown token".into()))?;
             Ok(PodClaims {
                 namespace: "team-a".into(),
                 service_account: "carts".into(),

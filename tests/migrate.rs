@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use eks_support::FakeEks;
-use pod_identity_webhook::migrate::apply::{self, ApplyOptions, Summary};
+use pod_identity_webhook::migrate::apply::{self, ApplyOptions, ApplySummary as Summary};
 use pod_identity_webhook::migrate::aws::{EksTarget, FileTarget, IamRoles};
 use pod_identity_webhook::migrate::checks::{
-    Action, CheckSettings, Plan, Row, Severity, Status, TrustState,
+    Action, CheckSettings, Plan, Row, RowStatus as Status, Severity, TrustState,
 };
 use pod_identity_webhook::migrate::cluster::KubeCluster;
 use pod_identity_webhook::migrate::inventory::Inventory;

@@ -251,7 +251,7 @@ fn read_object<'a>(raw: &'a RawValue, kind: &str) -> Result<ObjectView<'a>, Stri
 
 /// `status` of a response (a subset of metav1.Status).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Status {
+pub struct ResponseStatus {
     pub code: u16,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,7 +273,7 @@ pub struct AdmissionResponse {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<Status>,
+    pub status: Option<ResponseStatus>,
 }
 
 impl AdmissionResponse {
@@ -295,7 +295,7 @@ impl AdmissionResponse {
             patch_type: None,
             patch: None,
             warnings: Vec::new(),
-            status: Some(Status {
+            status: Some(ResponseStatus {
                 code,
                 message: message.into(),
                 reason: Some(match code {

@@ -100,7 +100,7 @@ fn service_account_key(claims: &PodClaims) -> CacheKey {
 }
 
 /// Cached credentials with what made them.
-pub struct Entry {
+pub struct CachedCredentials {
     credentials: IssuedCredentials,
     body: Bytes,
     association: Arc<Association>,
@@ -113,7 +113,7 @@ pub struct Entry {
     failed_at: AtomicU64,
 }
 
-impl Entry {
+impl CachedCredentials {
     fn new(
         credentials: IssuedCredentials,
         association: Arc<Association>,
@@ -170,11 +170,11 @@ fn shares_per_service_account(a: &Association) -> bool {
 
 struct UntilExpiry;
 
-impl Expiry<CacheKey, Arc<Entry>> for UntilExpiry {
+impl Expiry<CacheKey, Arc<CachedCredentials>> for UntilExpiry {
     fn expire_after_create(
         &self,
         _: &CacheKey,
-        value: &Arc<Entry>,
+        value: &Arc<CachedCredentials>,
         _: Instant,
     ) -> Option<Duration> {
         Some(value.credentials.remaining(SystemTime::now()))
@@ -183,7 +183,7 @@ impl Expiry<CacheKey, Arc<Entry>> for UntilExpiry {
     fn expire_after_update(
         &self,
         _: &CacheKey,
-        value: &Arc<Entry>,
+        value: &Arc<CachedCredentials>,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -210,7 +210,7 @@ struct Inner {
     identities: Identities,
     settings: CredentialSettings,
     reviews: Cache<TokenKey, Arc<PodClaims>>,
-    entries: Cache<CacheKey, Arc<Entry>>,
+    entries: Cache<CacheKey, Arc<CachedCredentials>>,
     metrics: Arc<AgentMetrics>,
     cluster_arn: OnceCell<String>,
 }
@@ -229,7 +229,7 @@ impl CredentialService {
             .build();
         let entries = Cache::builder()
             .max_capacity(settings.max_cache_bytes)
-            .weigher(|_: &CacheKey, e: &Arc<Entry>| e.weight())
+            .weigher(|_: &CacheKey, e: &Arc<CachedCredentials>| e.weight())
             .expire_after(UntilExpiry)
             .build();
         let service = Self {
@@ -280,7 +280,7 @@ impl CredentialService {
     }
 
     /// Credentials for the holder of `token`. The caller bounds the wait.
-    pub async fn credentials(&self, token: &str) -> Result<Arc<Entry>, AgentError> {
+    pub async fn credentials(&self, token: &str) -> Result<Arc<CachedCredentials>, AgentError> {
         let inner = &self.inner;
         let token_key = token_key(token);
         let claims = self.review(token_key, token).await?;
@@ -324,7 +324,11 @@ impl CredentialService {
             .entries
             .try_get_with(key, async move {
                 let credentials = this.issue(&claims, &association).await?;
-                Ok::<_, AgentError>(Arc::new(Entry::new(credentials, association, claims)))
+                Ok::<_, AgentError>(Arc::new(CachedCredentials::new(
+                    credentials,
+                    association,
+                    claims,
+                )))
             })
             .await
             .map_err(|e| (*e).clone())?;
@@ -345,8 +349,8 @@ impl CredentialService {
                     &inner.metrics.token_reviews,
                     match &result {
                         Ok(_) => "ok",
-                        Err(super::review::ReviewError::Denied(_)) => "denied",
-                        Err(super::review::ReviewError::Unavailable(_)) => "unavailable",
+                        Err(super::review::TokenReviewError::Denied(_)) => "denied",
+                        Err(super::review::TokenReviewError::Unavailable(_)) => "unavailable",
                     },
                 );
                 result.map(Arc::new)
@@ -462,7 +466,7 @@ impl CredentialService {
     }
 
     /// Starts one refresh of `entry` unless one runs or the last failed too recently.
-    fn refresh_in_background(&self, key: CacheKey, entry: Arc<Entry>) {
+    fn refresh_in_background(&self, key: CacheKey, entry: Arc<CachedCredentials>) {
         let failed_at = entry.failed_at.load(Ordering::Relaxed);
         if failed_at != 0
             && now_millis().saturating_sub(failed_at)
@@ -501,7 +505,11 @@ impl CredentialService {
 
     /// Replaces `entry` with fresh credentials (`Ok(true)`), or drops it when its association
     /// is gone or changed or STS refuses the role (`Ok(false)`).
-    async fn refresh(&self, key: &CacheKey, entry: &Arc<Entry>) -> Result<bool, AgentError> {
+    async fn refresh(
+        &self,
+        key: &CacheKey,
+        entry: &Arc<CachedCredentials>,
+    ) -> Result<bool, AgentError> {
         let inner = &self.inner;
         let association = match self.association(&entry.claims).await {
             Ok(a) if same_association(&a, &entry.association) => a,
@@ -513,7 +521,7 @@ impl CredentialService {
         };
         match self.issue(&entry.claims, &association).await {
             Ok(credentials) => {
-                let fresh = Entry::new(credentials, association, entry.claims.clone());
+                let fresh = CachedCredentials::new(credentials, association, entry.claims.clone());
                 inner.entries.insert(key.clone(), Arc::new(fresh)).await;
                 Ok(true)
             }

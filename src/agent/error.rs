@@ -1,7 +1,7 @@
 //! The agent's answers when it gives no credentials: the EKS agent's status codes, each with a
 //! `{"Code","Message"}` body the SDKs show to the user.
 
-use super::review::ReviewError;
+use super::review::TokenReviewError;
 use super::sts::StsError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,11 +63,11 @@ impl AgentError {
     }
 }
 
-impl From<ReviewError> for AgentError {
-    fn from(e: ReviewError) -> Self {
+impl From<TokenReviewError> for AgentError {
+    fn from(e: TokenReviewError) -> Self {
         match e {
-            ReviewError::Denied(m) => Self::AccessDenied(m),
-            ReviewError::Unavailable(m) => Self::Unavailable(m),
+            TokenReviewError::Denied(m) => Self::AccessDenied(m),
+            TokenReviewError::Unavailable(m) => Self::Unavailable(m),
         }
     }
 }

@@ -28,7 +28,7 @@ pub struct PodClaims {
 
 /// Why a token gets no credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReviewError {
+pub enum TokenReviewError {
     /// The API server says no (invalid, expired, wrong audience, not a pod's token): 403.
     #[error("{0}")]
     Denied(String),
@@ -39,8 +39,8 @@ pub enum ReviewError {
 
 /// Reads a TokenReview status: the token must be authenticated, for [`AUDIENCE`], a
 /// ServiceAccount's, and bound to a pod.
-pub fn claims(status: &TokenReviewStatus) -> Result<PodClaims, ReviewError> {
-    let denied = |m: &str| Err(ReviewError::Denied(m.to_string()));
+pub fn claims(status: &TokenReviewStatus) -> Result<PodClaims, TokenReviewError> {
+    let denied = |m: &str| Err(TokenReviewError::Denied(m.to_string()));
     if status.authenticated != Some(true) {
         // The API server's own reason (e.g. "token audiences ... is invalid for the target
         // audiences"), which never quotes the token.
@@ -49,7 +49,7 @@ pub fn claims(status: &TokenReviewStatus) -> Result<PodClaims, ReviewError> {
             .as_deref()
             .filter(|e| !e.is_empty())
             .unwrap_or("the token is not valid");
-        return Err(ReviewError::Denied(format!(
+        return Err(TokenReviewError::Denied(format!(
             "token not authenticated by the Kubernetes API: {}",
             cut(why, 300)
         )));
@@ -100,7 +100,7 @@ fn cut(s: &str, max: usize) -> &str {
 
 /// Asks the API server about a token.
 pub trait TokenReviewer: Send + Sync + 'static {
-    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<PodClaims, ReviewError>>;
+    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<PodClaims, TokenReviewError>>;
 
     /// Whether the API server answered recently (for `/readyz`).
     fn reachable(&self) -> BoxFuture<'_, bool>;
@@ -119,7 +119,7 @@ impl KubeTokenReviewer {
 }
 
 impl TokenReviewer for KubeTokenReviewer {
-    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<PodClaims, ReviewError>> {
+    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<PodClaims, TokenReviewError>> {
         Box::pin(async move {
             let review = TokenReview {
                 spec: TokenReviewSpec {
@@ -133,12 +133,12 @@ impl TokenReviewer for KubeTokenReviewer {
                 tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
                     .await
                     .map_err(|_| {
-                        ReviewError::Unavailable(format!(
+                        TokenReviewError::Unavailable(format!(
                             "the Kubernetes API did not answer within {:?}",
                             self.timeout
                         ))
                     })?
-                    .map_err(|e| ReviewError::Unavailable(describe_kube_error(&e)))?;
+                    .map_err(|e| TokenReviewError::Unavailable(describe_kube_error(&e)))?;
             claims(&answer.status.unwrap_or_default())
         })
     }
@@ -223,7 +223,7 @@ mod tests {
         assert!(e.contains("token has been invalidated"), "{e}");
         assert!(matches!(
             claims(&TokenReviewStatus::default()),
-            Err(ReviewError::Denied(_))
+            Err(TokenReviewError::Denied(_))
         ));
 
         let mut wrong_audience = pod_status();

@@ -11,7 +11,7 @@ use crate::admission::Outcome;
 /// What the webhook would do with an object, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum CheckStatus {
     /// `/validate` could not read the object as its kind (the API server would refuse it too).
     Invalid,
     Denied,
@@ -21,7 +21,7 @@ pub enum Status {
     Allowed,
 }
 
-impl Status {
+impl CheckStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Invalid => "invalid",
@@ -46,9 +46,9 @@ pub struct ObjectReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub name: String,
-    pub status: Status,
+    pub status: CheckStatus,
     /// `/validate`'s verdict alone: allowed, warned, denied or invalid.
-    pub verdict: Status,
+    pub verdict: CheckStatus,
     /// Whether `/mutate` would patch the pod.
     pub mutated: bool,
     /// The denial, the warnings, or what was done.
@@ -91,16 +91,21 @@ pub mod exit {
 impl CheckReport {
     /// 2 when an input or object could not be read, else 1 when something was denied, else 0.
     pub fn exit_code(&self) -> u8 {
-        if !self.errors.is_empty() || self.objects.iter().any(|o| o.status == Status::Invalid) {
+        if !self.errors.is_empty()
+            || self
+                .objects
+                .iter()
+                .any(|o| o.status == CheckStatus::Invalid)
+        {
             exit::BAD_INPUT
-        } else if self.objects.iter().any(|o| o.status == Status::Denied) {
+        } else if self.objects.iter().any(|o| o.status == CheckStatus::Denied) {
             exit::DENIED
         } else {
             exit::CLEAN
         }
     }
 
-    pub fn count(&self, status: Status) -> usize {
+    pub fn count(&self, status: CheckStatus) -> usize {
         self.objects.iter().filter(|o| o.status == status).count()
     }
 }
@@ -165,12 +170,12 @@ pub async fn check_objects(
     reports
 }
 
-fn verdict_of(outcome: Outcome) -> Status {
+fn verdict_of(outcome: Outcome) -> CheckStatus {
     match outcome {
-        Outcome::Denied => Status::Denied,
-        Outcome::Error => Status::Invalid,
-        Outcome::Warned => Status::Warned,
-        Outcome::Allowed | Outcome::Unchanged | Outcome::Mutated => Status::Allowed,
+        Outcome::Denied => CheckStatus::Denied,
+        Outcome::Error => CheckStatus::Invalid,
+        Outcome::Warned => CheckStatus::Warned,
+        Outcome::Allowed | Outcome::Unchanged | Outcome::Mutated => CheckStatus::Allowed,
     }
 }
 
@@ -194,7 +199,7 @@ pub fn report(
             messages.push(status.message.clone());
         }
         messages.extend(m.response.warnings.iter().cloned());
-        if verdict == Status::Allowed {
+        if verdict == CheckStatus::Allowed {
             reason = m.reason.to_string();
         }
     }
@@ -204,9 +209,9 @@ pub fn report(
         .as_ref()
         .is_some_and(|m| m.outcome == Outcome::Error);
     let status = if mutation_failed {
-        Status::Invalid
-    } else if verdict == Status::Allowed && mutated {
-        Status::Mutated
+        CheckStatus::Invalid
+    } else if verdict == CheckStatus::Allowed && mutated {
+        CheckStatus::Mutated
     } else {
         verdict
     };

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::check::{CheckReport, ObjectReport, Status};
+use super::check::{CheckReport, CheckStatus, ObjectReport};
 use super::findings::AuditReport;
 
 /// `check` as text: one line per object, then one per unreadable input, then a summary.
@@ -24,15 +24,15 @@ fn object_line(o: &ObjectReport, out: &mut impl Write) -> io::Result<()> {
         None => o.name.clone(),
     };
     write!(out, "{} {name}: {}", o.kind, o.status.as_str())?;
-    if o.status == Status::Warned && o.mutated {
+    if o.status == CheckStatus::Warned && o.mutated {
         write!(out, " (and mutated)")?;
     }
     match o.messages.as_slice() {
-        [] if o.status == Status::Mutated => write!(out, ": {}", o.reason)?,
+        [] if o.status == CheckStatus::Mutated => write!(out, ": {}", o.reason)?,
         [] => {}
         messages => write!(out, ": {}", messages.join(" | "))?,
     }
-    if o.status <= Status::Warned {
+    if o.status <= CheckStatus::Warned {
         write!(out, "  [{}]", o.origin())?;
     }
     writeln!(out)?;
@@ -47,12 +47,12 @@ pub fn summary(report: &CheckReport) -> String {
     let mut text = format!(
         "{} objects: {} allowed, {} mutated, {} warned, {} denied",
         report.objects.len(),
-        report.count(Status::Allowed),
-        report.count(Status::Mutated),
-        report.count(Status::Warned),
-        report.count(Status::Denied),
+        report.count(CheckStatus::Allowed),
+        report.count(CheckStatus::Mutated),
+        report.count(CheckStatus::Warned),
+        report.count(CheckStatus::Denied),
     );
-    let invalid = report.count(Status::Invalid);
+    let invalid = report.count(CheckStatus::Invalid);
     if invalid > 0 {
         text.push_str(&format!(", {invalid} invalid"));
     }
@@ -66,11 +66,11 @@ pub fn summary(report: &CheckReport) -> String {
 pub fn check_json(report: &CheckReport, out: &mut impl Write) -> io::Result<()> {
     let summary = serde_json::json!({
         "objects": report.objects.len(),
-        "allowed": report.count(Status::Allowed),
-        "mutated": report.count(Status::Mutated),
-        "warned": report.count(Status::Warned),
-        "denied": report.count(Status::Denied),
-        "invalid": report.count(Status::Invalid),
+        "allowed": report.count(CheckStatus::Allowed),
+        "mutated": report.count(CheckStatus::Mutated),
+        "warned": report.count(CheckStatus::Warned),
+        "denied": report.count(CheckStatus::Denied),
+        "invalid": report.count(CheckStatus::Invalid),
         "errors": report.errors.len(),
         "exitCode": report.exit_code(),
     });

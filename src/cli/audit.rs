@@ -4,6 +4,6 @@
 pub use crate::audit::cli::AuditArgs;
 use crate::audit::cli::run_audit;
 
-pub fn run(args: &AuditArgs) -> super::Outcome {
+pub fn run(args: &AuditArgs) -> super::CommandResult {
     super::run_report(|runtime, stdout| runtime.block_on(run_audit(args, stdout)))
 }

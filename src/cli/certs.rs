@@ -25,7 +25,7 @@ pub struct CertsArgs {
 }
 
 impl CertsArgs {
-    pub fn run(self) -> super::Outcome {
+    pub fn run(self) -> super::CommandResult {
         tls::install_default_provider();
         let mut names = certs::service_names(&self.service, &self.namespace);
         names.extend(self.sans.iter().cloned());

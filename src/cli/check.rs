@@ -4,6 +4,6 @@
 pub use crate::audit::cli::CheckArgs;
 use crate::audit::cli::run_check;
 
-pub fn run(args: &CheckArgs) -> super::Outcome {
+pub fn run(args: &CheckArgs) -> super::CommandResult {
     super::run_report(|runtime, stdout| runtime.block_on(run_check(args, stdout)))
 }

@@ -336,7 +336,7 @@ pub async fn run(args: MigrateArgs, out: &mut dyn Write) -> i32 {
 impl MigrateArgs {
     /// The `migrate` command: its own runtime; exit 0 nothing blocks, 1 something blocks,
     /// 2 could not read.
-    pub fn run(self) -> super::Outcome {
+    pub fn run(self) -> super::CommandResult {
         Ok(std::process::ExitCode::from(main_code(self) as u8))
     }
 }

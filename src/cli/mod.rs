@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// What a command's `run` returns: an exit code, or an error whose message says what to fix.
-pub type Outcome = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
+pub type CommandResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Runs a report command (`check`, `audit`) on a current-thread runtime, writing to stdout:
 /// its exit code, or `SETUP_FAILED` with the error on stderr when it could not run.
 fn run_report<E: std::fmt::Display>(
     command: impl FnOnce(&tokio::runtime::Runtime, &mut std::io::StdoutLock<'static>) -> Result<u8, E>,
-) -> Outcome {
+) -> CommandResult {
     use crate::audit::cli::SETUP_FAILED;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -70,7 +70,7 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn run(self) -> Outcome {
+    pub fn run(self) -> CommandResult {
         match self {
             Self::Serve(args) => args.run(),
             Self::Certs(args) => args.run(),

@@ -49,7 +49,7 @@ impl ServeArgs {
         Settings::load(self.flags.clone())
     }
 
-    pub fn run(self) -> super::Outcome {
+    pub fn run(self) -> super::CommandResult {
         let settings = self.settings().map_err(|e| {
             format!("{e}\n(see `pod-identity-webhook serve --help` and docs/configuration.md)")
         })?;
@@ -64,7 +64,7 @@ impl ServeArgs {
             .block_on(async {
                 let running = startup::start(settings).await?;
                 running.run_until(startup::shutdown_signal()).await;
-                super::Outcome::Ok(ExitCode::SUCCESS)
+                super::CommandResult::Ok(ExitCode::SUCCESS)
             })
     }
 }

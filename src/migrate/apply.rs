@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::checks::{self, Action, Plan, Row, Status};
+use super::checks::{self, Action, Plan, Row, RowStatus};
 use super::inventory::{IRSA_ANNOTATIONS, Inventory, Key, RoleState, WorkloadRef};
 use super::trust::{self, OidcEdit, TrustEdit};
 use super::{Created, Parts, Progress, ReadSettings, Rollout, read_inventory};
@@ -56,7 +56,7 @@ pub struct Stopped {
 /// What a run changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Summary {
+pub struct ApplySummary {
     pub trust_updated: Vec<String>,
     pub associations_created: Vec<String>,
     /// Changes found already made (re-runs).
@@ -73,7 +73,7 @@ pub struct Summary {
     pub restart_by_hand: Vec<String>,
 }
 
-impl Summary {
+impl ApplySummary {
     pub fn changes(&self) -> usize {
         self.trust_updated.len()
             + self.associations_created.len()
@@ -133,7 +133,7 @@ async fn update_trust(
     role_arn: &str,
     limit: usize,
     out: &mut dyn Write,
-    summary: &mut Summary,
+    summary: &mut ApplySummary,
 ) -> Result<(), String> {
     let policy = fresh_policy(parts, role_arn).await?;
     let (after, edit) = trust::with_pod_identity(&policy);
@@ -173,7 +173,7 @@ async fn create_association(
     service_account: &str,
     role_arn: &str,
     out: &mut dyn Write,
-    summary: &mut Summary,
+    summary: &mut ApplySummary,
 ) -> Result<(), String> {
     let a = Association::new(namespace, service_account, role_arn);
     match parts.target.create(&a).await? {
@@ -232,7 +232,7 @@ async fn restart_all(
     workloads: &[WorkloadRef],
     options: &ApplyOptions,
     out: &mut dyn Write,
-    summary: &mut Summary,
+    summary: &mut ApplySummary,
 ) {
     for (i, w) in workloads.iter().enumerate() {
         let at = rfc3339(std::time::SystemTime::now());
@@ -293,12 +293,12 @@ async fn migrate_rows(
     plan: &Plan,
     options: &ApplyOptions,
     out: &mut dyn Write,
-    summary: &mut Summary,
+    summary: &mut ApplySummary,
 ) -> BTreeSet<Key> {
     let mut migrated: BTreeSet<Key> = BTreeSet::new();
     for row in &plan.rows {
         let name = sa_name(row);
-        if matches!(row.status, Status::Blocked | Status::Unreadable) {
+        if matches!(row.status, RowStatus::Blocked | RowStatus::Unreadable) {
             let reason = row
                 .blocking()
                 .map(|f| format!("{}: {}", f.code, f.message))
@@ -361,7 +361,7 @@ fn retire(
     inv: &Inventory,
     plan: &Plan,
     out: &mut dyn Write,
-    summary: &mut Summary,
+    summary: &mut ApplySummary,
 ) -> BTreeSet<Key> {
     let mut retired = BTreeSet::new();
     for row in &plan.rows {
@@ -402,8 +402,8 @@ pub async fn apply(
     read: &ReadSettings,
     options: &ApplyOptions,
     out: &mut dyn Write,
-) -> Summary {
-    let mut summary = Summary::default();
+) -> ApplySummary {
+    let mut summary = ApplySummary::default();
     let migrated = if options.retire {
         retire(inv, plan, out, &mut summary)
     } else {
@@ -510,7 +510,7 @@ async fn remove_oidc(
     parts: &Parts<'_>,
     row: &Row,
     out: &mut dyn Write,
-    summary: &mut Summary,
+    summary: &mut ApplySummary,
 ) -> Result<(), String> {
     let Some((_, role_name)) = super::inventory::role_parts(&row.role_arn) else {
         return Err("not an IAM role ARN".into());
@@ -551,7 +551,7 @@ async fn remove_oidc(
 }
 
 /// The end-of-run summary, for a terminal.
-pub fn render_summary(s: &Summary) -> String {
+pub fn render_summary(s: &ApplySummary) -> String {
     let mut out = format!(
         "\nsummary: {} trust policies updated, {} associations created, {} already in place, {} annotations removed, {} workloads restarted, {} OIDC trusts removed; {} skipped (blocked), {} stopped\n",
         s.trust_updated.len(),

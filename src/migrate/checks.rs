@@ -158,7 +158,7 @@ pub enum Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Status {
+pub enum RowStatus {
     /// Association in place with the same role and trust present.
     Done,
     /// Actions to take, nothing blocks.
@@ -168,7 +168,7 @@ pub enum Status {
     Unreadable,
 }
 
-impl Status {
+impl RowStatus {
     pub fn label(self) -> &'static str {
         match self {
             Self::Done => "done",
@@ -196,7 +196,7 @@ pub struct Row {
     pub workloads: Vec<WorkloadRef>,
     pub findings: Vec<Finding>,
     pub actions: Vec<Action>,
-    pub status: Status,
+    pub status: RowStatus,
 }
 
 impl Row {
@@ -648,13 +648,13 @@ pub fn plan(inv: &Inventory, settings: &CheckSettings) -> Plan {
         let unreadable = matches!(trust.state, TrustState::Unreadable);
         let blocked = findings.iter().any(|f| f.severity == Severity::Block);
         let status = if unreadable {
-            Status::Unreadable
+            RowStatus::Unreadable
         } else if blocked {
-            Status::Blocked
+            RowStatus::Blocked
         } else if actions.is_empty() {
-            Status::Done
+            RowStatus::Done
         } else {
-            Status::Ready
+            RowStatus::Ready
         };
         if blocked {
             // A blocked row changes nothing (not even its trust policy).
@@ -686,7 +686,7 @@ pub fn plan(inv: &Inventory, settings: &CheckSettings) -> Plan {
 }
 
 fn totals(rows: &[Row], inv: &Inventory, settings: &CheckSettings) -> Totals {
-    let count = |s: Status| rows.iter().filter(|r| r.status == s).count();
+    let count = |s: RowStatus| rows.iter().filter(|r| r.status == s).count();
     let trust_roles: BTreeSet<&str> = rows
         .iter()
         .flat_map(|r| &r.actions)
@@ -697,10 +697,10 @@ fn totals(rows: &[Row], inv: &Inventory, settings: &CheckSettings) -> Totals {
         .collect();
     Totals {
         service_accounts: rows.len(),
-        done: count(Status::Done),
-        ready: count(Status::Ready),
-        blocked: count(Status::Blocked),
-        unreadable: count(Status::Unreadable),
+        done: count(RowStatus::Done),
+        ready: count(RowStatus::Ready),
+        blocked: count(RowStatus::Blocked),
+        unreadable: count(RowStatus::Unreadable),
         pods: rows.iter().map(|r| r.pods.len()).sum(),
         pods_using_irsa: rows.iter().map(|r| r.pods_using_irsa.len()).sum(),
         associations_existing: inv.associations.total,

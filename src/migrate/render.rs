@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use super::checks::{Action, Plan, Row, Severity, Status};
+use super::checks::{Action, Plan, Row, RowStatus, Severity};
 use super::inventory::TargetInfo;
 use crate::identity::Association;
 
@@ -193,7 +193,7 @@ pub fn aws(plan: &Plan) -> String {
             r.service_account,
             r.status.label()
         );
-        if r.status != Status::Ready && r.status != Status::Done {
+        if r.status != RowStatus::Ready && r.status != RowStatus::Done {
             for f in r.blocking() {
                 let _ = writeln!(out, "# skipped: {}: {}", f.code, f.message);
             }
