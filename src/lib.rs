@@ -16,6 +16,7 @@ pub mod agent;
 pub mod audit;
 pub mod certs;
 pub mod cli;
+pub mod clock;
 pub mod files;
 pub mod identity;
 pub mod live_config;

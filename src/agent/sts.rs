@@ -8,11 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
-use aws_smithy_types::DateTime;
-use aws_smithy_types::date_time::Format;
 use futures::future::BoxFuture;
 
 use super::review::PodClaims;
+use crate::clock::rfc3339;
 
 /// The longest role session name STS accepts.
 pub const MAX_SESSION_NAME: usize = 64;
@@ -69,13 +68,6 @@ impl IssuedCredentials {
         }))
         .expect("a JSON object of strings serialises")
     }
-}
-
-/// `2026-12-03T04:05:06Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    DateTime::from(t)
-        .fmt(Format::DateTime)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// Why STS gave no credentials; each maps to the EKS agent's answer.

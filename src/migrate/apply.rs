@@ -12,6 +12,7 @@ use super::checks::{self, Action, Plan, Row, RowStatus};
 use super::inventory::{IRSA_ANNOTATIONS, Inventory, Key, RoleState, WorkloadRef};
 use super::trust::{self, OidcEdit, TrustEdit};
 use super::{Created, Parts, Progress, ReadSettings, Rollout, read_inventory};
+use crate::clock::rfc3339;
 use crate::identity::Association;
 
 /// What `apply` does beyond the plan's actions.
@@ -111,11 +112,6 @@ fn sa_name(row: &Row) -> String {
 fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-/// `2026-12-03T04:05:06Z` (what `kubectl rollout restart` writes).
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Reads a role's trust policy afresh (a plan may be minutes old).
