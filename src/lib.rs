@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod files;
 pub mod identity;
+pub mod kubernetes;
 pub mod live_config;
 pub mod migrate;
 pub mod namespaces;

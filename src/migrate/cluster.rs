@@ -9,14 +9,16 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec, ServiceAccount};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use super::inventory::{
-    Key, NodeEntry, PodEntry, ServiceAccountEntry, TemplateUse, WorkloadKind, WorkloadRef,
+    Key, NodeEntry, OwnerKind, PodEntry, ServiceAccountEntry, TemplateUse, WorkloadRef,
 };
 use super::{ClusterApi, Progress, Rollout, Scope};
+use crate::kubernetes::api_resource;
+use crate::object::Kind;
 
 /// Items per list page (the API server's recommended chunk size).
 const PAGE: u32 = 500;
@@ -46,8 +48,8 @@ impl KubeCluster {
         scope: &Scope,
         what: &str,
         progress: &Progress,
-        push: &mut impl FnMut(WorkloadKind, &kube::api::ObjectMeta, String),
-        template: impl Fn(&K) -> Option<(WorkloadKind, &PodTemplateSpec)>,
+        push: &mut impl FnMut(Kind, &kube::api::ObjectMeta, String),
+        template: impl Fn(&K) -> Option<(Kind, &PodTemplateSpec)>,
     ) -> Result<(), String>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -130,7 +132,7 @@ fn template_sa(t: &PodTemplateSpec) -> String {
 }
 
 /// Whether a rollout has finished, read the way `kubectl rollout status` reads it.
-pub fn rollout_state(kind: &WorkloadKind, object: &serde_json::Value) -> Rollout {
+pub fn rollout_state(kind: Kind, object: &serde_json::Value) -> Rollout {
     let int = |p: &str| object.pointer(p).and_then(|v| v.as_i64());
     let generation = int("/metadata/generation").unwrap_or(0);
     let observed = int("/status/observedGeneration").unwrap_or(0);
@@ -138,17 +140,17 @@ pub fn rollout_state(kind: &WorkloadKind, object: &serde_json::Value) -> Rollout
         return Rollout::Progressing("waiting for the controller to see the change".into());
     }
     let (want, updated, available) = match kind {
-        WorkloadKind::Deployment => (
+        Kind::Deployment => (
             int("/spec/replicas").unwrap_or(1),
             int("/status/updatedReplicas").unwrap_or(0),
             int("/status/availableReplicas").unwrap_or(0),
         ),
-        WorkloadKind::StatefulSet => (
+        Kind::StatefulSet => (
             int("/spec/replicas").unwrap_or(1),
             int("/status/updatedReplicas").unwrap_or(0),
             int("/status/readyReplicas").unwrap_or(0),
         ),
-        WorkloadKind::DaemonSet => (
+        Kind::DaemonSet => (
             int("/status/desiredNumberScheduled").unwrap_or(0),
             int("/status/updatedNumberScheduled").unwrap_or(0),
             int("/status/numberAvailable").unwrap_or(0),
@@ -156,7 +158,7 @@ pub fn rollout_state(kind: &WorkloadKind, object: &serde_json::Value) -> Rollout
         _ => return Rollout::Done,
     };
     let total = match kind {
-        WorkloadKind::Deployment => int("/status/replicas").unwrap_or(0),
+        Kind::Deployment => int("/status/replicas").unwrap_or(0),
         _ => updated,
     };
     if updated < want {
@@ -204,11 +206,11 @@ impl ClusterApi for KubeCluster {
                 ns.as_ref()
                     .is_some_and(|ns| wanted.contains(&(ns.clone(), sa)))
             };
-            let mut push = |kind: WorkloadKind, meta: &kube::api::ObjectMeta, sa: String| {
+            let mut push = |kind: Kind, meta: &kube::api::ObjectMeta, sa: String| {
                 if wants(&meta.namespace, sa.clone()) {
                     templates.push(TemplateUse {
                         workload: WorkloadRef {
-                            kind,
+                            kind: OwnerKind::Workload(kind),
                             namespace: meta.namespace.clone().unwrap_or_default(),
                             name: meta.name.clone().unwrap_or_default(),
                         },
@@ -217,20 +219,20 @@ impl ClusterApi for KubeCluster {
                 }
             };
             self.templates::<Deployment>(scope, "deployments", progress, &mut push, |d| {
-                Some((WorkloadKind::Deployment, &d.spec.as_ref()?.template))
+                Some((Kind::Deployment, &d.spec.as_ref()?.template))
             })
             .await?;
             self.templates::<StatefulSet>(scope, "statefulsets", progress, &mut push, |d| {
-                Some((WorkloadKind::StatefulSet, &d.spec.as_ref()?.template))
+                Some((Kind::StatefulSet, &d.spec.as_ref()?.template))
             })
             .await?;
             self.templates::<DaemonSet>(scope, "daemonsets", progress, &mut push, |d| {
-                Some((WorkloadKind::DaemonSet, &d.spec.as_ref()?.template))
+                Some((Kind::DaemonSet, &d.spec.as_ref()?.template))
             })
             .await?;
             self.templates::<CronJob>(scope, "cronjobs", progress, &mut push, |c| {
                 let job = c.spec.as_ref()?.job_template.spec.as_ref()?;
-                Some((WorkloadKind::CronJob, &job.template))
+                Some((Kind::CronJob, &job.template))
             })
             .await?;
             for api in self.apis::<ReplicaSet>(scope) {
@@ -317,66 +319,44 @@ impl ClusterApi for KubeCluster {
 
     fn restart<'a>(&'a self, w: &'a WorkloadRef, at: &'a str) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            let what = format!("cannot restart {w}");
+            let Some(api) = self.rollout_api(w) else {
+                return Err(format!("{what}: a {} has no rollout", w.kind.as_str()));
+            };
             let patch = Patch::Merge(
                 json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}),
             );
-            let params = PatchParams::default();
-            let what = format!("cannot restart {w}");
-            let c = self.client.clone();
-            match w.kind {
-                WorkloadKind::Deployment => call(
-                    &what,
-                    Api::<Deployment>::namespaced(c, &w.namespace).patch(&w.name, &params, &patch),
-                )
+            call(&what, api.patch(&w.name, &PatchParams::default(), &patch))
                 .await
-                .map(|_| ()),
-                WorkloadKind::StatefulSet => call(
-                    &what,
-                    Api::<StatefulSet>::namespaced(c, &w.namespace).patch(&w.name, &params, &patch),
-                )
-                .await
-                .map(|_| ()),
-                WorkloadKind::DaemonSet => call(
-                    &what,
-                    Api::<DaemonSet>::namespaced(c, &w.namespace).patch(&w.name, &params, &patch),
-                )
-                .await
-                .map(|_| ()),
-                _ => Err(format!("{what}: a {} has no rollout", w.kind.as_str())),
-            }
+                .map(|_| ())
         })
     }
 
     fn rollout<'a>(&'a self, w: &'a WorkloadRef) -> BoxFuture<'a, Result<Rollout, String>> {
         Box::pin(async move {
-            let what = format!("cannot read {w}");
-            let c = self.client.clone();
-            let object = match w.kind {
-                WorkloadKind::Deployment => call(
-                    &what,
-                    Api::<Deployment>::namespaced(c, &w.namespace).get_opt(&w.name),
-                )
-                .await?
-                .map(serde_json::to_value),
-                WorkloadKind::StatefulSet => call(
-                    &what,
-                    Api::<StatefulSet>::namespaced(c, &w.namespace).get_opt(&w.name),
-                )
-                .await?
-                .map(serde_json::to_value),
-                WorkloadKind::DaemonSet => call(
-                    &what,
-                    Api::<DaemonSet>::namespaced(c, &w.namespace).get_opt(&w.name),
-                )
-                .await?
-                .map(serde_json::to_value),
-                _ => return Ok(Rollout::Done),
+            let (Some(api), OwnerKind::Workload(kind)) = (self.rollout_api(w), &w.kind) else {
+                return Ok(Rollout::Done);
             };
-            match object {
+            let object = call(&format!("cannot read {w}"), api.get_opt(&w.name)).await?;
+            match object.map(serde_json::to_value) {
                 None => Ok(Rollout::Gone),
-                Some(v) => Ok(rollout_state(&w.kind, &v.map_err(|e| e.to_string())?)),
+                Some(v) => Ok(rollout_state(*kind, &v.map_err(|e| e.to_string())?)),
             }
         })
+    }
+}
+
+impl KubeCluster {
+    /// The API of a workload `rollout restart` applies to, whatever its kind.
+    fn rollout_api(&self, w: &WorkloadRef) -> Option<Api<DynamicObject>> {
+        match &w.kind {
+            OwnerKind::Workload(kind) if w.kind.restartable() => Some(Api::namespaced_with(
+                self.client.clone(),
+                &w.namespace,
+                &api_resource(*kind),
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -390,23 +370,23 @@ mod tests {
             json!({"metadata": {"generation": gen_}, "spec": {"replicas": 2},
                    "status": {"observedGeneration": obs, "updatedReplicas": upd, "replicas": total, "availableReplicas": avail}})
         };
-        let k = WorkloadKind::Deployment;
+        let k = Kind::Deployment;
         assert!(matches!(
-            rollout_state(&k, &d(2, 1, 2, 2, 2)),
+            rollout_state(k, &d(2, 1, 2, 2, 2)),
             Rollout::Progressing(_)
         ));
         assert!(matches!(
-            rollout_state(&k, &d(2, 2, 1, 3, 2)),
+            rollout_state(k, &d(2, 2, 1, 3, 2)),
             Rollout::Progressing(_)
         ));
         assert!(matches!(
-            rollout_state(&k, &d(2, 2, 2, 3, 2)),
+            rollout_state(k, &d(2, 2, 2, 3, 2)),
             Rollout::Progressing(_)
         ));
         assert!(matches!(
-            rollout_state(&k, &d(2, 2, 2, 2, 1)),
+            rollout_state(k, &d(2, 2, 2, 2, 1)),
             Rollout::Progressing(_)
         ));
-        assert_eq!(rollout_state(&k, &d(2, 2, 2, 2, 2)), Rollout::Done);
+        assert_eq!(rollout_state(k, &d(2, 2, 2, 2, 2)), Rollout::Done);
     }
 }

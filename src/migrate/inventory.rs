@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::identity::sa::{AUDIENCE, ROLE_ARN, STS_REGIONAL_ENDPOINTS, TOKEN_EXPIRATION};
 use crate::identity::{Association, ServiceAccountInfo};
+use crate::object::Kind;
 
 /// The IRSA annotation names (under the prefix) that matter to the migration.
 pub const IRSA_ANNOTATIONS: [&str; 4] =
@@ -105,46 +106,45 @@ impl ContainerEnv {
     }
 }
 
-/// The kinds of pod owner the migration knows.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum WorkloadKind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-    ReplicaSet,
-    Job,
-    CronJob,
+/// The kind of a pod's owner: a workload kind the webhook knows ([`Kind`]), or another (a
+/// custom controller's; a Node, for static pods).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OwnerKind {
+    Workload(Kind),
     Other(String),
 }
 
-impl WorkloadKind {
+impl OwnerKind {
     pub fn parse(kind: &str) -> Self {
-        match kind {
-            "Deployment" => Self::Deployment,
-            "StatefulSet" => Self::StatefulSet,
-            "DaemonSet" => Self::DaemonSet,
-            "ReplicaSet" => Self::ReplicaSet,
-            "Job" => Self::Job,
-            "CronJob" => Self::CronJob,
-            other => Self::Other(other.to_string()),
+        match Kind::from_name(kind).filter(|k| k.is_workload()) {
+            Some(k) => Self::Workload(k),
+            None => Self::Other(kind.to_string()),
         }
     }
 
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Deployment => "Deployment",
-            Self::StatefulSet => "StatefulSet",
-            Self::DaemonSet => "DaemonSet",
-            Self::ReplicaSet => "ReplicaSet",
-            Self::Job => "Job",
-            Self::CronJob => "CronJob",
+            Self::Workload(k) => k.as_str(),
             Self::Other(k) => k,
         }
     }
 
     /// Whether `rollout restart` applies (a new pod template annotation replaces the pods).
     pub fn restartable(&self) -> bool {
-        matches!(self, Self::Deployment | Self::StatefulSet | Self::DaemonSet)
+        matches!(
+            self,
+            Self::Workload(Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet)
+        )
+    }
+}
+
+/// A known kind by its name, another as `{"Other": name}` (the plan's JSON).
+impl Serialize for OwnerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Workload(k) => s.serialize_str(k.as_str()),
+            Self::Other(k) => s.serialize_newtype_variant("OwnerKind", 1, "Other", k),
+        }
     }
 }
 
@@ -152,7 +152,7 @@ impl WorkloadKind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRef {
-    pub kind: WorkloadKind,
+    pub kind: OwnerKind,
     pub namespace: String,
     pub name: String,
 }
@@ -206,16 +206,18 @@ impl PodEntry {
             .flatten()
             .find(|o| o.controller == Some(true))
             .map(|o| {
-                let kind = WorkloadKind::parse(&o.kind);
+                let kind = OwnerKind::parse(&o.kind);
                 match (
                     &kind,
                     replica_sets.get(&(namespace.clone(), o.name.clone())),
                 ) {
-                    (WorkloadKind::ReplicaSet, Some(Some(deployment))) => WorkloadRef {
-                        kind: WorkloadKind::Deployment,
-                        namespace: namespace.clone(),
-                        name: deployment.clone(),
-                    },
+                    (OwnerKind::Workload(Kind::ReplicaSet), Some(Some(deployment))) => {
+                        WorkloadRef {
+                            kind: OwnerKind::Workload(Kind::Deployment),
+                            namespace: namespace.clone(),
+                            name: deployment.clone(),
+                        }
+                    }
                     _ => WorkloadRef {
                         kind,
                         namespace: namespace.clone(),

@@ -1,7 +1,7 @@
 //! The kinds the webhook reads: the label set of the metrics and what the policy checks.
 
 /// A kind the webhook knows. Every other kind is let through (and counted as `other`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Pod,
     ServiceAccount,
