@@ -12,6 +12,9 @@ use crate::policy::PolicySettings;
 use crate::reload::{ReloadOutcome, Reloadable};
 use crate::settings::{self, Settings};
 
+/// The file's sections that take effect while running (but `injection.annotationPrefix`).
+const LIVE_SECTIONS: [&str; 2] = ["injection", "policy"];
+
 /// Called with the new policy section whenever it changes.
 pub type PolicyHook = Box<dyn Fn(&PolicySettings) + Send + Sync>;
 
@@ -97,33 +100,23 @@ impl ConfigReloader {
         ReloadOutcome::Reloaded
     }
 
-    /// The settings that changed but are only read at start-up.
-    fn restart_needed(&self, next: &Settings) -> Vec<&'static str> {
-        let now = &self.current;
-        let mut changed = Vec::new();
-        if now.listen != next.listen || now.admin_listen != next.admin_listen {
-            changed.push("listen/adminListen");
-        }
-        if now.server != next.server {
-            changed.push("server");
-        }
-        if now.tls != next.tls {
-            changed.push("tls");
-        }
-        if now.associations_file != next.associations_file {
-            changed.push("associationsFile");
-        }
-        if now.kubeconfig != next.kubeconfig {
-            changed.push("kubeconfig");
-        }
-        if now.namespace != next.namespace {
-            changed.push("namespace");
-        }
-        if now.eks != next.eks {
-            changed.push("eks");
-        }
-        if now.injection.annotation_prefix != next.injection.annotation_prefix {
-            changed.push("injection.annotationPrefix");
+    /// The settings that changed but are only read at start-up: every key of the file outside
+    /// [`LIVE_SECTIONS`], compared as the file states them (a new setting needs no entry here).
+    fn restart_needed(&self, next: &Settings) -> Vec<String> {
+        let as_file = |s: &Settings| match serde_json::to_value(s) {
+            Ok(serde_json::Value::Object(keys)) => keys,
+            _ => serde_json::Map::new(),
+        };
+        let (now, next_keys) = (as_file(&self.current), as_file(next));
+        let mut changed: Vec<String> = now
+            .iter()
+            .filter(|(key, value)| {
+                !LIVE_SECTIONS.contains(&key.as_str()) && next_keys.get(*key) != Some(*value)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        if self.current.injection.annotation_prefix != next.injection.annotation_prefix {
+            changed.push("injection.annotationPrefix".into());
         }
         changed
     }
@@ -232,6 +225,25 @@ mod tests {
         assert_eq!(
             reloader.injection.load().annotation_prefix,
             "eks.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn start_up_settings_are_found_by_comparing_the_files_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "injection:\n  tokenExpiration: 3600\n").unwrap();
+        let (reloader, settings) = start(&path, &[]);
+        let mut next = settings.clone();
+        next.injection.token_expiration = 7200;
+        next.policy.default_mode = PolicyMode::Enforce;
+        assert!(reloader.restart_needed(&next).is_empty());
+        next.listen = "127.0.0.1:9443".parse().unwrap();
+        next.server.max_connections += 1;
+        next.injection.annotation_prefix = "example.com".into();
+        assert_eq!(
+            reloader.restart_needed(&next),
+            ["listen", "server", "injection.annotationPrefix"]
         );
     }
 }
