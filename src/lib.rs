@@ -45,7 +45,7 @@ pub enum StartError {
     #[error(transparent)]
     Associations(#[from] identity::file::FileError),
     #[error(transparent)]
-    Kube(#[from] identity::kube::KubeError),
+    Kube(#[from] kubernetes::client::KubeError),
     #[error("cannot listen on {addr} ({what}): {source}; is another process using the port?")]
     Bind {
         what: &'static str,

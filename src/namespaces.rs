@@ -104,7 +104,7 @@ impl KubeNamespaces {
         ready_timeout: Duration,
         stop: CancellationToken,
     ) -> Arc<Self> {
-        let (reader, ready) = crate::identity::kube::reflect(
+        let (reader, ready) = crate::kubernetes::reflector::reflect(
             Api::<Namespace>::all(client.clone()),
             strip,
             "Namespace",

@@ -13,10 +13,9 @@ use crate::admission::validate::Validator;
 use crate::audit::background::{AuditMetrics, WebhookWatches};
 use crate::identity::eks_cache::EksSource;
 use crate::identity::file::{FileReloader, FileSource};
-use crate::identity::kube::{
-    self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
-};
+use crate::identity::kube::{KubeServiceAccounts, StoreSettings};
 use crate::identity::{self, AssociationSource, Identities};
+use crate::kubernetes::client::{self as kube_client, ClusterAccess, Otherwise};
 use crate::live_config::ConfigReloader;
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
@@ -346,7 +345,7 @@ async fn identity_sources(
     }
     let mut namespaces: Option<Arc<dyn NamespaceStore>> = None;
     let mut watches = None;
-    match kube_source::connect(settings.kubeconfig.as_deref()).await? {
+    match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
         ClusterAccess::Client(client, from) => {
             tracing::info!(%from, "watching ServiceAccounts for IRSA annotations");
             let store = KubeServiceAccounts::start(

@@ -34,7 +34,7 @@ use crate::identity::Identities;
 use crate::identity::eks_cache::EksSource;
 use crate::identity::eks_settings::EksSettings;
 use crate::identity::file::FileSource;
-use crate::identity::kube::{self as kube_source, ClusterAccess};
+use crate::kubernetes::client::{self as kube_client, ClusterAccess, Otherwise};
 use crate::reload;
 use crate::server::ConnectionLimit;
 use credentials::{CredentialService, CredentialSettings};
@@ -113,7 +113,7 @@ pub enum AgentStartError {
     #[error(transparent)]
     Associations(#[from] crate::identity::file::FileError),
     #[error(transparent)]
-    Kube(#[from] crate::identity::kube::KubeError),
+    Kube(#[from] crate::kubernetes::client::KubeError),
     #[error(
         "the agent needs the Kubernetes API for TokenReviews: give --kubeconfig or run it in a pod"
     )]
@@ -205,7 +205,7 @@ pub async fn start_with(
 
     // --- Kubernetes (TokenReview) and STS ------------------------------------------------------
     let reviewer: Arc<dyn TokenReviewer> =
-        match kube_source::connect(settings.kubeconfig.as_deref()).await? {
+        match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
             ClusterAccess::Client(client, from) => {
                 tracing::info!(%from, "reviewing pod tokens through the Kubernetes API");
                 Arc::new(KubeTokenReviewer::new(client, settings.review_timeout))

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -21,7 +20,6 @@ use kube::api::PostParams;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, TypeMeta};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,6 +34,7 @@ use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::identity::ServiceAccountStore;
 use crate::identity::kube::{KubeServiceAccounts, ReflectedServiceAccounts};
+use crate::kubernetes::reflector::WatchLog;
 use crate::namespaces::{KubeNamespaces, NamespaceStore, ReflectedNamespaces};
 use crate::server::app::App;
 
@@ -148,31 +147,11 @@ fn watch(client: &Client, ar: ApiResource, stop: &CancellationToken) -> Watched 
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(strip)
-        .reflect(writer);
-    let stop = stop.clone();
-    let plural = ar.plural.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                next = stream.next() => match next {
-                    Some(Ok(_)) => failing = false,
-                    Some(Err(e)) => {
-                        if !failing {
-                            tracing::warn!(error = %e, resource = %plural, "audit watch failed; retrying with backoff");
-                        }
-                        failing = true;
-                    }
-                    None => return,
-                },
-            }
-        }
-    });
+    let log = WatchLog {
+        what: ar.plural.clone(),
+        failed: "audit watch failed; retrying with backoff",
+    };
+    crate::kubernetes::reflector::run(api, writer, strip, log, stop.clone());
     Watched {
         store,
         resource: ar,

@@ -14,10 +14,9 @@ use super::render;
 use super::sources::{self, ListedServiceAccounts, SourceError};
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
-use crate::identity::kube::{
-    self as kube_source, ClusterAccess, KubeServiceAccounts, StoreSettings,
-};
+use crate::identity::kube::{KubeServiceAccounts, StoreSettings};
 use crate::identity::{Identities, ServiceAccountStore};
+use crate::kubernetes::client::{self as kube_client, ClusterAccess, KubeError, Otherwise};
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
 use crate::settings::{self, EksSettings, Flags, Settings, SettingsError, TlsSettings};
@@ -164,7 +163,7 @@ async fn cluster_stores(
     let Some(path) = kubeconfig else {
         return Ok(None);
     };
-    let ClusterAccess::Client(client, _) = kube_source::connect(Some(path))
+    let ClusterAccess::Client(client, _) = kube_client::connect(Some(path), Otherwise::InCluster)
         .await
         .map_err(|e| SourceError::Kube(e.to_string()))?
     else {
@@ -340,22 +339,16 @@ impl AuditArgs {
 /// A client for `--kubeconfig`, else the usual places (`$KUBECONFIG`, `~/.kube/config`,
 /// in-cluster), as kubectl finds its cluster.
 async fn audit_client(kubeconfig: Option<&Path>) -> Result<kube::Client, SourceError> {
-    match kubeconfig {
-        Some(path) => match kube_source::connect(Some(path))
-            .await
-            .map_err(|e| SourceError::Kube(e.to_string()))?
-        {
-            ClusterAccess::Client(client, _) => Ok(client),
-            ClusterAccess::None => Err(SourceError::Kube(format!(
-                "no cluster in {}",
-                path.display()
-            ))),
-        },
-        None => kube::Client::try_default().await.map_err(|e| {
-            SourceError::Kube(format!(
-                "no cluster found (give --kubeconfig, or set KUBECONFIG): {e}"
-            ))
-        }),
+    match kube_client::connect(kubeconfig, Otherwise::Kubectl).await {
+        Ok(ClusterAccess::Client(client, _)) => Ok(client),
+        Ok(ClusterAccess::None) => Err(SourceError::Kube(format!(
+            "no cluster in {}",
+            kubeconfig.unwrap_or(Path::new("")).display()
+        ))),
+        Err(KubeError::NotFound(e)) => Err(SourceError::Kube(format!(
+            "no cluster found (give --kubeconfig, or set KUBECONFIG): {e}"
+        ))),
+        Err(e) => Err(SourceError::Kube(e.to_string())),
     }
 }
 

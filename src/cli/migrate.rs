@@ -9,7 +9,7 @@ use aws_sdk_eks::config::{BehaviorVersion, Region};
 use clap::{Args, Subcommand};
 
 use crate::identity::eks_client::ClientTuning;
-use crate::identity::kube::{ClusterAccess, connect};
+use crate::kubernetes::client::{ClusterAccess, KubeError, Otherwise, connect};
 use crate::migrate::apply::{self, ApplyOptions};
 use crate::migrate::aws::{EksTarget, FileTarget, IamRoles};
 use crate::migrate::checks::CheckSettings;
@@ -134,18 +134,14 @@ struct Clients {
 
 async fn clients(c: &Common) -> Result<Clients, String> {
     crate::server::tls::install_default_provider();
-    let client = match connect(c.kubeconfig.as_deref())
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        ClusterAccess::Client(client, _) => client,
-        ClusterAccess::None => {
-            // Neither --kubeconfig nor in a pod: the usual ~/.kube/config.
-            let config = kube::Config::infer()
-                .await
-                .map_err(|e| format!("no Kubernetes access: give --kubeconfig ({e})"))?;
-            kube::Client::try_from(config).map_err(|e| e.to_string())?
+    // Neither --kubeconfig nor in a pod: the usual ~/.kube/config.
+    let client = match connect(c.kubeconfig.as_deref(), Otherwise::InClusterThenKubectl).await {
+        Ok(ClusterAccess::Client(client, _)) => client,
+        Ok(ClusterAccess::None) => return Err("no Kubernetes access: give --kubeconfig".into()),
+        Err(KubeError::NotFound(e)) => {
+            return Err(format!("no Kubernetes access: give --kubeconfig ({e})"));
         }
+        Err(e) => return Err(e.to_string()),
     };
     let tuning = ClientTuning::default();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())

@@ -2,64 +2,20 @@
 //! webhook reads, plus a live GET on a miss so a pod created right after its ServiceAccount is
 //! still mutated.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::{IdentityError, ServiceAccountInfo, ServiceAccountStore};
+use crate::kubernetes::reflector::reflect;
 
 const SOURCE: &str = "kubernetes";
-
-#[derive(Debug, thiserror::Error)]
-pub enum KubeError {
-    #[error("cannot read kubeconfig {path}: {message}")]
-    Kubeconfig { path: String, message: String },
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(String),
-}
-
-/// How the webhook reaches the Kubernetes API.
-pub enum ClusterAccess {
-    /// A client, and where its configuration came from (for the start-up log).
-    Client(Client, String),
-    /// No kubeconfig given and not running in a pod: associations file only.
-    None,
-}
-
-/// `--kubeconfig PATH` when given, else the in-cluster configuration when running in a pod,
-/// else no cluster access (docs/contract.md §6: the associations file alone serves).
-pub async fn connect(kubeconfig: Option<&Path>) -> Result<ClusterAccess, KubeError> {
-    let config = if let Some(path) = kubeconfig {
-        let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| KubeError::Kubeconfig {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-        (config, format!("kubeconfig {}", path.display()))
-    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        let config = kube::Config::incluster().map_err(|e| KubeError::Client(e.to_string()))?;
-        (config, "in-cluster service account".to_string())
-    } else {
-        return Ok(ClusterAccess::None);
-    };
-    let client = Client::try_from(config.0).map_err(|e| KubeError::Client(e.to_string()))?;
-    Ok(ClusterAccess::Client(client, config.1))
-}
 
 /// Settings of the ServiceAccount store.
 #[derive(Debug, Clone)]
@@ -103,74 +59,6 @@ fn strip(sa: &mut ServiceAccount, prefix: &str) {
                 .is_some_and(|rest| rest.starts_with('/'))
         });
     }
-}
-
-/// Runs a watch-backed store of every `K` in the cluster until `stop`, each object trimmed by
-/// `strip` before it is stored (only what lookups read is kept). Errors are retried with backoff
-/// and logged once per outage. The flag turns true after the first complete list, or after
-/// `ready_timeout` (lookups then fall back to live GETs).
-pub(crate) fn reflect<K>(
-    api: Api<K>,
-    strip: impl FnMut(&mut K) + Send + 'static,
-    kind: &'static str,
-    ready_timeout: Duration,
-    stop: CancellationToken,
-) -> (Store<K>, Arc<AtomicBool>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let ready = Arc::new(AtomicBool::new(false));
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(strip)
-        .reflect(writer);
-    let stop_watch = stop.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = stop_watch.cancelled() => return,
-                next = stream.next() => match next {
-                    None => return,
-                    Some(Ok(_)) => {
-                        if failing {
-                            tracing::info!(kind, "watch recovered");
-                            failing = false;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        if !failing {
-                            tracing::warn!(kind, error = %e, "watch failed; retrying with backoff (lookups fall back to live GETs)");
-                        }
-                        failing = true;
-                    }
-                }
-            }
-        }
-    });
-    let (ready_flag, waiting) = (ready.clone(), reader.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            r = tokio::time::timeout(ready_timeout, waiting.wait_until_ready()) => {
-                if r.is_err() {
-                    tracing::warn!(kind, ?ready_timeout, "not listed yet; turning ready anyway (misses use live GETs)");
-                } else {
-                    tracing::info!(kind, "listed");
-                }
-                ready_flag.store(true, Ordering::Release);
-            }
-        }
-    });
-    (reader, ready)
 }
 
 impl KubeServiceAccounts {

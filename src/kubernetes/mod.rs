@@ -2,6 +2,9 @@
 //! the client ([`client`]), watch-backed stores ([`reflector`]), and the API resource of each
 //! kind the webhook knows ([`api_resource`]).
 
+pub mod client;
+pub mod reflector;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
