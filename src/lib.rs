@@ -30,28 +30,3 @@ pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
-
-use std::net::SocketAddr;
-
-/// Why the webhook could not start. Each message names the thing to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Settings(#[from] settings::SettingsError),
-    #[error(transparent)]
-    Policy(#[from] policy::InvalidPolicy),
-    #[error(transparent)]
-    Tls(#[from] server::tls::TlsError),
-    #[error(transparent)]
-    Associations(#[from] identity::file::FileError),
-    #[error(transparent)]
-    Kube(#[from] kubernetes::client::KubeError),
-    #[error("cannot listen on {addr} ({what}): {source}; is another process using the port?")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Other(String),
-}

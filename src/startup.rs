@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::StartError;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::audit::background::{AuditMetrics, WebhookWatches};
@@ -27,6 +26,28 @@ use crate::server::{self, routes};
 use crate::settings::{Settings, TlsSource};
 use crate::telemetry::metrics::{Registry, new_registry};
 use crate::{certs, reload};
+
+/// Why the webhook could not start. Each message names the thing to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::InvalidPolicy),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Associations(#[from] crate::identity::file::FileError),
+    #[error(transparent)]
+    Kube(#[from] crate::kubernetes::client::KubeError),
+    #[error(transparent)]
+    Eks(#[from] crate::identity::eks_client::EksSetupError),
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
+    /// A bound listener without an address (the message quotes the cause, not chained).
+    #[error("{0}")]
+    LocalAddr(std::io::Error),
+}
 
 /// A running webhook: its addresses, state and the handle to stop it.
 pub struct Running {
@@ -329,9 +350,7 @@ async fn identity_sources(
     }
     // After the file source: a ServiceAccount in the associations file keeps its entry there.
     if let Some(eks) = settings.eks_source() {
-        let source = EksSource::connect(eks)
-            .await
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let source = EksSource::connect(eks).await?;
         tracing::info!(
             cluster = %eks.cluster_name,
             region = eks.region.as_deref().unwrap_or("(from the AWS environment)"),
@@ -429,8 +448,7 @@ async fn listen(
 ) -> Result<(SocketAddr, SocketAddr), StartError> {
     let https = server::bind(settings.listen, "HTTPS admission endpoint").await?;
     let admin = server::bind(settings.admin_listen, "admin endpoint").await?;
-    let local =
-        |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| StartError::Other(e.to_string()));
+    let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(StartError::LocalAddr);
     let addrs = (local(&https)?, local(&admin)?);
     let c = &settings.server.connections;
     let options = |port| server::Options {

@@ -120,8 +120,9 @@ pub enum AgentStartError {
     NoKubernetes,
     #[error("no association source: give --associations FILE, or --cluster-name with EKS access")]
     NoAssociations,
+    /// The cause is quoted, not chained as `source` (it would be printed twice).
     #[error("cannot read associations from EKS: {0}")]
-    Eks(String),
+    Eks(crate::identity::eks_client::EksSetupError),
     #[error(
         "cannot listen on {addr} ({what}): {source}; is another process using the port, or is the link missing (`agent setup-link`)?"
     )]
@@ -195,7 +196,7 @@ pub async fn start_with(
     } else if let Some(eks) = &settings.eks {
         let source = EksSource::connect(eks)
             .await
-            .map_err(|e| AgentStartError::Eks(e.to_string()))?;
+            .map_err(AgentStartError::Eks)?;
         tracing::info!(cluster = %eks.cluster_name, "reading Pod Identity associations from EKS");
         identities = identities.with_associations(Arc::new(source.clone()));
         tasks.spawn(source.run_sync(stop.clone()));

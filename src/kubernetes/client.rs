@@ -6,21 +6,22 @@ use std::path::Path;
 
 use kube::{Client, Config};
 
-/// Why no client could be built. Each message names the file or what to give.
+/// Why no client could be built. Each message names the file or what to give. The causes are
+/// kept typed but not chained as `source`: the message already quotes them, once.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
-    #[error("cannot read kubeconfig {path}: {source}")]
+    #[error("cannot read kubeconfig {path}: {error}")]
     Kubeconfig {
         path: String,
-        source: kube::config::KubeconfigError,
+        error: kube::config::KubeconfigError,
     },
     #[error("cannot build a Kubernetes client: {0}")]
-    InCluster(#[source] kube::config::InClusterError),
+    InCluster(kube::config::InClusterError),
     #[error("cannot build a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
+    Client(kube::Error),
     /// Kubectl's places had no cluster either ([`Otherwise::Kubectl`]).
     #[error("{0}")]
-    NotFound(#[source] kube::config::InferConfigError),
+    NotFound(kube::config::InferConfigError),
 }
 
 /// How the webhook reaches the Kubernetes API.
@@ -71,9 +72,9 @@ pub async fn connect(
 }
 
 async fn from_file(path: &Path) -> Result<Config, KubeError> {
-    let failed = |source| KubeError::Kubeconfig {
+    let failed = |error| KubeError::Kubeconfig {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let kc = kube::config::Kubeconfig::read_from(path).map_err(failed)?;
     Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())

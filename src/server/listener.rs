@@ -272,9 +272,18 @@ async fn connection<I>(
     }
 }
 
+/// A port that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}; is another process using the port?")]
+pub struct BindError {
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
 /// Binds a listener, naming the address in the error.
-pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, crate::StartError> {
+pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::StartError::Bind { what, addr, source })
+        .map_err(|source| BindError { what, addr, source })
 }

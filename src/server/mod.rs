@@ -14,5 +14,5 @@ mod timeouts;
 pub mod tls;
 
 pub use limit::{ConnectionLimit, MAX_CONNECTIONS};
-pub use listener::{MAX_BODY_BYTES, Options, bind, serve_admin, serve_tls};
+pub use listener::{BindError, MAX_BODY_BYTES, Options, bind, serve_admin, serve_tls};
 pub use timeouts::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, Limits};

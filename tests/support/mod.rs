@@ -586,7 +586,7 @@ impl WebhookBuilder {
         self
     }
 
-    pub async fn try_start(self) -> Result<Webhook, pod_identity_webhook::StartError> {
+    pub async fn try_start(self) -> Result<Webhook, pod_identity_webhook::startup::StartError> {
         let running = pod_identity_webhook::startup::start_with(self.settings, self.extras).await?;
         Ok(Webhook {
             running,
