@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::checks::{self, Action, Plan, Row, RowStatus};
 use super::inventory::{IRSA_ANNOTATIONS, Inventory, Key, RoleState, WorkloadRef};
 use super::trust::{self, OidcEdit, TrustEdit};
-use super::{Created, Parts, Progress, ReadSettings, Rollout, read_inventory};
+use super::{Created, Parts, Progress, ReadSettings, Rollout, StepError, read_inventory};
 use crate::clock::rfc3339;
 use crate::identity::Association;
 
@@ -115,11 +115,11 @@ fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) {
 }
 
 /// Reads a role's trust policy afresh (a plan may be minutes old).
-async fn fresh_policy(parts: &Parts<'_>, role_arn: &str) -> Result<serde_json::Value, String> {
+async fn fresh_policy(parts: &Parts<'_>, role_arn: &str) -> Result<serde_json::Value, StepError> {
     match parts.roles.trust_policy(role_arn).await {
-        RoleState::Found { trust_policy } => trust::parse(&trust_policy).map_err(|e| e.to_string()),
-        RoleState::NotFound => Err(format!("role {role_arn} no longer exists")),
-        RoleState::Unreadable { message } => Err(message),
+        RoleState::Found { trust_policy } => trust::parse(&trust_policy).map_err(StepError::Trust),
+        RoleState::NotFound => Err(StepError::RoleGone(role_arn.to_string())),
+        RoleState::Unreadable { message } => Err(StepError::RoleUnreadable(message)),
     }
 }
 
@@ -130,7 +130,7 @@ async fn update_trust(
     limit: usize,
     out: &mut dyn Write,
     summary: &mut ApplySummary,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let policy = fresh_policy(parts, role_arn).await?;
     let (after, edit) = trust::with_pod_identity(&policy);
     if edit == TrustEdit::None {
@@ -143,9 +143,11 @@ async fn update_trust(
     }
     let size = trust::iam_size(&after);
     if size > limit {
-        return Err(format!(
-            "the trust policy of {role_name} would be {size} characters, over its limit of {limit}"
-        ));
+        return Err(StepError::TooLarge {
+            role: role_name.to_string(),
+            size,
+            limit,
+        });
     }
     parts
         .roles
@@ -170,7 +172,7 @@ async fn create_association(
     role_arn: &str,
     out: &mut dyn Write,
     summary: &mut ApplySummary,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let a = Association::new(namespace, service_account, role_arn);
     match parts.target.create(&a).await? {
         Created::Created { association_id } => {
@@ -194,10 +196,7 @@ async fn create_association(
             );
             Ok(())
         }
-        Created::Exists(existing) => Err(format!(
-            "conflict: an association gives it role {} already",
-            existing.role_arn
-        )),
+        Created::Exists(existing) => Err(StepError::Conflict(existing.role_arn)),
     }
 }
 
@@ -233,7 +232,7 @@ async fn restart_all(
     for (i, w) in workloads.iter().enumerate() {
         let at = rfc3339(std::time::SystemTime::now());
         if let Err(e) = parts.cluster.restart(w, &at).await {
-            summary.stop(w.to_string(), "restart", e.clone());
+            summary.stop(w.to_string(), "restart", e.to_string());
             say(out, format_args!("! {w}: {e}"));
             continue;
         }
@@ -255,7 +254,7 @@ async fn restart_all(
                     ));
                 }
                 Ok(Rollout::Progressing(_)) => {}
-                Err(e) if start.elapsed() >= options.rollout_timeout => break Some(e),
+                Err(e) if start.elapsed() >= options.rollout_timeout => break Some(e.to_string()),
                 Err(_) => {}
             }
         };
@@ -339,7 +338,7 @@ async fn migrate_rows(
             };
             if let Err(reason) = result {
                 say(out, format_args!("! {name} stopped at {step}: {reason}"));
-                summary.stop(name.clone(), step, reason);
+                summary.stop(name.clone(), step, reason.to_string());
                 ok = false;
                 break;
             }
@@ -435,7 +434,7 @@ pub async fn apply(
                         out,
                         format_args!("! {name} stopped at annotations: {reason}"),
                     );
-                    summary.stop(name, "annotations", reason);
+                    summary.stop(name, "annotations", reason.to_string());
                 }
             }
         }
@@ -463,7 +462,7 @@ pub async fn apply(
                         out,
                         format_args!("! OIDC trust left in place: cannot re-read the cluster: {e}"),
                     );
-                    summary.stop("*".into(), "oidc-trust", e);
+                    summary.stop("*".into(), "oidc-trust", e.to_string());
                     return summary;
                 }
             }
@@ -482,11 +481,10 @@ pub async fn apply(
                 .map(|p| p.name.clone())
                 .collect();
             let result = if !still.is_empty() {
-                Err(format!(
-                    "{} pods still use IRSA ({}); restart them (--restart-workloads) and re-run",
-                    still.len(),
-                    still.join(", ")
-                ))
+                Err(StepError::StillOnIrsa {
+                    count: still.len(),
+                    pods: still.join(", "),
+                })
             } else {
                 remove_oidc(parts, row, out, &mut summary).await
             };
@@ -495,7 +493,7 @@ pub async fn apply(
                     out,
                     format_args!("! {name} OIDC trust left in place: {reason}"),
                 );
-                summary.stop(name, "oidc-trust", reason);
+                summary.stop(name, "oidc-trust", reason.to_string());
             }
         }
     }
@@ -507,9 +505,9 @@ async fn remove_oidc(
     row: &Row,
     out: &mut dyn Write,
     summary: &mut ApplySummary,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let Some((_, role_name)) = super::inventory::role_parts(&row.role_arn) else {
-        return Err("not an IAM role ARN".into());
+        return Err(StepError::NotRoleArn);
     };
     let policy = fresh_policy(parts, &row.role_arn).await?;
     let (after, edit) = trust::without_oidc_trust(&policy, &row.namespace, &row.service_account);
@@ -525,9 +523,10 @@ async fn remove_oidc(
             );
             Ok(())
         }
-        OidcEdit::Shared { reason } => Err(format!(
-            "{reason}; edit the trust policy of {role_name} by hand"
-        )),
+        OidcEdit::Shared { reason } => Err(StepError::SharedTrust {
+            reason,
+            role: role_name.to_string(),
+        }),
         OidcEdit::Removed { .. } => {
             parts
                 .roles

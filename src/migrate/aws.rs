@@ -9,7 +9,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::inventory::{Associations, Key, RoleState, TargetInfo, role_parts};
-use super::{AssociationTarget, Created, RoleStore};
+use super::{AssociationTarget, Created, EdgeError, RoleStore};
 use crate::files::{self, ReadError};
 use crate::identity::eks_client::{AwsEks, EksApi};
 use crate::identity::{Association, file};
@@ -91,7 +91,7 @@ impl RoleStore for IamRoles {
         &'a self,
         role_name: &'a str,
         policy: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), EdgeError>> {
         Box::pin(async move {
             self.client
                 .update_assume_role_policy()
@@ -100,11 +100,9 @@ impl RoleStore for IamRoles {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    format!(
-                        "cannot update the trust policy of {role_name} (iam:UpdateAssumeRolePolicy): {}",
-                        sdk_message(&e)
-                    )
+                .map_err(|e| EdgeError::TrustUpdate {
+                    role: role_name.to_string(),
+                    message: sdk_message(&e),
                 })
         })
     }
@@ -134,19 +132,19 @@ impl EksTarget {
         &self,
         namespace: &str,
         service_account: &str,
-    ) -> Result<Option<Association>, String> {
+    ) -> Result<Option<Association>, EdgeError> {
         let page = self
             .reads
             .list_page(Some((namespace, service_account)), None)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(EdgeError::Eks)?;
         let Some(s) = page.summaries.first() else {
             return Ok(None);
         };
         self.reads
             .describe(&s.association_id)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(EdgeError::Eks)
     }
 }
 
@@ -160,7 +158,7 @@ impl AssociationTarget for EksTarget {
     fn read<'a>(
         &'a self,
         wanted: &'a BTreeSet<Key>,
-    ) -> BoxFuture<'a, Result<Associations, String>> {
+    ) -> BoxFuture<'a, Result<Associations, EdgeError>> {
         Box::pin(async move {
             let mut out = Associations::default();
             let mut ids = Vec::new();
@@ -170,7 +168,7 @@ impl AssociationTarget for EksTarget {
                     .reads
                     .list_page(None, token)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(EdgeError::Eks)?;
                 for s in page.summaries {
                     out.total += 1;
                     let key = (s.namespace, s.service_account);
@@ -184,8 +182,8 @@ impl AssociationTarget for EksTarget {
                     break;
                 }
             }
-            let described: Vec<Result<Option<Association>, String>> = futures::stream::iter(ids)
-                .map(|id| async move { self.reads.describe(&id).await.map_err(|e| e.to_string()) })
+            let described: Vec<Result<Option<Association>, EdgeError>> = futures::stream::iter(ids)
+                .map(|id| async move { self.reads.describe(&id).await.map_err(EdgeError::Eks) })
                 .buffer_unordered(DESCRIBE_CONCURRENCY)
                 .collect()
                 .await;
@@ -199,7 +197,7 @@ impl AssociationTarget for EksTarget {
         })
     }
 
-    fn create<'a>(&'a self, a: &'a Association) -> BoxFuture<'a, Result<Created, String>> {
+    fn create<'a>(&'a self, a: &'a Association) -> BoxFuture<'a, Result<Created, EdgeError>> {
         Box::pin(async move {
             let result = self
                 .client
@@ -225,24 +223,23 @@ impl AssociationTarget for EksTarget {
                     // Created meanwhile (another run, a person): report what is there.
                     match self.existing(&a.namespace, &a.service_account).await? {
                         Some(existing) => Ok(Created::Exists(existing)),
-                        None => Err(format!(
-                            "EKS says an association for {}/{} exists but does not list it; re-run",
-                            a.namespace, a.service_account
-                        )),
+                        None => Err(EdgeError::Unlisted {
+                            namespace: a.namespace.clone(),
+                            service_account: a.service_account.clone(),
+                        }),
                     }
                 }
-                Err(e) => Err(format!(
-                    "cannot create the association (eks:CreatePodIdentityAssociation on {}): {}",
-                    self.cluster,
-                    match e.as_service_error() {
+                Err(e) => Err(EdgeError::Create {
+                    cluster: self.cluster.clone(),
+                    message: match e.as_service_error() {
                         Some(s) => format!(
                             "{}: {}",
                             s.code().unwrap_or("error"),
                             s.message().unwrap_or("no message")
                         ),
                         None => DisplayErrorContext(&e).to_string(),
-                    }
-                )),
+                    },
+                }),
             }
         })
     }
@@ -279,34 +276,34 @@ impl FileTarget {
 
     /// The file's entries (none when it does not exist yet), read as the webhook reads it:
     /// a regular file of at most [`file::DEFAULT_MAX_BYTES`].
-    fn load(&self) -> Result<Vec<Association>, String> {
+    fn load(&self) -> Result<Vec<Association>, EdgeError> {
         match file::load(&self.path, file::DEFAULT_MAX_BYTES) {
             Err(file::FileError::Read {
                 source: ReadError::Io(e),
                 ..
             }) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(EdgeError::File(e)),
             Ok((parsed, _)) => Ok(parsed.associations),
         }
     }
 
     /// Replaces the file whole (a new file renamed into place: the webhook's reload sees the
     /// old or the new list, never half), keeping its mode (0644 for a new file).
-    fn write(&self, list: &[Association]) -> Result<(), String> {
+    fn write(&self, list: &[Association]) -> Result<(), EdgeError> {
         #[derive(serde::Serialize)]
         struct File<'a> {
             associations: &'a [Association],
         }
         let text =
-            serde_yaml_ng::to_string(&File { associations: list }).map_err(|e| e.to_string())?;
+            serde_yaml_ng::to_string(&File { associations: list }).map_err(EdgeError::Yaml)?;
         let mode = std::fs::metadata(&self.path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
             .unwrap_or(0o644);
-        files::write_replacing(&self.path, text.as_bytes(), mode).map_err(|e| {
-            format!(
-                "cannot write associations file {}: {e}",
-                self.path.display()
-            )
+        files::write_replacing(&self.path, text.as_bytes(), mode).map_err(|error| {
+            EdgeError::Write {
+                path: self.path.display().to_string(),
+                error,
+            }
         })
     }
 }
@@ -321,7 +318,7 @@ impl AssociationTarget for FileTarget {
     fn read<'a>(
         &'a self,
         wanted: &'a BTreeSet<Key>,
-    ) -> BoxFuture<'a, Result<Associations, String>> {
+    ) -> BoxFuture<'a, Result<Associations, EdgeError>> {
         Box::pin(async move {
             let list = self.load()?;
             let mut out = Associations {
@@ -339,7 +336,7 @@ impl AssociationTarget for FileTarget {
         })
     }
 
-    fn create<'a>(&'a self, a: &'a Association) -> BoxFuture<'a, Result<Created, String>> {
+    fn create<'a>(&'a self, a: &'a Association) -> BoxFuture<'a, Result<Created, EdgeError>> {
         Box::pin(async move {
             let _one_writer = self.lock.lock().await;
             let mut list = self.load()?;

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::inventory::{
     Key, NodeEntry, OwnerKind, PodEntry, ServiceAccountEntry, TemplateUse, WorkloadRef,
 };
-use super::{ClusterApi, Progress, Rollout, Scope};
+use super::{ClusterApi, EdgeError, Progress, Rollout, Scope};
 use crate::kubernetes::api_resource;
 use crate::object::Kind;
 
@@ -50,7 +50,7 @@ impl KubeCluster {
         progress: &Progress,
         push: &mut impl FnMut(Kind, &kube::api::ObjectMeta, String),
         template: impl Fn(&K) -> Option<(Kind, &PodTemplateSpec)>,
-    ) -> Result<(), String>
+    ) -> Result<(), EdgeError>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -84,14 +84,21 @@ impl KubeCluster {
     }
 }
 
-async fn call<T>(what: &str, f: impl Future<Output = Result<T, kube::Error>>) -> Result<T, String> {
+async fn call<T>(
+    what: &str,
+    f: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, EdgeError> {
+    let what = what.to_string();
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
-        Ok(Err(kube::Error::Api(e))) if e.code == 403 => Err(format!(
-            "{what}: forbidden ({}); the migrate command needs list on serviceaccounts, pods, nodes, apps workloads and cronjobs, and patch for apply",
-            e.message
-        )),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(EdgeError::Timeout {
+            what,
+            waited: CALL_TIMEOUT,
+        }),
+        Ok(Err(kube::Error::Api(e))) if e.code == 403 => Err(EdgeError::Forbidden {
+            what,
+            message: e.message,
+        }),
+        Ok(Err(error)) => Err(EdgeError::Kube { what, error }),
         Ok(Ok(v)) => Ok(v),
     }
 }
@@ -102,7 +109,7 @@ async fn list_all<K>(
     what: &str,
     progress: &Progress,
     mut each: impl FnMut(K),
-) -> Result<usize, String>
+) -> Result<usize, EdgeError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -177,7 +184,7 @@ impl ClusterApi for KubeCluster {
         &'a self,
         scope: &'a Scope,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Vec<ServiceAccountEntry>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<ServiceAccountEntry>, EdgeError>> {
         Box::pin(async move {
             let mut out = Vec::new();
             for api in self.apis::<ServiceAccount>(scope) {
@@ -198,7 +205,7 @@ impl ClusterApi for KubeCluster {
         scope: &'a Scope,
         wanted: &'a BTreeSet<Key>,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<super::PodsAndTemplates, String>> {
+    ) -> BoxFuture<'a, Result<super::PodsAndTemplates, EdgeError>> {
         Box::pin(async move {
             let mut templates = Vec::new();
             let mut replica_sets: BTreeMap<Key, Option<String>> = BTreeMap::new();
@@ -274,7 +281,7 @@ impl ClusterApi for KubeCluster {
     fn nodes<'a>(
         &'a self,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, NodeEntry>, String>> {
+    ) -> BoxFuture<'a, Result<BTreeMap<String, NodeEntry>, EdgeError>> {
         Box::pin(async move {
             let mut out = BTreeMap::new();
             list_all(
@@ -297,7 +304,7 @@ impl ClusterApi for KubeCluster {
         namespace: &'a str,
         name: &'a str,
         keys: &'a [String],
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), EdgeError>> {
         Box::pin(async move {
             let nulls: serde_json::Map<String, serde_json::Value> = keys
                 .iter()
@@ -317,11 +324,18 @@ impl ClusterApi for KubeCluster {
         })
     }
 
-    fn restart<'a>(&'a self, w: &'a WorkloadRef, at: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn restart<'a>(
+        &'a self,
+        w: &'a WorkloadRef,
+        at: &'a str,
+    ) -> BoxFuture<'a, Result<(), EdgeError>> {
         Box::pin(async move {
             let what = format!("cannot restart {w}");
             let Some(api) = self.rollout_api(w) else {
-                return Err(format!("{what}: a {} has no rollout", w.kind.as_str()));
+                return Err(EdgeError::NoRollout {
+                    what,
+                    kind: w.kind.as_str().to_string(),
+                });
             };
             let patch = Patch::Merge(
                 json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}),
@@ -332,7 +346,7 @@ impl ClusterApi for KubeCluster {
         })
     }
 
-    fn rollout<'a>(&'a self, w: &'a WorkloadRef) -> BoxFuture<'a, Result<Rollout, String>> {
+    fn rollout<'a>(&'a self, w: &'a WorkloadRef) -> BoxFuture<'a, Result<Rollout, EdgeError>> {
         Box::pin(async move {
             let (Some(api), OwnerKind::Workload(kind)) = (self.rollout_api(w), &w.kind) else {
                 return Ok(Rollout::Done);
@@ -340,7 +354,7 @@ impl ClusterApi for KubeCluster {
             let object = call(&format!("cannot read {w}"), api.get_opt(&w.name)).await?;
             match object.map(serde_json::to_value) {
                 None => Ok(Rollout::Gone),
-                Some(v) => Ok(rollout_state(*kind, &v.map_err(|e| e.to_string())?)),
+                Some(v) => Ok(rollout_state(*kind, &v.map_err(EdgeError::Json)?)),
             }
         })
     }

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod aws;
 pub mod checks;
 pub mod cluster;
+pub mod error;
 pub mod inventory;
 pub mod render;
 pub mod trust;
@@ -25,6 +26,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use crate::identity::Association;
+pub use error::{EdgeError, StepError};
 use inventory::{
     Associations, Inventory, Key, NodeEntry, PodEntry, RoleState, ServiceAccountEntry, TargetInfo,
     TemplateUse, WorkloadRef, role_parts,
@@ -38,7 +40,7 @@ pub trait RoleStore: Send + Sync {
         &'a self,
         role_name: &'a str,
         policy: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), EdgeError>>;
 }
 
 /// What creating an association found.
@@ -55,10 +57,14 @@ pub enum Created {
 pub trait AssociationTarget: Send + Sync {
     fn info(&self) -> TargetInfo;
     /// The total, the keys of all, and the details of those in `wanted`.
-    fn read<'a>(&'a self, wanted: &'a BTreeSet<Key>)
-    -> BoxFuture<'a, Result<Associations, String>>;
-    fn create<'a>(&'a self, association: &'a Association)
-    -> BoxFuture<'a, Result<Created, String>>;
+    fn read<'a>(
+        &'a self,
+        wanted: &'a BTreeSet<Key>,
+    ) -> BoxFuture<'a, Result<Associations, EdgeError>>;
+    fn create<'a>(
+        &'a self,
+        association: &'a Association,
+    ) -> BoxFuture<'a, Result<Created, EdgeError>>;
     /// The AWS account the cluster runs in, when the target can tell.
     fn cluster_account(&self) -> BoxFuture<'_, Option<String>>;
 }
@@ -111,7 +117,7 @@ pub trait ClusterApi: Send + Sync {
         &'a self,
         scope: &'a Scope,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Vec<ServiceAccountEntry>, String>>;
+    ) -> BoxFuture<'a, Result<Vec<ServiceAccountEntry>, EdgeError>>;
     /// Pods whose ServiceAccount is in `wanted`, ReplicaSet owners resolved to Deployments;
     /// and the workload templates that name one of `wanted`.
     fn pods<'a>(
@@ -119,25 +125,28 @@ pub trait ClusterApi: Send + Sync {
         scope: &'a Scope,
         wanted: &'a BTreeSet<Key>,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<PodsAndTemplates, String>>;
+    ) -> BoxFuture<'a, Result<PodsAndTemplates, EdgeError>>;
     /// Nodes by name; `Err` when they cannot be listed (the checks then say so).
     fn nodes<'a>(
         &'a self,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, NodeEntry>, String>>;
+    ) -> BoxFuture<'a, Result<BTreeMap<String, NodeEntry>, EdgeError>>;
     fn remove_annotations<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
         keys: &'a [String],
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), EdgeError>>;
     /// `kubectl rollout restart`: sets the pod template's `restartedAt` annotation to `at`.
     fn restart<'a>(
         &'a self,
         workload: &'a WorkloadRef,
         at: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>>;
-    fn rollout<'a>(&'a self, workload: &'a WorkloadRef) -> BoxFuture<'a, Result<Rollout, String>>;
+    ) -> BoxFuture<'a, Result<(), EdgeError>>;
+    fn rollout<'a>(
+        &'a self,
+        workload: &'a WorkloadRef,
+    ) -> BoxFuture<'a, Result<Rollout, EdgeError>>;
 }
 
 /// A progress line on stderr while a large cluster is read, on a terminal only.
@@ -205,7 +214,7 @@ pub async fn read_inventory(
     parts: &Parts<'_>,
     settings: &ReadSettings,
     progress: &Progress,
-) -> Result<Inventory, String> {
+) -> Result<Inventory, EdgeError> {
     let all_sas = parts
         .cluster
         .service_accounts(&settings.scope, progress)
@@ -283,7 +292,7 @@ pub async fn plan(
     read: &ReadSettings,
     checks: &checks::CheckSettings,
     progress: &Progress,
-) -> Result<(Inventory, checks::Plan), String> {
+) -> Result<(Inventory, checks::Plan), EdgeError> {
     let inventory = read_inventory(parts, read, progress).await?;
     let plan = checks::plan(&inventory, checks);
     Ok((inventory, plan))
