@@ -1119,7 +1119,7 @@ fn the_kind_script_names_every_missing_prerequisite() {
 /// the webhook's associations, runs on every Linux node on the node's network with only the
 /// capabilities it needs, and may create TokenReviews and nothing else.
 fn check_agent(b: &Built) -> DaemonSet {
-    use pod_identity_webhook::agent::args::AgentAction;
+    use pod_identity_webhook::cli::agent::AgentAction;
     let ds: DaemonSet = b.named("DaemonSet", "pod-identity-agent");
     let pod = ds.spec.clone().unwrap().template.spec.unwrap();
     assert_eq!(pod.host_network, Some(true), "{}", b.name);

@@ -7,10 +7,9 @@
 //! - [`server`]: the HTTP endpoints and their limits; [`metrics`]: the agent's registry;
 //! - [`link`]: the link-local interface (`agent setup-link`); [`trust`]: the roles' trust policy.
 //!
-//! Associations come from the same identity layer as the webhook ([`crate::identity`]).
+//! Associations come from the same identity layer as the webhook ([`crate::identity`]). The
+//! command line (flags, `setup-link`, `trust-policy`) is `crate::cli::agent`.
 
-pub mod args;
-pub mod command;
 pub mod credentials;
 pub mod error;
 #[cfg(target_os = "linux")]

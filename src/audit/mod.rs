@@ -9,17 +9,17 @@
 //!   the file and document;
 //! - [`check`]: one report per manifest object;
 //! - [`render`]: text and JSON output;
-//! - [`cli`]: the commands' arguments and wiring.
+//! - [`run`]: the commands' wiring, on typed jobs (their flags are in `crate::cli`).
 //!
 //! [`Validator`]: crate::admission::validate::Validator
 //! [`Mutator`]: crate::admission::Mutator
 
 pub mod background;
 pub mod check;
-pub mod cli;
 pub mod cluster;
 pub mod decide;
 pub mod findings;
 pub mod manifest;
 pub mod render;
+pub mod run;
 pub mod sources;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::{CommandResult, Prepared};
 use crate::certs;
 use crate::server::tls;
 
@@ -25,7 +26,11 @@ pub struct CertsArgs {
 }
 
 impl CertsArgs {
-    pub fn run(self) -> super::CommandResult {
+    pub fn prepare(self) -> Prepared {
+        Prepared::new(async move { self.write() })
+    }
+
+    fn write(self) -> CommandResult {
         tls::install_default_provider();
         let mut names = certs::service_names(&self.service, &self.namespace);
         names.extend(self.sans.iter().cloned());

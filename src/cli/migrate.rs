@@ -3,10 +3,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use aws_sdk_eks::config::{BehaviorVersion, Region};
 use clap::{Args, Subcommand};
+
+use super::Prepared;
 
 use crate::identity::eks_client::ClientTuning;
 use crate::kubernetes::client::{ClusterAccess, KubeError, Otherwise, connect};
@@ -330,25 +333,12 @@ pub async fn run(args: MigrateArgs, out: &mut dyn Write) -> i32 {
 }
 
 impl MigrateArgs {
-    /// The `migrate` command: its own runtime; exit 0 nothing blocks, 1 something blocks,
-    /// 2 could not read.
-    pub fn run(self) -> super::CommandResult {
-        Ok(std::process::ExitCode::from(main_code(self) as u8))
+    /// The `migrate` command: exit 0 nothing blocks, 1 something blocks, 2 could not read.
+    pub fn prepare(self) -> Prepared {
+        Prepared::new(async move {
+            let mut stdout = std::io::stdout().lock();
+            Ok(ExitCode::from(run(self, &mut stdout).await as u8))
+        })
+        .setup_failed(2)
     }
-}
-
-fn main_code(args: MigrateArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 2;
-        }
-    };
-    let mut stdout = std::io::stdout().lock();
-    runtime.block_on(run(args, &mut stdout))
 }

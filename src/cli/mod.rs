@@ -1,43 +1,73 @@
-//! The command line (docs/contract.md §6): one module per command. A command is a variant of [`Command`]
-//! holding its `clap::Args` struct, and that struct's `run`.
+//! The command line (docs/contract.md §6). Every command has the same shape: `cli/<command>.rs`
+//! holds its `clap` arguments and a `prepare` that turns them into typed settings and the work
+//! to run ([`Prepared`]); this module then starts the logging and the one async runtime, and runs
+//! it. The domain modules never see a clap struct.
 
+pub mod agent;
 pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod migrate;
 pub mod serve;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// What a command's `run` returns: an exit code, or an error whose message says what to fix.
+use crate::telemetry::logging::{self, LogFormat};
+
+/// What a command's run returns: an exit code, or an error whose message says what to fix.
 pub type CommandResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Runs a report command (`check`, `audit`) on a current-thread runtime, writing to stdout:
-/// its exit code, or `SETUP_FAILED` with the error on stderr when it could not run.
-fn run_report<E: std::fmt::Display>(
-    command: impl FnOnce(&tokio::runtime::Runtime, &mut std::io::StdoutLock<'static>) -> Result<u8, E>,
-) -> CommandResult {
-    use crate::audit::cli::SETUP_FAILED;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Ok(ExitCode::from(SETUP_FAILED));
+/// A command ready to run: its arguments checked and turned into settings.
+pub struct Prepared {
+    /// Structured logs to stderr (the long-running commands); the report commands write only
+    /// their report and errors.
+    pub log_format: Option<LogFormat>,
+    /// The exit code when the runtime cannot start (the command's own "could not run").
+    pub setup_failed: Option<ExitCode>,
+    pub work: Pin<Box<dyn Future<Output = CommandResult>>>,
+}
+
+impl Prepared {
+    pub fn new(work: impl Future<Output = CommandResult> + 'static) -> Self {
+        Self {
+            log_format: None,
+            setup_failed: None,
+            work: Box::pin(work),
         }
-    };
-    let mut stdout = std::io::stdout().lock();
-    Ok(match command(&runtime, &mut stdout) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(SETUP_FAILED)
-        }
-    })
+    }
+
+    pub fn logging(mut self, format: LogFormat) -> Self {
+        self.log_format = Some(format);
+        self
+    }
+
+    pub fn setup_failed(mut self, code: u8) -> Self {
+        self.setup_failed = Some(ExitCode::from(code));
+        self
+    }
+
+    /// Starts the logging and the runtime, and runs the work on it.
+    pub fn run(self) -> CommandResult {
+        let _log_guard = self.log_format.map(logging::init);
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => match self.setup_failed {
+                Some(code) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return Ok(code);
+                }
+                None => return Err(format!("cannot start the async runtime: {e}").into()),
+            },
+        };
+        runtime.block_on(self.work)
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -64,24 +94,22 @@ pub enum Command {
     /// roles outside their namespace's allowlist, pods that need a restart.
     Audit(Box<audit::AuditArgs>),
     /// Node agent serving Pod Identity credentials where EKS does not run (docs/contract.md §9).
-    Agent(Box<crate::agent::args::AgentArgs>),
+    Agent(Box<agent::AgentArgs>),
     /// Migrate from IRSA to Pod Identity: plan (default), apply --approve, verify (docs/contract.md §10).
     Migrate(Box<migrate::MigrateArgs>),
 }
 
 impl Command {
     pub fn run(self) -> CommandResult {
-        match self {
-            Self::Serve(args) => args.run(),
-            Self::Certs(args) => args.run(),
-            Self::Check(args) => check::run(&args),
-            Self::Audit(args) => audit::run(&args),
-            Self::Agent(args) => {
-                crate::agent::command::run(*args)?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Self::Migrate(args) => args.run(),
-        }
+        let prepared = match self {
+            Self::Serve(args) => args.prepare()?,
+            Self::Certs(args) => args.prepare(),
+            Self::Check(args) => args.prepare(),
+            Self::Audit(args) => args.prepare(),
+            Self::Agent(args) => args.prepare()?,
+            Self::Migrate(args) => args.prepare(),
+        };
+        prepared.run()
     }
 }
 

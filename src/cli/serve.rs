@@ -1,13 +1,14 @@
-//! `serve`: the webhook. Its settings are [`Settings`]; this module adds the IRSA webhook's
-//! flags that mean nothing here, and runs the server.
+//! `serve`: the webhook. Its settings are [`Settings`] (each flag also a config-file key, declared
+//! in `crate::settings`); this module adds the IRSA webhook's flags that mean nothing here, and
+//! runs the server.
 
 use std::process::ExitCode;
 
 use clap::Args;
 
+use super::Prepared;
 use crate::settings::{Flags, Settings, SettingsError};
 use crate::startup;
-use crate::telemetry::logging;
 
 /// `serve` flags: every setting of [`Settings`] (each also a config-file key), plus a few the
 /// IRSA webhook had.
@@ -49,23 +50,22 @@ impl ServeArgs {
         Settings::load(self.flags.clone())
     }
 
-    pub fn run(self) -> super::CommandResult {
+    /// The settings (an error names the flag or key to fix), then the server until SIGTERM.
+    pub fn prepare(self) -> Result<Prepared, Box<dyn std::error::Error + Send + Sync>> {
         let settings = self.settings().map_err(|e| {
             format!("{e}\n(see `pod-identity-webhook serve --help` and docs/configuration.md)")
         })?;
-        let _log_guard = logging::init(settings.server.log_format);
-        for flag in self.ignored_flags() {
-            tracing::warn!(flag, "flag of the IRSA webhook accepted and ignored");
-        }
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?
-            .block_on(async {
-                let running = startup::start(settings).await?;
-                running.run_until(startup::shutdown_signal()).await;
-                super::CommandResult::Ok(ExitCode::SUCCESS)
-            })
+        let log_format = settings.server.log_format;
+        let ignored = self.ignored_flags();
+        Ok(Prepared::new(async move {
+            for flag in ignored {
+                tracing::warn!(flag, "flag of the IRSA webhook accepted and ignored");
+            }
+            let running = startup::start(settings).await?;
+            running.run_until(startup::shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        })
+        .logging(log_format))
     }
 }
 

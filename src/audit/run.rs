@@ -1,11 +1,12 @@
-//! Arguments of `check` and `audit`, and their wiring: settings from the same file `serve`
-//! reads, identity sources, the decisions, the output.
+//! Running `check` and `audit` on typed jobs ([`ManifestCheck`], [`ClusterAudit`]): settings from
+//! the same file `serve` reads, identity sources, the decisions, the output. Their flags are in
+//! `crate::cli::check` and `crate::cli::audit`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 
 use super::check::{self, CheckReport, exit};
 use super::decide::Decider;
@@ -19,11 +20,11 @@ use crate::identity::{Identities, ServiceAccountStore};
 use crate::kubernetes::client::{self as kube_client, ClusterAccess, KubeError, Otherwise};
 use crate::namespaces::{KubeNamespaces, NamespaceStore};
 use crate::policy::Policy;
-use crate::settings::{self, EksSettings, Flags, Settings, SettingsError, TlsSettings};
+use crate::settings::{self, Flags, Settings, SettingsError, TlsSettings};
 
 /// Why `check` or `audit` could not run at all (exit code 2).
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub enum RunError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
     #[error(transparent)]
@@ -32,8 +33,11 @@ pub enum CommandError {
     Sources(#[from] SourceError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("`-` (stdin) can be given only once across -f and --service-accounts")]
+    StdinTwice,
+    /// The cluster could not be listed (quoted, not chained: printed once).
     #[error("{0}")]
-    Other(String),
+    List(super::cluster::ListError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -43,74 +47,18 @@ pub enum CheckOutput {
     Json,
 }
 
-/// Where the EKS API is, for `--cluster-name` (`check` and `audit`).
-#[derive(Debug, Args)]
-pub struct EksApiArgs {
-    /// AWS region of the EKS API.
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-    /// EKS API endpoint override.
-    #[arg(long, value_name = "URL")]
-    pub eks_endpoint: Option<String>,
-}
-
-impl EksApiArgs {
-    /// The flags given win over the config file's.
-    fn apply(&self, eks: &mut EksSettings) {
-        if self.region.is_some() {
-            eks.region = self.region.clone();
-        }
-        if self.eks_endpoint.is_some() {
-            eks.endpoint = self.eks_endpoint.clone();
-        }
-    }
-}
-
-/// `check` flags.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Manifest file, directory (read recursively: .yaml, .yml, .json) or `-` for stdin;
-    /// repeatable. Multi-document YAML, JSON and `List` kinds are read.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR|-",
-        required_unless_present = "files"
-    )]
+/// A `check` run: the settings, the manifests and how to report.
+#[derive(Debug)]
+pub struct ManifestCheck {
+    pub settings: Settings,
+    /// Manifest files, directories or `-` (stdin), as given.
     pub inputs: Vec<String>,
-    /// More manifests, as with -f (so pre-commit can append the changed files).
-    #[arg(value_name = "FILE")]
-    pub files: Vec<String>,
-    /// The webhook's configuration file (docs/contract.md §8): policy, injection settings, associations file.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Associations file (wins over the config file's associationsFile).
-    #[arg(long, value_name = "FILE")]
-    pub associations: Option<PathBuf>,
-    /// ServiceAccounts that exist already (e.g. `kubectl get sa -A -o yaml`): file, directory
-    /// or `-`; repeatable. ServiceAccounts in the checked manifests win over these.
-    #[arg(long = "service-accounts", value_name = "FILE|DIR|-")]
+    /// ServiceAccounts that exist already: files, directories or `-`.
     pub service_accounts: Vec<String>,
-    /// Also read ServiceAccounts and namespace labels from this cluster.
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Also read Pod Identity associations from this EKS cluster (AWS credentials from the
-    /// environment).
-    #[arg(long, value_name = "NAME")]
-    pub cluster_name: Option<String>,
-    #[command(flatten)]
-    pub eks_api: EksApiArgs,
-    /// Namespace of objects that name none (as kubectl does).
-    #[arg(short = 'n', long, value_name = "NS", default_value = "default")]
+    /// Namespace of objects that name none.
     pub namespace: String,
-    /// Print the JSON Patch `/mutate` would return for each pod.
-    #[arg(long)]
     pub show_patch: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = CheckOutput::Text)]
     pub output: CheckOutput,
-    /// Largest manifest file (or stdin) read, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = manifest::DEFAULT_MAX_FILE_BYTES)]
     pub max_file_bytes: u64,
 }
 
@@ -134,32 +82,12 @@ pub fn offline_settings(
     })
 }
 
-impl CheckArgs {
-    fn settings(&self) -> Result<Settings, SettingsError> {
-        offline_settings(self.config.as_deref(), |s| {
-            if let Some(path) = &self.associations {
-                s.associations_file = Some(path.clone());
-            }
-            // A CI job reads the live cluster or EKS only when asked on its command line: the
-            // config file of a running webhook names both, and a pipeline has neither.
-            s.kubeconfig = self.kubeconfig.clone();
-            match &self.cluster_name {
-                None => s.eks = EksSettings::default(),
-                Some(name) => {
-                    s.eks.cluster_name = name.clone();
-                    self.eks_api.apply(&mut s.eks);
-                }
-            }
-        })
-    }
-}
-
 /// The cluster's ServiceAccounts and namespace labels, when a kubeconfig is given.
 async fn cluster_stores(
     kubeconfig: Option<&Path>,
     annotation_prefix: &str,
     stop: &tokio_util::sync::CancellationToken,
-) -> Result<Option<(Arc<dyn ServiceAccountStore>, Arc<dyn NamespaceStore>)>, CommandError> {
+) -> Result<Option<(Arc<dyn ServiceAccountStore>, Arc<dyn NamespaceStore>)>, RunError> {
     let Some(path) = kubeconfig else {
         return Ok(None);
     };
@@ -199,7 +127,7 @@ fn webhook_decisions(
     settings: &Settings,
     identities: Identities,
     namespaces: Arc<dyn NamespaceStore>,
-) -> Result<(Validator, Mutator), CommandError> {
+) -> Result<(Validator, Mutator), RunError> {
     let policy = Policy::compile(&settings.policy, settings.namespace.as_deref())?
         .with_associations_file(settings.associations_file.clone());
     let validator = Validator::new(policy, identities.clone()).with_namespaces(namespaces);
@@ -211,26 +139,18 @@ fn webhook_decisions(
 
 /// Runs `check`; the exit code is 0 clean, 1 denials, 2 unreadable input. Errors that stop it
 /// before any decision are returned (the caller exits with 2).
-pub async fn run_check(args: &CheckArgs, out: &mut impl Write) -> Result<u8, CommandError> {
-    let settings = args.settings()?;
+pub async fn run_check(job: &ManifestCheck, out: &mut impl Write) -> Result<u8, RunError> {
+    let (args, settings) = (job, &job.settings);
     let prefix = settings.injection.annotation_prefix.clone();
-    let inputs: Vec<Input> = args
-        .inputs
-        .iter()
-        .chain(&args.files)
-        .map(|a| Input::parse(a))
-        .collect();
+    let inputs: Vec<Input> = args.inputs.iter().map(|a| Input::parse(a)).collect();
     let stdin_uses = args
         .inputs
         .iter()
-        .chain(&args.files)
         .chain(&args.service_accounts)
         .filter(|a| *a == "-")
         .count();
     if stdin_uses > 1 {
-        return Err(CommandError::Other(
-            "`-` (stdin) can be given only once across -f and --service-accounts".into(),
-        ));
+        return Err(RunError::StdinTwice);
     }
     let manifests = manifest::read_inputs(&inputs, args.max_file_bytes);
     let sa_inputs: Vec<Input> = args
@@ -258,10 +178,10 @@ pub async fn run_check(args: &CheckArgs, out: &mut impl Write) -> Result<u8, Com
         listed = listed.with_fallback(sas);
         namespaces = live_namespaces;
     }
-    let associations = sources::association_sources(&settings).await?;
-    let identities = sources::identities(&settings, associations, Arc::new(listed));
+    let associations = sources::association_sources(settings).await?;
+    let identities = sources::identities(settings, associations, Arc::new(listed));
 
-    let (validator, mutator) = webhook_decisions(&settings, identities, namespaces)?;
+    let (validator, mutator) = webhook_decisions(settings, identities, namespaces)?;
     let decider = Decider::new(&validator, &mutator);
 
     let mut report = CheckReport {
@@ -293,47 +213,13 @@ pub enum AuditOutput {
     Json,
 }
 
-/// `audit` flags.
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// The webhook's configuration file (docs/contract.md §8): policy, injection settings, associations
-    /// file, EKS cluster.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Kubeconfig of the cluster [default: $KUBECONFIG, ~/.kube/config, or in-cluster].
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Associations file (wins over the config file's associationsFile).
-    #[arg(long, value_name = "FILE")]
-    pub associations: Option<PathBuf>,
-    /// EKS cluster whose Pod Identity associations to read (wins over eks.clusterName).
-    #[arg(long, value_name = "NAME")]
-    pub cluster_name: Option<String>,
-    #[command(flatten)]
-    pub eks_api: EksApiArgs,
-    /// Objects per list request (`limit`; the rest follows by `continue`).
-    #[arg(long, value_name = "N", default_value_t = super::cluster::PAGE_SIZE)]
+/// An `audit` run: the settings, the page size of the lists and how to report.
+#[derive(Debug)]
+pub struct ClusterAudit {
+    pub settings: Settings,
+    /// Objects per list request.
     pub page_size: u32,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = AuditOutput::Table)]
     pub output: AuditOutput,
-}
-
-impl AuditArgs {
-    fn settings(&self) -> Result<Settings, SettingsError> {
-        offline_settings(self.config.as_deref(), |s| {
-            if let Some(path) = &self.associations {
-                s.associations_file = Some(path.clone());
-            }
-            if let Some(path) = &self.kubeconfig {
-                s.kubeconfig = Some(path.clone());
-            }
-            if let Some(name) = &self.cluster_name {
-                s.eks.cluster_name = name.clone();
-            }
-            self.eks_api.apply(&mut s.eks);
-        })
-    }
 }
 
 /// A client for `--kubeconfig`, else the usual places (`$KUBECONFIG`, `~/.kube/config`,
@@ -358,7 +244,7 @@ pub async fn audit_objects(
     settings: &Settings,
     associations: Vec<Arc<dyn crate::identity::AssociationSource>>,
     objects: &super::cluster::ClusterObjects,
-) -> Result<super::findings::AuditReport, CommandError> {
+) -> Result<super::findings::AuditReport, RunError> {
     let prefix = &settings.injection.annotation_prefix;
     let mut listed = ListedServiceAccounts::new();
     for sa in &objects.service_accounts {
@@ -376,11 +262,11 @@ pub async fn audit_objects(
 }
 
 /// Runs `audit`: exit code 0 nothing found, 1 findings; errors (exit 2) when it could not run.
-pub async fn run_audit(args: &AuditArgs, out: &mut impl Write) -> Result<u8, CommandError> {
+pub async fn run_audit(job: &ClusterAudit, out: &mut impl Write) -> Result<u8, RunError> {
     use std::io::IsTerminal;
-    let settings = args.settings()?;
+    let (args, settings) = (job, &job.settings);
     let client = audit_client(settings.kubeconfig.as_deref()).await?;
-    let associations = sources::association_sources(&settings).await?;
+    let associations = sources::association_sources(settings).await?;
     // Progress only for a person watching: never in a pipe or a CI log.
     let terminal = std::io::stderr().is_terminal();
     let objects = super::cluster::list_cluster(&client, args.page_size, |resource, n| {
@@ -389,11 +275,11 @@ pub async fn run_audit(args: &AuditArgs, out: &mut impl Write) -> Result<u8, Com
         }
     })
     .await
-    .map_err(|e| CommandError::Other(e.to_string()));
+    .map_err(RunError::List);
     if terminal {
         eprint!("\r\x1b[K");
     }
-    let report = audit_objects(&settings, associations, &objects?).await?;
+    let report = audit_objects(settings, associations, &objects?).await?;
     match args.output {
         AuditOutput::Table => render::audit_table(&report, out)?,
         AuditOutput::Json => render::audit_json(&report, out)?,

@@ -1,17 +1,86 @@
-//! `pod-identity-webhook agent` arguments (docs/contract.md §9). Each flag also reads an environment
-//! variable (`POD_IDENTITY_AGENT_…`), so the DaemonSet can set them either way.
+//! `agent`, `agent setup-link` and `agent trust-policy` (docs/contract.md §9): their flags (each
+//! serving flag also reads an environment variable, `POD_IDENTITY_AGENT_…`, so the DaemonSet can
+//! set them either way), the settings they describe, and their runs.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::server::{ConnLimits, RateLimit};
-use super::sts::StsSettings;
-use super::{AgentSettings, DEFAULT_ADMIN_LISTEN};
+use super::Prepared;
+use crate::agent::server::{ConnLimits, RateLimit};
+use crate::agent::sts::{AwsSts, StsSettings};
+use crate::agent::{AgentSettings, DEFAULT_ADMIN_LISTEN, trust};
 use crate::identity::eks_settings::EksSettings;
 use crate::telemetry::logging::LogFormat;
+
+/// Flags that do not describe settings the agent can run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("--cluster-name is required (it names the cluster in session tags and session names)")]
+    NoClusterName,
+    #[error("--session-duration must be between 15m and 12h (STS limits)")]
+    SessionDuration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Quoted, not chained as `source` (it would be printed twice).
+    #[error("invalid arguments: {0} (see `pod-identity-webhook agent --help`)")]
+    Args(ArgsError),
+    #[error(transparent)]
+    Start(#[from] crate::agent::AgentStartError),
+    #[cfg(target_os = "linux")]
+    #[error("setup-link: {0}")]
+    Link(#[from] crate::agent::link::LinkError),
+    #[error("setup-link works on Linux only")]
+    NotLinux,
+    #[error("cannot tell the agent's principal (give --agent-principal): {0}")]
+    Principal(String),
+}
+
+impl AgentArgs {
+    /// The settings (invalid flags are an error before anything starts), then the action.
+    pub fn prepare(self) -> Result<Prepared, CommandError> {
+        let done = |r: Result<(), CommandError>| r.map(|()| ExitCode::SUCCESS).map_err(Into::into);
+        Ok(match self.action {
+            Some(AgentAction::SetupLink(link)) => {
+                let format = link.log_format;
+                Prepared::new(async move { done(setup_link(&link).await) }).logging(format)
+            }
+            Some(AgentAction::TrustPolicy(t)) => {
+                Prepared::new(async move { done(trust_policy(&t).await) })
+            }
+            None => {
+                let settings = self.run.settings().map_err(CommandError::Args)?;
+                let format = self.run.log_format;
+                let link = self.run.setup_link.then(|| LinkArgs {
+                    interface: crate::agent::link_name().into(),
+                    ipv4: "169.254.170.23".parse().expect("valid"),
+                    ipv6: "fd00:ec2::23".parse().expect("valid"),
+                    no_ipv6: false,
+                    log_format: format,
+                });
+                Prepared::new(async move {
+                    done(
+                        async {
+                            if let Some(link) = link {
+                                setup_link(&link).await?;
+                            }
+                            let running = crate::agent::start(settings).await?;
+                            running.run_until(crate::startup::shutdown_signal()).await;
+                            Ok(())
+                        }
+                        .await,
+                    )
+                })
+                .logging(format)
+            }
+        })
+    }
+}
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
@@ -132,10 +201,12 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The settings these flags describe.
-    pub fn settings(&self) -> Result<AgentSettings, String> {
-        let cluster_name = self.cluster_name.clone().filter(|c| !c.is_empty()).ok_or(
-            "--cluster-name is required (it names the cluster in session tags and session names)",
-        )?;
+    pub fn settings(&self) -> Result<AgentSettings, ArgsError> {
+        let cluster_name = self
+            .cluster_name
+            .clone()
+            .filter(|c| !c.is_empty())
+            .ok_or(ArgsError::NoClusterName)?;
         let mut s = AgentSettings::new(cluster_name.clone());
         if !self.binds.is_empty() {
             s.binds = self.binds.clone();
@@ -157,7 +228,7 @@ impl RunArgs {
         let c = &mut s.credentials;
         c.cluster_arn = self.cluster_arn.clone();
         if !(900..=43_200).contains(&self.session_duration.as_secs()) {
-            return Err("--session-duration must be between 15m and 12h (STS limits)".into());
+            return Err(ArgsError::SessionDuration);
         }
         c.session_duration = self.session_duration;
         c.refresh_before = self.refresh_before;
@@ -220,4 +291,60 @@ pub struct TrustArgs {
     pub region: Option<String>,
     #[arg(long, value_name = "URL")]
     pub sts_endpoint: Option<String>,
+}
+
+#[cfg(target_os = "linux")]
+async fn setup_link(args: &LinkArgs) -> Result<(), CommandError> {
+    use crate::agent::link::{LinkPlan, log_report, setup};
+    let plan = LinkPlan {
+        name: args.interface.clone(),
+        ipv4: args.ipv4,
+        ipv6: (!args.no_ipv6).then_some(args.ipv6),
+    };
+    let report = setup(&plan).await?;
+    log_report(&plan, &report);
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn setup_link(_: &LinkArgs) -> Result<(), CommandError> {
+    Err(CommandError::NotLinux)
+}
+
+async fn trust_policy(args: &TrustArgs) -> Result<(), CommandError> {
+    let principal = match &args.agent_principal {
+        Some(p) => p.clone(),
+        None => {
+            let sts = AwsSts::connect(&StsSettings {
+                region: args.region.clone(),
+                endpoint: args.sts_endpoint.clone(),
+                timeout: Some(std::time::Duration::from_secs(5)),
+            })
+            .await;
+            let arn = sts
+                .caller_arn()
+                .await
+                .map_err(|e| CommandError::Principal(e.to_string()))?;
+            trust::principal_of_caller(&arn)
+        }
+    };
+    let policy = trust::trust_policy(
+        &principal,
+        &args.namespace,
+        &args.service_account,
+        args.cluster_name.as_deref(),
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&policy).expect("JSON serialises")
+    );
+    eprintln!(
+        "apply it with: aws iam update-assume-role-policy --role-name {} --policy-document file://trust.json",
+        trust::role_name(&args.role_arn)
+    );
+    eprintln!(
+        "(the association for {}/{} must keep session tags on: without them these conditions never match)",
+        args.namespace, args.service_account
+    );
+    Ok(())
 }
