@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::audit::background::{AuditMetrics, WebhookWatches};
-use crate::identity::eks_cache::EksSource;
-use crate::identity::file::{FileReloader, FileSource};
+use crate::identity::file::FileReloader;
 use crate::identity::kube::{KubeServiceAccounts, StoreSettings};
+use crate::identity::sources::{Opened, SourceSettings};
 use crate::identity::{self, AssociationSource, Identities};
 use crate::kubernetes::client::{self as kube_client, ClusterAccess, Otherwise};
 use crate::live_config::ConfigReloader;
@@ -37,11 +37,9 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Associations(#[from] crate::identity::file::FileError),
+    Sources(#[from] crate::identity::sources::SourcesError),
     #[error(transparent)]
     Kube(#[from] crate::kubernetes::client::KubeError),
-    #[error(transparent)]
-    Eks(#[from] crate::identity::eks_client::EksSetupError),
     #[error(transparent)]
     Bind(#[from] server::BindError),
     /// A bound listener without an address (the message quotes the cause, not chained).
@@ -125,8 +123,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 /// [`start`], with `extras` added to what `settings` configure.
 pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, StartError> {
     tls::install_default_provider();
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
+    let mut work = Work::default();
     let mut registry = new_registry();
     let reload_metrics = ReloadMetrics::register(&mut registry);
 
@@ -142,104 +139,50 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         reload_metrics.record_loaded("config");
     }
 
-    let mut sources = identity_sources(&settings, extras, &mut registry, &stop, &mut tasks).await?;
+    let mut sources = identity_sources(&settings, extras, &mut registry, &mut work).await?;
     let audit = background_audit(&settings, sources.watches.take(), &mut registry);
-    if let Some(reloader) = sources.file_reloader {
+    if let Some(reloader) = sources.file_reloader.take() {
         reload_metrics.record_loaded("associations");
-        let reloader = reload::observed(reloader, observe(&reload_metrics, "associations"));
-        tasks.spawn(reload::run(
-            reloader,
-            settings.server.reload_interval,
-            stop.clone(),
-        ));
+        work.reload(
+            &settings,
+            reload::observed(reloader, observe(&reload_metrics, "associations")),
+        );
     }
 
-    let mut validator = Validator::new(policy, sources.identities.clone());
-    if let Some(store) = sources.namespaces {
-        validator = validator.with_namespaces(store);
-    }
-    let mut mutator = Mutator::new(settings.injection.clone(), sources.identities)
-        .with_policy(validator.shared_policy());
-    if let Some(eks) = settings.eks_source() {
-        mutator.failure_mode = eks.failure_mode;
-    }
+    let (mutator, validator) = decisions(&settings, policy, sources);
     let live_injection = mutator.injection.clone();
-    let https_cap = match server::open_files::raise_open_files_limit() {
-        Some(open_files) => {
-            let cap = server::open_files::fitting_cap(
-                settings.server.max_connections,
-                settings.server.connections.admin_max_connections,
-                open_files,
-            );
-            if cap < settings.server.max_connections {
-                tracing::warn!(
-                    configured = settings.server.max_connections,
-                    cap,
-                    open_files,
-                    "server.maxConnections lowered to fit the open-files limit (so that probes \
-                     and the admin port keep answering); raise the limit (ulimit -n) to serve more"
-                );
-            }
-            cap
-        }
-        None => settings.server.max_connections,
-    };
-    let connection_limit = server::ConnectionLimit::new(https_cap);
-    connection_limit.register_metrics(&mut registry);
-    let admin_limit =
-        server::ConnectionLimit::new(settings.server.connections.admin_max_connections);
-    let reached = server::limits_reached::LimitsReached::register(&mut registry);
-    let mut app = App::with_registry(mutator, validator, registry);
-    app.max_body_bytes = settings.server.max_body_bytes;
-    app.health.watch_https(
-        connection_limit.clone(),
-        settings.server.connections.unready_after_blocked,
-    );
-    let app = Arc::new(app);
+    let limits = ListenerLimits::new(&settings, &mut registry);
+    let app = Arc::new(app(&settings, mutator, validator, &limits, registry));
 
     if let Some(path) = &settings.config_file {
         let reloader = config_reloader(path, &settings, own_ns, live_injection, app.clone());
-        let reloader = reload::observed(reloader, observe(&reload_metrics, "config"));
-        tasks.spawn(reload::run(
-            reloader,
-            settings.server.reload_interval,
-            stop.clone(),
-        ));
+        work.reload(
+            &settings,
+            reload::observed(reloader, observe(&reload_metrics, "config")),
+        );
     }
     if let Some((cert, key)) = certificate.files {
         let reloader = CertReloader::new(cert, key, certificate.resolver.clone())
             .on_reload(move |ck| cert_metrics.reloaded(ck));
-        let reloader = reload::observed(reloader, observe(&reload_metrics, "certificate"));
-        tasks.spawn(reload::run(
-            reloader,
-            settings.server.reload_interval,
-            stop.clone(),
-        ));
+        work.reload(
+            &settings,
+            reload::observed(reloader, observe(&reload_metrics, "certificate")),
+        );
     }
     app.health.set_certs_loaded();
     if let Some((watches, metrics, interval)) = audit {
-        tasks.spawn(crate::audit::background::run(
+        let audit = crate::audit::background::run(
             watches,
             app.clone(),
             metrics,
             interval,
-            stop.clone(),
-        ));
+            work.stop.clone(),
+        );
+        work.tasks.spawn(audit);
     }
 
-    let (https_addr, admin_addr) = listen(
-        &settings,
-        &app,
-        &certificate.resolver,
-        ListenerLimits {
-            https: connection_limit,
-            admin: admin_limit,
-            reached,
-        },
-        &stop,
-        &mut tasks,
-    )
-    .await?;
+    let (https_addr, admin_addr) =
+        listen(&settings, &app, &certificate.resolver, limits, &mut work).await?;
     tracing::info!(%https_addr, %admin_addr, "pod-identity-webhook serving");
 
     Ok(Running {
@@ -250,9 +193,82 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         self_signed_ca_pem: certificate.self_signed_ca_pem,
         self_signed_ca: certificate.self_signed_ca,
         settings,
-        stop,
-        tasks,
+        stop: work.stop,
+        tasks: work.tasks,
     })
+}
+
+/// What runs until the webhook stops: the tasks, and the token that stops them.
+#[derive(Default)]
+struct Work {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Work {
+    /// Runs `reloader` every `server.reloadInterval` until the stop.
+    fn reload(&mut self, settings: &Settings, reloader: impl reload::Reloadable + 'static) {
+        self.tasks.spawn(reload::run(
+            reloader,
+            settings.server.reload_interval,
+            self.stop.clone(),
+        ));
+    }
+}
+
+/// The mutating and validating decisions on `policy` and the identities of `sources`.
+fn decisions(settings: &Settings, policy: Policy, sources: Sources) -> (Mutator, Validator) {
+    let mut validator = Validator::new(policy, sources.identities.clone());
+    if let Some(store) = sources.namespaces {
+        validator = validator.with_namespaces(store);
+    }
+    let mut mutator = Mutator::new(settings.injection.clone(), sources.identities)
+        .with_policy(validator.shared_policy());
+    if let Some(eks) = settings.eks_source() {
+        mutator.failure_mode = eks.failure_mode;
+    }
+    (mutator, validator)
+}
+
+/// The state the handlers share, its health watching the HTTPS connection cap.
+fn app(
+    settings: &Settings,
+    mutator: Mutator,
+    validator: Validator,
+    limits: &ListenerLimits,
+    registry: Registry,
+) -> App {
+    let mut app = App::with_registry(mutator, validator, registry);
+    app.max_body_bytes = settings.server.max_body_bytes;
+    app.health.watch_https(
+        limits.https.clone(),
+        settings.server.connections.unready_after_blocked,
+    );
+    app
+}
+
+/// `server.maxConnections`, lowered to fit the open-files limit so that probes and the admin
+/// port keep answering.
+fn https_connection_cap(settings: &Settings) -> usize {
+    let configured = settings.server.max_connections;
+    let Some(open_files) = server::open_files::raise_open_files_limit() else {
+        return configured;
+    };
+    let cap = server::open_files::fitting_cap(
+        configured,
+        settings.server.connections.admin_max_connections,
+        open_files,
+    );
+    if cap < configured {
+        tracing::warn!(
+            configured,
+            cap,
+            open_files,
+            "server.maxConnections lowered to fit the open-files limit (so that probes \
+             and the admin port keep answering); raise the limit (ulimit -n) to serve more"
+        );
+    }
+    cap
 }
 
 /// Counts a reloader's outcomes under `file`.
@@ -326,13 +342,12 @@ struct Sources {
 }
 
 /// The identity sources `settings` configure, after `extras`' (earlier sources win); starts the
-/// EKS sync and the Kubernetes watches as `tasks`.
+/// EKS sync and the Kubernetes watches as tasks of `work`.
 async fn identity_sources(
     settings: &Settings,
     extras: Extras,
     registry: &mut Registry,
-    stop: &CancellationToken,
-    tasks: &mut JoinSet<()>,
+    work: &mut Work,
 ) -> Result<Sources, StartError> {
     let prefix = &settings.injection.annotation_prefix;
     let mut identities = Identities::new(prefix.clone())
@@ -340,59 +355,19 @@ async fn identity_sources(
     for source in extras.association_sources {
         identities = identities.with_associations(source);
     }
-    let mut file_reloader = None;
-    if let Some(path) = &settings.associations_file {
-        let (source, reloader) = FileSource::open(path)?;
-        tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
-        identity::metrics::register_file(registry, source.clone());
-        identities = identities.with_associations(source);
-        file_reloader = Some(reloader);
-    }
-    // After the file source: a ServiceAccount in the associations file keeps its entry there.
-    if let Some(eks) = settings.eks_source() {
-        let source = EksSource::connect(eks).await?;
-        tracing::info!(
-            cluster = %eks.cluster_name,
-            region = eks.region.as_deref().unwrap_or("(from the AWS environment)"),
-            endpoint = eks.endpoint.as_deref().unwrap_or("(default)"),
-            sync_interval = ?eks.sync_interval,
-            "reading Pod Identity associations from EKS"
-        );
-        identity::metrics::register_eks(registry, source.clone());
-        identities = identities.with_associations(Arc::new(source.clone()));
-        tasks.spawn(source.run_sync(stop.clone()));
-    }
-    let mut namespaces: Option<Arc<dyn NamespaceStore>> = None;
-    let mut watches = None;
-    match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
-        ClusterAccess::Client(client, from) => {
-            tracing::info!(%from, "watching ServiceAccounts for IRSA annotations");
-            let store = KubeServiceAccounts::start(
-                client.clone(),
-                StoreSettings::new(prefix.clone()),
-                stop.clone(),
-            );
-            identities = identities.with_service_accounts(store.clone());
-            tracing::info!("watching Namespaces for the policy label");
-            let sa_settings = StoreSettings::new(prefix.clone());
-            let namespace_store = KubeNamespaces::start(
-                client.clone(),
-                sa_settings.live_get_timeout,
-                sa_settings.ready_timeout,
-                stop.clone(),
-            );
-            namespaces = Some(namespace_store.clone());
-            watches = Some(WebhookWatches {
-                client,
-                service_accounts: store,
-                namespaces: namespace_store,
-            });
-        }
-        ClusterAccess::None => {
-            tracing::info!(
-                "no Kubernetes API (no --kubeconfig and not running in a pod): running on the associations file alone; IRSA annotations and namespace policy labels are not read"
-            );
-        }
+    let configured = SourceSettings {
+        associations_file: settings.associations_file.as_deref(),
+        eks: settings.eks_source(),
+    };
+    let Opened {
+        mut identities,
+        file_reloader,
+    } = configured
+        .open(identities, Some(registry), &mut work.tasks, &work.stop)
+        .await?;
+    let watches = kubernetes_watches(settings, &work.stop).await?;
+    if let Some(w) = &watches {
+        identities = identities.with_service_accounts(w.service_accounts.clone());
     }
     if identities.source_names().is_empty() && !identities.has_service_account_store() {
         tracing::warn!(
@@ -402,9 +377,45 @@ async fn identity_sources(
     Ok(Sources {
         identities,
         file_reloader,
-        namespaces,
+        namespaces: watches
+            .as_ref()
+            .map(|w| w.namespaces.clone() as Arc<dyn NamespaceStore>),
         watches,
     })
+}
+
+/// With the Kubernetes API: the ServiceAccount and Namespace watches.
+async fn kubernetes_watches(
+    settings: &Settings,
+    stop: &CancellationToken,
+) -> Result<Option<WebhookWatches>, StartError> {
+    let prefix = &settings.injection.annotation_prefix;
+    match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
+        ClusterAccess::Client(client, from) => {
+            tracing::info!(%from, "watching ServiceAccounts for IRSA annotations");
+            let store_settings = StoreSettings::new(prefix.clone());
+            let service_accounts =
+                KubeServiceAccounts::start(client.clone(), store_settings.clone(), stop.clone());
+            tracing::info!("watching Namespaces for the policy label");
+            let namespaces = KubeNamespaces::start(
+                client.clone(),
+                store_settings.live_get_timeout,
+                store_settings.ready_timeout,
+                stop.clone(),
+            );
+            Ok(Some(WebhookWatches {
+                client,
+                service_accounts,
+                namespaces,
+            }))
+        }
+        ClusterAccess::None => {
+            tracing::info!(
+                "no Kubernetes API (no --kubeconfig and not running in a pod): running on the associations file alone; IRSA annotations and namespace policy labels are not read"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Re-reads the configuration file: injection settings in place, the policy recompiled.
@@ -437,15 +448,27 @@ struct ListenerLimits {
     reached: server::limits_reached::LimitsReached,
 }
 
+impl ListenerLimits {
+    fn new(settings: &Settings, registry: &mut Registry) -> Self {
+        let https = server::ConnectionLimit::new(https_connection_cap(settings));
+        https.register_metrics(registry);
+        Self {
+            https,
+            admin: server::ConnectionLimit::new(settings.server.connections.admin_max_connections),
+            reached: server::limits_reached::LimitsReached::register(registry),
+        }
+    }
+}
+
 /// Binds the HTTPS and admin listeners and serves them as `tasks`.
 async fn listen(
     settings: &Settings,
     app: &Arc<App>,
     resolver: &Arc<CertResolver>,
     limits: ListenerLimits,
-    stop: &CancellationToken,
-    tasks: &mut JoinSet<()>,
+    work: &mut Work,
 ) -> Result<(SocketAddr, SocketAddr), StartError> {
+    let (stop, tasks) = (&work.stop, &mut work.tasks);
     let https = server::bind(settings.listen, "HTTPS admission endpoint").await?;
     let admin = server::bind(settings.admin_listen, "admin endpoint").await?;
     let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(StartError::LocalAddr);

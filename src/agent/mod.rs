@@ -30,9 +30,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::Identities;
-use crate::identity::eks_cache::EksSource;
 use crate::identity::eks_settings::EksSettings;
-use crate::identity::file::FileSource;
+use crate::identity::sources::{SourceSettings, SourcesError};
 use crate::kubernetes::client::{self as kube_client, ClusterAccess, Otherwise};
 use crate::reload;
 use crate::server::ConnectionLimit;
@@ -180,50 +179,11 @@ pub async fn start_with(
 ) -> Result<RunningAgent, AgentStartError> {
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-
-    // --- identity layer: the same sources as the webhook ---------------------------------------
-    let mut identities = Identities::new("eks.amazonaws.com");
-    if let Some(path) = &settings.associations_file {
-        let (source, reloader) = FileSource::open(path)?;
-        tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
-        identities = identities.with_associations(source);
-        tasks.spawn(reload::run(
-            reloader,
-            settings.reload_interval,
-            stop.clone(),
-        ));
-    } else if let Some(eks) = &settings.eks {
-        let source = EksSource::connect(eks)
-            .await
-            .map_err(AgentStartError::Eks)?;
-        tracing::info!(cluster = %eks.cluster_name, "reading Pod Identity associations from EKS");
-        identities = identities.with_associations(Arc::new(source.clone()));
-        tasks.spawn(source.run_sync(stop.clone()));
-    } else {
-        return Err(AgentStartError::NoAssociations);
-    }
-
-    // --- Kubernetes (TokenReview) and STS ------------------------------------------------------
-    let reviewer: Arc<dyn TokenReviewer> =
-        match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
-            ClusterAccess::Client(client, from) => {
-                tracing::info!(%from, "reviewing pod tokens through the Kubernetes API");
-                Arc::new(KubeTokenReviewer::new(client, settings.review_timeout))
-            }
-            ClusterAccess::None => return Err(AgentStartError::NoKubernetes),
-        };
-    let sts = match &extras.aws_config {
-        Some(config) => AwsSts::from_config(config, &settings.sts),
-        None => AwsSts::connect(&settings.sts).await,
-    };
-    tracing::info!(
-        region = sts.region(),
-        endpoint = settings.sts.endpoint.as_deref().unwrap_or("(AWS default)"),
-        "assuming roles through STS"
-    );
+    let identities = identities(&settings, &mut tasks, &stop).await?;
+    let reviewer = token_reviewer(&settings).await?;
+    let (issuer, region) = credential_issuer(&settings, &extras).await;
     let mut credential_settings = settings.credentials.clone();
-    credential_settings.region = sts.region().to_string();
-    let issuer: Arc<dyn CredentialIssuer> = Arc::new(sts);
+    credential_settings.region = region;
 
     let metrics = Arc::new(AgentMetrics::new());
     let service = CredentialService::new(
@@ -249,26 +209,117 @@ pub async fn start_with(
             .run_probe(settings.probe_interval, stop.clone()),
     );
 
-    // --- listeners ---------------------------------------------------------------------------
     let endpoint = Arc::new(Endpoint::new(
         service.clone(),
         metrics.clone(),
         settings.request_timeout,
         settings.rate_limit,
     ));
-    {
-        let endpoint = endpoint.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => endpoint.forget_idle_clients(),
-                }
-            }
-        });
+    tasks.spawn(forget_idle_clients(endpoint.clone(), stop.clone()));
+    let listening = listen(&settings, endpoint, &readiness, &metrics, &stop, &mut tasks).await;
+    let (addrs, admin_addr) = listening.inspect_err(|_| stop.cancel())?;
+    tracing::info!(?addrs, %admin_addr, "pod identity agent serving");
+    Ok(RunningAgent {
+        addrs,
+        admin_addr,
+        service,
+        metrics,
+        readiness,
+        grace: settings.shutdown_grace,
+        stop,
+        tasks,
+    })
+}
+
+/// The identity layer, on the same sources as the webhook: the associations file, else EKS.
+async fn identities(
+    settings: &AgentSettings,
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> Result<Identities, AgentStartError> {
+    let sources = SourceSettings {
+        associations_file: settings.associations_file.as_deref(),
+        // The file alone when there is one.
+        eks: settings
+            .eks
+            .as_ref()
+            .filter(|_| settings.associations_file.is_none()),
+    };
+    if !sources.any() {
+        return Err(AgentStartError::NoAssociations);
     }
+    let opened = sources
+        .open(Identities::new("eks.amazonaws.com"), None, tasks, stop)
+        .await
+        .map_err(|e| match e {
+            SourcesError::File(e) => AgentStartError::Associations(e),
+            SourcesError::Eks(e) => AgentStartError::Eks(e),
+        })?;
+    if let Some(reloader) = opened.file_reloader {
+        tasks.spawn(reload::run(
+            reloader,
+            settings.reload_interval,
+            stop.clone(),
+        ));
+    }
+    Ok(opened.identities)
+}
+
+/// TokenReviews through the Kubernetes API (which the agent cannot do without).
+async fn token_reviewer(
+    settings: &AgentSettings,
+) -> Result<Arc<dyn TokenReviewer>, AgentStartError> {
+    match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
+        ClusterAccess::Client(client, from) => {
+            tracing::info!(%from, "reviewing pod tokens through the Kubernetes API");
+            Ok(Arc::new(KubeTokenReviewer::new(
+                client,
+                settings.review_timeout,
+            )))
+        }
+        ClusterAccess::None => Err(AgentStartError::NoKubernetes),
+    }
+}
+
+/// STS, with the AWS configuration of `extras` or the environment's; and its region.
+async fn credential_issuer(
+    settings: &AgentSettings,
+    extras: &AgentExtras,
+) -> (Arc<dyn CredentialIssuer>, String) {
+    let sts = match &extras.aws_config {
+        Some(config) => AwsSts::from_config(config, &settings.sts),
+        None => AwsSts::connect(&settings.sts).await,
+    };
+    tracing::info!(
+        region = sts.region(),
+        endpoint = settings.sts.endpoint.as_deref().unwrap_or("(AWS default)"),
+        "assuming roles through STS"
+    );
+    let region = sts.region().to_string();
+    (Arc::new(sts), region)
+}
+
+/// Forgets the rate limits of clients gone quiet, every minute until `stop`.
+async fn forget_idle_clients(endpoint: Arc<Endpoint>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => endpoint.forget_idle_clients(),
+        }
+    }
+}
+
+/// Binds the credential addresses (IPv6 optional) and the admin port, and serves them as
+/// `tasks`: the credential listeners' addresses and the admin one.
+async fn listen(
+    settings: &AgentSettings,
+    endpoint: Arc<Endpoint>,
+    readiness: &Arc<Readiness>,
+    metrics: &Arc<AgentMetrics>,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(Vec<SocketAddr>, SocketAddr), AgentStartError> {
     let router = server::credentials_router(endpoint);
     // One cap for all credential listeners: they serve the same pods.
     let connection_limit = ConnectionLimit::new(settings.max_connections);
@@ -292,7 +343,6 @@ pub async fn start_with(
                 tracing::warn!(%addr, error = %e, "IPv6 credentials address not available on this node; serving without it");
             }
             Err(source) => {
-                stop.cancel();
                 return Err(AgentStartError::Bind {
                     what: "credentials endpoint",
                     addr,
@@ -302,18 +352,14 @@ pub async fn start_with(
         }
     }
     if addrs.is_empty() {
-        stop.cancel();
         return Err(AgentStartError::NothingBound);
     }
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
-        .map_err(|source| {
-            stop.cancel();
-            AgentStartError::Bind {
-                what: "admin endpoint",
-                addr: settings.admin_listen,
-                source,
-            }
+        .map_err(|source| AgentStartError::Bind {
+            what: "admin endpoint",
+            addr: settings.admin_listen,
+            source,
         })?;
     let admin_addr = admin.local_addr().unwrap_or(settings.admin_listen);
     tasks.spawn(server::serve(
@@ -325,15 +371,5 @@ pub async fn start_with(
         stop.clone(),
         Duration::from_secs(1),
     ));
-    tracing::info!(?addrs, %admin_addr, "pod identity agent serving");
-    Ok(RunningAgent {
-        addrs,
-        admin_addr,
-        service,
-        metrics,
-        readiness,
-        grace: settings.shutdown_grace,
-        stop,
-        tasks,
-    })
+    Ok((addrs, admin_addr))
 }

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod resolve;
 pub mod role_arn;
 pub mod sa;
+pub mod sources;
 pub mod types;
 
 pub use index::{
