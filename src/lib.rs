@@ -9,6 +9,8 @@
 //! - [`object`]: serde views of the objects both read (pods, workloads, ServiceAccounts).
 //! - [`server`]: routes, listeners with their limits and timeouts, TLS with reloadable certificates.
 //! - [`startup`]: wiring settings into a running webhook, one small step at a time.
+//! - [`cli`]: one file per command (flags, typed settings); the one runtime and the logging.
+//! - [`kubernetes`]: the one Kubernetes client constructor and the one reflector loop.
 //! - [`telemetry`]: logging setup and the metrics registry.
 
 pub mod admission;
