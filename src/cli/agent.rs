@@ -82,10 +82,6 @@ impl AgentArgs {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
-
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
@@ -142,25 +138,25 @@ pub struct RunArgs {
     #[arg(long, env = "POD_IDENTITY_AGENT_STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
     /// Lifetime of the credentials (`DurationSeconds`; STS allows 15m to the role's maximum).
-    #[arg(long, env = "POD_IDENTITY_AGENT_SESSION_DURATION", value_parser = duration, default_value = "1h", value_name = "DURATION")]
+    #[arg(long, env = "POD_IDENTITY_AGENT_SESSION_DURATION", value_parser = humantime::parse_duration, default_value = "1h", value_name = "DURATION")]
     pub session_duration: Duration,
     /// Refresh cached credentials once fewer than this remain.
-    #[arg(long, value_parser = duration, default_value = "15m", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m", value_name = "DURATION")]
     pub refresh_before: Duration,
     /// Never hand out cached credentials with less than this left.
-    #[arg(long, value_parser = duration, default_value = "5m", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m", value_name = "DURATION")]
     pub min_remaining: Duration,
     /// Longest a request waits for the Kubernetes API and STS before a 503.
-    #[arg(long, value_parser = duration, default_value = "1500ms", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1500ms", value_name = "DURATION")]
     pub request_timeout: Duration,
     /// Longest one TokenReview may take.
-    #[arg(long, value_parser = duration, default_value = "1s", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", value_name = "DURATION")]
     pub token_review_timeout: Duration,
     /// Longest one STS call may take (background refreshes wait this long).
-    #[arg(long, value_parser = duration, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", value_name = "DURATION")]
     pub sts_timeout: Duration,
     /// How long a reviewed token is trusted before it is reviewed again.
-    #[arg(long, value_parser = duration, default_value = "5m", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m", value_name = "DURATION")]
     pub token_review_ttl: Duration,
     /// Memory bound of the credentials cache, in bytes.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
@@ -180,10 +176,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
     /// A request head must arrive within this; idle connections close after it.
-    #[arg(long, value_parser = duration, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", value_name = "DURATION")]
     pub header_read_timeout: Duration,
     /// After SIGTERM, stay up unready this long before closing.
-    #[arg(long, value_parser = duration, default_value = "0s", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", value_name = "DURATION")]
     pub shutdown_grace: Duration,
     /// Set up the link-local interface first (as `agent setup-link`; needs NET_ADMIN).
     #[arg(long)]

@@ -40,10 +40,6 @@ pub enum Step {
     Verify(VerifyArgs),
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
-
 /// Where to read from and what to cover.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
@@ -110,7 +106,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub restart_workloads: bool,
     /// Longest wait for one rollout.
-    #[arg(long, value_parser = duration, default_value = "5m", value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m", value_name = "DURATION")]
     pub rollout_timeout: Duration,
 }
 
@@ -135,16 +131,29 @@ struct Clients {
     roles: IamRoles,
 }
 
-async fn clients(c: &Common) -> Result<Clients, String> {
+/// Why the clients could not be set up (exit 2).
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("no Kubernetes access: give --kubeconfig ({0})")]
+    NoKubernetes(kube::config::InferConfigError),
+    #[error("no Kubernetes access: give --kubeconfig")]
+    NoCluster,
+    #[error(transparent)]
+    Kube(KubeError),
+    #[error("no AWS region for the EKS API of cluster {0}: give --region or set AWS_REGION")]
+    NoRegion(String),
+    #[error("where do associations live? give --cluster-name (EKS) or --associations FILE")]
+    NoTarget,
+}
+
+async fn clients(c: &Common) -> Result<Clients, SetupError> {
     crate::server::tls::install_default_provider();
     // Neither --kubeconfig nor in a pod: the usual ~/.kube/config.
     let client = match connect(c.kubeconfig.as_deref(), Otherwise::InClusterThenKubectl).await {
         Ok(ClusterAccess::Client(client, _)) => client,
-        Ok(ClusterAccess::None) => return Err("no Kubernetes access: give --kubeconfig".into()),
-        Err(KubeError::NotFound(e)) => {
-            return Err(format!("no Kubernetes access: give --kubeconfig ({e})"));
-        }
-        Err(e) => return Err(e.to_string()),
+        Ok(ClusterAccess::None) => return Err(SetupError::NoCluster),
+        Err(KubeError::NotFound(e)) => return Err(SetupError::NoKubernetes(e)),
+        Err(e) => return Err(SetupError::Kube(e)),
     };
     let tuning = ClientTuning::default();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -164,9 +173,7 @@ async fn clients(c: &Common) -> Result<Clients, String> {
         (Some(path), _) => Box::new(FileTarget::new(path)),
         (None, Some(cluster)) => {
             if shared.region().is_none() {
-                return Err(format!(
-                    "no AWS region for the EKS API of cluster {cluster}: give --region or set AWS_REGION"
-                ));
+                return Err(SetupError::NoRegion(cluster.clone()));
             }
             let mut eks = aws_sdk_eks::config::Builder::from(&shared);
             if let Some(url) = &c.eks_endpoint {
@@ -178,10 +185,7 @@ async fn clients(c: &Common) -> Result<Clients, String> {
             ))
         }
         (None, None) => {
-            return Err(
-                "where do associations live? give --cluster-name (EKS) or --associations FILE"
-                    .into(),
-            );
+            return Err(SetupError::NoTarget);
         }
     };
     Ok(Clients {
