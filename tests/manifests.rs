@@ -1072,6 +1072,8 @@ fn the_scripts_pass_bash_n_and_shellcheck() {
         "scripts/fuzz.sh",
         "scripts/memory-flood.sh",
         "hack/control-plane.sh",
+        "hack/helm.sh",
+        "hack/chart-readme.sh",
         ".ci/run",
     ];
     for script in scripts {
