@@ -102,7 +102,12 @@ fn helm_binary() -> Result<PathBuf, String> {
     static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     HELM.get_or_init(|| {
         if let Some(path) = std::env::var_os("HELM") {
-            return Ok(PathBuf::from(path));
+            let path = PathBuf::from(path);
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!("HELM={} is not a file", path.display()))
+            };
         }
         let out = Command::new(root().join("hack/helm.sh"))
             .stderr(Stdio::inherit())
