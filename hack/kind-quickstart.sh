@@ -7,10 +7,13 @@
 # agent and prints the role it assumed, and a pod without one is rejected in an enforced namespace.
 #
 #   hack/kind-quickstart.sh            set up (idempotent) and run the demo
+#   hack/kind-quickstart.sh --helm     the same, installing the Helm chart charts/pod-identity-webhook
+#                                      with examples/kind.yaml instead of applying the kustomize overlay
 #   hack/kind-quickstart.sh --delete   delete the cluster and its certificates
 #   hack/kind-quickstart.sh --help     this text
 #
-# Needs docker (with a running daemon), kind, kubectl and openssl. Settings, from the environment:
+# Needs docker (with a running daemon), kind, kubectl and openssl; with --helm, helm too (v3.8 or
+# newer; hack/helm.sh builds the pinned one). Settings, from the environment:
 #   KIND_CLUSTER_NAME  the kind cluster, also the agent's cluster name in session tags and session
 #                      names (default pod-identity-webhook)
 #   IMAGE              NAME:TAG of the image built, loaded into kind and run by every container of
@@ -29,9 +32,11 @@ SCRIPT="$ROOT/hack/kind-quickstart.sh"
 # The comment block above, without its leading "# ".
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SCRIPT"; }
 
+USE_HELM=""
 case "${1:-}" in
   "") ;;
   --delete) DELETE=1 ;;
+  --helm) USE_HELM=1 ;;
   -h | --help) usage; exit 0 ;;
   *) usage >&2; exit 2 ;;
 esac
@@ -78,6 +83,10 @@ check_prerequisites() {
     missing+=("kubectl: see https://kubernetes.io/docs/tasks/tools/#kubectl")
   command -v openssl >/dev/null 2>&1 ||
     missing+=("openssl: your system's openssl package (checks when the certificates end)")
+  if [ -n "$USE_HELM" ]; then
+    command -v helm >/dev/null 2>&1 ||
+      missing+=("helm (for --helm): hack/helm.sh builds the pinned one (needs Go) and prints its path; put it on PATH, or see https://helm.sh/docs/intro/install/")
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     printf 'missing prerequisites:\n' >&2
     printf '  - %s\n' "${missing[@]}" >&2
@@ -186,7 +195,11 @@ if [ "$AGENT_STS" = stand-in ]; then
   fi
 fi
 
-say "installing manifests/overlays/kind with $IMAGE"
+if [ -n "$USE_HELM" ]; then
+  say "installing charts/pod-identity-webhook (examples/kind.yaml) with $IMAGE"
+else
+  say "installing manifests/overlays/kind with $IMAGE"
+fi
 "${KUBECTL[@]}" apply -f manifests/base/namespace.yaml -f manifests/agent/namespace.yaml
 # The agent's own AWS credentials: created when missing, never replaced (real keys a user put
 # there stay). moto takes any keys.
@@ -203,6 +216,26 @@ fi
   --cert "$STATE/tls.crt" --key "$STATE/tls.key" --dry-run=client -o yaml |
   "${KUBECTL[@]}" apply -f -
 
+if [ -n "$USE_HELM" ]; then
+  # The chart with examples/kind.yaml (the same objects as manifests/overlays/kind), the image
+  # just loaded, this cluster's name and the CA of the Secret above; with real STS, without the
+  # stand-in's endpoint. The script made the agent's namespace (its Secret lives there), so the
+  # chart does not. Every value is one the checks above let through (no commas, no quotes).
+  HELM_ARGS=(upgrade --install pod-identity-webhook "$ROOT/charts/pod-identity-webhook"
+    --namespace "$NS" --kube-context "kind-$CLUSTER"
+    -f "$ROOT/charts/pod-identity-webhook/examples/kind.yaml"
+    --set-string "image.repository=$IMAGE_NAME" --set-string "image.tag=$IMAGE_TAG"
+    --set-string "agent.clusterName=$CLUSTER" --set-string "certificates.caBundle=$CA_BUNDLE"
+    --set agent.createNamespace=false)
+  if [ "$AGENT_STS" = aws ]; then
+    HELM_ARGS+=(--set-string agent.stsEndpoint=)
+  fi
+  if ! helm "${HELM_ARGS[@]}"; then
+    fail "helm could not install the chart (objects an earlier kustomize install made are not Helm's: hack/kind-quickstart.sh --delete, then again with --helm)"
+  fi
+fi
+# Without --helm (the block is not indented: its here-documents are the file as written).
+if [ -z "$USE_HELM" ]; then
 # manifests/overlays/kind, with the image just loaded and this cluster's name; with real STS,
 # without the stand-in's endpoint. Written next to the certificates (kustomize wants a relative
 # path to the overlay).
@@ -243,6 +276,7 @@ for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
   "${KUBECTL[@]}" patch "$kind" pod-identity-webhook --type=json \
     -p "[{\"op\":\"add\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"$CA_BUNDLE\"}]"
 done
+fi
 # A new image under the same tag: restart so the pods run what was just built.
 "${KUBECTL[@]}" -n "$NS" rollout restart deployment/pod-identity-webhook
 if ! "${KUBECTL[@]}" -n "$NS" rollout status deployment/pod-identity-webhook --timeout=180s; then

@@ -1,6 +1,7 @@
-//! `hack/kind-quickstart.sh` driven with `docker`, `kind` and `kubectl` replaced by stand-ins on
-//! `PATH` (shell scripts written here, which append their arguments to a log and answer what the
-//! script needs), from a copy of `hack/` and `manifests/` in a temporary directory. No Docker,
+//! `hack/kind-quickstart.sh` driven with `docker`, `kind`, `kubectl` and `helm` replaced by
+//! stand-ins on `PATH` (shell scripts written here, which append their arguments to a log and
+//! answer what the script needs), from a copy of `hack/`, `manifests/` and `charts/` in a
+//! temporary directory. No Docker,
 //! kind or cluster needed; `openssl` (the script's certificate check) is the system's.
 //!
 //! Checked from the recorded calls: the image built and loaded is the one the applied
@@ -8,7 +9,9 @@
 //! built it), the Secret `pod-identity-agent-aws` is created once and never replaced, the
 //! certificates are reused while valid and renewed near their end without a bind mount, a failed
 //! demo pod ends the wait at once, a rollout failure prints the DaemonSet's and pods' events,
-//! `AGENT_STS=aws` drops the stand-in, and `--help` works from any directory.
+//! `AGENT_STS=aws` drops the stand-in, `--help` works from any directory, and `--helm` installs
+//! the chart with the image loaded and the certificate's CA instead of applying the overlay
+//! (rendered with the real helm of `hack/helm.sh` when it has been built).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -67,6 +70,11 @@ esac
 exit 0
 "#;
 
+const HELM: &str = r#"#!/usr/bin/env bash
+{ printf 'helm'; printf '\t%s' "$@"; printf '\n'; } >> "$STANDIN_LOG"
+exit 0
+"#;
+
 /// A copy of the parts of the repository the script uses, stand-ins on PATH, and their log.
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -76,12 +84,17 @@ impl Sandbox {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for sub in ["hack", "manifests"] {
+        for sub in ["hack", "manifests", "charts"] {
             copy_dir(&root().join(sub), &d.join("repo").join(sub));
         }
         let bin = d.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        for (name, text) in [("docker", DOCKER), ("kind", KIND), ("kubectl", KUBECTL)] {
+        for (name, text) in [
+            ("docker", DOCKER),
+            ("kind", KIND),
+            ("kubectl", KUBECTL),
+            ("helm", HELM),
+        ] {
             let path = bin.join(name);
             std::fs::write(&path, text).unwrap();
             make_executable(&path);
@@ -116,8 +129,19 @@ impl Sandbox {
 
     /// Runs the script with `env`; its output.
     fn run(&self, env: &[(&str, &str)]) -> Output {
+        self.run_with(&[], env)
+    }
+
+    /// [`Self::run`] with `--helm`.
+    fn run_helm(&self, env: &[(&str, &str)]) -> Output {
+        self.run_with(&["--helm"], env)
+    }
+
+    /// Runs the script with `args` and `env` (`PATH` in `env` replaces the stand-ins' one).
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new("bash");
         cmd.arg(self.path("repo/hack/kind-quickstart.sh"))
+            .args(args)
             .env_clear()
             .env(
                 "PATH",
@@ -459,6 +483,136 @@ fn real_sts_needs_the_secret_and_drops_the_stand_in() {
         assert!(out.status.success());
         assert!(!String::from_utf8_lossy(&out.stdout).contains("STS_ENDPOINT"));
     }
+}
+
+/// The helm `hack/helm.sh` built, when it has.
+fn real_helm() -> Option<PathBuf> {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent()?;
+    std::fs::read_dir(target.join("helm"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("helm"))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn helm_installs_the_chart_with_the_image_loaded_and_the_ca() {
+    let s = Sandbox::new();
+    let image = "registry.example.com:5000/platform/piw:t-1";
+    let env = [("IMAGE", image), ("KIND_CLUSTER_NAME", "demo")];
+    // Without helm on PATH: the prerequisites name it, and nothing runs.
+    let nohelm = s.path("nohelm");
+    std::fs::create_dir_all(&nohelm).unwrap();
+    for tool in ["docker", "kind", "kubectl"] {
+        std::os::unix::fs::symlink(s.path(&format!("bin/{tool}")), nohelm.join(tool)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", nohelm.display());
+    let missing = s.run_with(&["--helm"], &[("PATH", &path)]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("helm (for --helm)"),
+        "{err}"
+    );
+    assert!(s.calls().is_empty(), "{:?}", s.calls());
+
+    let out = s.run_helm(&env);
+    assert!(
+        out.status.success(),
+        "the script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The chart, not the overlay; no caBundle patch (the chart sets it).
+    assert!(s.applied().is_empty(), "kubectl apply -k with --helm");
+    assert!(s.calls_with(&["patch"]).is_empty());
+    let helm = s.calls_with(&["helm"]);
+    assert_eq!(helm.len(), 1, "{helm:?}");
+    let call = &helm[0];
+    let ca = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(s.certs_dir("demo").join("ca.crt")).unwrap())
+    };
+    let has = |pair: [&str; 2]| call.windows(2).any(|w| w == pair);
+    assert!(call[1..3] == ["upgrade", "--install"], "{call:?}");
+    assert!(has(["--namespace", "pod-identity-webhook"]), "{call:?}");
+    assert!(has(["--kube-context", "kind-demo"]), "{call:?}");
+    assert!(
+        has([
+            "--set-string",
+            "image.repository=registry.example.com:5000/platform/piw"
+        ]),
+        "{call:?}"
+    );
+    assert!(has(["--set-string", "image.tag=t-1"]), "{call:?}");
+    assert!(has(["--set-string", "agent.clusterName=demo"]), "{call:?}");
+    assert!(
+        has(["--set-string", &format!("certificates.caBundle={ca}")]),
+        "{call:?}"
+    );
+    // The rollouts and the demo run as without --helm.
+    assert_eq!(s.calls_with(&["rollout", "restart"]).len(), 2);
+    assert_eq!(s.calls_with(&["hack/demo/pod-carts.yaml"]).len(), 1);
+
+    // Rendered by the real helm with the same arguments: every container runs the image, both
+    // webhook configurations trust the CA, the agent names this cluster and uses the stand-in.
+    match real_helm() {
+        Some(helm) => {
+            let mut args: Vec<String> = call[3..]
+                .iter()
+                .filter(|a| !a.starts_with("kind-") && *a != "--kube-context")
+                .cloned()
+                .collect();
+            args.insert(0, "template".into());
+            let out = Command::new(helm)
+                .args(&args)
+                .env("HELM_CACHE_HOME", s.path("helm/cache"))
+                .env("HELM_CONFIG_HOME", s.path("helm/config"))
+                .env("HELM_DATA_HOME", s.path("helm/data"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            let images: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("image: "))
+                .collect();
+            assert_eq!(images.len(), 3, "webhook, setup-link, agent: {images:?}");
+            assert!(
+                images.iter().all(|i| i.trim_matches('"') == image),
+                "{images:?}"
+            );
+            assert_eq!(text.matches(&format!("caBundle: {ca}")).count(), 2);
+            assert!(text.contains("value: \"demo\""), "the agent's cluster name");
+            assert!(text.contains("POD_IDENTITY_AGENT_STS_ENDPOINT"), "stand-in");
+            assert!(
+                !text.contains("kind: Namespace"),
+                "the script made the namespaces"
+            );
+        }
+        None => eprintln!("no helm built by hack/helm.sh: the chart is not rendered"),
+    }
+
+    // Real STS: the stand-in's endpoint emptied.
+    std::fs::write(s.path("state/secret"), "").unwrap();
+    s.forget_calls();
+    let out = s.run_helm(&[("AGENT_STS", "aws")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let helm = s.calls_with(&["helm"]);
+    assert!(
+        helm[0]
+            .windows(2)
+            .any(|w| w == ["--set-string", "agent.stsEndpoint="]),
+        "{helm:?}"
+    );
 }
 
 #[test]
