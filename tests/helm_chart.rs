@@ -291,6 +291,16 @@ fn template_holds(values: &Option<String>) -> Result<(), Failed> {
             )
         },
     )?;
+    // The monitors are off unless asked for.
+    let monitors = find("PodMonitor").count() + find("ServiceMonitor").count();
+    let wanted = if values.as_deref() == Some("examples/prometheus.yaml") {
+        2
+    } else {
+        0
+    };
+    ensure(monitors == wanted, || {
+        format!("{monitors} PodMonitor/ServiceMonitor, not {wanted}")
+    })?;
     let agent_ns = find("DaemonSet").next().map(|d| {
         d["metadata"]["namespace"]
             .as_str()
