@@ -362,6 +362,9 @@ fn bad_values_are_refused() -> Result<(), Failed> {
         ("webhook.failurePolicy=Sometimes", "webhook.failurePolicy"),
         ("webhook.url=http://10.0.0.1:8443", "webhook.url"),
         ("agent.namespace=pod-identity-webhook", "agent.namespace"),
+        ("agent.namespace=Evil Namespace", "agent.namespace"),
+        ("fullnameOverride=x}\ny: z", "fullnameOverride"),
+        ("certificates.caBundle=not base64!", "certificates.caBundle"),
     ] {
         let chart = chart().display().to_string();
         let out = helm(
@@ -394,6 +397,23 @@ fn bad_values_are_refused() -> Result<(), Failed> {
     )?;
     ensure(docs.len() == plain.len(), || {
         "a value added an object".into()
+    })?;
+    let audited = template(
+        &None,
+        &[
+            "--set",
+            "audit.enabled=true",
+            "--set-string",
+            "audit.interval=1m\n            - --evil",
+        ],
+    )?;
+    let deployment = audited
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .ok_or("no Deployment")?;
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    ensure(args.as_array().is_some_and(|a| a.len() == 4), || {
+        format!("audit.interval added arguments: {args}")
     })?;
     let ds = docs
         .iter()

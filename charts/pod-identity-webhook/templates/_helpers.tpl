@@ -78,6 +78,15 @@ matchExpressions:
 {{- if and .Values.webhook.url (not (hasPrefix "https://" .Values.webhook.url)) -}}
 {{- fail "webhook.url must start with https://" -}}
 {{- end -}}
+{{- /* Names go into object names and references unquoted: only DNS names pass. */ -}}
+{{- range $key, $value := dict "nameOverride" .Values.nameOverride "fullnameOverride" .Values.fullnameOverride "agent.namespace" .Values.agent.namespace "certificates.secretName" .Values.certificates.secretName "agent.credentialsSecret" .Values.agent.credentialsSecret "priorityClassName" .Values.priorityClassName "agent.priorityClassName" .Values.agent.priorityClassName -}}
+{{- if and $value (not (regexMatch "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$" (toString $value))) -}}
+{{- fail (printf "%s must be a DNS name (lowercase letters, digits, '-', '.'), not %q" $key (toString $value)) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (regexMatch "^[A-Za-z0-9+/]*={0,2}$" (toString .Values.certificates.caBundle)) -}}
+{{- fail "certificates.caBundle must be base64 (of the PEM CA certificate), on one line" -}}
+{{- end -}}
 {{- if and .Values.agent.enabled (eq .Values.agent.namespace .Release.Namespace) -}}
 {{- fail "agent.namespace must not be the release namespace: the agent needs Pod Security privileged, the webhook's namespace stays restricted" -}}
 {{- end -}}
