@@ -586,7 +586,16 @@ fn helm_installs_the_chart_with_the_image_loaded_and_the_ca() {
                 images.iter().all(|i| i.trim_matches('"') == image),
                 "{images:?}"
             );
-            assert_eq!(text.matches(&format!("caBundle: {ca}")).count(), 2);
+            let bundles: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("caBundle: "))
+                .map(|b| b.trim_matches('"'))
+                .collect();
+            assert_eq!(
+                bundles,
+                [ca.as_str(), ca.as_str()],
+                "both configurations trust the CA"
+            );
             assert!(text.contains("value: \"demo\""), "the agent's cluster name");
             assert!(text.contains("POD_IDENTITY_AGENT_STS_ENDPOINT"), "stand-in");
             assert!(
