@@ -64,6 +64,33 @@ fn carts_review(service_account: &str) -> String {
         .replace("\"carts\"", &format!("\"{service_account}\""))
 }
 
+/// The webhook, ready after one full sync of 5,000 associations (50 `List` calls).
+async fn ready_with_5000(negative_ttl: Option<Duration>) -> (FakeEks, support::Webhook) {
+    static_credentials();
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add_many(5_000);
+    let running = webhook(fake.url())
+        .settings(|s| {
+            if let Some(ttl) = negative_ttl {
+                s.eks.negative_ttl = ttl;
+            }
+            s.eks.max_wait = Duration::from_secs(2);
+            s.eks.sync_interval = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    wait_readyz(running.admin_addr, 200).await;
+    assert_eq!(fake.lists(), 50, "ready after one full List of 5,000");
+    (fake, running)
+}
+
+/// How many of `pods` concurrent admissions of a team-a pod of `service_account` were mutated.
+async fn mutated_of(running: &startup::Running, service_account: &str, pods: usize) -> usize {
+    let review = carts_review(service_account);
+    let answers = futures::future::join_all((0..pods).map(|_| mutate(running, &review))).await;
+    answers.iter().filter(|r| patch_of(r).is_some()).count()
+}
+
 #[tokio::test]
 async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
     static_credentials();
@@ -117,26 +144,12 @@ async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_pods_right_after_an_association_is_created_are_all_mutated() {
-    static_credentials();
-    let fake = FakeEks::start(CLUSTER).await;
-    fake.add_many(5_000);
-    let running = webhook(fake.url())
-        .settings(|s| {
-            s.eks.negative_ttl = Duration::from_millis(300);
-            s.eks.max_wait = Duration::from_secs(2);
-            s.eks.sync_interval = Duration::from_secs(3600);
-        })
-        .start()
-        .await;
-    wait_readyz(running.admin_addr, 200).await;
-    assert_eq!(fake.lists(), 50, "ready after one full List of 5,000");
+    let (fake, running) = ready_with_5000(Some(Duration::from_millis(300))).await;
 
     // The synced "none" for team-a/carts is past the negative TTL when the association appears.
     tokio::time::sleep(Duration::from_millis(400)).await;
     fake.add("team-a", "carts", "carts");
-    let review = carts_review("carts");
-    let answers = futures::future::join_all((0..200).map(|_| mutate(&running, &review))).await;
-    let mutated = answers.iter().filter(|r| patch_of(r).is_some()).count();
+    let mutated = mutated_of(&running, "carts", 200).await;
     assert_eq!(mutated, 200, "every pod gets the new association");
     assert_eq!(fake.lists(), 51, "one point lookup");
     assert_eq!(fake.describes(), 0, "admission never describes");
@@ -154,6 +167,28 @@ async fn two_hundred_concurrent_pods_right_after_an_association_is_created_are_a
         sample(&metrics, "pod_identity_webhook_eks_synced_associations"),
         Some(5_000.0)
     );
+    running.shutdown().await;
+}
+
+/// Issue 28: the everyday flow (Terraform creates the association, Helm deploys at once).
+/// Absence from the last sync is no cached "none": the first pods wait for one point lookup.
+#[tokio::test]
+async fn two_hundred_pods_admitted_at_once_after_the_sync_and_the_association_are_all_mutated() {
+    let (fake, running) = ready_with_5000(None).await;
+
+    // Well within the (default, 15 s) negative TTL of the sync.
+    fake.add("team-a", "carts", "carts");
+    fake.set_delay(Duration::from_millis(50)); // every admission arrives while the lookup runs
+    let mutated = mutated_of(&running, "carts", 200).await;
+    let extra = fake.lists() - 50;
+    eprintln!("issue 28: {mutated} of 200 pods mutated, {extra} extra List call(s)");
+    assert_eq!(mutated, 200, "every pod gets the new association");
+    assert_eq!(extra, 1, "one coalesced point lookup");
+    assert_eq!(fake.describes(), 0, "admission never describes");
+
+    // The point lookup's answer is cached: more pods, no more calls.
+    assert_eq!(mutated_of(&running, "carts", 20).await, 20);
+    assert_eq!(fake.lists(), 51);
     running.shutdown().await;
 }
 

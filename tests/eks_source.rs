@@ -28,6 +28,15 @@ fn options() -> CacheOptions {
     o
 }
 
+/// Long TTLs, for tests that count calls (expired answers are refreshed).
+fn long_ttls() -> CacheOptions {
+    let mut o = options();
+    o.ttl = Duration::from_secs(60);
+    o.details_ttl = Duration::from_secs(60);
+    o.negative_ttl = Duration::from_secs(60);
+    o
+}
+
 fn source(fake: &FakeEks, opts: CacheOptions) -> EksSource {
     EksSource::new(Arc::new(fake.client(CLUSTER, &fast_tuning())), opts)
 }
@@ -65,12 +74,8 @@ async fn eventually(src: &EksSource, ns: &str, sa: &str, want: Option<String>) {
 async fn a_full_sync_of_5000_associations_is_50_list_calls_and_ready_follows_it() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add_many(5_000);
-    let mut opts = options();
-    // Long TTLs: this test counts calls, and expired answers are refreshed.
+    let mut opts = long_ttls();
     opts.sync_interval = Duration::from_secs(3600);
-    opts.ttl = Duration::from_secs(60);
-    opts.details_ttl = Duration::from_secs(60);
-    opts.negative_ttl = Duration::from_secs(60);
     let src = source(&fake, opts);
     let stop = tokio_util::sync::CancellationToken::new();
     let start = Instant::now();
@@ -92,11 +97,13 @@ async fn a_full_sync_of_5000_associations_is_50_list_calls_and_ready_follows_it(
     assert_eq!(stats.synced_associations, 5_000);
     assert!(stats.last_sync_unix.is_some());
 
-    // Answered from the synced view, found or not.
+    // Found ones are answered from the synced view; issue 28: a ServiceAccount the sync did
+    // not list takes one point lookup, then its "none" is cached.
     assert!(has(&src, "ns-42", "sa-2100").await.unwrap());
     assert!(has(&src, "ns-0", "sa-0").await.unwrap());
     assert!(!has(&src, "ns-0", "nobody").await.unwrap());
-    assert_eq!(fake.requests(), 50, "answered without calling EKS");
+    assert!(!has(&src, "ns-0", "nobody").await.unwrap());
+    assert_eq!(fake.requests(), 51, "one point lookup for the unlisted one");
 
     // Details on demand: one Describe, then cached.
     assert_eq!(
@@ -111,7 +118,7 @@ async fn a_full_sync_of_5000_associations_is_50_list_calls_and_ready_follows_it(
 
     // Every further sync is the same 50 calls.
     src.sync_now().await.unwrap();
-    assert_eq!(fake.lists(), 100);
+    assert_eq!(fake.lists(), 101, "50 + the point lookup + 50");
     stop.cancel();
     task.await.unwrap();
 }
@@ -143,6 +150,51 @@ async fn two_hundred_concurrent_lookups_right_after_an_association_is_created_ma
     assert_eq!(fake.describes(), 0);
 }
 
+/// Issue 28: absence from a sync is no cached "none". Right after the sync (long negative
+/// TTL, nothing expired) the first lookups of a ServiceAccount it did not list share one point
+/// lookup; only that answer is cached.
+#[tokio::test]
+async fn two_hundred_concurrent_lookups_right_after_a_sync_find_an_association_created_since() {
+    let fake = FakeEks::start(CLUSTER).await;
+    fake.add_many(5_000);
+    let mut opts = long_ttls();
+    opts.max_wait = Duration::from_secs(2);
+    let src = source(&fake, opts);
+    src.sync_now().await.unwrap();
+    let synced = fake.lists();
+    fake.add("team-a", "fresh", "fresh");
+    fake.set_delay(Duration::from_millis(50)); // every lookup arrives while the first runs
+    let lookups: Vec<_> = (0..200)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move { has(&src, "team-a", "fresh").await })
+        })
+        .collect();
+    let mut found = 0;
+    for l in lookups {
+        found += usize::from(l.await.unwrap().unwrap());
+    }
+    assert_eq!(found, 200, "the sync's absence was served as \"none\"");
+    assert_eq!(fake.lists(), synced + 1, "one point lookup");
+
+    // An unassociated ServiceAccount: one point lookup, then its "none" is cached.
+    assert!(!has(&src, "team-a", "nobody").await.unwrap());
+    assert!(!has(&src, "team-a", "nobody").await.unwrap());
+    assert_eq!(fake.lists(), synced + 2);
+    // A later sync that also lacks it does not ask again before the negative TTL ends.
+    fake.set_delay(Duration::ZERO);
+    src.sync_now().await.unwrap();
+    let synced = fake.lists();
+    assert!(!has(&src, "team-a", "nobody").await.unwrap());
+    assert_eq!(fake.lists(), synced);
+    // An association deleted since a point lookup found it is confirmed gone by one more.
+    fake.remove("team-a", "fresh");
+    src.sync_now().await.unwrap();
+    let synced = fake.lists();
+    assert!(!has(&src, "team-a", "fresh").await.unwrap());
+    assert_eq!(fake.lists(), synced + 1);
+}
+
 #[tokio::test]
 async fn an_expired_none_during_an_outage_is_unconfirmed_never_silently_none() {
     let fake = FakeEks::start(CLUSTER).await;
@@ -150,8 +202,10 @@ async fn an_expired_none_during_an_outage_is_unconfirmed_never_silently_none() {
     let opts = options();
     let src = source(&fake, opts.clone());
     src.sync_now().await.unwrap();
+    // Issue 28: the sync's absence is no answer; a point lookup's "none" stands within the
+    // negative TTL ...
+    assert!(!has(&src, "team-a", "fresh").await.unwrap());
     fake.set_down(true);
-    // Within the negative TTL the synced "none" stands ...
     assert!(!has(&src, "team-a", "fresh").await.unwrap());
     tokio::time::sleep(opts.negative_ttl + Duration::from_millis(20)).await;
     // ... after it, with EKS failing, the answer says it could not be confirmed, in time.

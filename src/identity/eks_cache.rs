@@ -12,8 +12,10 @@
 //!   on demand, cached by association id for `details_ttl` (a replaced association has a new
 //!   id, so its details are never confused with the old ones).
 //!
-//! Rules (issues 3 and 18): a found association is trusted for `ttl`, "no association" for the
-//! shorter `negative_ttl`; concurrent misses of one key share one EKS call (moka's
+//! Rules (issues 3, 18 and 28): a found association is trusted for `ttl`, "no association" for
+//! the shorter `negative_ttl`, and only when a point lookup said so: absence from the full sync
+//! is no answer (the association may have been created just after it), so the first lookup of a
+//! ServiceAccount the sync did not list waits for one point lookup; concurrent misses of one key share one EKS call (moka's
 //! `try_get_with`); an expired *positive* answer is served while a refresh runs (failure mode
 //! `stale`), but an expired *negative* one never is while a refresh is possible: the lookup
 //! waits for the shared refresh (at most `max_wait`), and when EKS fails or the wait runs out
@@ -23,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -37,6 +39,11 @@ use super::eks_client::{
 use super::eks_pause::{Pause, jitter};
 use super::{Association, AssociationSource, AssociationSummary, Freshness, IdentityError};
 use crate::identity::eks_settings::{EksSettings, FailureMode};
+
+pub use stats::EksStats;
+pub(super) use stats::{Counters, bump};
+
+mod stats;
 
 const SOURCE: &str = "eks";
 
@@ -88,44 +95,16 @@ impl CacheOptions {
     }
 }
 
-/// Counters for logs and metrics; every field only grows except the gauges noted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EksStats {
-    /// Lookups answered from a fresh cached answer.
-    pub hits: u64,
-    /// Lookups with no answer at all (they wait for EKS, up to `max_wait`).
-    pub misses: u64,
-    /// Lookups answered with an expired positive answer while a refresh ran.
-    pub stale: u64,
-    /// Lookups whose expired "no association" could not be confirmed (EKS failed or the wait
-    /// ran out): answered with an error, so admission warns.
-    pub unconfirmed: u64,
-    /// Lookups (and detail fetches) that joined one already in flight for the same key.
-    pub coalesced: u64,
-    /// Lookups that gave up waiting after `max_wait`.
-    pub timeouts: u64,
-    /// `BypassNegative` lookups that skipped a cached "no association".
-    pub bypassed_negative: u64,
-    pub list_calls: u64,
-    pub describe_calls: u64,
-    pub list_errors: u64,
-    pub describe_errors: u64,
-    /// Gauge: point lookups cached.
-    pub cache_entries: u64,
-    /// Gauge: association details cached.
-    pub details_entries: u64,
-    /// Gauge: associations in the last full sync.
-    pub synced_associations: u64,
-    pub syncs: u64,
-    pub sync_failures: u64,
-    /// Unix time of the last complete full sync.
-    pub last_sync_unix: Option<u64>,
-    /// Gauge: EKS calls are paused after repeated failures.
-    pub paused: bool,
-    pub ready: bool,
-}
-
 pub(super) type Found = Option<Arc<AssociationSummary>>;
+
+/// Which EKS call an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The full sync: a listed association, or the absence of one (never served as "none").
+    Sync,
+    /// A point lookup of this ServiceAccount.
+    Point,
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -134,14 +113,17 @@ struct Entry {
     fetched_at: Instant,
     /// Set after a failed refresh: do not ask EKS about this key again before then.
     retry_at: Option<Instant>,
+    origin: Origin,
 }
 
 impl Entry {
     fn fresh(&self, now: Instant, opts: &CacheOptions) -> bool {
-        let ttl = if self.value.is_some() {
-            opts.ttl
-        } else {
-            opts.negative_ttl
+        let ttl = match (&self.value, self.origin) {
+            (Some(_), _) => opts.ttl,
+            // Issue 28: an association created right after the sync is not in it; only a
+            // point lookup's "none" is trusted.
+            (None, Origin::Sync) => return false,
+            (None, Origin::Point) => opts.negative_ttl,
         };
         now.saturating_duration_since(self.fetched_at) < ttl
     }
@@ -162,28 +144,6 @@ pub(super) struct Snapshot {
     /// `None` until the first full sync.
     pub(super) taken_at: Option<Instant>,
     pub(super) associations: HashMap<String, Arc<AssociationSummary>>,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) hits: AtomicU64,
-    pub(super) misses: AtomicU64,
-    pub(super) stale: AtomicU64,
-    pub(super) unconfirmed: AtomicU64,
-    pub(super) coalesced: AtomicU64,
-    pub(super) timeouts: AtomicU64,
-    pub(super) bypassed_negative: AtomicU64,
-    pub(super) list_calls: AtomicU64,
-    pub(super) describe_calls: AtomicU64,
-    pub(super) list_errors: AtomicU64,
-    pub(super) describe_errors: AtomicU64,
-    pub(super) syncs: AtomicU64,
-    pub(super) sync_failures: AtomicU64,
-    pub(super) last_sync_unix: AtomicU64,
-}
-
-pub(super) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The source's state, shared by its clones and the tasks of the calls they start.
@@ -257,34 +217,6 @@ impl EksSource {
 
     pub fn options(&self) -> &CacheOptions {
         &self.inner.opts
-    }
-
-    pub fn stats(&self) -> EksStats {
-        let i = &self.inner;
-        let c = &i.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let last = get(&c.last_sync_unix);
-        EksStats {
-            hits: get(&c.hits),
-            misses: get(&c.misses),
-            stale: get(&c.stale),
-            unconfirmed: get(&c.unconfirmed),
-            coalesced: get(&c.coalesced),
-            timeouts: get(&c.timeouts),
-            bypassed_negative: get(&c.bypassed_negative),
-            list_calls: get(&c.list_calls),
-            describe_calls: get(&c.describe_calls),
-            list_errors: get(&c.list_errors),
-            describe_errors: get(&c.describe_errors),
-            cache_entries: i.cache.entry_count(),
-            details_entries: i.details.entry_count(),
-            synced_associations: i.snapshot.load().associations.len() as u64,
-            syncs: get(&c.syncs),
-            sync_failures: get(&c.sync_failures),
-            last_sync_unix: (last > 0).then_some(last),
-            paused: i.pause.paused(),
-            ready: i.ready.load(Ordering::Acquire),
-        }
     }
 }
 
@@ -365,8 +297,16 @@ impl Inner {
                 bump(&self.counters.hits);
                 return Ok(None);
             }
-            // An expired "none" is never served while a refresh is possible: the association
-            // may have been created since, and a pod admitted on it gets no credentials.
+            // An expired "none", or the sync's mere absence, is never served while a refresh is
+            // possible: the association may have been created since, and a pod admitted on it
+            // gets no credentials.
+            let why = match entry.origin {
+                Origin::Sync => {
+                    bump(&self.counters.misses);
+                    "the last full sync did not list it"
+                }
+                Origin::Point => "the last answer is older than the negative TTL",
+            };
             let refreshed = if entry.may_refresh(now) {
                 self.wait_for(key, namespace, service_account).await
             } else {
@@ -375,7 +315,7 @@ impl Inner {
             return refreshed.map_err(|e| {
                 bump(&self.counters.unconfirmed);
                 unavailable(format!(
-                    "could not confirm that {namespace}/{service_account} has no association (the last answer is older than the negative TTL): {e}"
+                    "could not confirm that {namespace}/{service_account} has no association ({why}): {e}"
                 ))
             });
         }
@@ -404,19 +344,27 @@ impl Inner {
         }
     }
 
-    /// The newer of the point-lookup entry and the snapshot's answer.
+    /// The newer of the point-lookup entry and the snapshot's answer; when both say "none",
+    /// the point lookup's (a sync that also lacks the key does not need confirming again before
+    /// the point lookup's "none" expires: one call per unassociated ServiceAccount per
+    /// `negative_ttl`).
     fn known(&self, key: &str, cached: Option<Entry>) -> Option<Entry> {
         let snap = self.snapshot.load();
         let from_snapshot = snap.taken_at.map(|t| Entry {
             value: snap.associations.get(key).cloned(),
             fetched_at: t,
             retry_at: None,
+            origin: Origin::Sync,
         });
         match (cached, from_snapshot) {
-            (Some(c), Some(s)) if s.fetched_at > c.fetched_at => Some(Entry {
-                retry_at: c.retry_at,
-                ..s
-            }),
+            (Some(c), Some(s))
+                if s.fetched_at > c.fetched_at && (s.value.is_some() || c.value.is_some()) =>
+            {
+                Some(Entry {
+                    retry_at: c.retry_at,
+                    ..s
+                })
+            }
             (Some(c), _) => Some(c),
             (None, s) => s,
         }
@@ -565,6 +513,7 @@ impl Inner {
                     value: value.clone(),
                     fetched_at: started,
                     retry_at: None,
+                    origin: Origin::Point,
                 };
                 self.cache.insert(key.to_string(), entry).await;
             }
