@@ -227,6 +227,9 @@ fn decisions(settings: &Settings, policy: Policy, sources: Sources) -> (Mutator,
     if let Some(eks) = settings.eks_source() {
         mutator.failure_mode = eks.failure_mode;
     }
+    // Validating webhooks run after every mutating one: a created pod the mutation would still
+    // give credentials was missed (issue 28).
+    let validator = validator.with_missed_injection(&mutator);
     (mutator, validator)
 }
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
 use support::{
-    Capture, TlsClient, captures, decode_patch, fixtures_dir, run_binary as run, run_binary_env,
-    strings,
+    Capture, TlsClient, apply_answer, captures, decode_patch, fixtures_dir, run_binary as run,
+    run_binary_env, strings,
 };
 
 /// The config file both the webhook and `check` read (docs/contract.md §8).
@@ -104,14 +104,27 @@ fn write_objects(dir: &Path, fixtures: &[Capture]) -> Vec<PathBuf> {
 
 /// The capture as the creation of its object (a pod UPDATE is always allowed at admission,
 /// while `check` decides the object's creation).
-fn as_creation(capture: &Capture) -> Vec<u8> {
+fn as_creation(capture: &Capture) -> Value {
     let mut review = capture.review();
     review["request"]["operation"] = json!("CREATE");
     review["request"]
         .as_object_mut()
         .unwrap()
         .remove("oldObject");
-    serde_json::to_vec(&review).unwrap()
+    review
+}
+
+/// The webhook's `/validate` answer to a pod's creation as the API server asks it: after
+/// `/mutate` has patched the pod (issue 28: `/validate` denies a pod the mutation missed, and
+/// the captures were recorded without the mutating webhook; `check` runs both on the object).
+async fn validate_mutated(client: &mut TlsClient, capture: &Capture, mut review: Value) -> Value {
+    let body = serde_json::to_vec(&review).unwrap();
+    let mutate = client.review("/mutate?timeout=10s", body).await.unwrap();
+    let object = &review["request"]["object"];
+    review["request"]["object"] = apply_answer(object, &mutate.json());
+    let body = serde_json::to_vec(&review).unwrap();
+    let answer = client.review(&capture.path, body).await.unwrap();
+    answer.json()["response"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,16 +174,13 @@ async fn every_captured_object_gets_the_webhooks_verdict_and_patch() {
                 let at = format!("{mode} {identities:?} {}", capture.name);
                 let ours = report_for(&report, file);
                 let recorded = client.send(capture).await.unwrap().json()["response"].clone();
-                let is_pod_update = capture.review()["request"]["operation"] == "UPDATE"
-                    && capture.review()["request"]["kind"]["kind"] == "Pod";
+                let is_pod = capture.review()["request"]["kind"]["kind"] == "Pod";
+                let is_pod_update = is_pod && capture.review()["request"]["operation"] == "UPDATE";
                 let theirs = if is_pod_update {
                     assert_eq!(recorded["allowed"], true, "{at}: pod updates pass");
-                    client
-                        .review(&capture.path, as_creation(capture))
-                        .await
-                        .unwrap()
-                        .json()["response"]
-                        .clone()
+                    validate_mutated(&mut client, capture, as_creation(capture)).await
+                } else if is_pod {
+                    validate_mutated(&mut client, capture, capture.review()).await
                 } else {
                     // Workload and ServiceAccount updates are decided as their creation is.
                     recorded

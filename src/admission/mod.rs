@@ -7,6 +7,7 @@
 
 pub mod injection;
 pub mod mutate;
+pub mod plan;
 pub mod review;
 pub mod validate;
 
@@ -17,11 +18,11 @@ use arc_swap::ArcSwap;
 
 use crate::admission::injection::InjectionSettings;
 use crate::identity::eks_settings::FailureMode;
-use crate::identity::{Freshness, Identities, IdentityKind};
+use crate::identity::{Freshness, Identities};
 use crate::object::ObjectView;
 use crate::policy::Policy;
-use crate::policy::verdict::fit_warning;
 use mutate::Skip;
+use plan::{Plan, Rules};
 use review::{AdmissionRequest, AdmissionResponse, MAX_ANSWER_BYTES, Object, Operation};
 
 /// What a decision did, for logs and metrics (bounded set of values).
@@ -63,6 +64,9 @@ pub struct Decision {
     pub service_account: Option<String>,
     /// A short reason for the log line (why unchanged, what was denied).
     pub reason: &'static str,
+    /// `/validate` found a pod that lacks the credentials `/mutate` would give it (issue 28);
+    /// counted in `admission_missed_injection_total`.
+    pub missed_injection: bool,
 }
 
 impl Decision {
@@ -72,6 +76,7 @@ impl Decision {
             outcome,
             service_account: None,
             reason,
+            missed_injection: false,
         }
     }
 
@@ -192,54 +197,26 @@ impl Mutator {
             .identities
             .resolve_within(namespace, &sa, Freshness::Cached, budget)
             .await;
-
-        let Some(identity) = resolution.identity else {
-            if resolution.complete() {
-                return allow("no identity").with_service_account(sa);
-            }
-            // Could not tell: never block pod creation on our own outage (docs/contract.md §3: never deny
-            // because of a stale cache). The user is told credentials were not injected.
-            for e in &resolution.errors {
-                tracing::warn!(error = %e, namespace, service_account = %sa, "identity lookup failed; admitting unmutated");
-            }
-            let warning = format!(
-                "AWS credentials not injected: identity lookup for {namespace}/{sa} failed; recreate the pod later"
-            );
-            return Decision::new(
-                AdmissionResponse::allow(uid).with_warnings(vec![warning]),
-                Outcome::Unchanged,
-                "identity lookup failed",
-            )
-            .with_service_account(sa);
+        let policy = self.policy.load();
+        let rules = Rules {
+            policy: &policy,
+            failure_mode: self.failure_mode,
+            settings: &settings,
         };
-        if !resolution.errors.is_empty() && self.failure_mode == FailureMode::AdmitUnmutated {
-            let warning = format!(
-                "AWS credentials not injected: identity sources for {namespace}/{sa} are unavailable"
-            );
-            return Decision::new(
-                AdmissionResponse::allow(uid).with_warnings(vec![warning]),
-                Outcome::Unchanged,
-                "identity lookup failed",
-            )
-            .with_service_account(sa);
-        }
-        if let IdentityKind::Irsa { role_arn } = &identity.kind
-            && !self
-                .policy
-                .load()
-                .allows_irsa_role(namespace, &sa, role_arn)
-        {
-            let warning = format!(
-                "AWS credentials not injected: the IRSA role of ServiceAccount {sa} is not an allowed role for namespace {namespace}"
-            );
-            return Decision::new(
-                AdmissionResponse::allow(uid).with_warnings(vec![fit_warning(warning)]),
-                Outcome::Unchanged,
-                "role not allowed",
-            )
-            .with_service_account(sa);
-        }
-        let mut mutation = mutate::mutate_pod(pod, &identity, &settings);
+        let mut mutation = match plan::plan(pod, namespace, &sa, &resolution, rules) {
+            Plan::Inject { mutation, .. } => mutation,
+            Plan::Unchanged { reason, warning } => {
+                if resolution.identity.is_none() {
+                    for e in &resolution.errors {
+                        tracing::warn!(error = %e, namespace, service_account = %sa, "identity lookup failed; admitting unmutated");
+                    }
+                }
+                let response =
+                    AdmissionResponse::allow(uid).with_warnings(warning.into_iter().collect());
+                return Decision::new(response, Outcome::Unchanged, reason)
+                    .with_service_account(sa);
+            }
+        };
         let outcome = if mutation.patch.is_empty() {
             Outcome::Unchanged
         } else {

@@ -169,6 +169,22 @@ pub struct PodMetadata {
     pub labels: PodIdentityLabel,
 }
 
+impl Mutation<'_> {
+    /// Whether the patch gives some container the identity's credentials (the
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` or `AWS_ROLE_ARN` pair), not just the region, STS or
+    /// mount extras: a pod whose containers set their own credential variables gets none.
+    pub fn injects_credentials(&self) -> bool {
+        fn credential(item: &Item<'_>) -> bool {
+            match item {
+                Item::Env(e) => e.name == ENV_FULL_URI || e.name == ENV_ROLE_ARN,
+                Item::List(items) => items.iter().any(credential),
+                _ => false,
+            }
+        }
+        self.patch.0.iter().any(|op| credential(&op.value))
+    }
+}
+
 impl Patch<'_> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -1,6 +1,7 @@
 //! The validating webhook (docs/contract.md §3). Policy decisions live in [`crate::policy`]; this is the
 //! admission-side entry point: it does the bounded lookups (namespace labels, identities) and
-//! turns the verdict into a response.
+//! turns the verdict into a response. In the webhook it also re-runs the mutation's decision on
+//! each created pod, to catch one `/mutate` missed (issue 28, [`Validator::with_missed_injection`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
+use super::injection::InjectionSettings;
+use super::plan::{Rules, plan};
 use super::review::{AdmissionRequest, AdmissionResponse, Object, Operation};
-use super::{Decision, Outcome};
-use crate::identity::IdentityKind;
-use crate::identity::{Freshness, Identities, Resolution};
+use super::{Decision, Mutator, Outcome};
+use crate::identity::eks_settings::FailureMode;
+use crate::identity::{Freshness, Identities, IdentityKind, Resolution, ResolvedIdentity};
 use crate::namespaces::NamespaceStore;
 use crate::object::{Kind, ObjectView};
-use crate::policy::{IdentityCheck, Policy, PolicyMode, Scope, Verdict};
+use crate::policy::{IdentityCheck, MissedIdentity, Policy, PolicyMode, Scope, Verdict};
 
 /// The validating webhook.
 pub struct Validator {
@@ -23,6 +26,14 @@ pub struct Validator {
     policy: Arc<ArcSwap<Policy>>,
     identities: Identities,
     namespaces: Option<Arc<dyn NamespaceStore>>,
+    /// The mutation's settings, when created pods are checked for a missed injection.
+    missed: Option<MissedCheck>,
+}
+
+/// What `/validate` needs to run `/mutate`'s decision again: the mutator's live settings.
+struct MissedCheck {
+    injection: Arc<ArcSwap<InjectionSettings>>,
+    failure_mode: FailureMode,
 }
 
 impl Default for Validator {
@@ -40,7 +51,20 @@ impl Validator {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             identities,
             namespaces: None,
+            missed: None,
         }
+    }
+
+    /// Checks each created pod for credentials `mutator` would still inject (issue 28): the
+    /// webhook's `/validate` does; `check` and `audit`, which run `/validate` on objects that
+    /// have not been through `/mutate`, do not (they report such pods as `mutated` and
+    /// `needs-restart`).
+    pub fn with_missed_injection(mut self, mutator: &Mutator) -> Self {
+        self.missed = Some(MissedCheck {
+            injection: mutator.injection.clone(),
+            failure_mode: mutator.failure_mode,
+        });
+        self
     }
 
     /// Namespace labels (without them only the configured modes apply).
@@ -251,10 +275,10 @@ impl Validator {
             Some(n) => n.to_string(),
             None => object.metadata.display_name(),
         };
-        let identity = self
+        let (identity, resolution) = self
             .check_identity(policy, namespace, &sa, mode, deadline)
             .await;
-        let verdict = policy.workload_verdict(
+        let mut verdict = policy.workload_verdict(
             mode,
             kind,
             namespace,
@@ -264,12 +288,41 @@ impl Validator {
             self.identities.annotation_prefix(),
             scope,
         );
-        let reason = match identity {
+        let mut reason = match identity {
             IdentityCheck::Association | IdentityCheck::Irsa { .. } => "identity found",
             IdentityCheck::Missing { .. } => "no identity",
             IdentityCheck::Unavailable { .. } => "identity sources unavailable",
         };
-        respond(uid, verdict, reason).with_service_account(sa)
+        // Pod updates were let through above: only a created pod can have been missed.
+        let missed = match (&self.missed, kind, scope) {
+            (Some(check), Kind::Pod, Scope::Pod) => {
+                let settings = check.injection.load();
+                let rules = Rules {
+                    policy,
+                    failure_mode: check.failure_mode,
+                    settings: &settings,
+                };
+                plan(object, namespace, &sa, &resolution, rules)
+                    .missed(object, &settings)
+                    .map(|identity| missed_identity(identity))
+                    .map(|what| policy.missed_injection_verdict(mode, namespace, &name, &sa, what))
+            }
+            _ => None,
+        };
+        let missed_injection = missed.is_some();
+        if let Some(missed) = missed {
+            tracing::warn!(
+                namespace,
+                pod = name,
+                service_account = sa,
+                "pod lacks the credentials the mutation would inject: the mutating webhook did not run or did not see it"
+            );
+            verdict = verdict.and(missed);
+            reason = "missed injection";
+        }
+        let mut decision = respond(uid, verdict, reason).with_service_account(sa);
+        decision.missed_injection = missed_injection;
+        decision
     }
 
     /// Resolves the ServiceAccount's identity within the deadline. Before a denial (enforce)
@@ -282,7 +335,7 @@ impl Validator {
         sa: &str,
         mode: PolicyMode,
         deadline: Instant,
-    ) -> IdentityCheck {
+    ) -> (IdentityCheck, Resolution) {
         let settled = |check: &IdentityCheck| match check {
             IdentityCheck::Association => true,
             IdentityCheck::Irsa { role_arn } => policy.allows_irsa_role(namespace, sa, role_arn),
@@ -312,7 +365,7 @@ impl Validator {
                 tracing::warn!(error = %e, namespace, service_account = sa, "identity check could not be done");
             }
         }
-        check
+        (check, last)
     }
 
     async fn resolve_by(
@@ -335,6 +388,16 @@ struct Target<'a> {
     namespace: &'a str,
     kind: Kind,
     scope: Scope,
+}
+
+/// The identity a missed pod should carry, as the policy's message names it.
+fn missed_identity(identity: &ResolvedIdentity) -> MissedIdentity<'_> {
+    match &identity.kind {
+        IdentityKind::PodIdentity(summary) => MissedIdentity::Association {
+            id: summary.association_id.as_deref(),
+        },
+        IdentityKind::Irsa { role_arn } => MissedIdentity::Irsa { role_arn },
+    }
 }
 
 /// What a resolution says, for the policy.

@@ -4,6 +4,7 @@
 //! lookups (identities, namespace labels) and hands the answers in. Glob matchers are compiled
 //! once, when the settings are loaded.
 
+pub mod missed;
 pub mod settings;
 pub mod static_keys;
 pub mod verdict;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
+pub use missed::MissedIdentity;
 pub use settings::{FailurePolicy, InvalidPolicy, NamespaceRule, PolicyMode, PolicySettings};
 pub use static_keys::StaticCredential;
 pub use verdict::{IdentityCheck, Scope, Verdict};

@@ -1,5 +1,6 @@
 //! The admission routes' metrics: reviews answered (by endpoint, kind, operation, outcome), how
-//! long they took, and requests refused before a decision.
+//! long they took, requests refused before a decision, and pods `/validate` found the mutation
+//! had missed.
 
 use std::time::Duration;
 
@@ -20,6 +21,12 @@ struct AdmissionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// What `/validate` did with the pod: denied (enforce) or warned (warn).
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +53,7 @@ pub struct AdmissionMetrics {
     admissions: Family<AdmissionLabels, Counter>,
     duration: Family<EndpointLabels, Histogram>,
     rejected: Family<RejectLabels, Counter>,
+    missed_injection: Family<OutcomeLabels, Counter>,
 }
 
 impl AdmissionMetrics {
@@ -54,6 +62,7 @@ impl AdmissionMetrics {
             admissions: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             rejected: Family::default(),
+            missed_injection: Family::default(),
         };
         registry.register(
             "admissions",
@@ -70,7 +79,18 @@ impl AdmissionMetrics {
             "Requests that were not an AdmissionReview (answered 400, 413 or 415)",
             metrics.rejected.clone(),
         );
+        registry.register(
+            "admission_missed_injection",
+            "Created pods /validate found without the credentials /mutate would inject (the mutating webhook did not run or did not see them), by outcome",
+            metrics.missed_injection.clone(),
+        );
         metrics
+    }
+
+    pub fn record_missed_injection(&self, outcome: &'static str) {
+        self.missed_injection
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn record_admission(

@@ -230,6 +230,10 @@ async fn answer(
         decision.outcome.as_str(),
         elapsed,
     );
+    if decision.missed_injection {
+        app.metrics
+            .record_missed_injection(decision.outcome.as_str());
+    }
     log_decision(name, req, &decision, elapsed);
     (
         StatusCode::OK,
