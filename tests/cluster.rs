@@ -7,6 +7,8 @@
 //! unless `POD_IDENTITY_CLUSTER_TESTS=require` (set by `.ci/run`), which makes it fail instead.
 //! One case alone: `cargo test --test cluster -- NAME`.
 
+#[path = "cluster/missed.rs"]
+mod missed;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -72,6 +74,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "enforce_namespace_refuses_a_pod_without_identity_naming_the_fix",
         enforce_namespace_refuses_a_pod_without_identity_naming_the_fix,
+    ),
+    (
+        "a_pod_the_mutating_webhook_missed_is_refused_in_an_enforce_namespace",
+        missed::a_pod_the_mutating_webhook_missed_is_refused_in_an_enforce_namespace,
     ),
     (
         "service_account_created_a_moment_before_its_pod_is_used",
