@@ -28,6 +28,7 @@ pub mod namespaces;
 pub mod object;
 pub mod policy;
 pub mod reload;
+pub mod serde_errors;
 pub mod server;
 pub mod settings;
 pub mod startup;

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::files::{self, ReadError};
 use crate::identity::{Association, role_arn};
+use crate::serde_errors::{self, Keys, Problem, Step, YamlError};
 
 /// The default cap on the file's size: about 15,000 associations.
 pub const DEFAULT_MAX_BYTES: u64 = 4 << 20;
@@ -53,33 +53,36 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
             explicitly_empty: false,
         });
     }
-    let (list, explicitly_empty) = match serde_yaml_ng::from_str::<Wrapped>(text) {
+    let (list, explicitly_empty, bare) = match serde_errors::from_yaml::<Wrapped>(text) {
         Ok(Wrapped {
             associations: Some(l),
         }) => {
             let explicit = l.is_empty();
-            (l, explicit)
+            (l, explicit, false)
         }
-        Ok(Wrapped { associations: None }) => (Vec::new(), false),
+        Ok(Wrapped { associations: None }) => (Vec::new(), false, false),
         // A bare list is accepted too; its errors are the ones to show when the file is one,
         // and a syntax error is shown before any type error.
-        Err(wrapped_err) => match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        Err(wrapped_err) => match serde_errors::from_yaml::<serde_yaml_ng::Value>(text) {
             Ok(serde_yaml_ng::Value::Sequence(_)) => {
-                match serde_yaml_ng::from_str::<Vec<Association>>(text) {
-                    Ok(l) => (l, false),
-                    Err(e) => return Err(invalid(describe_yaml_error(&e))),
+                match serde_errors::from_yaml::<Vec<Association>>(text) {
+                    Ok(l) => (l, false, true),
+                    Err(e) => return Err(invalid(describe(&e))),
                 }
             }
             // The typed parse stops at the top-level type before the syntax error further on.
-            Err(syntax) if wrapped_err.to_string().starts_with("invalid type: ") => {
-                return Err(invalid(describe_yaml_error(&syntax)));
+            Err(syntax) if is_top_level_type(&wrapped_err) => {
+                return Err(invalid(describe(&syntax)));
             }
-            _ => return Err(invalid(describe_yaml_error(&wrapped_err))),
+            _ => return Err(invalid(describe(&wrapped_err))),
         },
     };
-    let at = |i: usize| match entry_location(text, i) {
-        Some((line, column)) => format!("line {line} column {column}: associations[{i}]"),
-        None => format!("associations[{i}]"),
+    let at = |i: usize| {
+        let steps = [Step::Key("associations"), Step::Index(i)];
+        match serde_errors::locate(text, if bare { &steps[1..] } else { &steps }) {
+            Some(l) => format!("{l}: associations[{i}]"),
+            None => format!("associations[{i}]"),
+        }
     };
     for (i, a) in list.iter().enumerate() {
         check(a).map_err(|m| invalid(format!("{}{m}", at(i))))?;
@@ -140,180 +143,26 @@ fn check(a: &Association) -> Result<(), String> {
     Ok(())
 }
 
-/// A YAML/JSON error as line, column and what was wrong, without any of the file's content:
-/// values, unknown keys and tags are left out; only the names of our own fields remain.
-fn describe_yaml_error(e: &serde_yaml_ng::Error) -> String {
-    let mut message = e.to_string();
-    // serde_yaml appends positions itself (not always); ours come first, once.
-    while let Some(i) = message.find(" at line ") {
-        let rest = &message[i + " at line ".len()..];
-        let skip = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == ' ' || "column".contains(c)))
-            .unwrap_or(rest.len());
-        message.replace_range(i..i + " at line ".len() + skip, "");
+/// A YAML/JSON error as line, column, our own field names and what was wrong, without any of
+/// the file's content (keys not ours are not named: the file may be a secret in disguise).
+fn describe(e: &YamlError) -> String {
+    let mut d = e.describe(Keys::Hidden);
+    // A bare list's paths start at the list (`[0]`).
+    if let Some(p) = d.path.as_mut().filter(|p| p.starts_with('[')) {
+        p.insert_str(0, "associations");
     }
-    // A path to the value (`associations[0].roleArn: `) is made of our field names and indices.
-    let (field_path, detail) = match message.split_once(": ") {
-        Some((p, d))
-            if !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"[]._".contains(&b)) =>
-        {
-            // A bare list's paths start at the list (`.[0]`).
-            let p = match p.strip_prefix('.') {
-                Some(rest) => format!("associations{rest}"),
-                None => p.to_string(),
-            };
-            (Some(p), d.to_string())
-        }
-        _ => (None, message.clone()),
-    };
-    let detail = redact(&detail, field_path.is_none());
-    let position = match e.location() {
-        Some(l) => format!("line {} column {}: ", l.line(), l.column()),
-        None => String::new(),
-    };
-    match field_path {
-        Some(p) => format!("{position}{p}: {detail}"),
-        None => format!("{position}{detail}"),
+    if let (None, Problem::InvalidType { found, .. }) = (&d.path, &d.problem) {
+        d.problem = Problem::Other(format!(
+            "the file is a {found}; expected `associations:` followed by a list of associations (or the list alone)"
+        ));
     }
+    d.to_string()
 }
 
-/// The value kinds serde names in "invalid type/value" messages.
-const KINDS: &[&str] = &[
-    "string",
-    "integer",
-    "floating point",
-    "boolean",
-    "map",
-    "sequence",
-    "unit value",
-    "unit",
-    "null",
-    "character",
-    "byte array",
-    "option",
-    "newtype struct",
-    "enum",
-    "unit variant",
-    "newtype variant",
-    "tuple variant",
-    "struct variant",
-];
-
-fn redact(detail: &str, top_level: bool) -> String {
-    // The `expected ...` part comes from our types (no `, expected` inside them), so the last
-    // one is ours even when a quoted value contains the same words.
-    let expected = detail
-        .rfind(", expected ")
-        .map(|i| &detail[i + 2..])
-        .filter(|e| !e.contains(['"', '\'']));
-    if let Some(rest) = detail.strip_prefix("unknown field ") {
-        let tail = match (expected, rest.contains(", there are no fields")) {
-            (Some(e), _) => format!(", {e}"),
-            (None, true) => ", there are no fields".into(),
-            _ => String::new(),
-        };
-        return format!("unknown key (not shown){tail}");
-    }
-    for (prefix, what) in [
-        ("invalid type: ", "invalid type"),
-        ("invalid value: ", "invalid value"),
-    ] {
-        if let Some(rest) = detail.strip_prefix(prefix) {
-            let kind = KINDS
-                .iter()
-                .find(|k| rest.starts_with(*k))
-                .copied()
-                .unwrap_or("value");
-            if top_level && what == "invalid type" {
-                return format!(
-                    "the file is a {kind}; expected `associations:` followed by a list of associations (or the list alone)"
-                );
-            }
-            let tail = expected.map(|e| format!(", {e}")).unwrap_or_default();
-            return format!("{what}: {kind} (value not shown){tail}");
-        }
-    }
-    // `missing field`, `duplicate field` and `invalid length` name only our own fields and
-    // numbers; YAML syntax errors describe syntax. Anything quoted is cut off all the same.
-    match detail.find(['`', '"', '\'']) {
-        Some(i)
-            if !(detail.starts_with("missing field `")
-                || detail.starts_with("duplicate field `")) =>
-        {
-            format!("{} (rest not shown)", detail[..i].trim_end())
-        }
-        _ => detail.to_string(),
-    }
-}
-
-/// Where `associations[index]` starts (1-based line and column), found by walking the
-/// document again and stopping at that entry: serde_yaml_ng puts the position of the node
-/// that failed into its error. Only called on the error path.
-fn entry_location(text: &str, index: usize) -> Option<(usize, usize)> {
-    struct Stop;
-    impl<'de> Visitor<'de> for Stop {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("the entry being located")
-        }
-        // Every visit_* keeps its default: an error carrying this node's position.
-    }
-    impl<'de> DeserializeSeed<'de> for Stop {
-        type Value = ();
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(Stop)
-        }
-    }
-    struct List(usize);
-    impl<'de> Visitor<'de> for List {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list of associations")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            for _ in 0..self.0 {
-                seq.next_element::<IgnoredAny>()?;
-            }
-            seq.next_element_seed(Stop)?;
-            Err(de::Error::custom("entry not found"))
-        }
-    }
-    impl<'de> DeserializeSeed<'de> for List {
-        type Value = ();
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-    struct Document(usize);
-    impl<'de> Visitor<'de> for Document {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an associations document")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<String>()? {
-                if key == "associations" {
-                    return map.next_value_seed(List(self.0));
-                }
-                map.next_value::<IgnoredAny>()?;
-            }
-            Err(de::Error::custom("entry not found"))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-            List(self.0).visit_seq(seq)
-        }
-    }
-    impl<'de> de::Deserialize<'de> for Document {
-        fn deserialize<D: de::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-            unreachable!("only used as a seed")
-        }
-    }
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let err = de::Deserializer::deserialize_any(de, Document(index)).err()?;
-    let l = err.location()?;
-    Some((l.line(), l.column()))
+/// The document itself is of the wrong type (a string, a number): said before any syntax error.
+fn is_top_level_type(e: &YamlError) -> bool {
+    let d = e.describe(Keys::Hidden);
+    d.path.is_none() && matches!(d.problem, Problem::InvalidType { .. })
 }
 
 /// Reads and checks an associations file of at most `max_bytes`.
