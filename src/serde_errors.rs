@@ -34,6 +34,8 @@ impl From<serde_yaml_ng::Location> for Location {
 
 /// Whether a key the file has and our types do not may be named: yes in `--config` (a typo is
 /// worth showing), no in a file that may be a secret in disguise (its keys are its content).
+/// With `Hidden`, the path names only keys the types accepted: types of structs and lists, not
+/// maps keyed by the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keys {
     Named,
@@ -59,8 +61,8 @@ pub enum Problem {
         found: String,
         expected: Option<String>,
     },
-    /// Anything else: missing or duplicate fields (our names), lengths (numbers), syntax (the
-    /// parser's words), cut at the first quote all the same.
+    /// Anything else, in words safe to show: missing or duplicate fields (our names), the
+    /// parser's own messages, or any other text cut at its first quote.
     Other(String),
 }
 
@@ -127,11 +129,16 @@ pub struct YamlError {
 
 /// `T` from a YAML (or JSON) document, tracking the path to the field that fails.
 pub fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
-    serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
-        YamlError {
-            path: e.path().clone(),
-            error: e.into_inner(),
-        }
+    from_yaml_document(serde_yaml_ng::Deserializer::from_str(text))
+}
+
+/// `T` from one document of a YAML stream, tracking the path to the field that fails.
+pub fn from_yaml_document<'de, T: de::Deserialize<'de>>(
+    document: serde_yaml_ng::Deserializer<'de>,
+) -> Result<T, YamlError> {
+    serde_path_to_error::deserialize(document).map_err(|e| YamlError {
+        path: e.path().clone(),
+        error: e.into_inner(),
     })
 }
 
@@ -142,8 +149,15 @@ impl YamlError {
 
     /// The error as location, path and problem.
     pub fn describe(&self, keys: Keys) -> Described {
-        let segments: Vec<&Segment> = self.path.iter().collect();
         let text = self.error.to_string();
+        if is_parser_error(&self.error) {
+            return Described {
+                location: self.location(),
+                path: None,
+                problem: Problem::Other(without_positions(&text)),
+            };
+        }
+        let segments: Vec<&Segment> = self.path.iter().collect();
         // serde_yaml_ng writes the path before the messages of serde and of our types (not
         // before the parser's, whose errors come mid-document too), at the map's path for an
         // unknown key, which `serde_path_to_error` has read already. The path is shown when it
@@ -171,6 +185,15 @@ impl YamlError {
             problem,
         }
     }
+}
+
+/// libyaml's messages are its own static strings (`did not find expected ',' or ']'`), never
+/// the file's, and are shown whole. serde_yaml_ng has no accessor for the kind of error; its
+/// `Debug` form is the one thing that tells them apart (`Error { kind: SCANNER, .. }` against
+/// `Error("message", ..)`). Should that form change, they are cut like any other text: safe
+/// either way.
+fn is_parser_error(e: &serde_yaml_ng::Error) -> bool {
+    format!("{e:?}").starts_with("Error { ")
 }
 
 /// A JSON parse error's problem; its position is `line()` and `column()`.
@@ -431,7 +454,7 @@ mod tests {
             (
                 "items: [{name: a}, {name: b}\n",
                 Keys::Hidden,
-                "line 2 column 1: did not find expected (rest not shown)",
+                "line 2 column 1: did not find expected ',' or ']', while parsing a flow sequence",
             ),
         ] {
             assert_eq!(described::<Doc>(text, keys), message, "{text:?}");

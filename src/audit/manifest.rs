@@ -6,8 +6,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::serde_errors::{self, Described, Keys};
 
 /// Largest manifest file (or stdin) read, in bytes. Helm charts and kustomize builds of whole
 /// clusters stay well below it; anything larger is refused rather than read into memory.
@@ -337,16 +338,22 @@ fn yaml_documents(name: &str, text: &str) -> Vec<Document> {
     let mut docs = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
-        match Value::deserialize(de) {
+        match serde_errors::from_yaml_document::<Value>(de) {
             Ok(value) => docs.push(Ok((document, value))),
             Err(e) => {
-                let location = e.location();
+                let described = e.describe(Keys::Named);
+                let location = described.location;
                 docs.push(Err(ManifestError::Parse {
                     file: name.to_string(),
                     document,
-                    line: location.as_ref().map(|l| l.line()),
-                    column: location.as_ref().map(|l| l.column()),
-                    message: without_location(&e),
+                    line: location.map(|l| l.line),
+                    column: location.map(|l| l.column),
+                    // The location is reported apart.
+                    message: Described {
+                        location: None,
+                        ..described
+                    }
+                    .to_string(),
                 }));
                 // After a syntax error the YAML stream cannot be resynchronised: the parser
                 // would report the same error for every further document.
@@ -358,16 +365,6 @@ fn yaml_documents(name: &str, text: &str) -> Vec<Document> {
         }
     }
     docs
-}
-
-/// A YAML or JSON error without its own ` at line L column C` (the location is reported
-/// apart).
-fn without_location(e: &impl std::fmt::Display) -> String {
-    let text = e.to_string();
-    match text.find(" at line ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
 }
 
 fn json_documents(name: &str, text: &str) -> Vec<Document> {
@@ -383,7 +380,7 @@ fn json_documents(name: &str, text: &str) -> Vec<Document> {
                     document,
                     line: Some(e.line()),
                     column: Some(e.column()),
-                    message: without_location(&e),
+                    message: serde_errors::json_problem(&e).to_string(),
                 }));
                 break;
             }

@@ -22,6 +22,8 @@ use std::time::Duration;
 use clap::{ArgAction, ArgMatches, Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
+use crate::serde_errors::{self, Keys};
+
 pub use crate::admission::injection::InjectionSettings;
 pub use crate::identity::eks_settings::{EksSettings, FailureMode};
 pub use crate::policy::{FailurePolicy, NamespaceRule, PolicyMode, PolicySettings};
@@ -36,7 +38,11 @@ pub enum SettingsError {
     #[error("cannot read config file {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        path: PathBuf,
+        // Boxed: it is far larger than the other variants.
+        message: Box<serde_errors::Described>,
+    },
     #[error("invalid setting {key}: {message}")]
     Invalid { key: &'static str, message: String },
     #[error("flags: {0}")]
@@ -421,9 +427,11 @@ impl Settings {
         let mut settings = if text.trim().is_empty() {
             Self::default()
         } else {
-            serde_yaml_ng::from_str::<Self>(text).map_err(|e| SettingsError::Parse {
+            // Keys are named (a typo is worth showing), values are not (the file may be a
+            // secret behind a symlink).
+            serde_errors::from_yaml::<Self>(text).map_err(|e| SettingsError::Parse {
                 path: path.unwrap_or(Path::new("<config>")).to_owned(),
-                message: validate::without_quoted_values(&e.to_string()),
+                message: Box::new(e.describe(Keys::Named)),
             })?
         };
         flags.apply(&mut settings)?;

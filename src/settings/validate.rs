@@ -363,26 +363,3 @@ fn is_dns_label(v: &str) -> bool {
         && !v.starts_with('-')
         && !v.ends_with('-')
 }
-
-/// A YAML error without the values it quotes: a file that is really another file (a symlink to
-/// a secrets file) must not have its content copied into the log. Key names stay (they are
-/// written in backticks), and so does the position.
-pub(super) fn without_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quoted = false;
-    for c in message.chars() {
-        match c {
-            '"' if quoted => {
-                quoted = false;
-                out.push_str("…\"");
-            }
-            '"' => {
-                quoted = true;
-                out.push('"');
-            }
-            _ if quoted => {}
-            _ => out.push(c),
-        }
-    }
-    out
-}
