@@ -28,7 +28,8 @@ fn setup_link_is_idempotent_inside_a_network_namespace() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
+    let mut inner = Command::new("unshare");
+    inner
         .arg("-rn")
         .arg(&exe)
         .args([
@@ -37,9 +38,8 @@ fn setup_link_is_idempotent_inside_a_network_namespace() {
             "--ignored",
             "--nocapture",
         ])
-        .env(INSIDE, "1")
-        .output()
-        .unwrap();
+        .env(INSIDE, "1");
+    let out = output_within(inner, std::time::Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -56,10 +56,9 @@ fn setup_link_is_idempotent_inside_a_network_namespace() {
     let script = format!(
         "{bin} agent setup-link --log-format json && {bin} agent setup-link --log-format json"
     );
-    let out = Command::new("unshare")
-        .args(["-rn", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let mut twice = Command::new("unshare");
+    twice.args(["-rn", "sh", "-c", &script]);
+    let out = output_within(twice, std::time::Duration::from_secs(60));
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{logs}");
     let lines: Vec<serde_json::Value> = logs
@@ -80,6 +79,49 @@ fn setup_link_is_idempotent_inside_a_network_namespace() {
         text.contains("existing"),
         "the second run found the link: {logs}"
     );
+}
+
+/// Runs `cmd` to its end, killed and failed after `limit`: a hang is a failure with what the child
+/// printed, never a suite that never ends.
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let stdout = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}:\n{}\n{}",
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 #[test]

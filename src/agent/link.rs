@@ -72,6 +72,10 @@ pub enum LinkError {
         "{what}: {message} (the agent's init container needs the NET_ADMIN capability and hostNetwork)"
     )]
     Netlink { what: String, message: String },
+    #[error(
+        "the kernel did not answer the link set-up within {0:?}; run `agent setup-link` again, and check the node's netlink (ip link) if it keeps failing"
+    )]
+    TimedOut(std::time::Duration),
 }
 
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
@@ -128,11 +132,18 @@ async fn addresses(handle: &Handle, index: u32) -> Result<Vec<IpAddr>, LinkError
     Ok(found)
 }
 
-/// Creates the link if needed, brings it up, and adds the addresses it lacks.
+/// Longest the whole set-up may take: an init container that hangs on a netlink answer that never
+/// comes would hold the agent's pod (and every pod of the node waiting for credentials) forever.
+pub const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Creates the link if needed, brings it up, and adds the addresses it lacks, within
+/// [`SETUP_TIMEOUT`].
 pub async fn setup(plan: &LinkPlan) -> Result<LinkReport, LinkError> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(LinkError::Socket)?;
     let conn_task = tokio::spawn(connection);
-    let result = setup_with(&handle, plan).await;
+    let result = tokio::time::timeout(SETUP_TIMEOUT, setup_with(&handle, plan))
+        .await
+        .unwrap_or(Err(LinkError::TimedOut(SETUP_TIMEOUT)));
     conn_task.abort();
     result
 }
