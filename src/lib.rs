@@ -19,6 +19,7 @@ pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod clock;
+pub mod controller;
 pub mod files;
 pub mod identity;
 pub mod kubernetes;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
-use crate::audit::background::{AuditMetrics, WebhookWatches};
+use crate::controller::audit::ClusterWatches;
 use crate::identity::file::FileReloader;
 use crate::identity::kube::{KubeServiceAccounts, StoreSettings};
 use crate::identity::sources::{Opened, SourceSettings};
@@ -45,6 +45,11 @@ pub enum StartError {
     /// A bound listener without an address (the message quotes the cause, not chained).
     #[error("{0}")]
     LocalAddr(std::io::Error),
+    /// `--audit-interval` / `server.auditInterval`: the audit left the admission process.
+    #[error(
+        "--audit-interval (server.auditInterval) is no longer a setting of `serve`: the background audit runs in the `controller` command now (its own Deployment, manifests/components/controller; docs/controller.md), so that it cannot take admission down; remove the setting here and run `pod-identity-webhook controller --audit-interval D`"
+    )]
+    AuditMoved,
 }
 
 /// A running webhook: its addresses, state and the handle to stop it.
@@ -122,6 +127,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
 /// [`start`], with `extras` added to what `settings` configure.
 pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, StartError> {
+    if settings.server.audit_interval.is_some() {
+        return Err(StartError::AuditMoved);
+    }
     tls::install_default_provider();
     let mut work = Work::default();
     let mut registry = new_registry();
@@ -140,7 +148,6 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     }
 
     let mut sources = identity_sources(&settings, extras, &mut registry, &mut work).await?;
-    let audit = background_audit(&settings, sources.watches.take(), &mut registry);
     if let Some(reloader) = sources.file_reloader.take() {
         reload_metrics.record_loaded("associations");
         work.reload(
@@ -170,16 +177,6 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
         );
     }
     app.health.set_certs_loaded();
-    if let Some((watches, metrics, interval)) = audit {
-        let audit = crate::audit::background::run(
-            watches,
-            app.clone(),
-            metrics,
-            interval,
-            work.stop.clone(),
-        );
-        work.tasks.spawn(audit);
-    }
 
     let (https_addr, admin_addr) =
         listen(&settings, &app, &certificate.resolver, limits, &mut work).await?;
@@ -198,16 +195,21 @@ pub async fn start_with(settings: Settings, extras: Extras) -> Result<Running, S
     })
 }
 
-/// What runs until the webhook stops: the tasks, and the token that stops them.
+/// What runs until the webhook (or the controller) stops: the tasks, and the token that stops
+/// them.
 #[derive(Default)]
-struct Work {
-    stop: CancellationToken,
-    tasks: JoinSet<()>,
+pub(crate) struct Work {
+    pub(crate) stop: CancellationToken,
+    pub(crate) tasks: JoinSet<()>,
 }
 
 impl Work {
     /// Runs `reloader` every `server.reloadInterval` until the stop.
-    fn reload(&mut self, settings: &Settings, reloader: impl reload::Reloadable + 'static) {
+    pub(crate) fn reload(
+        &mut self,
+        settings: &Settings,
+        reloader: impl reload::Reloadable + 'static,
+    ) {
         self.tasks.spawn(reload::run(
             reloader,
             settings.server.reload_interval,
@@ -217,7 +219,11 @@ impl Work {
 }
 
 /// The mutating and validating decisions on `policy` and the identities of `sources`.
-fn decisions(settings: &Settings, policy: Policy, sources: Sources) -> (Mutator, Validator) {
+pub(crate) fn decisions(
+    settings: &Settings,
+    policy: Policy,
+    sources: Sources,
+) -> (Mutator, Validator) {
     let mut validator = Validator::new(policy, sources.identities.clone());
     if let Some(store) = sources.namespaces {
         validator = validator.with_namespaces(store);
@@ -336,17 +342,17 @@ fn serving_certificate(source: &TlsSource) -> Result<Certificate, StartError> {
 }
 
 /// Where identities and namespace labels come from.
-struct Sources {
+pub(crate) struct Sources {
     identities: Identities,
-    file_reloader: Option<FileReloader>,
+    pub(crate) file_reloader: Option<FileReloader>,
     namespaces: Option<Arc<dyn NamespaceStore>>,
-    /// The Kubernetes watches started, for the background audit to read.
-    watches: Option<WebhookWatches>,
+    /// The Kubernetes watches started, for the controller's audit to read.
+    pub(crate) watches: Option<ClusterWatches>,
 }
 
 /// The identity sources `settings` configure, after `extras`' (earlier sources win); starts the
 /// EKS sync and the Kubernetes watches as tasks of `work`.
-async fn identity_sources(
+pub(crate) async fn identity_sources(
     settings: &Settings,
     extras: Extras,
     registry: &mut Registry,
@@ -391,7 +397,7 @@ async fn identity_sources(
 async fn kubernetes_watches(
     settings: &Settings,
     stop: &CancellationToken,
-) -> Result<Option<WebhookWatches>, StartError> {
+) -> Result<Option<ClusterWatches>, StartError> {
     let prefix = &settings.injection.annotation_prefix;
     match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
         ClusterAccess::Client(client, from) => {
@@ -406,7 +412,7 @@ async fn kubernetes_watches(
                 store_settings.ready_timeout,
                 stop.clone(),
             );
-            Ok(Some(WebhookWatches {
+            Ok(Some(ClusterWatches {
                 client,
                 service_accounts,
                 namespaces,
@@ -477,19 +483,7 @@ async fn listen(
     let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(StartError::LocalAddr);
     let addrs = (local(&https)?, local(&admin)?);
     let c = &settings.server.connections;
-    let options = |port| server::Options {
-        port,
-        handshake: c.handshake_timeout,
-        limits: server::Limits {
-            header_read: settings.server.header_read_timeout,
-            idle: settings.server.idle_timeout,
-        },
-        http2_keep_alive_interval: c.http2_keep_alive_interval,
-        http2_keep_alive_timeout: c.http2_keep_alive_timeout,
-        http2_max_concurrent_streams: c.http2_max_concurrent_streams,
-        drain: settings.server.drain_timeout,
-        reached: limits.reached.clone(),
-    };
+    let options = |port| server_options(settings, port, &limits.reached);
     let bodies = BodyLimits::new(
         c.body_memory_bytes,
         settings.server.max_body_bytes,
@@ -518,6 +512,29 @@ async fn listen(
     Ok(addrs)
 }
 
+/// A listener's deadlines and caps, from `settings.server` (the webhook's ports and the
+/// controller's admin port).
+pub(crate) fn server_options(
+    settings: &Settings,
+    port: &'static str,
+    reached: &server::limits_reached::LimitsReached,
+) -> server::Options {
+    let c = &settings.server.connections;
+    server::Options {
+        port,
+        handshake: c.handshake_timeout,
+        limits: server::Limits {
+            header_read: settings.server.header_read_timeout,
+            idle: settings.server.idle_timeout,
+        },
+        http2_keep_alive_interval: c.http2_keep_alive_interval,
+        http2_keep_alive_timeout: c.http2_keep_alive_timeout,
+        http2_max_concurrent_streams: c.http2_max_concurrent_streams,
+        drain: settings.server.drain_timeout,
+        reached: reached.clone(),
+    }
+}
+
 /// Resolves when the process gets SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -538,23 +555,4 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-/// With `--audit-interval` and the Kubernetes API: the webhook's watches for the background
-/// audit, and its metrics.
-fn background_audit(
-    settings: &Settings,
-    watches: Option<WebhookWatches>,
-    registry: &mut Registry,
-) -> Option<(WebhookWatches, AuditMetrics, std::time::Duration)> {
-    let interval = settings.server.audit_interval?;
-    let Some(watches) = watches else {
-        tracing::warn!("--audit-interval needs the Kubernetes API; background audit off");
-        return None;
-    };
-    tracing::info!(
-        ?interval,
-        "background audit on: watching pods and workloads too"
-    );
-    Some((watches, AuditMetrics::register(registry), interval))
 }

@@ -370,15 +370,15 @@ async fn an_unreachable_cluster_stops_the_audit_with_exit_code_2() {
     );
 }
 
-/// The webhook's metrics once `ready` holds for them (`what` did not happen otherwise).
+/// The controller's metrics once `ready` holds for them (`what` did not happen otherwise).
 async fn metrics_once(
-    webhook: &pod_identity_webhook::startup::Running,
+    admin_addr: std::net::SocketAddr,
     what: &str,
     ready: impl Fn(&str) -> bool,
 ) -> String {
     let deadline = tokio::time::Instant::now() + support::WAIT;
     loop {
-        let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
+        let (_, metrics) = support::admin_get(admin_addr, "/metrics").await;
         if ready(&metrics) {
             return metrics;
         }
@@ -404,23 +404,57 @@ async fn settled_events(fake: &FakeKubeApi, n: usize, settle_ms: u64) -> Vec<Val
     events
 }
 
+/// `controller` on `config` and `kubeconfig`, in this process, without leader election (the
+/// fake API has no Leases; tests/controller_cluster.rs elects on a real API server).
+async fn controller(
+    config: &Path,
+    kubeconfig: &Path,
+    extra: &[&str],
+) -> pod_identity_webhook::controller::Running {
+    use pod_identity_webhook::cli::{Cli, Command};
+    let mut args: Vec<String> = [
+        "pod-identity-webhook",
+        "controller",
+        "--config",
+        &config.display().to_string(),
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--leader-elect=false",
+        "--audit-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let Command::Controller(args) = <Cli as clap::Parser>::try_parse_from(args)
+        .expect("controller arguments parse")
+        .command
+    else {
+        panic!("controller expected")
+    };
+    pod_identity_webhook::controller::start(args.settings().expect("settings"))
+        .await
+        .expect("the controller starts")
+}
+
+// Moved from `serve --audit-interval` (the audit left the webhook for the controller): the same
+// gauges, Events and watches, from the controller's admin port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_with_audit_interval_exports_gauges_and_events() {
+async fn controller_exports_gauges_and_events() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let fake = mixed_cluster(&config).await;
     let kubeconfig = fake.kubeconfig(dir.path());
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("server:\n  auditInterval: 100ms\n");
-    std::fs::write(&config, text).unwrap();
-    let webhook = support::serve_config(&config, Some(&kubeconfig)).await;
-    // A second replica audits too; its events are the same ones (the API server keeps one).
-    let _replica = support::serve_config(&config, Some(&kubeconfig)).await;
+    let running = controller(&config, &kubeconfig, &[]).await;
+    let webhook = running.admin_addr;
 
     let series = |reason: &str| {
         format!("pod_identity_webhook_audit_violations{{namespace=\"team-a\",reason=\"{reason}\"}}")
     };
-    let metrics = metrics_once(&webhook, "no audit gauges", |metrics| {
+    let metrics = metrics_once(webhook, "no audit gauges", |metrics| {
         support::sample(metrics, &series("no-identity")).is_some()
     })
     .await;
@@ -466,8 +500,8 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
     );
 
     // From watches, not repeated lists: every run after the first reads memory. Pods and
-    // workloads were listed once by each replica; ServiceAccounts and Namespaces only by each
-    // replica's own watches, not again for the audit.
+    // workloads were listed once; ServiceAccounts and Namespaces only by the decisions' own
+    // watches, not again for the audit.
     let listed_once = |fake: &FakeKubeApi| {
         for path in [
             "/api/v1/pods",
@@ -479,9 +513,9 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
             "/apis/batch/v1/cronjobs",
             "/api/v1/namespaces",
         ] {
-            assert_eq!(fake.pages(path), 2, "{path} listed again");
+            assert_eq!(fake.pages(path), 1, "{path} listed again");
         }
-        assert_eq!(fake.lists(), 2, "ServiceAccounts listed again");
+        assert_eq!(fake.lists(), 1, "ServiceAccounts listed again");
         // ServiceAccounts that do not exist (orders, reporter) are misses in the reflector,
         // not a GET per object and run.
         assert_eq!(fake.gets(), 0, "ServiceAccounts fetched one by one");
@@ -504,7 +538,7 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
     );
     fake.push_change("ADDED", pod(&base, "debug", "orders", None, "Running"));
     metrics_once(
-        &webhook,
+        webhook,
         "the watched changes did not reach the gauges",
         |metrics| {
             support::sample(metrics, &series("needs-restart")) == Some(1.0)
@@ -520,7 +554,40 @@ async fn serve_with_audit_interval_exports_gauges_and_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_audits_nothing_unless_asked() {
+async fn serve_with_an_audit_interval_refuses_to_start_and_names_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("server:\n  auditInterval: 100ms\n");
+    std::fs::write(&config, text).unwrap();
+    use pod_identity_webhook::cli::{Cli, Command};
+    let args = [
+        "pod-identity-webhook",
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--self-signed",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    let Command::Serve(args) = <Cli as clap::Parser>::try_parse_from(args).unwrap().command else {
+        panic!("serve expected")
+    };
+    let settings = args.settings().expect("the setting still parses");
+    let Err(e) = pod_identity_webhook::startup::start(settings).await else {
+        panic!("serve started with server.auditInterval")
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains("controller") && message.contains("docs/controller.md"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_audits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let fake = mixed_cluster(&config).await;
@@ -536,11 +603,7 @@ async fn serve_audits_nothing_unless_asked() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(
-        fake.pages("/api/v1/pods"),
-        0,
-        "pods listed without --audit-interval"
-    );
+    assert_eq!(fake.pages("/api/v1/pods"), 0, "the webhook listed pods");
     assert!(fake.events().is_empty());
     let (_, metrics) = support::admin_get(webhook.admin_addr, "/metrics").await;
     assert!(!metrics.contains("audit_violations"), "{metrics}");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
+use support::cases::{ensure, env_names, namespace, pod_yaml, service_account};
 use support::control_plane::{
     ControlPlane, WebhookProcess, admin_status, binaries, free_port, skip_without_control_plane,
     webhook_binary,
@@ -99,10 +100,6 @@ const CASES: &[(&str, Case)] = &[
         "check_gives_the_verdict_the_api_server_gives_through_the_webhook",
         check_gives_the_verdict_the_api_server_gives_through_the_webhook,
     ),
-    (
-        "background_audit_watches_survive_an_api_server_restart_without_duplicate_events",
-        background_audit_watches_survive_an_api_server_restart_without_duplicate_events,
-    ),
 ];
 
 fn main() {
@@ -119,50 +116,6 @@ fn main() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers of the cases.
-
-fn namespace(plane: &ControlPlane, name: &str) {
-    plane.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
-    ));
-}
-
-fn service_account(plane: &ControlPlane, ns: &str, name: &str, annotations: &[(&str, &str)]) {
-    let mut yaml = format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
-    );
-    if !annotations.is_empty() {
-        yaml += "  annotations:\n";
-        for (k, v) in annotations {
-            yaml += &format!("    {k}: \"{v}\"\n");
-        }
-    }
-    plane.apply(&yaml);
-}
-
-fn pod_yaml(ns: &str, name: &str, sa: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  \
-         serviceAccountName: {sa}\n  containers:\n    - name: app\n      image: busybox:1.36\n      \
-         env: [{{name: APP_MODE, value: demo}}]\n"
-    )
-}
-
-fn env_names(pod: &Value) -> Vec<String> {
-    pod["spec"]["containers"][0]["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn ensure(cond: bool, what: impl Into<String>) -> Result<(), Failed> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.into().into())
-    }
-}
 
 /// Replaces the API server's generated names (the `kube-api-access-xxxxx` volume) so two pods
 /// made from one template compare equal.
@@ -1002,100 +955,4 @@ fn object_service_account(object: &Value) -> Option<String> {
         _ => &object["spec"]["template"]["spec"],
     };
     spec["serviceAccountName"].as_str().map(str::to_string)
-}
-
-/// `serve --audit-interval 1s` on a private control plane: a pod without identity gets one
-/// `NoIdentity` Event; the API server restarts (every watch breaks); a pod created afterwards is
-/// found too (the watches resumed), and the first pod still has exactly one Event.
-fn background_audit_watches_survive_an_api_server_restart_without_duplicate_events(
-    _tier: &Tier,
-) -> Result<(), Failed> {
-    let mut plane = ControlPlane::start(&binaries()?);
-    let webhook = WebhookProcess::start(
-        &plane,
-        "server:\n  auditInterval: 1s\n  reloadInterval: 500ms\npolicy:\n  defaultMode: warn\n",
-        "associations: []\n",
-    );
-    namespace(&plane, "audit-a");
-    service_account(&plane, "audit-a", "nobody", &[]);
-    plane.apply(&pod_yaml("audit-a", "first", "nobody"));
-
-    let events_for = |plane: &ControlPlane, pod: &str| -> Vec<Value> {
-        let out = plane.kubectl(&[
-            "get",
-            "events.v1.events.k8s.io",
-            "-n",
-            "audit-a",
-            "-o",
-            "json",
-        ]);
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["regarding"]["name"] == pod && e["reason"] == "NoIdentity")
-            .cloned()
-            .collect()
-    };
-    plane.eventually("the first pod's Event", Duration::from_secs(60), || {
-        (!events_for(&plane, "first").is_empty()).then_some(())
-    });
-
-    plane.restart_apiserver();
-    plane.apply(&pod_yaml("audit-a", "second", "nobody"));
-    let found = plane.eventually_or_none(Duration::from_secs(60), || {
-        (!events_for(&plane, "second").is_empty()).then_some(())
-    });
-    ensure(
-        found.is_some(),
-        format!(
-            "no Event for the pod created after the restart; webhook log:\n{}",
-            support::control_plane::log_tail(&webhook.dir.path().join("webhook.log"), 30)
-        ),
-    )?;
-    // More runs: still one Event per pod and reason.
-    std::thread::sleep(Duration::from_secs(3));
-    let first = events_for(&plane, "first");
-    ensure(
-        first.len() == 1,
-        format!("Events for the first pod: {first:?}"),
-    )?;
-    let metrics = admin_body(webhook.admin_port, "/metrics");
-    ensure(
-        metrics.lines().any(|l| {
-            l.starts_with("pod_identity_webhook_audit_violations{")
-                && l.contains("namespace=\"audit-a\"")
-                && l.contains("reason=\"no-identity\"")
-                && l.ends_with(" 2")
-        }),
-        format!(
-            "audit_violations after the restart:\n{}",
-            metrics
-                .lines()
-                .filter(|l| l.contains("audit_violations"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-    )
-}
-
-/// `GET path` on a plain-HTTP admin port: the body.
-fn admin_body(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    );
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
 }

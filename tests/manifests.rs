@@ -98,6 +98,12 @@ fn check_typed(doc: &Value, origin: &str) {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             drop(typed::<ClusterRoleBinding>(doc, origin))
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => {
+            drop(typed::<k8s_openapi::api::rbac::v1::Role>(doc, origin))
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<
+            k8s_openapi::api::rbac::v1::RoleBinding,
+        >(doc, origin)),
         ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
             drop(typed::<MutatingWebhookConfiguration>(doc, origin))
         }
@@ -799,11 +805,14 @@ fn the_base_is_consistent_with_the_binary() {
     assert_eq!(settings.server.audit_interval, None, "the audit is opt-in");
 }
 
-/// The base with `components/audit`, as an overlay would use it: the audit runs, with read
-/// access to exactly what it watches beyond the webhook's own watches and the right to create
-/// Events, bound to the webhook's ServiceAccount; the rest stays as the base has it.
+/// The base with `components/controller`, as an overlay would use it: the controller runs on the
+/// webhook's ConfigMap with two replicas and a Lease, under its own ServiceAccount with read access
+/// to exactly what its decisions and its audit watch, the right to create Events and evictions,
+/// and the Lease in its namespace; the webhook stays as the base has it (admission only).
 #[test]
-fn the_audit_component_turns_the_background_audit_on_with_the_rights_it_needs() {
+fn the_controller_component_runs_the_audit_apart_with_the_rights_it_needs() {
+    use pod_identity_webhook::controller::election::DEFAULT_LEASE_NAME;
+    use pod_identity_webhook::controller::repair::RepairMode;
     let overlay = tempfile::tempdir().unwrap();
     let manifests = root().join("manifests");
     std::fs::write(
@@ -811,53 +820,92 @@ fn the_audit_component_turns_the_background_audit_on_with_the_rights_it_needs() 
         format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
             manifests.join("base").display(),
-            manifests.join("components/audit").display()
+            manifests.join("components/controller").display()
         ),
     )
     .unwrap();
     let docs = build(overlay.path());
     for doc in &docs {
-        check_typed(doc, "base + components/audit (composed)");
+        check_typed(doc, "base + components/controller (composed)");
     }
     let b = Built {
-        name: "base + components/audit",
+        name: "base + components/controller",
         docs,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let settings = settings_of(&b, dir.path());
-    assert_eq!(
-        settings.server.audit_interval,
-        Some(std::time::Duration::from_secs(600))
-    );
-    let deployment: Deployment = b.one("Deployment");
+    let ns: Namespace = b.one("Namespace");
+    let name = "pod-identity-webhook-controller";
+    let deployment: Deployment = b.named("Deployment", name);
+    assert_eq!(deployment.metadata.namespace, ns.metadata.name);
+    let spec = deployment.spec.clone().unwrap();
+    assert_eq!(spec.replicas, Some(2), "one working, one standing by");
+    let pod = spec.template.spec.clone().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some(name));
     let container = webhook_container(&deployment);
-    let pod_name = container
-        .env
+    let args = container.args.clone().unwrap();
+    let cli = Cli::try_parse_from(
+        std::iter::once("pod-identity-webhook".to_string()).chain(args.clone()),
+    )
+    .unwrap_or_else(|e| panic!("the binary refuses {args:?}: {e}"));
+    let CliCommand::Controller(controller) = cli.command else {
+        panic!("the container must run `controller`: {args:?}")
+    };
+    assert_eq!(
+        controller.audit_interval,
+        std::time::Duration::from_secs(600)
+    );
+    assert!(controller.leader_elect && controller.lease_name == DEFAULT_LEASE_NAME);
+    assert_eq!(
+        pod_identity_webhook::cli::controller::repair_mode(controller.repair, controller.dry_run),
+        RepairMode::Off,
+        "repair is opt-in"
+    );
+    // The config file is the webhook's ConfigMap, mounted where the argument says.
+    let config = controller.config.clone().unwrap();
+    let mount = container
+        .volume_mounts
         .iter()
         .flatten()
-        .find(|e| e.name == "POD_NAME")
-        .expect("POD_NAME for the events' reportingInstance");
+        .find(|m| config.starts_with(&m.mount_path))
+        .expect("the config file mounted");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
     assert_eq!(
-        pod_name
-            .value_from
-            .as_ref()
-            .and_then(|v| v.field_ref.as_ref())
-            .map(|f| f.field_path.as_str()),
-        Some("metadata.name")
+        volume.config_map.as_ref().map(|c| c.name.as_str()),
+        Some("pod-identity-webhook-config")
     );
-    assert!(
-        container
+    for (var, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let env = container
             .env
             .iter()
             .flatten()
-            .any(|e| e.name == "POD_NAMESPACE")
+            .find(|e| e.name == var)
+            .unwrap_or_else(|| panic!("{var}"));
+        assert_eq!(
+            env.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str()),
+            Some(path)
+        );
+    }
+    // The webhook: admission only, as the base has it.
+    let webhook: Deployment = b.named("Deployment", "pod-identity-webhook");
+    let webhook_args = webhook_container(&webhook).args.unwrap();
+    assert!(
+        !webhook_args.iter().any(|a| a.contains("audit")),
+        "{webhook_args:?}"
     );
 
-    let raw = b
-        .raw("ClusterRole", "pod-identity-webhook-audit")
-        .expect("the audit's ClusterRole");
-    let role: ClusterRole = serde_json::from_value(raw.clone()).unwrap();
+    let role: ClusterRole = b.named("ClusterRole", name);
     let mut read = Vec::new();
+    let mut decided = Vec::new();
     let mut written = Vec::new();
     for rule in role.rules.unwrap() {
         for group in rule.api_groups.clone().unwrap() {
@@ -865,13 +913,14 @@ fn the_audit_component_turns_the_background_audit_on_with_the_rights_it_needs() 
                 let verbs: Vec<&str> = rule.verbs.iter().map(String::as_str).collect();
                 match verbs.as_slice() {
                     ["list", "watch"] => read.push((group.clone(), resource)),
+                    ["get", "list", "watch"] => decided.push((group.clone(), resource)),
                     ["create"] => written.push((group.clone(), resource)),
                     other => panic!("{group}/{resource}: verbs {other:?}"),
                 }
             }
         }
     }
-    let mut watched: Vec<(String, String)> = pod_identity_webhook::audit::background::WATCHED
+    let mut watched: Vec<(String, String)> = pod_identity_webhook::controller::audit::WATCHED
         .iter()
         .map(|(g, r)| (g.to_string(), r.to_string()))
         .collect();
@@ -881,39 +930,38 @@ fn the_audit_component_turns_the_background_audit_on_with_the_rights_it_needs() 
         read, watched,
         "list/watch on exactly what the audit watches"
     );
+    decided.sort();
+    assert_eq!(
+        decided,
+        [("", "namespaces"), ("", "serviceaccounts")].map(|(g, r)| (g.to_string(), r.to_string()))
+    );
+    written.sort();
     assert_eq!(
         written,
-        vec![("events.k8s.io".to_string(), "events".to_string())]
+        [("", "pods/eviction"), ("events.k8s.io", "events")]
+            .map(|(g, r)| (g.to_string(), r.to_string()))
     );
-
-    let binding: ClusterRoleBinding = serde_json::from_value(
-        b.raw("ClusterRoleBinding", "pod-identity-webhook-audit")
-            .expect("the audit's ClusterRoleBinding")
-            .clone(),
-    )
-    .unwrap();
-    assert_eq!(binding.role_ref.name, "pod-identity-webhook-audit");
-    let ns: Namespace = b.one("Namespace");
+    let binding: ClusterRoleBinding = b.named("ClusterRoleBinding", name);
+    assert_eq!(binding.role_ref.name, name);
     let subject = &binding.subjects.unwrap()[0];
-    assert_eq!(
-        Some(subject.name.clone()),
-        deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .service_account_name
-    );
+    assert_eq!(subject.name, name);
     assert_eq!(subject.namespace, ns.metadata.name);
-    // The base's own role is unchanged (read ServiceAccounts and Namespaces, which the audit
-    // reads from the webhook's watches).
-    let base_role: ClusterRole = serde_json::from_value(
-        b.raw("ClusterRole", "pod-identity-webhook")
-            .unwrap()
-            .clone(),
-    )
-    .unwrap();
+
+    let lease: k8s_openapi::api::rbac::v1::Role =
+        b.named("Role", "pod-identity-webhook-controller-lease");
+    assert_eq!(lease.metadata.namespace, ns.metadata.name);
+    let rules = lease.rules.unwrap();
+    assert!(rules.iter().all(
+        |r| r.api_groups == Some(vec!["coordination.k8s.io".to_string()])
+            && r.resources == Some(vec!["leases".to_string()])
+    ));
+    let named = rules.iter().find(|r| r.resource_names.is_some()).unwrap();
+    assert_eq!(
+        named.resource_names,
+        Some(vec![DEFAULT_LEASE_NAME.to_string()])
+    );
+    // The base's own role is unchanged: read ServiceAccounts and Namespaces, nothing more.
+    let base_role: ClusterRole = b.named("ClusterRole", "pod-identity-webhook");
     assert_eq!(base_role.rules.unwrap().len(), 1);
 }
 

@@ -67,13 +67,13 @@ const WORKLOAD_PLURALS: [(&str, &str); 6] = [
     ("CronJob", "cronjobs"),
 ];
 
-pub(super) fn resource<K: Resource<DynamicType = ()>>() -> ApiResource {
+pub(crate) fn resource<K: Resource<DynamicType = ()>>() -> ApiResource {
     ApiResource::erase::<K>(&())
 }
 
 /// The workload resources the audit reads (their pods are in a template), in the order it
 /// reads them.
-pub(super) fn workload_resources() -> [ApiResource; 6] {
+pub(crate) fn workload_resources() -> [ApiResource; 6] {
     [
         resource::<Deployment>(),
         resource::<StatefulSet>(),

@@ -14,7 +14,6 @@
 //! [`Validator`]: crate::admission::validate::Validator
 //! [`Mutator`]: crate::admission::Mutator
 
-pub mod background;
 pub mod check;
 pub mod cluster;
 pub mod decide;

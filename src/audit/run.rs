@@ -220,6 +220,8 @@ pub struct ClusterAudit {
     /// Objects per list request.
     pub page_size: u32,
     pub output: AuditOutput,
+    /// `--repair` (evict or, with `--dry-run`, list): after the report.
+    pub repair: Option<crate::controller::repair::RepairSettings>,
 }
 
 /// A client for `--kubeconfig`, else the usual places (`$KUBECONFIG`, `~/.kube/config`,
@@ -283,6 +285,21 @@ pub async fn run_audit(job: &ClusterAudit, out: &mut impl Write) -> Result<u8, R
     match args.output {
         AuditOutput::Table => render::audit_table(&report, out)?,
         AuditOutput::Json => render::audit_json(&report, out)?,
+    }
+    if let Some(repair) = args.repair {
+        // After the report; with JSON on stdout, the repair's lines go to stderr.
+        let mut lines = Vec::new();
+        let events = crate::controller::audit::EventWriter::new(client.clone());
+        let findings = &report.findings;
+        crate::controller::repair::apply(&client, findings, repair, &events, |f, plan, done| {
+            lines.push(crate::controller::repair::line(f, plan, repair.mode, done));
+        })
+        .await;
+        let text: String = lines.iter().map(|l| format!("repair: {l}\n")).collect();
+        match args.output {
+            AuditOutput::Table => out.write_all(text.as_bytes())?,
+            AuditOutput::Json => eprint!("{text}"),
+        }
     }
     out.flush()?;
     Ok(report.exit_code())

@@ -8,6 +8,7 @@ use clap::Args;
 use super::Prepared;
 use super::check::{EksApiArgs, report};
 use crate::audit::run::{AuditOutput, ClusterAudit, SETUP_FAILED, offline_settings, run_audit};
+use crate::controller::repair::RepairSettings;
 use crate::settings::{Settings, SettingsError};
 
 /// `audit` flags.
@@ -34,6 +35,16 @@ pub struct AuditArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = AuditOutput::Table)]
     pub output: AuditOutput,
+    /// Then evict the running pods that lack the identity they should have and that a
+    /// controller recreates (docs/controller.md); bare pods are only reported.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: list what would be evicted, evict nothing.
+    #[arg(long, requires = "repair")]
+    pub dry_run: bool,
+    /// Least time between two evictions.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub repair_interval: std::time::Duration,
 }
 
 impl AuditArgs {
@@ -58,6 +69,10 @@ impl AuditArgs {
                 settings,
                 page_size: self.page_size,
                 output: self.output,
+                repair: self.repair.then_some(RepairSettings {
+                    mode: super::controller::repair_mode(self.repair, self.dry_run),
+                    pause: self.repair_interval,
+                }),
             });
             report(async {
                 let mut stdout = std::io::stdout().lock();

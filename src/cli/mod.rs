@@ -7,6 +7,7 @@ pub mod agent;
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod controller;
 pub mod migrate;
 pub mod serve;
 
@@ -93,6 +94,10 @@ pub enum Command {
     /// Run the webhook's decisions on what runs in a cluster: workloads without identity,
     /// roles outside their namespace's allowlist, pods that need a restart.
     Audit(Box<audit::AuditArgs>),
+    /// The audit off the admission path: one replica at a time (a Lease) audits on watches,
+    /// exports gauges and Events and, with --repair, evicts pods that got through without their
+    /// identity (docs/controller.md).
+    Controller(Box<controller::ControllerArgs>),
     /// Node agent serving Pod Identity credentials where EKS does not run (docs/contract.md §9).
     Agent(Box<agent::AgentArgs>),
     /// Migrate from IRSA to Pod Identity: plan (default), apply --approve, verify (docs/contract.md §10).
@@ -106,6 +111,7 @@ impl Command {
             Self::Certs(args) => args.prepare(),
             Self::Check(args) => args.prepare(),
             Self::Audit(args) => args.prepare(),
+            Self::Controller(args) => args.prepare()?,
             Self::Agent(args) => args.prepare()?,
             Self::Migrate(args) => args.prepare(),
         };

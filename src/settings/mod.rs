@@ -224,9 +224,9 @@ pub struct ServerSettings {
     /// Deadlines and caps of every connection (`server.connections`).
     #[command(flatten)]
     pub connections: ConnectionSettings,
-    /// Run the policy audit (`audit`) in the background this often and export
-    /// `audit_violations{namespace,reason}`; off when unset [default: off].
-    #[arg(long, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// Refused: the background audit runs in the `controller` command now (docs/controller.md);
+    /// kept so that `serve` names the move instead of "unknown argument".
+    #[arg(long, hide = true, required = false, value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(default, with = "humantime_serde")]
     pub audit_interval: Option<Duration>,
 }

@@ -180,7 +180,7 @@ fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
 }
 
 /// Starts `bin` with `args`, its output in `log`; killed if the test process dies.
-fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
+pub fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
     let out = std::fs::File::create(log).unwrap();
     let mut cmd = Command::new(bin);
     cmd.args(args)
@@ -221,7 +221,7 @@ fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
     answer.recv().expect("the spawner thread answers")
 }
 
-fn stop(child: &mut Child) {
+pub fn stop(child: &mut Child) {
     // SIGTERM first: etcd and the API server flush and close their listeners.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // Each test binary that includes this module uses a different part.
 
 pub mod agent;
+pub mod cases;
 pub mod control_plane;
+pub mod controller;
 pub mod kube_api;
 pub mod sts;
 

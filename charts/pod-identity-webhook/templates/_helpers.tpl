@@ -91,3 +91,13 @@ matchExpressions:
 {{- fail "agent.namespace must not be the release namespace: the agent needs Pod Security privileged, the webhook's namespace stays restricted" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The controller's object names: pod-identity-webhook-controller for the release pod-identity-webhook. */}}
+{{- define "piw.controllerName" -}}
+{{- printf "%s-controller" (include "piw.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "piw.controllerLabels" -}}
+app.kubernetes.io/name: {{ include "piw.controllerName" . }}
+{{ include "piw.helmLabels" . }}
+{{- end -}}

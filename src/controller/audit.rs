@@ -1,12 +1,12 @@
-//! `serve --audit-interval D`: the audit in the background, on the webhook's own decisions and
-//! identity sources, from watches rather than repeated lists: after one initial list per
-//! resource the API server only sends changes, and each run decides from memory.
+//! The controller's audit (`controller --audit-interval D`): the webhook's decisions, run on
+//! watches rather than repeated lists: after one initial list per resource the API server only
+//! sends changes, and each run decides from memory.
 //!
-//! ServiceAccounts and Namespaces come from the webhook's own reflectors (no second watch). Pods
-//! and the apps/batch workloads are not otherwise watched by the webhook: the audit adds one
-//! watch each ([`WATCHED`]), stripped to what the decisions read. Results become
-//! `audit_violations{namespace,reason}` gauges and rate-limited Kubernetes Events on the
-//! offending objects.
+//! ServiceAccounts and Namespaces come from the reflectors the decisions read anyway (no second
+//! watch). Pods and the apps/batch workloads get one watch each ([`WATCHED`]), started when this
+//! replica leads and stopped when it no longer does, stripped to what the decisions read. Results
+//! become `audit_violations{namespace,reason}` gauges, rate-limited Kubernetes Events on the
+//! offending objects and, with `--repair`, evictions ([`super::repair`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,20 +27,19 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::{ClusterObjects, resource, workload_resources};
-use super::decide::Decider;
-use super::findings::{self, Finding};
+use super::repair::Repair;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
+use crate::audit::cluster::{ClusterObjects, resource, workload_resources};
+use crate::audit::decide::Decider;
+use crate::audit::findings::{self, Finding};
 use crate::identity::ServiceAccountStore;
 use crate::identity::kube::{KubeServiceAccounts, ReflectedServiceAccounts};
 use crate::kubernetes::reflector::WatchLog;
 use crate::namespaces::{KubeNamespaces, NamespaceStore, ReflectedNamespaces};
-use crate::server::app::App;
 
-/// What the background audit watches beyond the webhook's own ServiceAccount and Namespace
-/// watches: `(API group, resource)`, each listed once then watched (its RBAC is in
-/// `manifests/components/audit`).
+/// What the audit watches beyond the ServiceAccount and Namespace watches: `(API group,
+/// resource)`, each listed once then watched (its RBAC is in `manifests/components/controller`).
 pub const WATCHED: [(&str, &str); 7] = [
     ("", "pods"),
     ("apps", "deployments"),
@@ -54,8 +53,9 @@ pub const WATCHED: [(&str, &str); 7] = [
 /// Most bytes of an event's note (the API server refuses longer ones).
 pub const NOTE_MAX_BYTES: usize = 1024;
 
-/// The webhook's own Kubernetes watches, which the audit reads instead of watching again.
-pub struct WebhookWatches {
+/// The ServiceAccount and Namespace watches the decisions read, which the audit reads too.
+#[derive(Clone)]
+pub struct ClusterWatches {
     pub client: Client,
     pub service_accounts: Arc<KubeServiceAccounts>,
     pub namespaces: Arc<KubeNamespaces>,
@@ -185,13 +185,14 @@ where
         .collect()
 }
 
-/// Runs the audit every `interval` until `stop`, on `app`'s decisions: first as soon as every
-/// watch has listed, then every `interval`.
+/// Runs the audit every `interval` until `stop`, on `decisions`: first as soon as every watch
+/// has listed, then every `interval`; `repair` acts on what each run finds.
 pub async fn run(
-    watches: WebhookWatches,
-    app: Arc<App>,
+    watches: ClusterWatches,
+    decisions: Arc<super::Decisions>,
     metrics: AuditMetrics,
     interval: Duration,
+    repair: Repair,
     stop: CancellationToken,
 ) {
     let service_accounts = watches.service_accounts.store();
@@ -201,16 +202,10 @@ pub async fn run(
         .map(|ar| watch(&watches.client, ar, &stop))
         .collect();
     let pods = watch(&watches.client, resource::<Pod>(), &stop);
-    let events = EventWriter {
-        client: watches.client,
-        instance: std::env::var("POD_NAME")
-            .ok()
-            .filter(|n| !n.is_empty() && n.len() <= 128)
-            .unwrap_or_else(|| REPORTING_CONTROLLER.into()),
-    };
+    let events = EventWriter::new(watches.client.clone());
 
-    // The webhook's stores are waited on through their ready flags: their reflectors' own
-    // `wait_until_ready` wakes one waiter only, and the webhook already waits on it.
+    // The ServiceAccount and Namespace stores are waited on through their ready flags: their
+    // reflectors' own `wait_until_ready` wakes one waiter only, and the decisions wait on it.
     let webhook_synced = async {
         while !(watches.service_accounts.ready() && watches.namespaces.ready()) {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -228,13 +223,12 @@ pub async fn run(
         _ = stop.cancelled() => return,
         r = synced => if r.is_err() { return },
     }
-    tracing::info!("background audit: every watch has listed");
+    tracing::info!("audit: every watch has listed");
 
-    // The webhook's decisions, on the webhook's live policy, injection settings and identity
-    // sources, but reading ServiceAccounts and Namespaces from the reflectors only: a miss
-    // is no object, not a live GET per object and run. Its lookups are not counted in the
-    // admission lookup metrics.
-    let identities = app
+    // The webhook's decisions, on the same policy, injection settings and identity sources, but
+    // reading ServiceAccounts and Namespaces from the reflectors only: a miss is no object, not
+    // a live GET per object and run. Its lookups are not counted in the lookup metrics.
+    let identities = decisions
         .mutator
         .identities
         .clone()
@@ -243,13 +237,13 @@ pub async fn run(
             watches.service_accounts.clone(),
         )));
     let mutator = Mutator {
-        injection: app.mutator.injection.clone(),
+        injection: decisions.mutator.injection.clone(),
         identities: identities.clone(),
-        failure_mode: app.mutator.failure_mode,
-        policy: app.validator.shared_policy(),
+        failure_mode: decisions.mutator.failure_mode,
+        policy: decisions.validator.shared_policy(),
     };
     let validator = Validator::new(crate::policy::Policy::off(), identities)
-        .with_shared_policy(app.validator.shared_policy())
+        .with_shared_policy(decisions.validator.shared_policy())
         .with_namespaces(Arc::new(ReflectedNamespaces(watches.namespaces.clone())));
 
     let mut sent: HashMap<(String, &'static str), Instant> = HashMap::new();
@@ -274,10 +268,14 @@ pub async fn run(
         metrics.record(&report);
         tracing::info!(
             findings = report.findings.len(),
-            "background audit: {}",
-            super::render::audit_summary(&report)
+            "audit: {}",
+            crate::audit::render::audit_summary(&report)
         );
         events.publish(&report.findings, &mut sent).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = repair.run(&report.findings, &events) => {}
+        }
     }
 }
 
@@ -302,18 +300,57 @@ fn due<'a>(
         .collect()
 }
 
-/// Writes the audit's events (`events.k8s.io/v1`).
-struct EventWriter {
+/// Writes the audit's and the repair's events (`events.k8s.io/v1`).
+pub struct EventWriter {
     client: Client,
     /// `reportingInstance`: the pod's name.
     instance: String,
 }
 
 impl EventWriter {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            instance: std::env::var("POD_NAME")
+                .ok()
+                .filter(|n| !n.is_empty() && n.len() <= 128)
+                .unwrap_or_else(|| REPORTING_CONTROLLER.into()),
+        }
+    }
+
+    /// One event on `f`'s object: `reason` (CamelCase), `action`, `note`. An event of the same
+    /// name (object, reason, hour) already there counts as recorded.
+    pub async fn record(
+        &self,
+        f: &Finding,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let mut event = self.event(f, crate::telemetry::metrics::unix_now());
+        let uid = f.uid.clone().unwrap_or_default();
+        event.metadata.name = Some(event_name(
+            &f.name,
+            &uid,
+            reason,
+            crate::telemetry::metrics::unix_now(),
+        ));
+        event.reason = Some(reason.into());
+        event.action = Some(action.into());
+        event.note = Some(cut(note, NOTE_MAX_BYTES));
+        event.type_ = Some("Normal".into());
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &f.namespace);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// One event per object and reason per [`EVENT_REPEAT`], at most [`MAX_EVENTS_PER_RUN`] a
-    /// run. Every replica audits; an event's name is the same for all of them within the hour
-    /// ([`event_name`]), so the API server keeps the first and answers the others 409, which
-    /// counts as recorded.
+    /// run. An event's name is the same for every replica within the hour ([`event_name`]), so
+    /// after a change of leader the API server keeps the first and answers the others 409,
+    /// which counts as recorded.
     async fn publish(
         &self,
         findings: &[Finding],

@@ -1,0 +1,350 @@
+//! The `controller` command on a real kube-apiserver and kube-controller-manager
+//! (tests/support/control_plane.rs): its audit's watches surviving an API server restart, the
+//! repair of pods admitted while the webhook was down (replacements mutated, a
+//! PodDisruptionBudget respected), and leader election between two processes.
+//!
+//! Its own harness, as the cluster tier; each case has a control plane of its own (a restart,
+//! a Lease), so they do not disturb one another. One case alone:
+//! `cargo test --test controller_cluster -- NAME`.
+
+mod support;
+
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::Value;
+use support::cases::{admin_body, ensure, env_names, namespace, pod_yaml, service_account};
+use support::control_plane::{
+    ControlPlane, WebhookProcess, binaries, skip_without_control_plane, webhook_binary,
+};
+use support::controller::ControllerProcess;
+
+type Case = fn() -> Result<(), Failed>;
+
+const CASES: &[(&str, Case)] = &[
+    (
+        "audit_watches_survive_an_api_server_restart_without_duplicate_events",
+        audit_watches_survive_an_api_server_restart_without_duplicate_events,
+    ),
+    (
+        "repair_evicts_pods_admitted_while_the_webhook_was_down_and_respects_a_budget",
+        repair_evicts_pods_admitted_while_the_webhook_was_down_and_respects_a_budget,
+    ),
+    (
+        "two_controllers_one_works_the_other_takes_over_within_the_lease_duration",
+        two_controllers_one_works_the_other_takes_over_within_the_lease_duration,
+    ),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let skip = skip_without_control_plane("controller tier");
+    let trials = CASES
+        .iter()
+        .map(|&(name, case)| Trial::test(name, case).with_ignored_flag(skip))
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+const ROLE: &str = "arn:aws:iam::111122223333:role/carts";
+
+/// A value of the controller's metrics: the sample whose line starts with `series`.
+fn sample(port: u16, series: &str) -> Option<f64> {
+    admin_body(port, "/metrics")
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn events(plane: &ControlPlane, ns: &str) -> Vec<Value> {
+    let out = plane.kubectl(&["get", "events.v1.events.k8s.io", "-n", ns, "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn pods(plane: &ControlPlane, ns: &str) -> Vec<Value> {
+    let out = plane.kubectl(&["get", "pods", "-n", ns, "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn names(pods: &[Value]) -> Vec<String> {
+    let mut n: Vec<String> = pods
+        .iter()
+        .map(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    n.sort();
+    n
+}
+
+fn deployment_yaml(ns: &str, name: &str, sa: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+         spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    \
+         metadata: {{labels: {{app: {name}}}}}\n    spec:\n      serviceAccountName: {sa}\n      \
+         containers:\n        - name: app\n          image: busybox:1.36\n          \
+         env: [{{name: APP_MODE, value: demo}}]\n"
+    )
+}
+
+/// Moved from `serve --audit-interval` (the audit left the webhook): the controller on a private
+/// control plane; a pod without identity gets one `NoIdentity` Event; the API server restarts
+/// (every watch breaks); a pod created afterwards is found too (the watches resumed), and the
+/// first pod still has exactly one Event.
+fn audit_watches_survive_an_api_server_restart_without_duplicate_events() -> Result<(), Failed> {
+    let mut plane = ControlPlane::start(&binaries()?);
+    let webhook = WebhookProcess::start(
+        &plane,
+        "server:\n  reloadInterval: 500ms\npolicy:\n  defaultMode: warn\n",
+        "associations: []\n",
+    );
+    let config = webhook.dir.path().join("config.yaml");
+    let controller = ControllerProcess::start(&config, "c-0", &["--audit-interval", "1s"]);
+    namespace(&plane, "audit-a");
+    service_account(&plane, "audit-a", "nobody", &[]);
+    plane.apply(&pod_yaml("audit-a", "first", "nobody"));
+
+    let events_for = |plane: &ControlPlane, pod: &str| -> Vec<Value> {
+        events(plane, "audit-a")
+            .into_iter()
+            .filter(|e| e["regarding"]["name"] == pod && e["reason"] == "NoIdentity")
+            .collect()
+    };
+    plane.eventually("the first pod's Event", Duration::from_secs(60), || {
+        (!events_for(&plane, "first").is_empty()).then_some(())
+    });
+
+    plane.restart_apiserver();
+    plane.apply(&pod_yaml("audit-a", "second", "nobody"));
+    let found = plane.eventually_or_none(Duration::from_secs(60), || {
+        (!events_for(&plane, "second").is_empty()).then_some(())
+    });
+    ensure(
+        found.is_some(),
+        format!(
+            "no Event for the pod created after the restart; controller log:\n{}",
+            controller.log_tail(30)
+        ),
+    )?;
+    // More runs: still one Event per pod and reason.
+    std::thread::sleep(Duration::from_secs(3));
+    let first = events_for(&plane, "first");
+    ensure(
+        first.len() == 1,
+        format!("Events for the first pod: {first:?}"),
+    )?;
+    let series =
+        "pod_identity_webhook_audit_violations{namespace=\"audit-a\",reason=\"no-identity\"}";
+    ensure(
+        sample(controller.admin_port, series) == Some(2.0),
+        format!(
+            "audit_violations after the restart:\n{}",
+            admin_body(controller.admin_port, "/metrics")
+        ),
+    )
+}
+
+/// The webhook is down while two Deployments roll out: their pods are admitted unmutated. The
+/// webhook comes back; `audit --repair --dry-run` lists them and evicts nothing; `controller
+/// --repair` evicts the `carts` pods (their ReplicaSet makes mutated ones) with one Event each,
+/// and leaves the `orders` pod, whose PodDisruptionBudget forbids it, reporting the refusal.
+fn repair_evicts_pods_admitted_while_the_webhook_was_down_and_respects_a_budget()
+-> Result<(), Failed> {
+    let plane = ControlPlane::start(&binaries()?);
+    let associations = format!(
+        "associations:\n  - {{namespace: repair-a, serviceAccount: carts, roleArn: \"{ROLE}\"}}\n  \
+         - {{namespace: repair-b, serviceAccount: orders, roleArn: \"{ROLE}\"}}\n"
+    );
+    let mut webhook = WebhookProcess::start(
+        &plane,
+        "server:\n  reloadInterval: 500ms\npolicy:\n  defaultMode: warn\n",
+        &associations,
+    );
+    webhook.register(&plane);
+    for (ns, sa) in [("repair-a", "carts"), ("repair-b", "orders")] {
+        namespace(&plane, ns);
+        service_account(&plane, ns, sa, &[]);
+    }
+    webhook.stop();
+    plane.apply(&deployment_yaml("repair-a", "carts", "carts", 2));
+    plane.apply(&deployment_yaml("repair-b", "orders", "orders", 1));
+    plane.apply(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: orders\n  \
+         namespace: repair-b\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: orders}}\n",
+    );
+    let before = plane.eventually("the unmutated carts pods", Duration::from_secs(60), || {
+        let p = pods(&plane, "repair-a");
+        (p.len() == 2).then_some(p)
+    });
+    for p in &before {
+        ensure(
+            env_names(p) == ["APP_MODE"],
+            format!("admitted with the webhook down, yet mutated: {p}"),
+        )?;
+    }
+    let orders = plane.eventually("the orders pod", Duration::from_secs(60), || {
+        pods(&plane, "repair-b").into_iter().next()
+    });
+    let orders_name = orders["metadata"]["name"].as_str().unwrap().to_string();
+    // No kubelet here: the pod is made running and ready by hand, for its budget to count it
+    // (the Eviction API ignores budgets for pending pods).
+    plane.kubectl_ok(&[
+        "patch",
+        "pod",
+        &orders_name,
+        "-n",
+        "repair-b",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ]);
+    webhook.restart();
+
+    let config = webhook.dir.path().join("config.yaml");
+    let dry = std::process::Command::new(webhook_binary())
+        .args(["audit", "--repair", "--dry-run", "--config"])
+        .arg(&config)
+        .output()?;
+    let out = String::from_utf8_lossy(&dry.stdout).to_string();
+    for p in names(&before).iter().chain([&orders_name]) {
+        ensure(
+            out.contains(&format!("{p}: would be evicted")),
+            format!("the dry run does not list {p}:\n{out}"),
+        )?;
+    }
+    ensure(
+        names(&pods(&plane, "repair-a")) == names(&before),
+        "the dry run evicted",
+    )?;
+
+    let controller = ControllerProcess::start(
+        &config,
+        "repair-0",
+        &[
+            "--audit-interval",
+            "1s",
+            "--repair",
+            "--repair-interval",
+            "200ms",
+            "--leader-elect=false",
+        ],
+    );
+    let after = plane.eventually_or_none(Duration::from_secs(90), || {
+        let now = pods(&plane, "repair-a");
+        let fresh: Vec<Value> = now
+            .into_iter()
+            .filter(|p| {
+                !names(&before)
+                    .iter()
+                    .any(|n| p["metadata"]["name"] == n.as_str())
+            })
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        (fresh.len() == 2).then_some(fresh)
+    });
+    let Some(after) = after else {
+        return Err(format!(
+            "the carts pods were not replaced; controller log:\n{}",
+            controller.log_tail(30)
+        )
+        .into());
+    };
+    for p in &after {
+        let env = env_names(p);
+        ensure(
+            env.iter().any(|n| n.starts_with("AWS_")),
+            format!("a replacement without the identity: {env:?}"),
+        )?;
+    }
+    let evicted = events(&plane, "repair-a")
+        .into_iter()
+        .filter(|e| e["reason"] == "EvictedWithoutIdentity")
+        .count();
+    ensure(evicted == 2, format!("{evicted} eviction Events, not 2"))?;
+    let blocked = plane.eventually_or_none(Duration::from_secs(30), || {
+        events(&plane, "repair-b")
+            .into_iter()
+            .find(|e| e["reason"] == "EvictionBlocked" && e["regarding"]["name"] == orders_name)
+    });
+    ensure(
+        blocked.is_some(),
+        format!(
+            "no EvictionBlocked Event for {orders_name}; controller log:\n{}",
+            controller.log_tail(30)
+        ),
+    )?;
+    ensure(
+        names(&pods(&plane, "repair-b")) == [orders_name.clone()],
+        "the budget's pod was evicted",
+    )
+}
+
+/// Two controller processes on one Lease of 3 s: one works (`controller_leader` 1), the other
+/// stands by (0); the first is killed (no release: the Lease must expire) and the second works
+/// within the lease duration (and a margin for its renewal period).
+fn two_controllers_one_works_the_other_takes_over_within_the_lease_duration() -> Result<(), Failed>
+{
+    let plane = ControlPlane::start(&binaries()?);
+    let webhook = WebhookProcess::start(&plane, "", "associations: []\n");
+    let config = webhook.dir.path().join("config.yaml");
+    let args = [
+        "--lease-duration",
+        "3s",
+        "--lease-namespace",
+        "default",
+        "--audit-interval",
+        "1s",
+    ];
+    let leader = |c: &ControllerProcess| {
+        sample(c.admin_port, "pod_identity_webhook_controller_leader ") == Some(1.0)
+    };
+    let mut first = ControllerProcess::start(&config, "first", &args);
+    plane.eventually(
+        "the first controller leads",
+        Duration::from_secs(30),
+        || leader(&first).then_some(()),
+    );
+    let second = ControllerProcess::start(&config, "second", &args);
+    std::thread::sleep(Duration::from_secs(4));
+    ensure(
+        leader(&first) && !leader(&second),
+        format!(
+            "not one leader: first {}, second {}\n{}",
+            leader(&first),
+            leader(&second),
+            second.log_tail(20)
+        ),
+    )?;
+    let holder = plane.kubectl_ok(&[
+        "get",
+        "lease",
+        "pod-identity-webhook-controller",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    ensure(
+        holder.trim() == "first",
+        format!("the Lease holder: {holder}"),
+    )?;
+
+    first.kill();
+    let killed = std::time::Instant::now();
+    let took = plane.eventually_or_none(Duration::from_secs(10), || {
+        leader(&second).then(|| killed.elapsed())
+    });
+    let Some(took) = took else {
+        return Err(format!("no takeover; second's log:\n{}", second.log_tail(30)).into());
+    };
+    ensure(
+        took <= Duration::from_secs(5),
+        format!("the takeover took {took:?}, more than the 3 s lease and its renewal"),
+    )
+}

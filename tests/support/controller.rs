@@ -1,0 +1,83 @@
+//! The `controller` command of this checkout as a process against a control plane
+//! (tests/controller_cluster.rs): started on a webhook's config file, stopped cleanly or killed.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use super::control_plane::{admin_status, free_port, log_tail, spawn, stop, webhook_binary};
+
+/// A running `pod-identity-webhook controller`.
+pub struct ControllerProcess {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub admin_port: u16,
+    pub identity: String,
+}
+
+impl ControllerProcess {
+    /// Starts `controller --config config` with `args` added, as `identity`, and waits until
+    /// `/readyz` answers 200.
+    pub fn start(config: &Path, identity: &str, args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("controller")
+            .tempdir()
+            .unwrap();
+        let admin_port = free_port();
+        let mut all: Vec<String> = vec![
+            "controller".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin_port}"),
+            "--identity".into(),
+            identity.into(),
+            "--log-format".into(),
+            "text".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let log = dir.path().join("controller.log");
+        let child = spawn(&webhook_binary(), &all, &log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while admin_status(admin_port, "/readyz") != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "the controller is not ready after 30 s:\n{}",
+                log_tail(&log, 20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            dir,
+            child: Some(child),
+            admin_port,
+            identity: identity.into(),
+        }
+    }
+
+    /// Stops the process cleanly (SIGTERM): it gives the Lease up.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+    }
+
+    /// Kills the process (SIGKILL), as a crash or a lost node would: its Lease expires.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        log_tail(&self.dir.path().join("controller.log"), n)
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
