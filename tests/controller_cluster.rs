@@ -104,7 +104,11 @@ fn audit_watches_survive_an_api_server_restart_without_duplicate_events() -> Res
         "associations: []\n",
     );
     let config = webhook.dir.path().join("config.yaml");
-    let controller = ControllerProcess::start(&config, "c-0", &["--audit-interval", "1s"]);
+    let controller = ControllerProcess::start(
+        &config,
+        "c-0",
+        &["--audit-interval", "1s", "--lease-namespace", "default"],
+    );
     namespace(&plane, "audit-a");
     service_account(&plane, "audit-a", "nobody", &[]);
     plane.apply(&pod_yaml("audit-a", "first", "nobody"));

@@ -226,8 +226,13 @@ pub struct ClusterAudit {
 
 /// A client for `--kubeconfig`, else the usual places (`$KUBECONFIG`, `~/.kube/config`,
 /// in-cluster), as kubectl finds its cluster.
-async fn audit_client(kubeconfig: Option<&Path>) -> Result<kube::Client, SourceError> {
-    match kube_client::connect(kubeconfig, Otherwise::Kubectl).await {
+async fn audit_client(kubeconfig: Option<&Path>, retry: bool) -> Result<kube::Client, SourceError> {
+    let connected = if retry {
+        kube_client::connect(kubeconfig, Otherwise::Kubectl).await
+    } else {
+        kube_client::connect_without_retries(kubeconfig, Otherwise::Kubectl).await
+    };
+    match connected {
         Ok(ClusterAccess::Client(client, _)) => Ok(client),
         Ok(ClusterAccess::None) => Err(SourceError::Kube(format!(
             "no cluster in {}",
@@ -267,7 +272,7 @@ pub async fn audit_objects(
 pub async fn run_audit(job: &ClusterAudit, out: &mut impl Write) -> Result<u8, RunError> {
     use std::io::IsTerminal;
     let (args, settings) = (job, &job.settings);
-    let client = audit_client(settings.kubeconfig.as_deref()).await?;
+    let client = audit_client(settings.kubeconfig.as_deref(), true).await?;
     let associations = sources::association_sources(settings).await?;
     // Progress only for a person watching: never in a pipe or a CI log.
     let terminal = std::io::stderr().is_terminal();
@@ -291,7 +296,9 @@ pub async fn run_audit(job: &ClusterAudit, out: &mut impl Write) -> Result<u8, R
         let mut lines = Vec::new();
         let events = crate::controller::audit::EventWriter::new(client.clone());
         let findings = &report.findings;
-        crate::controller::repair::apply(&client, findings, repair, &events, |f, plan, done| {
+        // Evictions without the client's retries: a budget's 429 is reported, not waited out.
+        let evictions = audit_client(settings.kubeconfig.as_deref(), false).await?;
+        crate::controller::repair::apply(&evictions, findings, repair, &events, |f, plan, done| {
             lines.push(crate::controller::repair::line(f, plan, repair.mode, done));
         })
         .await;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::identity::ServiceAccountStore;
+use crate::kubernetes::client as kube_client;
 use crate::namespaces::NamespaceStore;
 use crate::policy::Policy;
 use crate::server::{self, routes};
@@ -145,7 +146,20 @@ pub async fn start(cs: ControllerSettings) -> Result<Running, ControllerError> {
         server::ConnectionLimit::new(settings.server.connections.admin_max_connections),
     ));
 
+    // Evictions on a client of their own, without retries: a budget's 429 is reported, not
+    // waited out (`Retry-After`) and asked again.
+    let evictions = match kube_client::connect_without_retries(
+        settings.kubeconfig.as_deref(),
+        kube_client::Otherwise::InCluster,
+    )
+    .await
+    .map_err(StartError::from)?
+    {
+        kube_client::ClusterAccess::Client(client, _) => client,
+        kube_client::ClusterAccess::None => return Err(ControllerError::NoCluster),
+    };
     let audit = AuditJob {
+        evictions,
         watches,
         decisions,
         metrics,
@@ -198,6 +212,8 @@ fn not_ready(watches: &ClusterWatches) -> Vec<&'static str> {
 
 /// What the leader runs.
 struct AuditJob {
+    /// The client evictions go through (no retries).
+    evictions: kube::Client,
     watches: ClusterWatches,
     decisions: Arc<Decisions>,
     metrics: AuditMetrics,
@@ -208,7 +224,7 @@ struct AuditJob {
 impl AuditJob {
     /// The audit until `stop` (the stop of the process, or the loss of the Lease).
     fn run(&self, stop: CancellationToken) -> impl std::future::Future<Output = ()> + use<> {
-        let repair = Repair::new(self.watches.client.clone(), self.repair);
+        let repair = Repair::new(self.evictions.clone(), self.repair);
         audit::run(
             self.watches.clone(),
             self.decisions.clone(),

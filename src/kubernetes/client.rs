@@ -52,6 +52,24 @@ pub async fn connect(
     kubeconfig: Option<&Path>,
     otherwise: Otherwise,
 ) -> Result<ClusterAccess, KubeError> {
+    connect_retrying(kubeconfig, otherwise, true).await
+}
+
+/// [`connect`], without the client's own retries of 429, 503 and 504: for calls whose refusal is
+/// an answer to report (an eviction a PodDisruptionBudget forbids answers 429 with a
+/// `Retry-After`), not a reason to wait and ask again.
+pub async fn connect_without_retries(
+    kubeconfig: Option<&Path>,
+    otherwise: Otherwise,
+) -> Result<ClusterAccess, KubeError> {
+    connect_retrying(kubeconfig, otherwise, false).await
+}
+
+async fn connect_retrying(
+    kubeconfig: Option<&Path>,
+    otherwise: Otherwise,
+    retry: bool,
+) -> Result<ClusterAccess, KubeError> {
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let (config, from) = match (kubeconfig, otherwise) {
         (Some(path), _) => (
@@ -68,6 +86,8 @@ pub async fn connect(
             "kubectl's configuration".to_string(),
         ),
     };
+    let mut config = config;
+    config.default_retry = retry;
     Ok(ClusterAccess::Client(client(config)?, from))
 }
 
