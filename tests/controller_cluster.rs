@@ -34,6 +34,10 @@ const CASES: &[(&str, Case)] = &[
         "two_controllers_one_works_the_other_takes_over_within_the_lease_duration",
         two_controllers_one_works_the_other_takes_over_within_the_lease_duration,
     ),
+    (
+        "controller_rss_at_n_pods (BENCHMARKS.md; runs with CONTROLLER_RSS_PODS=N)",
+        controller_rss_at_n_pods,
+    ),
 ];
 
 fn main() {
@@ -351,4 +355,72 @@ fn two_controllers_one_works_the_other_takes_over_within_the_lease_duration() ->
         took <= Duration::from_secs(5),
         format!("the takeover took {took:?}, more than the 3 s lease and its renewal"),
     )
+}
+
+/// BENCHMARKS.md's controller memory: `CONTROLLER_RSS_PODS=5000 cargo test --test
+/// controller_cluster -- controller_rss --nocapture` (the test profile). N ordinary pods (two containers, ten env vars each;
+/// no kubelet, they stay Pending) in 10 namespaces; the controller's RSS once its audit has run
+/// on them, against its RSS on an empty cluster. Without the variable it does nothing.
+fn controller_rss_at_n_pods() -> Result<(), Failed> {
+    let Some(n) = std::env::var("CONTROLLER_RSS_PODS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return Ok(());
+    };
+    let plane = ControlPlane::start(&binaries()?);
+    let webhook = WebhookProcess::start(&plane, "", "associations: []\n");
+    let config = webhook.dir.path().join("config.yaml");
+    let args = ["--audit-interval", "2s", "--leader-elect=false"];
+    let measure = |what: &str| -> Result<u64, Failed> {
+        let c = ControllerProcess::start(&config, what, &args);
+        let audited = plane.eventually_or_none(Duration::from_secs(300), || {
+            let metrics = admin_body(c.admin_port, "/metrics");
+            metrics
+                .lines()
+                .any(|l| l.starts_with("pod_identity_webhook_audit_last_run_timestamp_seconds "))
+                .then_some(())
+        });
+        ensure(
+            audited.is_some(),
+            format!("no audit run:\n{}", c.log_tail(20)),
+        )?;
+        // A few more runs: the steady state, not the first list's peak alone.
+        std::thread::sleep(Duration::from_secs(6));
+        c.rss_kib().ok_or_else(|| "no VmRSS".into())
+    };
+    let empty = measure("empty")?;
+    let per_ns = n.div_ceil(10);
+    for ns in 0..10 {
+        namespace(&plane, &format!("rss-{ns}"));
+        for chunk in (0..per_ns).collect::<Vec<_>>().chunks(250) {
+            let mut list = String::from("apiVersion: v1\nkind: List\nitems:\n");
+            for i in chunk {
+                list += &format!(
+                    "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: app-{i}, namespace: rss-{ns}, labels: {{app: app, tier: web}}}}\n  spec:\n    containers:\n"
+                );
+                for c in ["app", "sidecar"] {
+                    list += &format!(
+                        "    - name: {c}\n      image: registry.example/team/{c}:1.2.3\n      env:\n"
+                    );
+                    for e in 0..10 {
+                        list += &format!(
+                            "      - {{name: SETTING_{e}, value: value-of-setting-{e}-for-{c}}}\n"
+                        );
+                    }
+                }
+            }
+            let out = plane.kubectl_stdin(&["create", "-f", "-"], Some(list.as_bytes()));
+            ensure(
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )?;
+        }
+    }
+    let full = measure("full")?;
+    let per_pod = (full.saturating_sub(empty) as f64) * 1024.0 / n as f64;
+    println!(
+        "controller RSS: {empty} KiB with no pods, {full} KiB at {n} pods: {per_pod:.0} bytes per pod"
+    );
+    Ok(())
 }

@@ -51,7 +51,7 @@ const PAIRS: &[(Option<&str>, &[&str], Option<&str>)] = &[
     (
         Some("examples/audit.yaml"),
         &["base", "agent"],
-        Some("components/audit"),
+        Some("components/controller"),
     ),
     (Some("examples/kind.yaml"), &["overlays/kind"], None),
     (

@@ -390,6 +390,28 @@ impl Built {
     }
 }
 
+/// The ConfigMap mounted where `c` reads `file`, and its mount path.
+fn mounted_config_map(
+    c: &Container,
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    file: &Path,
+) -> (String, String) {
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| file.starts_with(&m.mount_path))
+        .unwrap_or_else(|| panic!("{} is not mounted", file.display()));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let name = volume.config_map.clone().expect("from a ConfigMap").name;
+    (name, mount.mount_path.clone())
+}
+
 fn webhook_container(d: &Deployment) -> Container {
     let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(spec.containers.len(), 1);
@@ -860,22 +882,10 @@ fn the_controller_component_runs_the_audit_apart_with_the_rights_it_needs() {
         "repair is opt-in"
     );
     // The config file is the webhook's ConfigMap, mounted where the argument says.
-    let config = controller.config.clone().unwrap();
-    let mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| config.starts_with(&m.mount_path))
-        .expect("the config file mounted");
-    let volume = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == mount.name)
-        .unwrap();
+    let config = controller.sources.config.clone().unwrap();
     assert_eq!(
-        volume.config_map.as_ref().map(|c| c.name.as_str()),
-        Some("pod-identity-webhook-config")
+        mounted_config_map(&container, &pod, &config).0,
+        "pod-identity-webhook-config"
     );
     for (var, path) in [
         ("POD_NAME", "metadata.name"),
@@ -1274,19 +1284,7 @@ fn check_agent(b: &Built) -> DaemonSet {
 
     // The associations file is the webhook's ConfigMap, mounted, and parses.
     let file = settings.associations_file.clone().expect("--associations");
-    let mount = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| file.starts_with(&m.mount_path))
-        .expect("the associations file is mounted");
-    let volume = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == mount.name)
-        .unwrap();
-    let cm_name = volume.config_map.clone().expect("from a ConfigMap").name;
+    let (cm_name, mount_path) = mounted_config_map(c, &pod, &file);
     let cm: ConfigMap = b.named("ConfigMap", &cm_name);
     assert_eq!(
         cm.metadata.namespace, ds.metadata.namespace,
@@ -1294,7 +1292,7 @@ fn check_agent(b: &Built) -> DaemonSet {
         b.name
     );
     let key = file
-        .strip_prefix(&mount.mount_path)
+        .strip_prefix(&mount_path)
         .unwrap()
         .to_str()
         .unwrap()

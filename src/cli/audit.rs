@@ -11,14 +11,15 @@ use crate::audit::run::{AuditOutput, ClusterAudit, SETUP_FAILED, offline_setting
 use crate::controller::repair::RepairSettings;
 use crate::settings::{Settings, SettingsError};
 
-/// `audit` flags.
+/// Where `audit` and `controller` find the webhook's decisions and the cluster.
 #[derive(Debug, Args)]
-pub struct AuditArgs {
+pub struct SourceArgs {
     /// The webhook's configuration file (docs/contract.md §8): policy, injection settings, associations
     /// file, EKS cluster.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Kubeconfig of the cluster [default: $KUBECONFIG, ~/.kube/config, or in-cluster].
+    /// Kubeconfig of the cluster [default: $KUBECONFIG, ~/.kube/config, or in-cluster; the
+    /// controller: in-cluster].
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
     /// Associations file (wins over the config file's associationsFile).
@@ -29,6 +30,31 @@ pub struct AuditArgs {
     pub cluster_name: Option<String>,
     #[command(flatten)]
     pub eks_api: EksApiArgs,
+}
+
+impl SourceArgs {
+    /// The config file's settings with these flags over them.
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        offline_settings(self.config.as_deref(), |s| {
+            if let Some(path) = &self.associations {
+                s.associations_file = Some(path.clone());
+            }
+            if let Some(path) = &self.kubeconfig {
+                s.kubeconfig = Some(path.clone());
+            }
+            if let Some(name) = &self.cluster_name {
+                s.eks.cluster_name = name.clone();
+            }
+            self.eks_api.apply(&mut s.eks);
+        })
+    }
+}
+
+/// `audit` flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// Objects per list request (`limit`; the rest follows by `continue`).
     #[arg(long, value_name = "N", default_value_t = crate::audit::cluster::PAGE_SIZE)]
     pub page_size: u32,
@@ -48,24 +74,9 @@ pub struct AuditArgs {
 }
 
 impl AuditArgs {
-    fn settings(&self) -> Result<Settings, SettingsError> {
-        offline_settings(self.config.as_deref(), |s| {
-            if let Some(path) = &self.associations {
-                s.associations_file = Some(path.clone());
-            }
-            if let Some(path) = &self.kubeconfig {
-                s.kubeconfig = Some(path.clone());
-            }
-            if let Some(name) = &self.cluster_name {
-                s.eks.cluster_name = name.clone();
-            }
-            self.eks_api.apply(&mut s.eks);
-        })
-    }
-
     pub fn prepare(self) -> Prepared {
         Prepared::new(async move {
-            let job = self.settings().map(|settings| ClusterAudit {
+            let job = self.sources.settings().map(|settings| ClusterAudit {
                 settings,
                 page_size: self.page_size,
                 output: self.output,

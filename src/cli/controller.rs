@@ -2,15 +2,13 @@
 //! leader election (`crate::controller`, docs/controller.md).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::Prepared;
-use super::check::EksApiArgs;
-use crate::audit::run::offline_settings;
+use super::audit::SourceArgs;
 use crate::controller::election::{DEFAULT_LEASE_NAME, ElectionSettings};
 use crate::controller::repair::{RepairMode, RepairSettings};
 use crate::controller::{self, ControllerSettings};
@@ -19,21 +17,8 @@ use crate::telemetry::logging::LogFormat;
 /// `controller` flags.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// The webhook's configuration file (docs/configuration.md): policy, injection settings,
-    /// associations file, EKS cluster: the decisions are the webhook's.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Kubeconfig of the cluster [default: in-cluster].
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Associations file (wins over the config file's associationsFile).
-    #[arg(long, value_name = "FILE")]
-    pub associations: Option<PathBuf>,
-    /// EKS cluster whose Pod Identity associations to read (wins over eks.clusterName).
-    #[arg(long, value_name = "NAME")]
-    pub cluster_name: Option<String>,
     #[command(flatten)]
-    pub eks_api: EksApiArgs,
+    pub sources: SourceArgs,
     /// How often the audit runs (from memory: the watches keep it current).
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
     pub audit_interval: Duration,
@@ -94,18 +79,7 @@ pub fn repair_mode(repair: bool, dry_run: bool) -> RepairMode {
 impl ControllerArgs {
     /// The typed settings of this run.
     pub fn settings(&self) -> Result<ControllerSettings, ControllerArgsError> {
-        let settings = offline_settings(self.config.as_deref(), |s| {
-            if let Some(path) = &self.associations {
-                s.associations_file = Some(path.clone());
-            }
-            if let Some(path) = &self.kubeconfig {
-                s.kubeconfig = Some(path.clone());
-            }
-            if let Some(name) = &self.cluster_name {
-                s.eks.cluster_name = name.clone();
-            }
-            self.eks_api.apply(&mut s.eks);
-        })?;
+        let settings = self.sources.settings()?;
         if self.audit_interval.is_zero() {
             return Err(ControllerArgsError::ZeroInterval);
         }

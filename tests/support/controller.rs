@@ -81,3 +81,18 @@ impl Drop for ControllerProcess {
         self.stop();
     }
 }
+
+impl ControllerProcess {
+    /// The process's resident set size in KiB (`VmRSS` of /proc), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
