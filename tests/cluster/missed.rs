@@ -4,6 +4,7 @@
 
 use libtest_mimic::Failed;
 
+use super::support::cases::admin_body;
 use super::support::control_plane::{ControlPlane, WebhookProcess, binaries};
 use super::{POLICY, associations, ensure, env_names, namespace, pod_yaml, service_account};
 
@@ -44,7 +45,7 @@ pub fn a_pod_the_mutating_webhook_missed_is_refused_in_an_enforce_namespace(
             format!("kubectl's message lacks {part:?}: {stderr}"),
         )?;
     }
-    let metrics = super::admin_body(webhook.admin_port, "/metrics");
+    let metrics = admin_body(webhook.admin_port, "/metrics");
     ensure(
         metrics.contains(
             "pod_identity_webhook_admission_missed_injection_total{outcome=\"denied\"} 1",
