@@ -37,7 +37,7 @@ fn root() -> PathBuf {
 /// onto one (through a kustomization written for the case).
 #[derive(Clone)]
 struct Rendering {
-    /// Under `manifests/`: `overlays/kind`, `components/audit`.
+    /// Under `manifests/`: `overlays/kind`, `components/controller`.
     dir: String,
     /// For a component: the kustomization (under `manifests/`) it is composed onto.
     onto: Option<String>,
