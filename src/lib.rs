@@ -22,6 +22,7 @@ pub mod clock;
 pub mod controller;
 pub mod files;
 pub mod identity;
+pub mod issuer;
 pub mod kubernetes;
 pub mod live_config;
 pub mod migrate;

@@ -8,6 +8,9 @@ pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod controller;
+pub mod issuer;
+pub mod issuer_aws;
+pub mod issuer_verify;
 pub mod migrate;
 pub mod serve;
 
@@ -102,6 +105,9 @@ pub enum Command {
     Agent(Box<agent::AgentArgs>),
     /// Migrate from IRSA to Pod Identity: plan (default), apply --approve, verify (docs/contract.md §10).
     Migrate(Box<migrate::MigrateArgs>),
+    /// Publish the cluster's service-account issuer for IRSA outside EKS: keys, publish,
+    /// provider, flags, verify (docs/irsa-self-managed.md).
+    Issuer(Box<issuer::IssuerArgs>),
 }
 
 impl Command {
@@ -114,6 +120,7 @@ impl Command {
             Self::Controller(args) => args.prepare()?,
             Self::Agent(args) => args.prepare()?,
             Self::Migrate(args) => args.prepare(),
+            Self::Issuer(args) => args.prepare(),
         };
         prepared.run()
     }

@@ -108,7 +108,7 @@ struct Pki {
     sa_pub: PathBuf,
 }
 
-fn pki(dir: &Path) -> Pki {
+fn pki(dir: &Path, sa_key_pem: Option<&str>) -> Pki {
     let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -151,7 +151,10 @@ fn pki(dir: &Path) -> Pki {
         vec![],
         ExtendedKeyUsagePurpose::ClientAuth,
     );
-    let sa_key = KeyPair::generate().unwrap();
+    let sa_key = match sa_key_pem {
+        Some(pem) => KeyPair::from_pem(pem).unwrap(),
+        None => KeyPair::generate().unwrap(),
+    };
 
     let write = |name: &str, pem: &str| {
         let path = dir.join(name);
@@ -263,12 +266,18 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts a control plane from the binaries in `bins`, ready to serve.
     pub fn start(bins: &Path) -> Self {
+        Self::start_with_sa_key(bins, None)
+    }
+
+    /// [`Self::start`] signing service-account tokens with `sa_key_pem` (PKCS#8 PEM, RSA or
+    /// ECDSA) instead of a fresh P-256 key.
+    pub fn start_with_sa_key(bins: &Path, sa_key_pem: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("control-plane")
             .tempdir()
             .unwrap();
         let d = dir.path();
-        let pki = pki(d);
+        let pki = pki(d, sa_key_pem);
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let etcd = spawn(
             &bins.join("etcd"),
