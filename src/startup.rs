@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
-use crate::controller::audit::ClusterWatches;
 use crate::identity::file::FileReloader;
 use crate::identity::kube::{KubeServiceAccounts, StoreSettings};
 use crate::identity::sources::{Opened, SourceSettings};
@@ -26,6 +25,14 @@ use crate::server::{self, routes};
 use crate::settings::{Settings, TlsSource};
 use crate::telemetry::metrics::{Registry, new_registry};
 use crate::{certs, reload};
+
+/// The ServiceAccount and Namespace watches the decisions read, which the audit reads too.
+#[derive(Clone)]
+pub struct ClusterWatches {
+    pub client: kube::Client,
+    pub service_accounts: Arc<KubeServiceAccounts>,
+    pub namespaces: Arc<KubeNamespaces>,
+}
 
 /// Why the webhook could not start. Each message names the thing to fix.
 #[derive(Debug, thiserror::Error)]

@@ -833,8 +833,8 @@ fn the_base_is_consistent_with_the_binary() {
 /// and the Lease in its namespace; the webhook stays as the base has it (admission only).
 #[test]
 fn the_controller_component_runs_the_audit_apart_with_the_rights_it_needs() {
+    use pod_identity_webhook::audit::repair::RepairMode;
     use pod_identity_webhook::controller::election::DEFAULT_LEASE_NAME;
-    use pod_identity_webhook::controller::repair::RepairMode;
     let overlay = tempfile::tempdir().unwrap();
     let manifests = root().join("manifests");
     std::fs::write(
@@ -877,7 +877,10 @@ fn the_controller_component_runs_the_audit_apart_with_the_rights_it_needs() {
     );
     assert!(controller.leader_elect && controller.lease_name == DEFAULT_LEASE_NAME);
     assert_eq!(
-        pod_identity_webhook::cli::controller::repair_mode(controller.repair, controller.dry_run),
+        pod_identity_webhook::audit::repair::RepairMode::from_flags(
+            controller.repair,
+            controller.dry_run
+        ),
         RepairMode::Off,
         "repair is opt-in"
     );

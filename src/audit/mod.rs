@@ -9,7 +9,9 @@
 //!   the file and document;
 //! - [`check`]: one report per manifest object;
 //! - [`render`]: text and JSON output;
-//! - [`run`]: the commands' wiring, on typed jobs (their flags are in `crate::cli`).
+//! - [`run`]: the commands' wiring, on typed jobs (their flags are in `crate::cli`);
+//! - [`repair`] and [`events`]: evictions of pods that got through without their identity, and
+//!   the Events on the objects, for `audit --repair` and the controller.
 //!
 //! [`Validator`]: crate::admission::validate::Validator
 //! [`Mutator`]: crate::admission::Mutator
@@ -17,8 +19,10 @@
 pub mod check;
 pub mod cluster;
 pub mod decide;
+pub mod events;
 pub mod findings;
 pub mod manifest;
 pub mod render;
+pub mod repair;
 pub mod run;
 pub mod sources;

@@ -221,7 +221,7 @@ pub struct ClusterAudit {
     pub page_size: u32,
     pub output: AuditOutput,
     /// `--repair` (evict or, with `--dry-run`, list): after the report.
-    pub repair: Option<crate::controller::repair::RepairSettings>,
+    pub repair: Option<crate::audit::repair::RepairSettings>,
 }
 
 /// A client for `--kubeconfig`, else the usual places (`$KUBECONFIG`, `~/.kube/config`,
@@ -294,12 +294,12 @@ pub async fn run_audit(job: &ClusterAudit, out: &mut impl Write) -> Result<u8, R
     if let Some(repair) = args.repair {
         // After the report; with JSON on stdout, the repair's lines go to stderr.
         let mut lines = Vec::new();
-        let events = crate::controller::audit::EventWriter::new(client.clone());
+        let events = crate::audit::events::EventWriter::new(client.clone());
         let findings = &report.findings;
         // Evictions without the client's retries: a budget's 429 is reported, not waited out.
         let evictions = audit_client(settings.kubeconfig.as_deref(), false).await?;
-        crate::controller::repair::apply(&evictions, findings, repair, &events, |f, plan, done| {
-            lines.push(crate::controller::repair::line(f, plan, repair.mode, done));
+        crate::audit::repair::apply(&evictions, findings, repair, &events, |f, plan, done| {
+            lines.push(crate::audit::repair::line(f, plan, repair.mode, done));
         })
         .await;
         let text: String = lines.iter().map(|l| format!("repair: {l}\n")).collect();

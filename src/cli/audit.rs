@@ -7,8 +7,8 @@ use clap::Args;
 
 use super::Prepared;
 use super::check::{EksApiArgs, report};
+use crate::audit::repair::RepairSettings;
 use crate::audit::run::{AuditOutput, ClusterAudit, SETUP_FAILED, offline_settings, run_audit};
-use crate::controller::repair::RepairSettings;
 use crate::settings::{Settings, SettingsError};
 
 /// Where `audit` and `controller` find the webhook's decisions and the cluster.
@@ -81,7 +81,7 @@ impl AuditArgs {
                 page_size: self.page_size,
                 output: self.output,
                 repair: self.repair.then_some(RepairSettings {
-                    mode: super::controller::repair_mode(self.repair, self.dry_run),
+                    mode: crate::audit::repair::RepairMode::from_flags(self.repair, self.dry_run),
                     pause: self.repair_interval,
                 }),
             });

@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::Prepared;
 use super::audit::SourceArgs;
+use crate::audit::repair::{RepairMode, RepairSettings};
 use crate::controller::election::{DEFAULT_LEASE_NAME, ElectionSettings};
-use crate::controller::repair::{RepairMode, RepairSettings};
 use crate::controller::{self, ControllerSettings};
 use crate::telemetry::logging::LogFormat;
 
@@ -67,15 +67,6 @@ pub enum ControllerArgsError {
     ZeroInterval,
 }
 
-/// `--repair` and `--dry-run` as a mode.
-pub fn repair_mode(repair: bool, dry_run: bool) -> RepairMode {
-    match (repair, dry_run) {
-        (true, false) => RepairMode::Evict,
-        (true, true) => RepairMode::DryRun,
-        (false, _) => RepairMode::Off,
-    }
-}
-
 impl ControllerArgs {
     /// The typed settings of this run.
     pub fn settings(&self) -> Result<ControllerSettings, ControllerArgsError> {
@@ -104,7 +95,7 @@ impl ControllerArgs {
             admin_listen: self.admin_listen,
             election,
             repair: RepairSettings {
-                mode: repair_mode(self.repair, self.dry_run),
+                mode: RepairMode::from_flags(self.repair, self.dry_run),
                 pause: self.repair_interval,
             },
         })

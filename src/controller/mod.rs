@@ -10,7 +10,6 @@
 
 pub mod audit;
 pub mod election;
-pub mod repair;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Mutator;
 use crate::admission::validate::Validator;
+use crate::audit::repair::{Repair, RepairSettings};
 use crate::identity::ServiceAccountStore;
 use crate::kubernetes::client as kube_client;
 use crate::namespaces::NamespaceStore;
@@ -29,9 +29,9 @@ use crate::server::{self, routes};
 use crate::settings::Settings;
 use crate::startup::{self, StartError, Work};
 use crate::telemetry::metrics::new_registry;
-use audit::{AuditMetrics, ClusterWatches};
+use crate::startup::ClusterWatches;
+use audit::AuditMetrics;
 use election::ElectionSettings;
-use repair::{Repair, RepairSettings};
 
 /// The webhook's decisions: what `/mutate` and `/validate` would answer.
 pub struct Decisions {

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, EvictParams};
 
-use super::audit::EventWriter;
+use super::events::EventWriter;
 use crate::audit::findings::{Finding, Reason};
 
 /// Owner kinds whose controller recreates an evicted pod (the audit names a pod's top owner: a
@@ -37,6 +37,17 @@ pub enum RepairMode {
     DryRun,
     /// `--repair`: evicts.
     Evict,
+}
+
+impl RepairMode {
+    /// From the `--repair` and `--dry-run` flags `audit` and `controller` share.
+    pub fn from_flags(repair: bool, dry_run: bool) -> Self {
+        match (repair, dry_run) {
+            (true, false) => Self::Evict,
+            (true, true) => Self::DryRun,
+            (false, _) => Self::Off,
+        }
+    }
 }
 
 /// How repair acts.
