@@ -29,13 +29,13 @@ use crate::admission::validate::Validator;
 use crate::audit::cluster::{ClusterObjects, resource, workload_resources};
 use crate::audit::decide::Decider;
 use crate::audit::events::EventWriter;
-use crate::startup::ClusterWatches;
 use crate::audit::findings;
 use crate::audit::repair::Repair;
 use crate::identity::ServiceAccountStore;
 use crate::identity::kube::ReflectedServiceAccounts;
 use crate::kubernetes::reflector::WatchLog;
 use crate::namespaces::{NamespaceStore, ReflectedNamespaces};
+use crate::startup::ClusterWatches;
 
 /// What the audit watches beyond the ServiceAccount and Namespace watches: `(API group,
 /// resource)`, each listed once then watched (its RBAC is in `manifests/components/controller`).

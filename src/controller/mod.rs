@@ -27,9 +27,9 @@ use crate::namespaces::NamespaceStore;
 use crate::policy::Policy;
 use crate::server::{self, routes};
 use crate::settings::Settings;
+use crate::startup::ClusterWatches;
 use crate::startup::{self, StartError, Work};
 use crate::telemetry::metrics::new_registry;
-use crate::startup::ClusterWatches;
 use audit::AuditMetrics;
 use election::ElectionSettings;
 
