@@ -22,14 +22,16 @@
 
 mod support;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
-use support::control_plane::{ControlPlane, WebhookProcess, binaries, skip_without_control_plane};
+use support::control_plane::{
+    ControlPlane, WebhookProcess, binaries, relative, skip_without_control_plane,
+};
 
 /// The release every rendering compared with `manifests/` uses: its objects are then named as
 /// the manifests name them.
@@ -460,21 +462,6 @@ fn readme_table_is_current() -> Result<(), Failed> {
 
 // ---------------------------------------------------------------------------------------------
 // One source of truth: the chart and manifests/.
-
-/// `to` relative to `from` (both absolute): kustomize refuses absolute resource paths.
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let from: Vec<Component> = from.components().collect();
-    let to: Vec<Component> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..from.len() {
-        out.push("..");
-    }
-    for c in &to[common..] {
-        out.push(c);
-    }
-    out
-}
 
 /// `kubectl kustomize` (the control plane's kubectl) of `resources` under manifests/, with
 /// `component` composed onto them.

@@ -13,13 +13,13 @@
 
 mod support;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
-use support::control_plane::{ControlPlane, binaries, skip_without_control_plane};
+use support::control_plane::{ControlPlane, binaries, relative, skip_without_control_plane};
 
 /// The one control plane, started by the first case that runs. Cases hold the lock for their
 /// whole run: they share Namespaces, and each sets the labels of its own rendering.
@@ -79,21 +79,6 @@ fn renderings() -> Vec<Rendering> {
                 onto: Some(onto),
             });
         }
-    }
-    out
-}
-
-/// `to` relative to `from` (both absolute): kustomize refuses absolute resource paths.
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let from: Vec<Component> = from.components().collect();
-    let to: Vec<Component> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..from.len() {
-        out.push("..");
-    }
-    for c in &to[common..] {
-        out.push(c);
     }
     out
 }
