@@ -8,17 +8,8 @@
 #   hack/helm.sh --help
 set -euo pipefail
 
-usage() {
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-}
-
-force=0
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  --force) force=1 ;;
-  "") ;;
-  *) usage >&2; exit 2 ;;
-esac
+# shellcheck source=hack/lib/force-option.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/force-option.sh"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mod="$root/hack/helm"

@@ -13,11 +13,12 @@ use std::time::Duration;
 use eks_support::FakeEks;
 use pod_identity_webhook::migrate::apply::{self, ApplyOptions, ApplySummary as Summary};
 use pod_identity_webhook::migrate::aws::{EksTarget, FileTarget, IamRoles};
-use pod_identity_webhook::migrate::checks::{
-    Action, CheckSettings, Plan, Row, RowStatus as Status, Severity, TrustState,
-};
+use pod_identity_webhook::migrate::checks::CheckSettings;
 use pod_identity_webhook::migrate::cluster::KubeCluster;
 use pod_identity_webhook::migrate::inventory::Inventory;
+use pod_identity_webhook::migrate::rows::{
+    Action, Plan, Row, RowStatus as Status, Severity, TrustState,
+};
 use pod_identity_webhook::migrate::{
     self, AssociationTarget, Parts, Progress, ReadSettings, Scope, trust, verify,
 };

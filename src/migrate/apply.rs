@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::checks::{self, Action, Plan, Row, RowStatus};
+use super::checks;
 use super::inventory::{IRSA_ANNOTATIONS, Inventory, Key, RoleState, WorkloadRef};
+use super::rows::{Action, Plan, Row, RowStatus};
 use super::trust::{self, OidcEdit, TrustEdit};
 use super::{Created, Parts, Progress, ReadSettings, Rollout, StepError, read_inventory};
 use crate::clock::rfc3339;

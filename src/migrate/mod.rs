@@ -1,7 +1,7 @@
 //! `pod-identity-webhook migrate` (docs/contract.md §10): IRSA to Pod Identity in five steps — inventory,
 //! roles, associations, cut-over, verify — as `plan`, `apply` and `verify`.
 //!
-//! - [`inventory`]: what is read; [`checks`]: the pure checks that turn it into a [`checks::Plan`];
+//! - [`inventory`]: what is read; [`checks`]: the pure checks that turn it into a [`rows::Plan`];
 //!   [`trust`]: trust-policy edits; [`render`]: outputs; [`apply`] and [`verify`]: the steps.
 //! - The command line is `crate::cli::migrate`.
 //! - I/O sits behind three small traits ([`RoleStore`], [`AssociationTarget`], [`ClusterApi`]),
@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod error;
 pub mod inventory;
 pub mod render;
+pub mod rows;
 pub mod trust;
 pub mod verify;
 
@@ -292,7 +293,7 @@ pub async fn plan(
     read: &ReadSettings,
     checks: &checks::CheckSettings,
     progress: &Progress,
-) -> Result<(Inventory, checks::Plan), EdgeError> {
+) -> Result<(Inventory, rows::Plan), EdgeError> {
     let inventory = read_inventory(parts, read, progress).await?;
     let plan = checks::plan(&inventory, checks);
     Ok((inventory, plan))

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use super::checks::{Action, Plan, Row, RowStatus, Severity};
 use super::inventory::TargetInfo;
+use super::rows::{Action, Plan, Row, RowStatus, Severity};
 use crate::identity::Association;
 
 /// `--output`.
@@ -85,7 +85,7 @@ fn room(row: &Row) -> String {
 
 fn association(row: &Row) -> String {
     match &row.association {
-        super::checks::AssociationState::Conflict { role_arn } => {
+        super::rows::AssociationState::Conflict { role_arn } => {
             format!(
                 "conflict: {}",
                 role_arn.rsplit('/').next().unwrap_or(role_arn)
