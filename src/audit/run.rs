@@ -93,7 +93,7 @@ async fn cluster_stores(
     };
     let ClusterAccess::Client(client, _) = kube_client::connect(Some(path), Otherwise::InCluster)
         .await
-        .map_err(|e| SourceError::Kube(e.to_string()))?
+        .map_err(SourceError::Kube)?
     else {
         return Ok(None);
     };
@@ -109,11 +109,10 @@ async fn cluster_stores(
     let deadline = tokio::time::Instant::now() + settings.ready_timeout;
     while !(sas.ready() && namespaces.ready()) {
         if tokio::time::Instant::now() >= deadline {
-            return Err(SourceError::Kube(format!(
-                "ServiceAccounts and Namespaces of {} not listed within {:?}",
-                path.display(),
-                settings.ready_timeout
-            ))
+            return Err(SourceError::NotListed {
+                kubeconfig: path.display().to_string(),
+                waited: settings.ready_timeout,
+            }
             .into());
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -234,14 +233,11 @@ async fn audit_client(kubeconfig: Option<&Path>, retry: bool) -> Result<kube::Cl
     };
     match connected {
         Ok(ClusterAccess::Client(client, _)) => Ok(client),
-        Ok(ClusterAccess::None) => Err(SourceError::Kube(format!(
-            "no cluster in {}",
-            kubeconfig.unwrap_or(Path::new("")).display()
-        ))),
-        Err(KubeError::NotFound(e)) => Err(SourceError::Kube(format!(
-            "no cluster found (give --kubeconfig, or set KUBECONFIG): {e}"
-        ))),
-        Err(e) => Err(SourceError::Kube(e.to_string())),
+        Ok(ClusterAccess::None) => Err(SourceError::NoCluster(
+            kubeconfig.unwrap_or(Path::new("")).display().to_string(),
+        )),
+        Err(KubeError::NotFound(e)) => Err(SourceError::NoKubeconfig(e)),
+        Err(e) => Err(SourceError::Kube(e)),
     }
 }
 

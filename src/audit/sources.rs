@@ -10,10 +10,13 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::identity::eks_cache::EksSource;
+use crate::identity::eks_client::EksSetupError;
+use crate::identity::eks_sync::SyncError;
 use crate::identity::file::FileSource;
 use crate::identity::{
     AssociationSource, Identities, IdentityError, ServiceAccountInfo, ServiceAccountStore,
 };
+use crate::kubernetes::client::KubeError;
 use crate::namespaces::StaticNamespaces;
 use crate::settings::Settings;
 
@@ -23,9 +26,22 @@ pub enum SourceError {
     #[error(transparent)]
     Associations(#[from] crate::identity::file::FileError),
     #[error("EKS: {0}")]
-    Eks(String),
+    Eks(#[from] EksSetupError),
+    #[error("EKS: cannot list the associations of cluster {cluster}: {source}")]
+    EksSync { cluster: String, source: SyncError },
     #[error("Kubernetes API: {0}")]
-    Kube(String),
+    Kube(#[from] KubeError),
+    #[error("Kubernetes API: no cluster in {0}")]
+    NoCluster(String),
+    #[error("Kubernetes API: no cluster found (give --kubeconfig, or set KUBECONFIG): {0}")]
+    NoKubeconfig(kube::config::InferConfigError),
+    #[error(
+        "Kubernetes API: ServiceAccounts and Namespaces of {kubeconfig} not listed within {waited:?}"
+    )]
+    NotListed {
+        kubeconfig: String,
+        waited: std::time::Duration,
+    },
 }
 
 /// ServiceAccounts known by listing them (manifests, `--service-accounts`, a cluster list),
@@ -131,15 +147,14 @@ pub async fn association_sources(
         sources.push(source);
     }
     if let Some(eks) = settings.eks_source() {
-        let source = EksSource::connect(eks)
+        let source = EksSource::connect(eks).await?;
+        source
+            .sync_now()
             .await
-            .map_err(|e| SourceError::Eks(e.to_string()))?;
-        source.sync_now().await.map_err(|e| {
-            SourceError::Eks(format!(
-                "cannot list the associations of cluster {}: {e}",
-                eks.cluster_name
-            ))
-        })?;
+            .map_err(|source| SourceError::EksSync {
+                cluster: eks.cluster_name.clone(),
+                source,
+            })?;
         sources.push(Arc::new(source));
     }
     Ok(sources)
