@@ -12,6 +12,7 @@
 //! - [`cli`]: one file per command (flags, typed settings); the one runtime and the logging.
 //! - [`kubernetes`]: the one Kubernetes client constructor and the one reflector loop.
 //! - [`telemetry`]: logging setup and the metrics registry.
+//! - [`shown`]: the one way output repeats a value (escaped, long ones cut with their length).
 
 pub mod admission;
 pub mod agent;
@@ -33,5 +34,6 @@ pub mod reload;
 pub mod serde_errors;
 pub mod server;
 pub mod settings;
+pub mod shown;
 pub mod startup;
 pub mod telemetry;

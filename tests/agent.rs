@@ -909,6 +909,65 @@ async fn trust_policy_trusts_the_agent_only_for_one_service_account() {
     assert_eq!(sts.calls().len(), 1, "--agent-principal asks STS nothing");
 }
 
+/// `*` and account roots would let any principal (of any account, or of the account) assume the
+/// role, guarded only by session tags the caller sets itself: refused unless asked for, and
+/// then said on stderr.
+#[tokio::test]
+async fn trust_policy_refuses_broad_principals_unless_allowed_and_then_warns() {
+    let run = |principal: &str, allow: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"));
+        command
+            .args(["agent", "trust-policy"])
+            .args(["--role-arn", "arn:aws:iam::111122223333:role/carts"])
+            .args(["--namespace", "team-a", "--service-account", "carts"])
+            .args(["--agent-principal", principal])
+            .env_clear()
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        if allow {
+            command.arg("--allow-broad-principal");
+        }
+        command
+    };
+    for (principal, says) in [
+        ("*", "any AWS principal of any account"),
+        (
+            "arn:aws:iam::123456789012:root",
+            "every user and role of account 123456789012",
+        ),
+        (
+            "123456789012",
+            "every user and role of account 123456789012",
+        ),
+        ("arn:aws:iam::*:root", "any AWS principal of any account"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = output(run(principal, false)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{principal}: refused in {:?}", started.elapsed());
+        assert!(!out.status.success(), "{principal}: {stderr}");
+        assert!(out.stdout.is_empty(), "{principal}: no policy printed");
+        assert!(stderr.contains("refusing to trust principal"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(stderr.contains("--allow-broad-principal"), "{stderr}");
+
+        let out = output(run(principal, true)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{principal}: {stderr}");
+        let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(policy["Statement"][0]["Principal"]["AWS"], principal);
+        assert!(
+            stderr.contains("warning: --allow-broad-principal"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    // One user or role needs no flag and gets no warning.
+    let out = output(run("arn:aws:iam::123456789012:role/root", false)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
 #[tokio::test]
 async fn botocore_refreshes_credentials_through_its_container_provider() {
     let sts = RecordingSts::issuing(Duration::from_secs(8)).await;

@@ -52,6 +52,52 @@ pub fn principal_of_caller(arn: &str) -> String {
     }
 }
 
+/// A principal that trusts far more than the agent: the session tags are then the only guard,
+/// and whoever assumes the role sets them itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BroadPrincipal {
+    /// `*` (or a wildcard inside the value): every AWS principal of every account.
+    Everyone,
+    /// `arn:PARTITION:iam::ACCOUNT:root` or a bare account id: every user and role of the
+    /// account whose own IAM policies allow `sts:AssumeRole` on the role.
+    AccountRoot { account: String },
+}
+
+impl std::fmt::Display for BroadPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Everyone => write!(
+                f,
+                "any AWS principal of any account may assume the role with session tags it sets itself"
+            ),
+            Self::AccountRoot { account } => write!(
+                f,
+                "every user and role of account {account} allowed sts:AssumeRole by its own IAM policies may assume the role with session tags it sets itself"
+            ),
+        }
+    }
+}
+
+/// Whether `principal` (an `AWS` principal value) is [`BroadPrincipal`]; `None` for one user or
+/// role.
+pub fn broad_principal(principal: &str) -> Option<BroadPrincipal> {
+    let p = principal.trim();
+    if p.contains(['*', '?']) {
+        return Some(BroadPrincipal::Everyone);
+    }
+    if p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(BroadPrincipal::AccountRoot {
+            account: p.to_string(),
+        });
+    }
+    match arn_fields(p) {
+        Some([_, "iam", _, account, "root"]) => Some(BroadPrincipal::AccountRoot {
+            account: account.to_string(),
+        }),
+        _ => None,
+    }
+}
+
 /// `arn:aws:iam::ACCOUNT:role/path/NAME` → `NAME` (what `aws iam` commands take).
 pub fn role_name(role_arn: &str) -> &str {
     role_arn.rsplit('/').next().unwrap_or(role_arn)
@@ -79,6 +125,38 @@ mod tests {
         assert_eq!(c["aws:RequestTag/kubernetes-namespace"], "team-a");
         assert_eq!(c["aws:RequestTag/kubernetes-service-account"], "carts");
         assert_eq!(c["aws:RequestTag/eks-cluster-name"], "kind");
+    }
+
+    #[test]
+    fn everyone_and_account_roots_are_broad_users_and_roles_are_not() {
+        for p in [
+            "*",
+            " * ",
+            "arn:aws:iam::*:root",
+            "arn:aws:iam::111122223333:role/*",
+        ] {
+            assert_eq!(broad_principal(p), Some(BroadPrincipal::Everyone), "{p}");
+        }
+        for p in [
+            "arn:aws:iam::123456789012:root",
+            "arn:aws-cn:iam::123456789012:root",
+            "123456789012",
+        ] {
+            assert_eq!(
+                broad_principal(p),
+                Some(BroadPrincipal::AccountRoot {
+                    account: "123456789012".into()
+                }),
+                "{p}"
+            );
+        }
+        for p in [
+            "arn:aws:iam::123456789012:user/agent",
+            "arn:aws:iam::123456789012:role/node",
+            "arn:aws:iam::123456789012:role/root",
+        ] {
+            assert_eq!(broad_principal(p), None, "{p}");
+        }
     }
 
     #[test]

@@ -39,6 +39,13 @@ pub enum CommandError {
     NotLinux,
     #[error("cannot tell the agent's principal (give --agent-principal): {0}")]
     Principal(String),
+    #[error(
+        "refusing to trust principal {shown}: {broad}; give the agent's own user or role ARN (--agent-principal), or --allow-broad-principal if that is really meant"
+    )]
+    BroadPrincipal {
+        shown: String,
+        broad: trust::BroadPrincipal,
+    },
 }
 
 impl AgentArgs {
@@ -287,6 +294,11 @@ pub struct TrustArgs {
     pub region: Option<String>,
     #[arg(long, value_name = "URL")]
     pub sts_endpoint: Option<String>,
+    /// Accept `*` or an account root (`arn:aws:iam::ACCOUNT:root`, a bare account id) as the
+    /// principal: the session tags, which the caller sets itself, are then the only guard
+    /// (a warning on stderr says so).
+    #[arg(long)]
+    pub allow_broad_principal: bool,
 }
 
 #[cfg(target_os = "linux")]
@@ -324,6 +336,19 @@ async fn trust_policy(args: &TrustArgs) -> Result<(), CommandError> {
             trust::principal_of_caller(&arn)
         }
     };
+    if let Some(broad) = trust::broad_principal(&principal) {
+        if !args.allow_broad_principal {
+            return Err(CommandError::BroadPrincipal {
+                shown: crate::shown::shown(&principal).into_owned(),
+                broad,
+            });
+        }
+        eprintln!(
+            "warning: --allow-broad-principal: this policy trusts {}: {broad}; only the session-tag conditions stand between another principal and role {}",
+            crate::shown::Shown(&principal),
+            trust::role_name(&args.role_arn)
+        );
+    }
     let policy = trust::trust_policy(
         &principal,
         &args.namespace,
