@@ -12,6 +12,8 @@ use kube::core::{ApiResource, TypeMeta};
 use kube::{Client, Resource};
 use serde_json::Value;
 
+use super::projection::Projected;
+
 /// Items per list page.
 pub const PAGE_SIZE: u32 = 500;
 
@@ -35,16 +37,18 @@ pub struct ClusterObjects {
     pub namespaces: Vec<Value>,
     pub service_accounts: Vec<Value>,
     /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs.
-    pub workloads: Vec<Value>,
-    pub pods: Vec<Value>,
+    pub workloads: Vec<Projected>,
+    pub pods: Vec<Projected>,
 }
 
 impl ClusterObjects {
     /// How many objects of each kind (for the report).
     pub fn counts(&self) -> Vec<(&'static str, usize)> {
-        let mut by_kind: HashMap<&str, usize> = HashMap::new();
+        let mut by_kind: HashMap<String, usize> = HashMap::new();
         for w in &self.workloads {
-            *by_kind.entry(w["kind"].as_str().unwrap_or("")).or_default() += 1;
+            *by_kind
+                .entry(w.value()["kind"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
         }
         let mut counts = vec![
             ("namespaces", self.namespaces.len()),
@@ -92,31 +96,44 @@ pub async fn list_cluster(
     mut progress: impl FnMut(&str, usize),
 ) -> Result<ClusterObjects, ListError> {
     let mut objects = ClusterObjects {
-        namespaces: list_all(client, &resource::<Namespace>(), page_size, &mut progress).await?,
+        namespaces: list_all(
+            client,
+            &resource::<Namespace>(),
+            page_size,
+            &mut progress,
+            |v| v,
+        )
+        .await?,
         service_accounts: list_all(
             client,
             &resource::<ServiceAccount>(),
             page_size,
             &mut progress,
+            |v| v,
         )
         .await?,
         ..ClusterObjects::default()
     };
     for ar in workload_resources() {
-        let listed = list_all(client, &ar, page_size, &mut progress).await?;
+        let listed = list_all(client, &ar, page_size, &mut progress, |v| Projected::of(&v)).await?;
         objects.workloads.extend(listed);
     }
-    objects.pods = list_all(client, &resource::<Pod>(), page_size, &mut progress).await?;
+    objects.pods = list_all(client, &resource::<Pod>(), page_size, &mut progress, |v| {
+        Projected::of(&v)
+    })
+    .await?;
     Ok(objects)
 }
 
-/// Every object of one resource across namespaces, following `continue` tokens.
-pub async fn list_all(
+/// Every object of one resource across namespaces, following `continue` tokens, each kept as
+/// `keep` makes it (page by page, so a whole list is never held as JSON values).
+pub async fn list_all<T>(
     client: &Client,
     ar: &ApiResource,
     page_size: u32,
     progress: &mut impl FnMut(&str, usize),
-) -> Result<Vec<Value>, ListError> {
+    keep: impl Fn(Value) -> T,
+) -> Result<Vec<T>, ListError> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
     let mut out = Vec::new();
     let mut token: Option<String> = None;
@@ -137,7 +154,7 @@ pub async fn list_all(
             });
             item.metadata.managed_fields = None;
             if let Ok(value) = serde_json::to_value(&item) {
-                out.push(value);
+                out.push(keep(value));
             }
         }
         if out.len() > MAX_OBJECTS_PER_KIND {

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::cluster::ClusterObjects;
 use super::decide::{Decided, Decider};
+use super::projection::Projected;
 use crate::admission::Outcome;
 use crate::identity::{Freshness, IdentityKind};
 use crate::object::Kind;
@@ -143,8 +144,10 @@ fn uses_irsa(pod: &Value) -> bool {
 pub async fn audit(decider: &Decider<'_>, objects: &ClusterObjects) -> Vec<Finding> {
     let mut findings = Vec::new();
     // ReplicaSet and Job owners, to name a pod's top controller.
+    // Workloads are read back once per run (far fewer than pods); pods one at a time below.
+    let workloads: Vec<Value> = objects.workloads.iter().map(Projected::value).collect();
     let mut owners: HashMap<(&str, &str, &str), (&str, &str)> = HashMap::new();
-    for w in &objects.workloads {
+    for w in &workloads {
         if let Some(owner) = controller(w) {
             let key = (
                 text(w, &["metadata", "namespace"]),
@@ -162,7 +165,7 @@ pub async fn audit(decider: &Decider<'_>, objects: &ClusterObjects) -> Vec<Findi
             findings.push(f);
         }
     }
-    for w in &objects.workloads {
+    for w in &workloads {
         if controller(w).is_some_and(|(kind, _)| is_workload(kind)) {
             continue;
         }
@@ -172,7 +175,11 @@ pub async fn audit(decider: &Decider<'_>, objects: &ClusterObjects) -> Vec<Findi
             findings.push(f);
         }
     }
-    for pod in objects.pods.iter().filter(|p| is_live_pod(p)) {
+    for projected in &objects.pods {
+        let pod = &projected.value();
+        if !is_live_pod(pod) {
+            continue;
+        }
         let ns = text(pod, &["metadata", "namespace"]);
         let decided = decider.decide(pod, Some(ns)).await;
         let owned = controller(pod).is_some_and(|(kind, _)| is_workload(kind));

@@ -9,6 +9,7 @@
 //!   the file and document;
 //! - [`check`]: one report per manifest object;
 //! - [`render`]: text and JSON output;
+//! - [`projection`]: what the audit keeps of each pod and workload (the decisions' view);
 //! - [`run`]: the commands' wiring, on typed jobs (their flags are in `crate::cli`);
 //! - [`repair`] and [`events`]: evictions of pods that got through without their identity, and
 //!   the Events on the objects, for `audit --repair` and the controller.
@@ -22,6 +23,7 @@ pub mod decide;
 pub mod events;
 pub mod findings;
 pub mod manifest;
+pub mod projection;
 pub mod render;
 pub mod repair;
 pub mod run;

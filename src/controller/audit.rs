@@ -4,7 +4,8 @@
 //!
 //! ServiceAccounts and Namespaces come from the reflectors the decisions read anyway (no second
 //! watch). Pods and the apps/batch workloads get one watch each ([`WATCHED`]), started when this
-//! replica leads and stopped when it no longer does, stripped to what the decisions read. Results
+//! replica leads and stopped when it no longer does, each object kept as its projection (what the
+//! decisions read, `audit::projection`). Results
 //! become `audit_violations{namespace,reason}` gauges, rate-limited Kubernetes Events on the
 //! offending objects and, with `--repair`, evictions ([`crate::audit::repair`]).
 
@@ -12,11 +13,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
-use kube::api::{Api, DynamicObject};
-use kube::core::{ApiResource, TypeMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::core::{ApiResource, DynamicResourceScope};
 use kube::runtime::reflector::{self, Store};
+use kube::{Client, Resource};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,6 +34,7 @@ use crate::audit::cluster::{ClusterObjects, resource, workload_resources};
 use crate::audit::decide::Decider;
 use crate::audit::events::EventWriter;
 use crate::audit::findings;
+use crate::audit::projection::Projected;
 use crate::audit::repair::Repair;
 use crate::identity::ServiceAccountStore;
 use crate::identity::kube::ReflectedServiceAccounts;
@@ -95,61 +100,85 @@ impl AuditMetrics {
     }
 }
 
+/// A watched pod or workload as the audit keeps it: the name and namespace its store entry is
+/// keyed by, the `resourceVersion` the watch resumes from, and its [`Projected`] form. Read
+/// straight from the API server's JSON: the whole object lives only while it is projected.
+#[derive(Debug, Clone)]
+struct Kept {
+    metadata: ObjectMeta,
+    projected: Projected,
+}
+
+impl<'de> serde::Deserialize<'de> for Kept {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let object = Value::deserialize(d)?;
+        let meta = &object["metadata"];
+        let text = |key: &str| meta[key].as_str().map(str::to_string);
+        Ok(Self {
+            metadata: ObjectMeta {
+                name: text("name"),
+                namespace: text("namespace"),
+                resource_version: text("resourceVersion"),
+                uid: text("uid"),
+                ..ObjectMeta::default()
+            },
+            projected: Projected::of(&object),
+        })
+    }
+}
+
+impl Resource for Kept {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// The watched objects of one resource.
 struct Watched {
-    store: Store<DynamicObject>,
-    resource: ApiResource,
+    store: Store<Kept>,
 }
 
-/// Keeps what the decisions read: metadata (without managed fields and the last-applied
-/// copy), the spec, and of a pod's status only its phase.
-fn strip(o: &mut DynamicObject) {
-    o.metadata.managed_fields = None;
-    if let Some(annotations) = o.metadata.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    if let Some(map) = o.data.as_object_mut() {
-        let phase = map
-            .get("status")
-            .and_then(|s| s.get("phase"))
-            .cloned()
-            .map(|phase| serde_json::json!({ "phase": phase }));
-        match phase {
-            Some(status) => map.insert("status".into(), status),
-            None => map.remove("status"),
-        };
-    }
-}
-
-/// Starts a reflector of `ar` that runs until `stop`, retrying with backoff.
+/// Starts a reflector of `ar` that runs until `stop`, retrying with backoff. Objects are typed
+/// as they arrive (list items carry no `apiVersion` and `kind`; the decisions read them).
 fn watch(client: &Client, ar: ApiResource, stop: &CancellationToken) -> Watched {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let api: Api<Kept> = Api::all_with(client.clone(), &ar);
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
     let log = WatchLog {
         what: ar.plural.clone(),
         failed: "audit watch failed; retrying with backoff",
     };
-    crate::kubernetes::reflector::run(api, writer, strip, log, stop.clone());
-    Watched {
-        store,
-        resource: ar,
-    }
+    let typed = move |k: &mut Kept| {
+        k.projected = k.projected.with_type(&ar.api_version, &ar.kind);
+    };
+    crate::kubernetes::reflector::run(api, writer, typed, log, stop.clone());
+    Watched { store }
 }
 
-fn values(w: &Watched) -> Vec<Value> {
-    w.store
-        .state()
-        .iter()
-        .filter_map(|o| {
-            let mut o = (**o).clone();
-            o.types = Some(TypeMeta {
-                api_version: w.resource.api_version.clone(),
-                kind: w.resource.kind.clone(),
-            });
-            serde_json::to_value(&o).ok()
-        })
-        .collect()
+/// The kept objects of a store (shared, not copied).
+fn kept(w: &Watched) -> impl Iterator<Item = Projected> + '_ {
+    w.store.state().into_iter().map(|k| k.projected.clone())
 }
 
 /// Typed objects of a store as JSON (k8s-openapi writes their `apiVersion` and `kind`).
@@ -236,8 +265,8 @@ pub async fn run(
         let objects = ClusterObjects {
             namespaces: typed_values(&namespaces),
             service_accounts: typed_values(&service_accounts),
-            workloads: workloads.iter().flat_map(values).collect(),
-            pods: values(&pods),
+            workloads: workloads.iter().flat_map(kept).collect(),
+            pods: kept(&pods).collect(),
         };
         let decider = Decider::new(&validator, &mutator);
         let report = findings::AuditReport {
@@ -255,36 +284,5 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = repair.run(&report.findings, &events) => {}
         }
-    }
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stripped_objects_keep_what_the_decisions_read() {
-        let mut pod: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "n", "uid": "u",
-                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "a": "b"},
-                "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"serviceAccountName": "sa", "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready"}]}
-        }))
-        .unwrap();
-        strip(&mut pod);
-        let v = serde_json::to_value(&pod).unwrap();
-        assert_eq!(v["status"], serde_json::json!({"phase": "Running"}));
-        assert_eq!(v["metadata"]["annotations"], serde_json::json!({"a": "b"}));
-        assert!(v["metadata"]["managedFields"].is_null());
-        assert_eq!(v["spec"]["serviceAccountName"], "sa");
-        let mut deployment: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-            "spec": {"replicas": 1}, "status": {"replicas": 1}
-        }))
-        .unwrap();
-        strip(&mut deployment);
-        let v = serde_json::to_value(&deployment).unwrap();
-        assert!(v.get("status").is_none() && v["spec"]["replicas"] == 1);
     }
 }

@@ -15,7 +15,7 @@ use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::ops::Deref;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use bounded::{MAX_LIST_ENTRIES, MAX_OBJECT_ENTRIES, read_bounded};
 pub use kind::Kind;
@@ -27,7 +27,7 @@ pub use view::{
 /// A string read from JSON text: a slice of the text when it had no escapes to undo (nearly
 /// always), else its own copy. A newtype because serde borrows a bare `Cow<str>` field but not
 /// one inside an `Option`, a `Vec` or a map.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
 

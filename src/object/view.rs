@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::map_only::{self, Fields, from_objects_only};
 use super::{Kind, Text};
@@ -18,11 +18,31 @@ from_objects_only!(
     MountView,
 );
 
+// ... and write the same fields back (the background audit keeps objects as their view).
+macro_rules! serialize_derived {
+    ($($ty:ident),+ $(,)?) => {$(
+        impl Serialize for $ty<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $ty::serialize(self, s)
+            }
+        }
+    )+};
+}
+serialize_derived!(
+    ObjectView,
+    MetaView,
+    SpecView,
+    ContainerView,
+    EnvView,
+    Named,
+    MountView,
+);
+
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// A Pod, a workload or a ServiceAccount (which has no `spec`), read whatever its kind: the
 /// kind only says where to look for the pod spec ([`ObjectView::pod_spec`]).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(remote = "Self")]
 pub struct ObjectView<'a> {
     #[serde(default, borrow)]
@@ -31,19 +51,29 @@ pub struct ObjectView<'a> {
     pub spec: SpecView<'a>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(remote = "Self", rename_all = "camelCase")]
 pub struct MetaView<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub name: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub generate_name: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<Text<'a>>,
     /// `None` when the object has no `labels` map at all (a patch must create it).
-    #[serde(default, borrow, deserialize_with = "super::bounded::map")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub labels: Option<BTreeMap<Text<'a>, Text<'a>>>,
-    #[serde(default, borrow, deserialize_with = "super::bounded::map")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub annotations: Option<BTreeMap<Text<'a>, Text<'a>>>,
     /// Whether the object had a `metadata` object at all: `false` for the default of an object
     /// without one (a patch adding labels must create it).
@@ -68,33 +98,58 @@ impl<'de: 'a, 'a> Deserialize<'de> for MetaView<'a> {
 /// pods are in `template` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job) or in
 /// `jobTemplate` (CronJob). Kubernetes never sends both kinds of fields in one spec; holding
 /// them in one struct lets serde read any object in one pass, before its kind is looked at.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(remote = "Self", rename_all = "camelCase")]
 pub struct SpecView<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<Text<'a>>,
     /// Deprecated alias of `serviceAccountName`, still filled by the API server.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::pod_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::pod_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_containers: Option<Vec<ContainerView<'a>>>,
     /// Debugging containers (`kubectl debug`), added through the `ephemeralcontainers`
     /// subresource; never injected.
-    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::pod_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(default, borrow, deserialize_with = "super::bounded::pod_list")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::pod_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volumes: Option<Vec<Named<'a>>>,
-    #[serde(default, borrow, deserialize_with = "super::bounded::map")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_selector: Option<BTreeMap<Text<'a>, Text<'a>>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
     /// A workload's pod template.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub template: Option<Box<TemplateView<'a>>>,
     /// A CronJob's Job template (whose `spec.template` is the pod template).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<Box<TemplateView<'a>>>,
 }
 
@@ -102,36 +157,46 @@ pub struct SpecView<'a> {
 /// `metadata` and its `spec`).
 pub type TemplateView<'a> = ObjectView<'a>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(remote = "Self", rename_all = "camelCase")]
 pub struct ContainerView<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
-    #[serde(default, borrow, deserialize_with = "super::bounded::list")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub env: Option<Vec<EnvView<'a>>>,
-    #[serde(default, borrow, deserialize_with = "super::bounded::list")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "super::bounded::list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_mounts: Option<Vec<MountView<'a>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(remote = "Self")]
 pub struct EnvView<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
     /// The literal value; `None` for `valueFrom` (a reference, not a literal).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub value: Option<Text<'a>>,
 }
 
 /// Anything identified by its `name` (volumes).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(remote = "Self")]
 pub struct Named<'a> {
     #[serde(default, borrow)]
     pub name: Text<'a>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(remote = "Self", rename_all = "camelCase")]
 pub struct MountView<'a> {
     #[serde(default, borrow)]
