@@ -119,7 +119,6 @@ impl<'de> serde::Deserialize<'de> for Kept {
                 name: text("name"),
                 namespace: text("namespace"),
                 resource_version: text("resourceVersion"),
-                uid: text("uid"),
                 ..ObjectMeta::default()
             },
             projected: Projected::of(&object),
