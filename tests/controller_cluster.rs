@@ -374,12 +374,13 @@ fn controller_rss_at_n_pods() -> Result<(), Failed> {
     let args = ["--audit-interval", "2s", "--leader-elect=false"];
     let measure = |what: &str| -> Result<u64, Failed> {
         let c = ControllerProcess::start(&config, what, &args);
-        let audited = plane.eventually_or_none(Duration::from_secs(300), || {
-            let metrics = admin_body(c.admin_port, "/metrics");
-            metrics
-                .lines()
-                .any(|l| l.starts_with("pod_identity_webhook_audit_last_run_timestamp_seconds "))
-                .then_some(())
+        // The gauge reads 0 until the first run, which waits for every watch to have listed.
+        let audited = plane.eventually_or_none(Duration::from_secs(600), || {
+            sample(
+                c.admin_port,
+                "pod_identity_webhook_audit_last_run_timestamp_seconds ",
+            )
+            .filter(|t| *t > 0.0)
         });
         ensure(
             audited.is_some(),
@@ -387,7 +388,15 @@ fn controller_rss_at_n_pods() -> Result<(), Failed> {
         )?;
         // A few more runs: the steady state, not the first list's peak alone.
         std::thread::sleep(Duration::from_secs(6));
-        c.rss_kib().ok_or_else(|| "no VmRSS".into())
+        let rss = c.rss_kib().ok_or_else(|| "no VmRSS".into());
+        let tail = c.log_tail(200);
+        let last_run = tail
+            .lines()
+            .rev()
+            .find(|l| l.contains("audit: "))
+            .unwrap_or("");
+        println!("{what}: {last_run}");
+        rss
     };
     let empty = measure("empty")?;
     let per_ns = n.div_ceil(10);
