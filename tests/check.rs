@@ -609,3 +609,261 @@ async fn the_documented_ci_step_and_pre_commit_hook_run_as_written() {
         "{stdout}"
     );
 }
+
+/// Runs `check` with `args`, printing and returning how long it took.
+async fn timed(what: &str, args: Vec<String>, stdin: Option<Vec<u8>>) -> (i32, String, f64) {
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = run(args, stdin).await;
+    let took = started.elapsed().as_secs_f64();
+    println!("{what}: exit {code} in {took:.2} s");
+    (code, format!("{stdout}{stderr}"), took)
+}
+
+/// Issue 33: nested flow collections made libyaml's time grow with the square of the nesting
+/// (500 KB of `{a: ` took minutes). The flow-depth pre-scan refuses them before the parser, at
+/// once; nesting at the limit, repeated, parses in linear time; a file past its deadline is
+/// reported and the other files are still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_flow_collections_are_refused_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "warn");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let n = 500 * 1024 / 4;
+    let maps = write(
+        "maps.yaml",
+        format!("x: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+    );
+    let lists = write(
+        "lists.yaml",
+        format!("x: {}a{}\n", "[a, ".repeat(100_000), "]".repeat(100_000)),
+    );
+    for (what, file) in [("500 KB of {a: ", &maps), ("[a, x100k", &lists)] {
+        let (code, out, took) = timed(what, check_args(&config, &["-f", file]), None).await;
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains(&format!(
+                "error: {file} (line 1, column 260): flow collections ([...] or {{...}}) nested deeper than 64; not parsed"
+            )),
+            "{out}"
+        );
+        assert!(took < 10.0, "{what}: {took:.2} s");
+    }
+
+    // At the limit, 64 deep, repeated over 1 MiB: linear, and a manifest that deep is read.
+    let deep = format!("{}1{}", "[".repeat(63), "]".repeat(63));
+    let data: Vec<String> = (0..50).map(|k| format!("k{k}: {deep}")).collect();
+    let mut text = String::new();
+    while text.len() < 1024 * 1024 {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{}}}\ndata: {{{}}}\n",
+            text.len(),
+            data.join(", ")
+        ));
+    }
+    let at_limit = write("at-limit.yaml", text);
+    let (code, out, took) = timed(
+        "1 MiB of 64-deep flow",
+        check_args(&config, &["-f", &at_limit]),
+        None,
+    )
+    .await;
+    assert!(!out.contains("nested deeper"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(took < 10.0, "{took:.2} s");
+
+    // Each file has its own deadline: past it the file is named, the next one still checked.
+    // Nearly 16 MiB of Deployments takes far more than 2 s to parse in a test build; APP, a
+    // few milliseconds.
+    let deployment = APP.split("---\n").nth(1).unwrap();
+    let mut big = String::new();
+    while big.len() + deployment.len() < 16 * 1024 * 1024 - 1024 {
+        big.push_str("---\n");
+        big.push_str(deployment);
+    }
+    let big = write("big.yaml", big);
+    let app = write("app.yaml", APP.to_string());
+    let (code, out, took) = timed(
+        "deadline",
+        check_args(&config, &["--file-deadline", "2s", "-f", &big, "-f", &app]),
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{}", &out[out.len().saturating_sub(2000)..]);
+    assert!(
+        out.contains(&format!("error: {big}: not parsed within 2s")),
+        "{}",
+        &out[out.len().saturating_sub(2000)..]
+    );
+    assert!(out.contains("Deployment default/carts: allowed"), "{out}");
+    assert!(took < 10.0, "{took:.2} s");
+}
+
+/// Issue 33: an input that gives nothing is an error (a CI job pointed at the wrong path must
+/// not pass), unless --allow-empty; files that are not regular are refused without being
+/// opened for reading, so a FIFO never blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_give_nothing_fail_and_special_files_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "warn");
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("empty.yaml"), "").unwrap();
+    std::fs::write(path("comments.yaml"), "# nothing here\n---\n").unwrap();
+    std::fs::create_dir(path("empty-dir")).unwrap();
+    std::fs::create_dir(path("no-manifests")).unwrap();
+    std::fs::write(path("no-manifests/README.md"), "# docs\n").unwrap();
+
+    /// What is given, its arguments, stdin, the error expected.
+    type Case<'a> = (&'a str, Vec<&'a str>, Option<Vec<u8>>, String);
+    let cases: [Case; 5] = [
+        (
+            "an empty file",
+            vec!["-f", "EMPTY"],
+            None,
+            format!(
+                "error: {}: no object in it (empty, or only comments)",
+                path("empty.yaml")
+            ),
+        ),
+        (
+            "only comments",
+            vec!["-f", "COMMENTS"],
+            None,
+            format!(
+                "error: {}: no object in it (empty, or only comments)",
+                path("comments.yaml")
+            ),
+        ),
+        (
+            "an empty directory",
+            vec!["-f", "EMPTY_DIR"],
+            None,
+            format!(
+                "error: {}: no .yaml, .yml or .json file in it",
+                path("empty-dir")
+            ),
+        ),
+        (
+            "no manifests in a directory",
+            vec!["NO_MANIFESTS"],
+            None,
+            format!(
+                "error: {}: no .yaml, .yml or .json file in it",
+                path("no-manifests")
+            ),
+        ),
+        (
+            "an empty stream",
+            vec!["-f", "-"],
+            Some(Vec::new()),
+            "error: <stdin>: no object in it (an empty stream, or only comments)".to_string(),
+        ),
+    ];
+    for (what, args, stdin, error) in cases {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match *a {
+                "EMPTY" => path("empty.yaml"),
+                "COMMENTS" => path("comments.yaml"),
+                "EMPTY_DIR" => path("empty-dir"),
+                "NO_MANIFESTS" => path("no-manifests"),
+                other => other.to_string(),
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, _) = timed(what, check_args(&config, &args), stdin.clone()).await;
+        assert_eq!(code, 2, "{what}: {out}");
+        assert!(out.contains(&error), "{what}: {out}");
+        assert!(out.contains("--allow-empty"), "{what}: {out}");
+        let allowed = [&args[..], &["--allow-empty"]].concat();
+        let (code, out, _) = timed(what, check_args(&config, &allowed), stdin).await;
+        assert_eq!(code, 0, "{what} with --allow-empty: {out}");
+        assert!(out.contains("0 objects"), "{out}");
+    }
+
+    // A FIFO named like a manifest, given or found in a directory, and a device: refused at
+    // once (nothing ever writes to the FIFO: opening it for reading would wait forever).
+    std::fs::create_dir(path("with-fifo")).unwrap();
+    std::fs::write(path("with-fifo/app.yaml"), APP).unwrap();
+    for fifo in [path("x.yaml"), path("with-fifo/x.yaml")] {
+        let c = std::ffi::CString::new(fifo.clone()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+    for (what, input, error) in [
+        (
+            "a FIFO",
+            path("x.yaml"),
+            format!("error: {}: a FIFO, not a regular file", path("x.yaml")),
+        ),
+        (
+            "a FIFO in a directory",
+            path("with-fifo"),
+            format!(
+                "error: {}: a FIFO, not a regular file",
+                path("with-fifo/x.yaml")
+            ),
+        ),
+        (
+            "a device",
+            "/dev/zero".to_string(),
+            "error: /dev/zero: a character device, not a regular file".to_string(),
+        ),
+    ] {
+        let (code, out, took) = timed(what, check_args(&config, &["-f", &input]), None).await;
+        assert_eq!(code, 2, "{what}: {out}");
+        assert!(out.contains(&error), "{what}: {out}");
+        assert!(took < 10.0, "{what}: {took:.2} s");
+    }
+    // The directory's real manifest is still checked beside the refused FIFO.
+    let (_, out, _) = timed(
+        "a FIFO beside a manifest",
+        check_args(&config, &["-f", &path("with-fifo")]),
+        None,
+    )
+    .await;
+    assert!(out.contains("Deployment default/carts: allowed"), "{out}");
+}
+
+/// Issue 33: output repeats no value longer than a few hundred bytes: a 15 MB `metadata.name`
+/// is shown cut, with its length, in text and JSON, in the object line and in the messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_name_is_shown_cut_with_its_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "enforce");
+    let name = "a".repeat(15_000_000);
+    let sa = "s".repeat(100_000);
+    let file = dir.path().join("huge.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: team-a\nspec:\n  serviceAccountName: {sa}\n  containers: [{{name: app, image: x}}]\n"
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (code, out, took) = timed("15 MB name", check_args(&config, &["-f", file]), None).await;
+    assert_eq!(code, 1, "{}", &out[..out.len().min(2000)]);
+    assert!(out.len() < 4096, "{} bytes of output", out.len());
+    let line = out.lines().next().unwrap();
+    assert!(line.starts_with("Pod team-a/aaaa"), "{line}");
+    assert!(line.contains("… (15000000 bytes): denied: "), "{line}");
+    assert!(
+        line.contains("… (100000 bytes)"),
+        "the ServiceAccount, cut: {line}"
+    );
+    assert!(took < 30.0, "{took:.2} s");
+
+    let (_, out, _) = timed(
+        "15 MB name, JSON",
+        check_args(&config, &["-f", file, "-o", "json"]),
+        None,
+    )
+    .await;
+    assert!(out.len() < 8192, "{} bytes of output", out.len());
+    let report = check_json(&out);
+    let name = report["objects"][0]["name"].as_str().unwrap();
+    assert_eq!(name, format!("{}… (15000000 bytes)", "a".repeat(256)));
+}

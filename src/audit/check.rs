@@ -7,6 +7,7 @@ use super::decide::{Decided, Decider, is_cluster_scoped};
 use super::manifest::{ManifestError, ManifestObject, Origin};
 use super::sources::ListedServiceAccounts;
 use crate::admission::Outcome;
+use crate::shown;
 
 /// What the webhook would do with an object, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -216,13 +217,19 @@ pub fn report(
         verdict
     };
     messages.dedup();
+    // The messages name bounded values (crate::shown); a message is cut too, for the values a
+    // decision quotes that are not names (a container's, an env variable's).
+    let messages = messages
+        .iter()
+        .map(|m| shown::cut(m, shown::MAX_MESSAGE_BYTES).into_owned())
+        .collect();
     ObjectReport {
         file: object.origin.file.clone(),
         document: object.origin.document,
         item: object.origin.item,
-        api_version: object.api_version().to_string(),
-        kind: object.kind().to_string(),
-        namespace,
+        api_version: shown::shown(object.api_version()).into_owned(),
+        kind: shown::shown(object.kind()).into_owned(),
+        namespace: namespace.map(|n| shown::shown(&n).into_owned()),
         name: object.display_name(),
         status,
         verdict,

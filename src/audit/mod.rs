@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod decide;
 pub mod events;
 pub mod findings;
+pub mod flow_depth;
 pub mod manifest;
 pub mod projection;
 pub mod render;

@@ -59,7 +59,8 @@ pub struct ManifestCheck {
     pub namespace: String,
     pub show_patch: bool,
     pub output: CheckOutput,
-    pub max_file_bytes: u64,
+    /// Size, time and emptiness bounds on reading the manifests.
+    pub limits: manifest::ReadLimits,
 }
 
 /// Settings for the offline commands: the config file `serve` reads, then `adjust`. The
@@ -151,13 +152,21 @@ pub async fn run_check(job: &ManifestCheck, out: &mut impl Write) -> Result<u8, 
     if stdin_uses > 1 {
         return Err(RunError::StdinTwice);
     }
-    let manifests = manifest::read_inputs(&inputs, args.max_file_bytes);
+    let manifests = manifest::read_inputs(&inputs, &args.limits);
     let sa_inputs: Vec<Input> = args
         .service_accounts
         .iter()
         .map(|a| Input::parse(a))
         .collect();
-    let existing = manifest::read_inputs(&sa_inputs, args.max_file_bytes);
+    // An empty list of existing ServiceAccounts is a real answer (`kubectl get sa` of a new
+    // cluster's namespace).
+    let existing = manifest::read_inputs(
+        &sa_inputs,
+        &manifest::ReadLimits {
+            allow_empty: true,
+            ..args.limits
+        },
+    );
 
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();

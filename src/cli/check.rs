@@ -80,6 +80,13 @@ pub struct CheckArgs {
     /// Largest manifest file (or stdin) read, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = manifest::DEFAULT_MAX_FILE_BYTES)]
     pub max_file_bytes: u64,
+    /// Longest parse of one manifest file; past it the file is reported unreadable (exit 2).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20s")]
+    pub file_deadline: std::time::Duration,
+    /// Accept an input that holds no object (an empty file, directory or stream). Without it
+    /// such an input is an error (exit 2): a CI job pointed at the wrong path must not pass.
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 impl CheckArgs {
@@ -110,7 +117,11 @@ impl CheckArgs {
                 namespace: self.namespace.clone(),
                 show_patch: self.show_patch,
                 output: self.output,
-                max_file_bytes: self.max_file_bytes,
+                limits: manifest::ReadLimits {
+                    max_file_bytes: self.max_file_bytes,
+                    deadline: self.file_deadline,
+                    allow_empty: self.allow_empty,
+                },
             });
             report(async {
                 let mut stdout = std::io::stdout().lock();

@@ -267,11 +267,13 @@ impl<'a> ObjectView<'a> {
 }
 
 impl MetaView<'_> {
-    /// A readable name for logs and messages (`generateName` objects have none yet).
+    /// A readable name for logs and messages (`generateName` objects have none yet), as
+    /// [`crate::shown`] repeats a value: the API server's names are never cut, a hostile
+    /// file's (read by `check`) are.
     pub fn display_name(&self) -> String {
         match (&self.name, &self.generate_name) {
-            (Some(n), _) if !n.is_empty() => n.to_string(),
-            (_, Some(g)) if !g.is_empty() => format!("{}*", &**g),
+            (Some(n), _) if !n.is_empty() => crate::shown::shown(n).into_owned(),
+            (_, Some(g)) if !g.is_empty() => format!("{}*", crate::shown::shown(g)),
             _ => "<unnamed>".into(),
         }
     }

@@ -5,6 +5,7 @@ use super::settings::{FailurePolicy, PolicyMode};
 use crate::identity::role_arn::{self, RoleArnError};
 use crate::identity::sa::ROLE_ARN;
 use crate::object::{Kind, ObjectView};
+use crate::shown::shown;
 
 use super::Policy;
 use super::static_keys::{StaticCredential, static_credentials};
@@ -114,6 +115,9 @@ impl Policy {
         }
         let pod = object.pod_spec(kind);
         let sa = pod.service_account();
+        // The names as messages repeat them (crate::shown: a hostile file's may be megabytes);
+        // the lookups use the real ones.
+        let (namespace_shown, name_shown, sa_shown) = (shown(namespace), shown(name), shown(sa));
         let credentials = match scope {
             Scope::Pod => static_credentials(pod.every_container()),
             Scope::EphemeralContainers => {
@@ -130,7 +134,7 @@ impl Policy {
         if !credentials.is_empty() {
             if enforce {
                 denials.push(format!(
-                    "{}; static AWS keys are not allowed in namespace {namespace}",
+                    "{}; static AWS keys are not allowed in namespace {namespace_shown}",
                     described(&credentials)
                 ));
                 fixes.push("remove the keys".to_string());
@@ -141,14 +145,14 @@ impl Policy {
                 } in &credentials
                 {
                     warnings.push(format!(
-                        "{kind} {name}: container {container:?} sets {variable} as a literal; use Pod Identity instead"
+                        "{kind} {name_shown}: container {container:?} sets {variable} as a literal; use Pod Identity instead"
                     ));
                 }
             }
         }
         let has_identity = |what: &str| {
             format!(
-                "ServiceAccount {sa:?} already has an AWS identity ({what}), which the SDKs use once the keys are gone"
+                "ServiceAccount {sa_shown:?} already has an AWS identity ({what}), which the SDKs use once the keys are gone"
             )
         };
         match identity {
@@ -165,20 +169,20 @@ impl Policy {
             IdentityCheck::Irsa { role_arn } if scope == Scope::Pod => {
                 if enforce {
                     denials.push(format!(
-                        "ServiceAccount {sa:?} names the IRSA role {role_arn:?} \
+                        "ServiceAccount {sa_shown:?} names the IRSA role {role_arn:?} \
                          ({annotation_prefix}/{ROLE_ARN}), which is not an allowed role for \
-                         namespace {namespace} (allowed: {}); it is not injected",
+                         namespace {namespace_shown} (allowed: {}); it is not injected",
                         self.allowed_patterns(namespace)
                     ));
                     fixes.push(format!(
-                        "kubectl annotate serviceaccount -n {namespace} {sa} --overwrite \
+                        "kubectl annotate serviceaccount -n {namespace_shown} {sa_shown} --overwrite \
                          {annotation_prefix}/{ROLE_ARN}=<allowed role>, or \
                          {}",
-                        self.remedy(namespace, sa)
+                        self.remedy(&namespace_shown, &sa_shown)
                     ));
                 } else {
                     warnings.push(format!(
-                        "{kind} {name}: the IRSA role of ServiceAccount {sa:?} is not allowed in namespace {namespace}; not injected"
+                        "{kind} {name_shown}: the IRSA role of ServiceAccount {sa_shown:?} is not allowed in namespace {namespace_shown}; not injected"
                     ));
                 }
             }
@@ -195,17 +199,17 @@ impl Policy {
                         })
                         .unwrap_or_default();
                     denials.push(format!(
-                        "ServiceAccount {sa:?} has no EKS Pod Identity association and no \
+                        "ServiceAccount {sa_shown:?} has no EKS Pod Identity association and no \
                          {annotation_prefix}/{ROLE_ARN} annotation{why}"
                     ));
-                    fixes.push(self.remedy(namespace, sa));
+                    fixes.push(self.remedy(&namespace_shown, &sa_shown));
                 } else if invalid_role_arn.is_some() {
                     warnings.push(format!(
-                        "{kind} {name}: ServiceAccount {sa:?}: {annotation_prefix}/{ROLE_ARN} is not an IAM role ARN"
+                        "{kind} {name_shown}: ServiceAccount {sa_shown:?}: {annotation_prefix}/{ROLE_ARN} is not an IAM role ARN"
                     ));
                 } else {
                     warnings.push(format!(
-                        "{kind} {name}: ServiceAccount {sa:?} has no Pod Identity association or IRSA role"
+                        "{kind} {name_shown}: ServiceAccount {sa_shown:?} has no Pod Identity association or IRSA role"
                     ));
                 }
             }
@@ -213,21 +217,24 @@ impl Policy {
             IdentityCheck::Unavailable { detail } => {
                 if enforce && self.failure_policy() == FailurePolicy::Closed {
                     denials.push(format!(
-                        "cannot check that ServiceAccount {sa:?} has an AWS identity: the identity \
+                        "cannot check that ServiceAccount {sa_shown:?} has an AWS identity: the identity \
                          sources are unavailable ({detail}). The webhook's operator chose \
                          policy.failurePolicy: closed, so requests are denied until they answer; \
                          retry shortly"
                     ));
                 } else {
                     warnings.push(format!(
-                        "{kind} {name}: identity of ServiceAccount {sa:?} not checked: identity sources unavailable"
+                        "{kind} {name_shown}: identity of ServiceAccount {sa_shown:?} not checked: identity sources unavailable"
                     ));
                 }
             }
         }
 
         if !denials.is_empty() {
-            let mut message = format!("{kind} {namespace}/{name}: {}.", denials.join(". "));
+            let mut message = format!(
+                "{kind} {namespace_shown}/{name_shown}: {}.",
+                denials.join(". ")
+            );
             if !fixes.is_empty() {
                 message.push_str(&format!(" Fix: {}", fixes.join(", then ")));
             }
@@ -263,18 +270,20 @@ impl Policy {
             return Verdict::Allow;
         };
         let enforce = mode == PolicyMode::Enforce;
+        // As messages repeat them (crate::shown).
+        let (namespace_shown, name_shown) = (shown(namespace), shown(name));
         if let Err(e) = role_arn::validate(arn) {
             // The value is not quoted: it is not an ARN, and may be anything.
             return if enforce {
                 Verdict::Deny(format!(
-                    "ServiceAccount {namespace}/{name}: annotation {annotation_prefix}/{ROLE_ARN} \
+                    "ServiceAccount {namespace_shown}/{name_shown}: annotation {annotation_prefix}/{ROLE_ARN} \
                      {e}, so it is no identity. Fix: kubectl annotate serviceaccount -n \
-                     {namespace} {name} --overwrite \
+                     {namespace_shown} {name_shown} --overwrite \
                      {annotation_prefix}/{ROLE_ARN}=arn:aws:iam::<account>:role/<name>"
                 ))
             } else {
                 Verdict::Warn(vec![fit_warning(format!(
-                    "ServiceAccount {name}: {annotation_prefix}/{ROLE_ARN} is not an IAM role ARN; it is no identity"
+                    "ServiceAccount {name_shown}: {annotation_prefix}/{ROLE_ARN} is not an IAM role ARN; it is no identity"
                 ))])
             };
         }
@@ -286,16 +295,16 @@ impl Policy {
         }
         if enforce {
             Verdict::Deny(format!(
-                "ServiceAccount {namespace}/{name}: annotation {annotation_prefix}/{ROLE_ARN} \
-                 {arn:?} is not an allowed role for namespace {namespace} (allowed: {}). \
-                 Fix: kubectl annotate serviceaccount -n {namespace} {name} --overwrite \
+                "ServiceAccount {namespace_shown}/{name_shown}: annotation {annotation_prefix}/{ROLE_ARN} \
+                 {arn:?} is not an allowed role for namespace {namespace_shown} (allowed: {}). \
+                 Fix: kubectl annotate serviceaccount -n {namespace_shown} {name_shown} --overwrite \
                  {annotation_prefix}/{ROLE_ARN}=<allowed role>, or ask the cluster operator to add \
                  the role to policy.namespaces[].allowedRoleArns",
                 self.allowed_patterns(namespace)
             ))
         } else {
             Verdict::Warn(vec![fit_warning(format!(
-                "ServiceAccount {name}: {annotation_prefix}/{ROLE_ARN} is not an allowed role for namespace {namespace}"
+                "ServiceAccount {name_shown}: {annotation_prefix}/{ROLE_ARN} is not an allowed role for namespace {namespace_shown}"
             ))])
         }
     }
