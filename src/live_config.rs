@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::admission::injection::InjectionSettings;
 use crate::policy::PolicySettings;
-use crate::reload::{ReloadOutcome, Reloadable};
+use crate::reload::{LastRefused, ReloadOutcome, Reloadable};
 use crate::settings::{self, Settings};
 
 /// The file's sections that take effect while running (but `injection.annotationPrefix`).
@@ -22,6 +22,8 @@ pub type PolicyHook = Box<dyn Fn(&PolicySettings) + Send + Sync>;
 pub struct ConfigReloader {
     path: PathBuf,
     last_text: String,
+    /// The read error last reported (a file that cannot be read is counted once, like bad text).
+    unreadable: LastRefused,
     current: Settings,
     injection: Arc<ArcSwap<InjectionSettings>>,
     on_policy: Vec<PolicyHook>,
@@ -39,6 +41,7 @@ impl ConfigReloader {
         Self {
             path,
             last_text,
+            unreadable: LastRefused::default(),
             current: settings,
             injection,
             on_policy: Vec::new(),
@@ -60,8 +63,12 @@ impl ConfigReloader {
     pub fn check(&mut self) -> ReloadOutcome {
         let text = match settings::read_config_file(&self.path) {
             Ok(text) => text,
-            Err(e) => return ReloadOutcome::Failed(e.to_string()),
+            Err(e) => {
+                let reason = e.to_string();
+                return self.unreadable.unreadable(reason);
+            }
         };
+        self.unreadable.forget();
         if text == self.last_text {
             return ReloadOutcome::Unchanged;
         }

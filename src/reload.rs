@@ -30,6 +30,48 @@ pub trait Reloadable: Send + 'static {
     fn check(&mut self) -> ReloadOutcome;
 }
 
+/// The content a reloader last refused: the same bad content (or the same read error) seen by
+/// later checks is one failed reload, not one per check; any other content is looked at again.
+/// Kept as a hash: an associations file may be large, and a collision only skips one log line.
+#[derive(Debug, Default)]
+pub struct LastRefused(Option<u64>);
+
+impl LastRefused {
+    fn hash(content: &[u8]) -> u64 {
+        use std::hash::{DefaultHasher, Hasher};
+        let mut h = DefaultHasher::new();
+        h.write(content);
+        h.finish()
+    }
+
+    /// Whether `content` is what was refused last (already reported).
+    pub fn is_last(&self, content: &[u8]) -> bool {
+        self.0 == Some(Self::hash(content))
+    }
+
+    /// `content` refused for `reason`: [`ReloadOutcome::Failed`] the first time in a row,
+    /// [`ReloadOutcome::Unchanged`] while it stays.
+    pub fn refuse(&mut self, content: &[u8], reason: impl Into<String>) -> ReloadOutcome {
+        if self.is_last(content) {
+            return ReloadOutcome::Unchanged;
+        }
+        self.0 = Some(Self::hash(content));
+        ReloadOutcome::Failed(reason.into())
+    }
+
+    /// The file could not be read, for `reason`: [`LastRefused::refuse`] with the reason as the
+    /// content (the same error while it lasts is one failure).
+    pub fn unreadable(&mut self, reason: String) -> ReloadOutcome {
+        let content = reason.clone().into_bytes();
+        self.refuse(&content, reason)
+    }
+
+    /// The file is back to content that was accepted: a later refusal counts again.
+    pub fn forget(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// Calls `check` every `interval` until `stop` is cancelled, logging changes and failures
 /// (a failure is logged once until it changes, not every tick).
 pub async fn run<R: Reloadable>(mut target: R, interval: Duration, stop: CancellationToken) {

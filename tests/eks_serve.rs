@@ -127,6 +127,15 @@ async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
         sample(&metrics, "pod_identity_webhook_eks_synced_associations"),
         Some(1.0)
     );
+    // A server on EKS alone has its `associations` series too.
+    assert_eq!(
+        sample(
+            &metrics,
+            "pod_identity_webhook_associations{source=\"eks\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     assert!(
         sample(
             &metrics,

@@ -423,6 +423,86 @@ async fn certificate_reload_is_counted_and_updates_the_expiry() {
     running.shutdown().await;
 }
 
+/// Replaces `path`'s content in one step (a rename), so no check sees it half written.
+fn replace(path: &Path, content: impl AsRef<[u8]>) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, content).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+/// `reloads_total{result="failed"}` counts a bad content once, however many checks see it (at
+/// a 10 ms interval, about 30 while each stays), for the certificate and the associations file
+/// alike; another bad content, or the same one after a good one, counts again.
+#[tokio::test]
+async fn a_bad_file_is_one_failed_reload_however_long_it_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let good = pod_identity_webhook::certs::generate(&names).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &good.cert_pem).unwrap();
+    std::fs::write(&key, &good.key_pem).unwrap();
+    let associations = dir.path().join("associations.yaml");
+    std::fs::write(&associations, CARTS_ASSOCIATIONS).unwrap();
+    let running = WebhookBuilder::new()
+        .settings(|s| {
+            s.tls = TlsSettings::files(cert.clone(), key.clone());
+            s.associations_file = Some(associations.clone());
+            s.server.reload_interval = Duration::from_millis(10);
+        })
+        .start()
+        .await;
+    let series = |file: &str, result: &str| {
+        format!("pod_identity_webhook_reloads_total{{file=\"{file}\",result=\"{result}\"}}")
+    };
+    // Waits until `file`'s counter reads `want`, then past ~30 more checks, and reads it again.
+    let settles_at = |file: &'static str, result: &'static str, want: f64| {
+        let running = &running;
+        let name = series(file, result);
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while sample(&metrics(running).await, &name) != Some(want) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} never reached {want}: {:?}",
+                    sample(&metrics(running).await, &name)
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(sample(&metrics(running).await, &name), Some(want), "{name}");
+        }
+    };
+    let bad_cert = |n: u8| {
+        format!("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA{n}\n-----END CERTIFICATE-----\n")
+    };
+
+    replace(&cert, bad_cert(1));
+    replace(&associations, "associations: [{namespace: team-a}]\n");
+    settles_at("certificate", "failed", 1.0).await;
+    settles_at("associations", "failed", 1.0).await;
+
+    // Another bad content is another failure.
+    replace(&cert, bad_cert(2));
+    replace(&associations, "associations: {}\n");
+    settles_at("certificate", "failed", 2.0).await;
+    settles_at("associations", "failed", 2.0).await;
+
+    // Back to the good content (nothing to reload: it is what is in force), then the second
+    // bad content again: counted again.
+    replace(&cert, &good.cert_pem);
+    replace(&associations, CARTS_ASSOCIATIONS);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    replace(&cert, bad_cert(2));
+    replace(&associations, "associations: {}\n");
+    settles_at("certificate", "failed", 3.0).await;
+    settles_at("associations", "failed", 3.0).await;
+
+    // A missing file is one failure too, for as long as it is missing.
+    std::fs::remove_file(&associations).unwrap();
+    settles_at("associations", "failed", 4.0).await;
+    running.shutdown().await;
+}
+
 #[tokio::test]
 async fn lookups_cut_short_by_the_budget_count_as_errors() {
     let source = ControlledSource::new(true, Duration::from_secs(5), Some(carts_association()));

@@ -47,23 +47,37 @@ pub fn register_lookups(registry: &mut Registry) -> Arc<dyn LookupObserver> {
     Arc::new(LookupCounter(lookups))
 }
 
-/// Registers `associations{source="file"}`: the associations file's entries.
+/// How many associations a source knows now, read on every scrape.
+pub type AssociationCount = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// Registers `associations{source}`: one family with a sample for each configured source (the
+/// file's entries, EKS's last full sync), so a server on any one source has its series.
+pub fn register_associations(
+    registry: &mut Registry,
+    counts: Vec<(&'static str, AssociationCount)>,
+) {
+    register_snapshot(registry, move || {
+        vec![FamilySnapshot {
+            name: "associations",
+            help: "Pod Identity associations known, by source",
+            kind: SampleKind::Gauge,
+            samples: counts
+                .iter()
+                .map(|(source, count)| (vec![("source", *source)], count() as f64))
+                .collect(),
+        }]
+    });
+}
+
+/// Registers the associations file's own family (refused empty reloads).
 pub fn register_file(registry: &mut Registry, source: Arc<FileSource>) {
     register_snapshot(registry, move || {
-        vec![
-            FamilySnapshot {
-                name: "associations",
-                help: "Pod Identity associations known, by source",
-                kind: SampleKind::Gauge,
-                samples: vec![(vec![("source", "file")], source.len() as f64)],
-            },
-            FamilySnapshot {
-                name: "associations_empty_reloads_refused",
-                help: "Reloads of the associations file that came back empty while associations were loaded, refused (write `associations: []` to empty it)",
-                kind: SampleKind::Counter,
-                samples: vec![(Vec::new(), source.empty_reloads_refused() as f64)],
-            },
-        ]
+        vec![FamilySnapshot {
+            name: "associations_empty_reloads_refused",
+            help: "Reloads of the associations file that came back empty while associations were loaded, refused (write `associations: []` to empty it)",
+            kind: SampleKind::Counter,
+            samples: vec![(Vec::new(), source.empty_reloads_refused() as f64)],
+        }]
     });
 }
 

@@ -54,12 +54,15 @@ impl SourceSettings<'_> {
         stop: &CancellationToken,
     ) -> Result<Opened, SourcesError> {
         let mut file_reloader = None;
+        let mut counts: Vec<(&'static str, metrics::AssociationCount)> = Vec::new();
         if let Some(path) = self.associations_file {
             let (source, reloader) = FileSource::open(path)?;
             tracing::info!(file = %path.display(), associations = source.len(), "associations file loaded");
             if let Some(registry) = registry.as_deref_mut() {
                 metrics::register_file(registry, source.clone());
             }
+            let file = source.clone();
+            counts.push(("file", Box::new(move || file.len() as u64)));
             identities = identities.with_associations(source);
             file_reloader = Some(reloader);
         }
@@ -72,11 +75,18 @@ impl SourceSettings<'_> {
                 sync_interval = ?eks.sync_interval,
                 "reading Pod Identity associations from EKS"
             );
-            if let Some(registry) = registry {
+            if let Some(registry) = registry.as_deref_mut() {
                 metrics::register_eks(registry, source.clone());
             }
+            let eks = source.clone();
+            counts.push(("eks", Box::new(move || eks.stats().synced_associations)));
             identities = identities.with_associations(Arc::new(source.clone()));
             tasks.spawn(source.run_sync(stop.clone()));
+        }
+        if let Some(registry) = registry
+            && !counts.is_empty()
+        {
+            metrics::register_associations(registry, counts);
         }
         Ok(Opened {
             identities,

@@ -19,7 +19,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::reload::{ReloadOutcome, Reloadable};
+use crate::reload::{LastRefused, ReloadOutcome, Reloadable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -181,6 +181,8 @@ pub struct CertReloader {
     key: PathBuf,
     resolver: Arc<CertResolver>,
     last: (Vec<u8>, Vec<u8>),
+    /// The pair (or read error) last refused: reported and counted once.
+    refused: LastRefused,
     /// Called after every successful swap (metrics hook).
     on_reload: Option<ReloadHook>,
 }
@@ -196,6 +198,7 @@ impl CertReloader {
             key,
             resolver,
             last,
+            refused: LastRefused::default(),
             on_reload: None,
         }
     }
@@ -210,9 +213,17 @@ impl CertReloader {
         let (cert, key) = match (read_pem(&self.cert), read_pem(&self.key)) {
             (Ok(c), Ok(k)) => (c, k),
             // Mid-swap a file may be missing for a moment; the next check sees the new pair.
-            (Err(e), _) | (_, Err(e)) => return ReloadOutcome::Failed(e.to_string()),
+            (Err(e), _) | (_, Err(e)) => {
+                let reason = e.to_string();
+                return self.refused.unreadable(reason);
+            }
         };
         if (cert.as_slice(), key.as_slice()) == (self.last.0.as_slice(), self.last.1.as_slice()) {
+            self.refused.forget();
+            return ReloadOutcome::Unchanged;
+        }
+        let pair = [cert.as_slice(), b"\0", key.as_slice()].concat();
+        if self.refused.is_last(&pair) {
             return ReloadOutcome::Unchanged;
         }
         match certified_key_from_pem(&cert, &key, &self.cert, &self.key) {
@@ -222,10 +233,11 @@ impl CertReloader {
                 }
                 self.resolver.store(ck);
                 self.last = (cert, key);
+                self.refused.forget();
                 ReloadOutcome::Reloaded
             }
-            // Keep `last` so a half-written pair is retried on the next tick.
-            Err(e) => ReloadOutcome::Failed(e.to_string()),
+            // `last` stays, so a half-written pair is looked at again once either file changes.
+            Err(e) => self.refused.refuse(&pair, e.to_string()),
         }
     }
 }

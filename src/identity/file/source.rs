@@ -15,7 +15,7 @@ use crate::identity::{
     Association, AssociationIndex, AssociationSource, AssociationSummary, DuplicateAssociation,
     Freshness, IdentityError, index_associations, index_get,
 };
-use crate::reload::{ReloadOutcome, Reloadable};
+use crate::reload::{LastRefused, ReloadOutcome, Reloadable};
 
 fn index(path: &Path, list: Vec<Association>) -> Result<AssociationIndex, FileError> {
     index_associations(list).map_err(|e| FileError::Invalid {
@@ -57,7 +57,7 @@ impl FileSource {
             source: source.clone(),
             last: bytes,
             max_bytes,
-            refused: None,
+            refused: LastRefused::default(),
         };
         Ok((source, reloader))
     }
@@ -134,8 +134,8 @@ pub struct FileReloader {
     source: Arc<FileSource>,
     last: Vec<u8>,
     max_bytes: u64,
-    /// The last content refused as suspiciously empty (counted once).
-    refused: Option<Vec<u8>>,
+    /// The content (or read error) last refused: reported and counted once.
+    refused: LastRefused,
 }
 
 impl Reloadable for FileReloader {
@@ -146,30 +146,37 @@ impl Reloadable for FileReloader {
     fn check(&mut self) -> ReloadOutcome {
         let bytes = match files::read_capped(&self.source.path, self.max_bytes) {
             Ok(b) => b,
-            Err(e) => return ReloadOutcome::Failed(format!("cannot read: {e}")),
+            Err(e) => {
+                let reason = format!("cannot read: {e}");
+                return self.refused.unreadable(reason);
+            }
         };
         if bytes == self.last {
+            self.refused.forget();
+            return ReloadOutcome::Unchanged;
+        }
+        if self.refused.is_last(&bytes) {
             return ReloadOutcome::Unchanged;
         }
         let parsed = match parse_bytes(&self.source.path, &bytes) {
             Ok(p) => p,
-            Err(e) => return ReloadOutcome::Failed(e.to_string()),
+            Err(e) => return self.refused.refuse(&bytes, e.to_string()),
         };
         let loaded = self.source.len();
         if parsed.associations.is_empty() && loaded > 0 && !parsed.explicitly_empty {
-            // `last` stays as it was, so the same content is refused again on the next check
-            // (the reload loop logs a repeated failure once); it is counted once.
-            if self.refused.as_deref() != Some(bytes.as_slice()) {
-                self.source
-                    .empty_reloads_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                self.refused = Some(bytes);
-            }
-            return ReloadOutcome::Failed(format!(
-                "the file now holds no associations (empty, `associations:` with no list, or `[]`), \
-                 as a truncated write would; keeping the {loaded} loaded before. \
-                 Write `associations: []` to remove them all"
-            ));
+            // `last` stays as it was: the loaded associations stay in force until the file
+            // says `associations: []`.
+            self.source
+                .empty_reloads_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return self.refused.refuse(
+                &bytes,
+                format!(
+                    "the file now holds no associations (empty, `associations:` with no list, or \
+                     `[]`), as a truncated write would; keeping the {loaded} loaded before. \
+                     Write `associations: []` to remove them all"
+                ),
+            );
         }
         let count = parsed.associations.len();
         match index(&self.source.path, parsed.associations) {
@@ -177,9 +184,10 @@ impl Reloadable for FileReloader {
                 self.source.index.store(Arc::new(index));
                 self.source.count.store(count, Ordering::Relaxed);
                 self.last = bytes;
+                self.refused.forget();
                 ReloadOutcome::Reloaded
             }
-            Err(e) => ReloadOutcome::Failed(e.to_string()),
+            Err(e) => self.refused.refuse(&bytes, e.to_string()),
         }
     }
 }
@@ -337,8 +345,8 @@ mod tests {
             refused += 1;
             assert_eq!(src.len(), 1, "{empty:?}");
             assert!(src.get("team-a", "carts").is_some(), "{empty:?}");
-            // Checked again, the same content is refused again but counted once.
-            assert!(matches!(reloader.check(), ReloadOutcome::Failed(_)));
+            // Checked again, the same content is not a new failure: reported and counted once.
+            assert_eq!(reloader.check(), ReloadOutcome::Unchanged, "{empty:?}");
             assert_eq!(src.empty_reloads_refused(), refused, "{empty:?}");
         }
         // Said explicitly, emptying is what the operator wants.
