@@ -5,12 +5,16 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 /// How the validating webhook treats a namespace (docs/contract.md §3).
+// The variants go from loosest to strictest, so `max` is "the tighter of". Their doc comments are
+// `--help` text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
-    /// Ordered from loosest to strictest, so `max` is "the tighter of".
+    /// No policy checks: everything is admitted
     Off,
+    /// Admit what breaks a rule, with a warning
     Warn,
+    /// Deny what breaks a rule
     Enforce,
 }
 

@@ -8,6 +8,7 @@ pub mod cases;
 pub mod control_plane;
 pub mod controller;
 pub mod kube_api;
+pub mod markdown;
 pub mod sts;
 
 use std::net::SocketAddr;
