@@ -228,18 +228,14 @@ fn as_built(command: &str) -> String {
 fn every_documented_command_runs_or_is_skipped_with_a_reason() {
     // Each doc file's commands run in order in one shell (a walkthrough sets variables and
     // files that later commands use), in a checkout of its own.
-    let mut by_file: BTreeMap<PathBuf, Vec<(String, String)>> = BTreeMap::new();
-    let mut skipped = BTreeSet::new();
+    let mut by_file: BTreeMap<PathBuf, Vec<(String, markdown::Shown)>> = BTreeMap::new();
     for block in shell_blocks() {
-        for command in markdown::commands(&block) {
-            match skip_reason(&command) {
-                Some(_) => {
-                    skipped.insert(markdown::normalized(&command));
-                }
-                None => by_file
+        for command in markdown::shown_commands(&block) {
+            if skip_reason(&command.text).is_none() {
+                by_file
                     .entry(block.file.clone())
                     .or_default()
-                    .push((block.at(), command)),
+                    .push((block.at(), command));
             }
         }
     }
@@ -250,12 +246,23 @@ fn every_documented_command_runs_or_is_skipped_with_a_reason() {
         let mut script = String::from(
             "set -o pipefail\nfail() { echo \"DOCS COMMAND FAILED (exit $1) at $at\" >&2; exit 1; }\n",
         );
-        for (at, command) in commands {
-            eprintln!("runs {at}: {}", markdown::normalized(command));
-            script.push_str(&format!(
-                "at='{at}'\n{{\n{}\n}} || fail $?\n",
-                as_built(command)
-            ));
+        for (n, (at, command)) in commands.iter().enumerate() {
+            eprintln!("runs {at}: {}", markdown::normalized(&command.text));
+            let text = as_built(&command.text);
+            match &command.error {
+                None => script.push_str(&format!("at='{at}'\n{{\n{text}\n}} || fail $?\n")),
+                // Shown failing: it must fail, with the error the doc shows.
+                Some(error) => {
+                    let expected = format!("expected-error-{n}.txt");
+                    std::fs::write(checkout.path().join(&expected), error).unwrap();
+                    script.push_str(&format!(
+                        "at='{at}'\nif ( {text}\n) 2>error.txt; then echo 'the docs show it \
+                         failing; it succeeded' >&2; fail 0; fi\ngrep -qF -f {expected} error.txt \
+                         || {{ cat error.txt >&2; echo \"not the error the docs show: $(cat \
+                         {expected})\" >&2; fail 1; }}\n"
+                    ));
+                }
+            }
             ran += 1;
         }
         let (ok, output) = checkout.run(&script, &[], Duration::from_secs(120));

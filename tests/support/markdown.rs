@@ -93,6 +93,53 @@ pub fn is_shell(block: &Block) -> bool {
 /// joined into one string; comment lines dropped. In a block with `$ ` prompts only the prompted
 /// lines (and their continuations) are commands, the rest is output.
 pub fn commands(block: &Block) -> Vec<String> {
+    shown_commands(block).into_iter().map(|c| c.text).collect()
+}
+
+/// A command as a doc shows it, and the error the doc says it ends with (its output's first
+/// `Error: ` line, in a block with `$ ` prompts).
+pub struct Shown {
+    pub text: String,
+    pub error: Option<String>,
+}
+
+/// [`commands`] with the error each is shown to end with.
+pub fn shown_commands(block: &Block) -> Vec<Shown> {
+    let mut out: Vec<Shown> = Vec::new();
+    let prompted = block.text.lines().any(|l| l.starts_with("$ "));
+    if prompted {
+        for line in block.text.lines() {
+            if let (Some(error), Some(last)) = (line.strip_prefix("Error: "), out.last_mut())
+                && last.error.is_none()
+            {
+                last.error = Some(error.to_string());
+            }
+            if let Some(text) = line.strip_prefix("$ ") {
+                out.push(Shown {
+                    text: text.to_string(),
+                    error: None,
+                });
+            }
+        }
+    }
+    let texts = command_texts(block);
+    if !prompted {
+        return texts
+            .into_iter()
+            .map(|text| Shown { text, error: None })
+            .collect();
+    }
+    // The prompted lines, joined with their continuations.
+    out.into_iter()
+        .zip(texts)
+        .map(|(shown, text)| Shown {
+            text,
+            error: shown.error,
+        })
+        .collect()
+}
+
+fn command_texts(block: &Block) -> Vec<String> {
     let prompted = block.text.lines().any(|l| l.starts_with("$ "));
     let mut out = Vec::new();
     let mut lines = block.text.lines();
