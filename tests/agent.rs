@@ -85,6 +85,61 @@ async fn moto_issues_credentials_for_the_association_and_chains_to_the_target_ro
     );
 }
 
+const SESSION_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::reports/*"}]}"#;
+
+#[tokio::test]
+async fn the_session_policy_goes_to_sts_as_policy_and_no_session_tags_go_with_it() {
+    if skip_without_moto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("moto-recording.jsonl");
+    let moto = Moto::recording(&recording).await;
+    let file = dir.path().join("associations.yaml");
+    let policy = serde_json::to_string(SESSION_POLICY).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "associations:
+  - {{namespace: team-a, serviceAccount: reports, roleArn: '{CARTS_ROLE}', disableSessionTags: true,
+     policy: {policy}}}
+  - {{namespace: team-a, serviceAccount: chained, roleArn: '{ORDERS_ROLE}', targetRoleArn: '{TARGET_ROLE}',
+     disableSessionTags: true, policy: {policy}}}
+"
+        ),
+    )
+    .unwrap();
+    let h = Harness::start(&moto.endpoint, |s| s.associations_file = Some(file)).await;
+
+    let (status, answer) = h.get(&h.pod_token("team-a", "reports", "reports-1")).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = h.get(&h.pod_token("team-a", "chained", "chained-1")).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // What moto's recorder saw on the wire.
+    let calls: Vec<_> = Moto::recorded(&recording)
+        .into_iter()
+        .filter(|c| c.action() == "AssumeRole")
+        .collect();
+    let roles: Vec<&str> = calls.iter().map(|c| c.params["RoleArn"].as_str()).collect();
+    assert_eq!(roles, [CARTS_ROLE, ORDERS_ROLE, TARGET_ROLE]);
+    for call in &calls {
+        assert!(call.tags().is_empty(), "no session tags: {:?}", call.params);
+        assert!(call.transitive_keys().is_empty(), "{:?}", call.params);
+    }
+    // The policy scopes the credentials the pod gets: those of the one call, or of the target
+    // role's (a session policy does not carry into a chained session).
+    assert_eq!(
+        calls[0].params.get("Policy").map(String::as_str),
+        Some(SESSION_POLICY)
+    );
+    assert_eq!(calls[1].params.get("Policy"), None, "{:?}", calls[1].params);
+    assert_eq!(
+        calls[2].params.get("Policy").map(String::as_str),
+        Some(SESSION_POLICY)
+    );
+}
+
 #[tokio::test]
 async fn the_wire_carries_session_tags_session_name_and_external_id() {
     let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;

@@ -298,13 +298,26 @@ async fn a_tree_with_a_deployment_and_its_service_account_in_one_file() {
     let (code, stdout, stderr) = run(base(&["-f", tree.to_str().unwrap()]), None).await;
     assert_eq!(code, 1, "orders is denied: {stdout}{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "{stdout}");
+    assert_eq!(lines.len(), 7, "{stdout}");
     assert_eq!(lines[0], "ServiceAccount team-a/shop: allowed");
     assert_eq!(lines[1], "Deployment team-a/carts: allowed");
+    // Each pod and template names the identity it gets and where it comes from.
+    assert_eq!(
+        lines[2],
+        "  identity: IRSA role arn:aws:iam::111122223333:role/carts"
+    );
     assert!(
-        lines[3].starts_with("Pod team-a/db-0: mutated: identity injected"),
+        lines[4].starts_with("Pod team-a/db-0: mutated: identity injected"),
         "{stdout}"
     );
+    assert_eq!(
+        lines[5],
+        "  identity: role arn:aws:iam::111122223333:role/db from associations[1] (team-a/db)"
+    );
+    let lines: Vec<&str> = lines
+        .into_iter()
+        .filter(|l| !l.starts_with("  identity: "))
+        .collect();
     assert!(
         lines[2].starts_with("Deployment team-a/orders: denied: Deployment team-a/orders: ServiceAccount \"orders\" has no EKS Pod Identity association"),
         "{stdout}"
@@ -478,9 +491,14 @@ async fn identities_from_an_associations_file_and_from_eks() {
     args.extend(strings(&["--associations", associations.to_str().unwrap()]));
     let (code, stdout, stderr) = run(args, None).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
+    // The identity and the entry it comes from; an exact entry is the operator's, as an EKS
+    // association is: the namespace's allowlist (carts and db) bounds pattern entries only.
     assert_eq!(
-        stdout.lines().next(),
-        Some("Deployment team-a/orders: allowed")
+        stdout.lines().take(2).collect::<Vec<_>>(),
+        [
+            "Deployment team-a/orders: allowed",
+            "  identity: role arn:aws:iam::111122223333:role/orders from associations[0] (team-a/orders)"
+        ]
     );
 
     let eks = eks_support::FakeEks::start("prod").await;
@@ -509,9 +527,12 @@ async fn identities_from_an_associations_file_and_from_eks() {
     eks.add("team-a", "orders", "orders");
     let (code, stdout, stderr) = run_binary_env(args, None, env()).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert_eq!(
-        stdout.lines().next(),
-        Some("Deployment team-a/orders: allowed")
+    // EKS associations are the cluster operator's: no allowlist applies to them.
+    let lines: Vec<&str> = stdout.lines().take(2).collect();
+    assert_eq!(lines[0], "Deployment team-a/orders: allowed");
+    assert!(
+        lines[1].starts_with("  identity: EKS association a-"),
+        "{stdout}"
     );
 }
 

@@ -12,6 +12,7 @@ use pod_identity_webhook::identity::{AssociationSource, Freshness, IdentityError
 use pod_identity_webhook::settings::{EksSettings, FailureMode};
 
 const CLUSTER: &str = "prod";
+const SESSION_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::reports/*"}]}"#;
 
 fn options() -> CacheOptions {
     let mut s = EksSettings::new(CLUSTER);
@@ -249,6 +250,7 @@ async fn added_removed_and_changed_associations_show_up_after_the_next_sync() {
         a.target_role_arn = Some("arn:aws:iam::777788889999:role/reader".into());
         a.external_id = Some("ext".into());
         a.disable_session_tags = Some(true);
+        a.policy = Some(SESSION_POLICY.into());
     });
     src.sync_now().await.unwrap();
 
@@ -268,6 +270,8 @@ async fn added_removed_and_changed_associations_show_up_after_the_next_sync() {
     );
     assert_eq!(reporter.external_id.as_deref(), Some("ext"));
     assert_eq!(reporter.disable_session_tags, Some(true));
+    // The inline session policy, as DescribePodIdentityAssociation returns it.
+    assert_eq!(reporter.policy.as_deref(), Some(SESSION_POLICY));
     assert!(
         reporter
             .association_id

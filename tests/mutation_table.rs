@@ -33,6 +33,7 @@ fn association() -> Association {
         target_role_arn: None,
         external_id: None,
         disable_session_tags: None,
+        policy: None,
         association_id: None,
     }
 }

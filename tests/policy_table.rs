@@ -76,6 +76,7 @@ fn association(ns: &str, sa: &str) -> Association {
         target_role_arn: None,
         external_id: None,
         disable_session_tags: None,
+        policy: None,
         association_id: None,
     }
 }

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 
 use crate::admission::injection::InjectionSettings;
 use crate::identity::eks_settings::FailureMode;
-use crate::identity::{Freshness, Identities};
+use crate::identity::{Freshness, Identities, Matched};
 use crate::object::ObjectView;
 use crate::policy::Policy;
 use mutate::Skip;
@@ -67,6 +67,9 @@ pub struct Decision {
     /// `/validate` found a pod that lacks the credentials `/mutate` would give it (issue 28);
     /// counted in `admission_missed_injection_total`.
     pub missed_injection: bool,
+    /// The identity the lookup found (the associations-file entry that matched, with its line
+    /// and pattern), or the entry the allowlist refused: for the decision log and `check`.
+    pub matched: Option<Matched>,
 }
 
 impl Decision {
@@ -77,11 +80,17 @@ impl Decision {
             service_account: None,
             reason,
             missed_injection: false,
+            matched: None,
         }
     }
 
     pub fn with_service_account(mut self, sa: impl Into<String>) -> Self {
         self.service_account = Some(sa.into());
+        self
+    }
+
+    pub fn with_matched(mut self, matched: Option<Matched>) -> Self {
+        self.matched = matched;
         self
     }
 }
@@ -109,6 +118,8 @@ impl Mutator {
 
     /// Shares the validating webhook's policy ([`validate::Validator::shared_policy`]).
     pub fn with_policy(mut self, policy: Arc<ArcSwap<Policy>>) -> Self {
+        // The allowlist bounds the associations file's entries, as in the validator.
+        self.identities = self.identities.with_role_bound(policy.clone());
         self.policy = policy;
         self
     }
@@ -214,7 +225,8 @@ impl Mutator {
                 let response =
                     AdmissionResponse::allow(uid).with_warnings(warning.into_iter().collect());
                 return Decision::new(response, Outcome::Unchanged, reason)
-                    .with_service_account(sa);
+                    .with_service_account(sa)
+                    .with_matched(resolution.matched());
             }
         };
         let outcome = if mutation.patch.is_empty() {
@@ -254,5 +266,6 @@ impl Mutator {
             },
         )
         .with_service_account(sa)
+        .with_matched(resolution.matched())
     }
 }

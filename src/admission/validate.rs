@@ -14,7 +14,7 @@ use super::plan::{Rules, plan};
 use super::review::{AdmissionRequest, AdmissionResponse, Object, Operation};
 use super::{Decision, Mutator, Outcome};
 use crate::identity::eks_settings::FailureMode;
-use crate::identity::{Freshness, Identities, IdentityKind, Resolution, ResolvedIdentity};
+use crate::identity::{Freshness, Identities, IdentityKind, Matched, Resolution, ResolvedIdentity};
 use crate::namespaces::NamespaceStore;
 use crate::object::{Kind, ObjectView};
 use crate::policy::{IdentityCheck, MissedIdentity, Policy, PolicyMode, Scope, Verdict};
@@ -47,9 +47,11 @@ impl Validator {
     /// `identities` should be the mutator's (a clone shares its sources and caches), so the
     /// policy sees exactly what the mutation sees.
     pub fn new(policy: Policy, identities: Identities) -> Self {
+        let policy = Arc::new(ArcSwap::from_pointee(policy));
         Self {
-            policy: Arc::new(ArcSwap::from_pointee(policy)),
-            identities,
+            // The allowlist bounds the associations file's entries as the policy is reloaded.
+            identities: identities.with_role_bound(policy.clone()),
+            policy,
             namespaces: None,
             missed: None,
         }
@@ -76,6 +78,7 @@ impl Validator {
     /// Decides on `policy`, shared with another validator (the background audit follows the
     /// webhook's policy as it is reloaded).
     pub fn with_shared_policy(mut self, policy: Arc<ArcSwap<Policy>>) -> Self {
+        self.identities = self.identities.with_role_bound(policy.clone());
         self.policy = policy;
         self
     }
@@ -288,6 +291,11 @@ impl Validator {
             self.identities.annotation_prefix(),
             scope,
         );
+        if let (Scope::Pod, Some(Matched::Entry(entry))) = (scope, resolution.matched()) {
+            let pod_name = pod_name_estimate(kind, &name, object);
+            verdict = verdict
+                .and(policy.packed_size_verdict(kind, &name, namespace, &sa, &pod_name, &entry));
+        }
         let mut reason = match identity {
             IdentityCheck::Association | IdentityCheck::Irsa { .. } => "identity found",
             IdentityCheck::Missing { .. } => "no identity",
@@ -320,7 +328,9 @@ impl Validator {
             verdict = verdict.and(missed);
             reason = "missed injection";
         }
-        let mut decision = respond(uid, verdict, reason).with_service_account(sa);
+        let mut decision = respond(uid, verdict, reason)
+            .with_service_account(sa)
+            .with_matched(resolution.matched());
         decision.missed_injection = missed_injection;
         decision
     }
@@ -382,6 +392,22 @@ impl Validator {
     }
 }
 
+/// The name a pod has, or a workload's pods will have, for the session-tag estimate: a pod's
+/// own (its `generateName` plus five characters), else the workload's plus a Deployment's
+/// `-<10>-<5>` suffix, the longest of the usual ones.
+fn pod_name_estimate(kind: Kind, name: &str, object: &ObjectView<'_>) -> String {
+    if kind == Kind::Pod {
+        if let Some(n) = object.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+            return n.to_string();
+        }
+        if let Some(g) = object.metadata.generate_name.as_deref() {
+            return format!("{g}xxxxx");
+        }
+        return name.to_string();
+    }
+    format!("{name}-xxxxxxxxxx-xxxxx")
+}
+
 /// What a workload request is about.
 #[derive(Clone, Copy)]
 struct Target<'a> {
@@ -411,6 +437,10 @@ fn identity_check(resolution: &crate::identity::Resolution) -> IdentityCheck {
         },
         None if resolution.complete() => IdentityCheck::Missing {
             invalid_role_arn: resolution.service_account.invalid_role_arn.clone(),
+            refused_entry: resolution
+                .refused
+                .as_ref()
+                .map(|r| (r.entry.to_string(), r.role_arn.clone())),
         },
         None => IdentityCheck::Unavailable {
             detail: resolution

@@ -162,6 +162,7 @@ fn same_association(a: &Association, b: &Association) -> bool {
         && a.target_role_arn == b.target_role_arn
         && a.external_id == b.external_id
         && a.disable_session_tags == b.disable_session_tags
+        && a.policy == b.policy
 }
 
 fn shares_per_service_account(a: &Association) -> bool {
@@ -426,6 +427,12 @@ impl CredentialService {
             duration: settings.session_duration,
             tags,
             external_id: None,
+            // The policy scopes the credentials the pod gets: those of this call unless a
+            // target role follows (a session policy does not carry into a chained session).
+            policy: association
+                .policy
+                .clone()
+                .filter(|_| association.target_role_arn.is_none()),
         };
         let credentials = self.call_sts(&first, None).await?;
         let Some(target) = &association.target_role_arn else {
@@ -439,6 +446,7 @@ impl CredentialService {
             duration: settings.session_duration.min(Duration::from_secs(3600)),
             tags: Vec::new(),
             external_id: association.external_id.clone(),
+            policy: association.policy.clone(),
         };
         self.call_sts(&second, Some(&credentials)).await
     }

@@ -62,6 +62,9 @@ pub struct AgentSettings {
     pub review_timeout: Duration,
     pub sts: StsSettings,
     pub associations_file: Option<PathBuf>,
+    /// The webhook's policy (`agent --config`): its `allowedRoleArns` bound the associations
+    /// file's pattern entries exactly as at admission (docs/associations.md#patterns).
+    pub policy: Option<Arc<crate::policy::Policy>>,
     pub eks: Option<EksSettings>,
     pub kubeconfig: Option<PathBuf>,
     pub rate_limit: Option<RateLimit>,
@@ -90,6 +93,7 @@ impl AgentSettings {
                 ..Default::default()
             },
             associations_file: None,
+            policy: None,
             eks: None,
             kubeconfig: None,
             rate_limit: Some(RateLimit {
@@ -248,8 +252,12 @@ async fn identities(
     if !sources.any() {
         return Err(AgentStartError::NoAssociations);
     }
+    let mut identities = Identities::new("eks.amazonaws.com");
+    if let Some(policy) = &settings.policy {
+        identities = identities.with_role_bound(policy.clone());
+    }
     let opened = sources
-        .open(Identities::new("eks.amazonaws.com"), None, tasks, stop)
+        .open(identities, None, tasks, stop)
         .await
         .map_err(|e| match e {
             SourcesError::File(e) => AgentStartError::Associations(e),

@@ -27,6 +27,9 @@ pub struct AssumeRequest {
     /// Session tags, every one transitive (they follow a chained role).
     pub tags: Vec<(String, String)>,
     pub external_id: Option<String>,
+    /// The association's inline session policy (`Policy`), on the call whose credentials the
+    /// pod gets.
+    pub policy: Option<String>,
 }
 
 /// Temporary credentials, as STS gave them.
@@ -305,7 +308,8 @@ impl CredentialIssuer for AwsSts {
                 .role_arn(&request.role_arn)
                 .role_session_name(&request.session_name)
                 .duration_seconds(request.duration.as_secs().clamp(900, 43_200) as i32)
-                .set_external_id(request.external_id.clone());
+                .set_external_id(request.external_id.clone())
+                .set_policy(request.policy.clone());
             for (key, value) in &request.tags {
                 let tag = aws_sdk_sts::types::Tag::builder()
                     .key(key)

@@ -7,6 +7,7 @@ use super::decide::{Decided, Decider, is_cluster_scoped};
 use super::manifest::{ManifestError, ManifestObject, Origin};
 use super::sources::ListedServiceAccounts;
 use crate::admission::Outcome;
+use crate::identity::Matched;
 use crate::shown;
 
 /// What the webhook would do with an object, most severe first.
@@ -59,6 +60,79 @@ pub struct ObjectReport {
     /// `/mutate`'s JSON Patch (with `--show-patch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch: Option<Value>,
+    /// The identity the pod or template gets and where it comes from: the associations-file
+    /// entry that matched (line, pattern), or the entry the allowlist refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityReport>,
+}
+
+/// The identity of a pod or template, as `check` reports it (docs/associations.md#patterns).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityReport {
+    /// `file`, `eks` or `irsa`.
+    pub source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_role_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub association_id: Option<String>,
+    /// The associations-file entry: `associations[3]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// Its line (pattern entries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// `namespace/serviceAccount` as the entry writes them, when it is a pattern.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The namespace's allowlist does not hold the entry's role: no identity.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// The same, in words (the text output's `identity:` line, the decision log's field).
+    pub description: String,
+}
+
+impl From<&Matched> for IdentityReport {
+    fn from(m: &Matched) -> Self {
+        let mut r = IdentityReport {
+            source: "file",
+            role_arn: None,
+            target_role_arn: None,
+            association_id: None,
+            entry: None,
+            line: None,
+            pattern: None,
+            refused: false,
+            description: m.to_string(),
+        };
+        let entry = match m {
+            Matched::Entry(e) => e,
+            Matched::Refused(refused) => {
+                r.refused = true;
+                &refused.entry
+            }
+            Matched::Eks { association_id } => {
+                r.source = "eks";
+                r.association_id = association_id.clone();
+                return r;
+            }
+            Matched::Irsa { role_arn } => {
+                r.source = "irsa";
+                r.role_arn = Some(role_arn.clone());
+                return r;
+            }
+        };
+        r.role_arn = Some(entry.role_arn.clone());
+        r.target_role_arn = entry.target_role_arn.clone();
+        r.entry = Some(format!("associations[{}]", entry.position));
+        r.line = entry.line;
+        r.pattern = entry
+            .is_pattern()
+            .then(|| format!("{}/{}", entry.namespace, entry.service_account));
+        r
+    }
 }
 
 impl ObjectReport {
@@ -237,5 +311,11 @@ pub fn report(
         messages,
         reason,
         patch: if show_patch { decided.patch() } else { None },
+        // The validator's lookup, else (policy off for the namespace) the mutation's.
+        identity: v
+            .matched
+            .as_ref()
+            .or(decided.mutation.as_ref().and_then(|m| m.matched.as_ref()))
+            .map(IdentityReport::from),
     }
 }

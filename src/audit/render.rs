@@ -36,6 +36,9 @@ fn object_line(o: &ObjectReport, out: &mut impl Write) -> io::Result<()> {
         write!(out, "  [{}]", o.origin())?;
     }
     writeln!(out)?;
+    if let Some(identity) = &o.identity {
+        writeln!(out, "  identity: {}", identity.description)?;
+    }
     if let Some(patch) = &o.patch {
         writeln!(out, "  patch: {patch}")?;
     }

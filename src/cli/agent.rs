@@ -23,6 +23,9 @@ pub enum ArgsError {
     NoClusterName,
     #[error("--session-duration must be between 15m and 12h (STS limits)")]
     SessionDuration,
+    /// Quoted, not chained (it would be printed twice).
+    #[error("--config: {0}")]
+    Config(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +135,10 @@ pub struct RunArgs {
     /// Associations file (YAML/JSON, docs/contract.md §7), for clusters without EKS.
     #[arg(long, env = "POD_IDENTITY_AGENT_ASSOCIATIONS", value_name = "FILE")]
     pub associations: Option<PathBuf>,
+    /// The webhook's configuration file: its policy.namespaces[].allowedRoleArns bound the
+    /// associations file's pattern entries as at admission (read at start).
+    #[arg(long, env = "POD_IDENTITY_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// EKS API endpoint override (with no --associations file).
     #[arg(long, env = "POD_IDENTITY_AGENT_EKS_ENDPOINT", value_name = "URL")]
     pub eks_endpoint: Option<String>,
@@ -216,6 +223,9 @@ impl RunArgs {
         }
         s.admin_listen = self.admin_listen;
         s.associations_file = self.associations.clone();
+        if let Some(path) = &self.config {
+            s.policy = Some(std::sync::Arc::new(policy_of(path)?));
+        }
         if self.associations.is_none() {
             let mut eks = EksSettings::new(cluster_name);
             eks.region = self.region.clone();
@@ -253,6 +263,16 @@ impl RunArgs {
         s.shutdown_grace = self.shutdown_grace;
         Ok(s)
     }
+}
+
+/// The policy of the webhook's configuration file at `path` (`agent --config`).
+pub fn policy_of(path: &std::path::Path) -> Result<crate::policy::Policy, ArgsError> {
+    let fail = |e: &dyn std::fmt::Display| ArgsError::Config(e.to_string());
+    // Read as the offline commands read it: the listener and certificate settings do not
+    // concern the agent.
+    let settings = crate::audit::run::offline_settings(Some(path), |_| {}).map_err(|e| fail(&e))?;
+    crate::policy::Policy::compile(&settings.policy, settings.namespace.as_deref())
+        .map_err(|e| fail(&e))
 }
 
 #[derive(Debug, Args)]

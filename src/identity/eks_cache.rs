@@ -269,6 +269,7 @@ pub(super) fn summary(s: ListedAssociation) -> Arc<AssociationSummary> {
         service_account: s.service_account,
         association_id: Some(s.association_id),
         association_arn: s.association_arn,
+        entry: None,
     })
 }
 

@@ -309,6 +309,7 @@ impl EksApi for AwsEks {
                 target_role_arn: a.target_role_arn().map(String::from),
                 external_id: a.external_id().map(String::from),
                 disable_session_tags: a.disable_session_tags(),
+                policy: a.policy().map(String::from),
                 association_id: Some(a.association_id().unwrap_or(association_id).to_string()),
             }))
         })

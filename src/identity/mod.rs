@@ -29,18 +29,20 @@ pub mod file;
 pub mod index;
 pub mod kube;
 pub mod metrics;
+pub mod pattern;
 pub mod resolve;
 pub mod role_arn;
 pub mod sa;
+pub mod session_policy;
 pub mod sources;
 pub mod types;
 
-pub use index::{
-    AssociationIndex, DuplicateAssociation, IndexedAssociation, index_associations, index_get,
+pub use index::{AssociationIndex, IndexError, IndexedAssociation, index_associations, index_get};
+pub use resolve::{
+    Identities, LookupObserver, LookupResult, Matched, Refused, Resolution, SERVICE_ACCOUNT_SOURCE,
 };
-pub use resolve::{Identities, LookupObserver, LookupResult, Resolution, SERVICE_ACCOUNT_SOURCE};
 pub use sa::ServiceAccountInfo;
 pub use types::{
-    Association, AssociationSource, AssociationSummary, Freshness, IdentityError, IdentityKind,
-    ResolvedIdentity, ServiceAccountStore,
+    Association, AssociationSource, AssociationSummary, FileEntry, Freshness, IdentityError,
+    IdentityKind, ResolvedIdentity, RoleBound, ServiceAccountStore,
 };

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::sa::ServiceAccountInfo;
 use super::types::{
-    Association, AssociationSource, Freshness, IdentityError, IdentityKind, ResolvedIdentity,
-    ServiceAccountStore,
+    Association, AssociationSource, FileEntry, Freshness, IdentityError, IdentityKind,
+    ResolvedIdentity, RoleBound, ServiceAccountStore,
 };
 
 /// How one source answered one lookup, for metrics (a bounded set).
@@ -102,9 +102,76 @@ pub struct Resolution {
     /// What the ServiceAccount's annotations say (empty when it was not found): lets a caller
     /// say why an IRSA annotation did not count.
     pub service_account: Arc<ServiceAccountInfo>,
+    /// A pattern entry of the associations file that matched but whose role the namespace's
+    /// allowlist does not hold: it gives no identity (docs/associations.md#patterns).
+    pub refused: Option<Refused>,
+}
+
+/// An associations-file entry the tenant allowlist refused for the namespace being resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub entry: Arc<FileEntry>,
+    /// The entry's role (or target role) outside the allowlist.
+    pub role_arn: String,
+}
+
+/// Which identity a resolution found, as the decision log and `check` name it
+/// (docs/associations.md#patterns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matched {
+    /// An associations-file entry: its roles, position, line and pattern.
+    Entry(Arc<FileEntry>),
+    /// An EKS association.
+    Eks { association_id: Option<String> },
+    /// The ServiceAccount's IRSA annotation.
+    Irsa { role_arn: String },
+    /// An associations-file entry matched, but the namespace's allowlist does not hold its role.
+    Refused(Refused),
+}
+
+impl std::fmt::Display for Matched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Entry(e) => {
+                write!(f, "role {}", e.role_arn)?;
+                if let Some(t) = &e.target_role_arn {
+                    write!(f, " (target {t})")?;
+                }
+                write!(f, " from {e}")
+            }
+            Self::Eks {
+                association_id: Some(id),
+            } => write!(f, "EKS association {id}"),
+            Self::Eks { .. } => f.write_str("EKS association"),
+            Self::Irsa { role_arn } => write!(f, "IRSA role {role_arn}"),
+            Self::Refused(r) => write!(
+                f,
+                "{} refused: role {} is not in the namespace's allowedRoleArns",
+                r.entry, r.role_arn
+            ),
+        }
+    }
 }
 
 impl Resolution {
+    /// Which identity was found, or which entry was refused.
+    pub fn matched(&self) -> Option<Matched> {
+        match &self.identity {
+            Some(found) => Some(match &found.kind {
+                IdentityKind::PodIdentity(summary) => match &summary.entry {
+                    Some(entry) => Matched::Entry(entry.clone()),
+                    None => Matched::Eks {
+                        association_id: summary.association_id.clone(),
+                    },
+                },
+                IdentityKind::Irsa { role_arn } => Matched::Irsa {
+                    role_arn: role_arn.clone(),
+                },
+            }),
+            None => self.refused.clone().map(Matched::Refused),
+        }
+    }
+
     /// True when every source answered.
     pub fn complete(&self) -> bool {
         self.errors.is_empty()
@@ -118,6 +185,7 @@ pub struct Identities {
     service_accounts: Option<Arc<dyn ServiceAccountStore>>,
     annotation_prefix: String,
     observer: Option<Arc<dyn LookupObserver>>,
+    bound: Option<Arc<dyn RoleBound>>,
 }
 
 impl Identities {
@@ -127,7 +195,27 @@ impl Identities {
             service_accounts: None,
             annotation_prefix: annotation_prefix.into(),
             observer: None,
+            bound: None,
         }
+    }
+
+    /// Bounds the pattern entries of bounded sources (the associations file) by the tenant
+    /// allowlist: a pattern entry whose role `bound` refuses for the namespace resolved gives
+    /// no identity. An exact entry names its one ServiceAccount, as an EKS association does, and
+    /// is the operator's as that is (docs/contract.md §3).
+    pub fn with_role_bound(mut self, bound: Arc<dyn RoleBound>) -> Self {
+        self.bound = Some(bound);
+        self
+    }
+
+    /// The role of `roles` the allowlist refuses for `namespace`, if any.
+    fn refused_role<'r>(
+        &self,
+        namespace: &str,
+        mut roles: impl Iterator<Item = &'r str>,
+    ) -> Option<&'r str> {
+        let bound = self.bound.as_ref()?;
+        roles.find(|role| !bound.allows(namespace, role))
     }
 
     /// Reports every source lookup to `observer` (metrics).
@@ -195,6 +283,7 @@ impl Identities {
                     waited: budget,
                 }],
                 service_account: Arc::default(),
+                refused: None,
             },
         }
     }
@@ -233,9 +322,28 @@ impl Identities {
 
         let mut errors = Vec::new();
         let mut association = None;
-        for result in assocs {
+        let mut refused = None;
+        for (result, source) in assocs.into_iter().zip(&self.associations) {
             match result {
-                Ok(Some(a)) if association.is_none() => association = Some(a),
+                Ok(Some(a)) if association.is_none() => {
+                    let refusal = a
+                        .entry
+                        .as_ref()
+                        .filter(|e| source.bounded() && e.is_pattern())
+                        .and_then(|e| {
+                            let role = self.refused_role(namespace, e.roles())?;
+                            Some(Refused {
+                                entry: e.clone(),
+                                role_arn: role.to_string(),
+                            })
+                        });
+                    match refusal {
+                        Some(r) => {
+                            refused.get_or_insert(r);
+                        }
+                        None => association = Some(a),
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => errors.push(e),
             }
@@ -264,6 +372,7 @@ impl Identities {
             }),
             errors,
             service_account: sa_info,
+            refused,
         }
     }
 }
@@ -285,8 +394,20 @@ impl Identities {
         )
         .await;
         let mut first_error = None;
-        for answer in answers {
+        for (answer, source) in answers.into_iter().zip(&self.associations) {
             match answer {
+                // The same bound as [`Identities::resolve`]: what the webhook refuses to
+                // inject, the agent refuses to issue.
+                Ok(Some(a))
+                    if source.bounded()
+                        && (a.namespace.contains('*') || a.service_account.contains('*'))
+                        && self
+                            .refused_role(
+                                namespace,
+                                std::iter::once(a.role_arn.as_str())
+                                    .chain(a.target_role_arn.as_deref()),
+                            )
+                            .is_some() => {}
                 Ok(Some(a)) => return Ok(Some(a)),
                 Ok(None) => {}
                 Err(e) => {

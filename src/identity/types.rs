@@ -23,6 +23,10 @@ pub struct Association {
     pub external_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_session_tags: Option<bool>,
+    /// The inline session policy (IAM policy JSON) that scopes the pod's session down; EKS
+    /// accepts it only with `disableSessionTags: true` (docs/associations.md#session-policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// The EKS association id, when the association came from EKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub association_id: Option<String>,
@@ -43,6 +47,7 @@ impl Association {
             target_role_arn: None,
             external_id: None,
             disable_session_tags: None,
+            policy: None,
             association_id: None,
         }
     }
@@ -52,12 +57,16 @@ impl Association {
 /// (no role: that takes a Describe, see [`AssociationSource::details`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssociationSummary {
+    /// As the association names them: with the associations file, possibly patterns.
     pub namespace: String,
     pub service_account: String,
     /// The EKS association id (none for the associations file).
     pub association_id: Option<String>,
     /// The EKS association ARN (none for the associations file).
     pub association_arn: Option<String>,
+    /// The associations-file entry (none for EKS): which one matched, and its roles (the
+    /// tenant allowlist bounds those of pattern entries).
+    pub entry: Option<Arc<FileEntry>>,
 }
 
 impl From<&Association> for AssociationSummary {
@@ -67,8 +76,63 @@ impl From<&Association> for AssociationSummary {
             service_account: a.service_account.clone(),
             association_id: a.association_id.clone(),
             association_arn: None,
+            entry: None,
         }
     }
+}
+
+/// An entry of the associations file, as `check` and the decision log name the one that
+/// matched a ServiceAccount (docs/associations.md#patterns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Its position in the list (`associations[i]`).
+    pub position: usize,
+    /// Its line in the file. Known for pattern entries (found once at load); an exact entry is
+    /// found by its names (one entry per ServiceAccount).
+    pub line: Option<usize>,
+    /// As written: a name or a pattern.
+    pub namespace: String,
+    pub service_account: String,
+    pub role_arn: String,
+    pub target_role_arn: Option<String>,
+    /// Whether the pod's session carries the six EKS session tags (`disableSessionTags` unset).
+    pub session_tags: bool,
+    /// The session policy's minified length, when the entry has one.
+    pub policy_chars: Option<usize>,
+}
+
+impl FileEntry {
+    /// Whether the entry names a pattern rather than one ServiceAccount.
+    pub fn is_pattern(&self) -> bool {
+        self.namespace.contains('*') || self.service_account.contains('*')
+    }
+
+    /// The roles a pod matched by this entry ends up with: the role, and the target role.
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.role_arn.as_str()).chain(self.target_role_arn.as_deref())
+    }
+}
+
+impl std::fmt::Display for FileEntry {
+    /// `associations[3] (line 12, pattern team-*/*)` or `associations[0] (team-a/carts)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "associations[{}] (", self.position)?;
+        if let Some(line) = self.line {
+            write!(f, "line {line}, ")?;
+        }
+        if self.is_pattern() {
+            f.write_str("pattern ")?;
+        }
+        write!(f, "{}/{})", self.namespace, self.service_account)
+    }
+}
+
+/// The tenant allowlist as the identity layer sees it (implemented by the policy): whether a
+/// pattern entry of the associations file may give `role_arn` to pods of `namespace`. Asked
+/// for the concrete namespace being resolved, so a pattern cannot hand one tenant's role to
+/// another.
+pub trait RoleBound: Send + Sync + 'static {
+    fn allows(&self, namespace: &str, role_arn: &str) -> bool;
 }
 
 /// Whether a lookup may be answered from a cached "not found".
@@ -121,6 +185,13 @@ pub trait AssociationSource: Send + Sync + 'static {
 
     /// Whether the source has loaded (or given up waiting for) its first full view.
     fn ready(&self) -> bool;
+
+    /// Whether the tenant allowlist ([`RoleBound`]) bounds this source's pattern entries: true
+    /// for the associations file (a pattern spans tenants, so each match is checked against
+    /// the namespace resolved); EKS has no patterns.
+    fn bounded(&self) -> bool {
+        false
+    }
 
     /// Whether answers currently come from a view older than the source's freshness bound
     /// (its backend is unreachable). Counted as `stale` in lookup metrics; a source without a

@@ -325,12 +325,23 @@ impl AssociationTarget for FileTarget {
                 total: list.len(),
                 ..Default::default()
             };
-            for a in list {
-                let key = (a.namespace.clone(), a.service_account.clone());
-                if wanted.contains(&key) {
+            // Exact entries are present as they are; a wanted ServiceAccount is looked up in
+            // the webhook's own index, so a pattern entry answers for it as it does at admission.
+            for a in &list {
+                if !a.namespace.contains('*') && !a.service_account.contains('*') {
+                    out.present
+                        .insert((a.namespace.clone(), a.service_account.clone()));
+                }
+            }
+            let index = crate::identity::index_associations(list, &Default::default())
+                .map_err(EdgeError::Index)?;
+            for key in wanted {
+                if let Some(found) = index.get(&key.0, &key.1) {
+                    let mut a = (*found.details).clone();
+                    (a.namespace, a.service_account) = key.clone();
+                    out.present.insert(key.clone());
                     out.by_service_account.insert(key.clone(), a);
                 }
-                out.present.insert(key);
             }
             Ok(out)
         })

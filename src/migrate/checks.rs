@@ -256,6 +256,7 @@ pub fn plan(inv: &Inventory, settings: &CheckSettings) -> Plan {
             None => AssociationState::Missing,
             Some(a) if a.role_arn == role_arn => AssociationState::SameRole {
                 association_id: a.association_id.clone(),
+                policy: a.policy.clone(),
             },
             Some(a) => {
                 findings.push(Finding::block(
@@ -267,9 +268,23 @@ pub fn plan(inv: &Inventory, settings: &CheckSettings) -> Plan {
                 ));
                 AssociationState::Conflict {
                     role_arn: a.role_arn.clone(),
+                    policy: a.policy.clone(),
                 }
             }
         };
+        if let Some(policy) = inv
+            .associations
+            .get(&sa.namespace, &sa.name)
+            .and_then(|a| a.policy.as_deref())
+        {
+            findings.push(Finding::care(
+                "session-policy",
+                format!(
+                    "the association has an inline session policy ({} characters): the pods' credentials are the role's scoped down by it, narrower than with IRSA; check that the workload needs nothing outside it",
+                    policy.chars().count()
+                ),
+            ));
+        }
 
         let cross_account =
             matches!((&role_account, &inv.cluster_account), (Some(r), Some(c)) if r != c);

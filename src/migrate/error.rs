@@ -38,6 +38,8 @@ pub enum EdgeError {
     Create { cluster: String, message: String },
     #[error("{0}")]
     File(crate::identity::file::FileError),
+    #[error("associations file: {0}")]
+    Index(crate::identity::IndexError),
     #[error("{0}")]
     Yaml(serde_yaml_ng::Error),
     #[error("cannot write associations file {path}: {error}")]

@@ -85,7 +85,7 @@ fn room(row: &Row) -> String {
 
 fn association(row: &Row) -> String {
     match &row.association {
-        super::rows::AssociationState::Conflict { role_arn } => {
+        super::rows::AssociationState::Conflict { role_arn, .. } => {
             format!(
                 "conflict: {}",
                 role_arn.rsplit('/').next().unwrap_or(role_arn)

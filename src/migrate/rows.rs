@@ -49,9 +49,14 @@ pub enum AssociationState {
     SameRole {
         #[serde(skip_serializing_if = "Option::is_none")]
         association_id: Option<String>,
+        /// The association's inline session policy, when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
     },
     Conflict {
         role_arn: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
     },
 }
 

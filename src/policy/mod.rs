@@ -272,6 +272,14 @@ impl Policy {
         })
     }
 
+    /// Whether a pattern entry of the associations file may give `role_arn` to pods of
+    /// `namespace`: the namespace has no role allowlist, or it holds the role
+    /// (docs/associations.md#patterns).
+    pub fn allows_association_role(&self, namespace: &str, role_arn: &str) -> bool {
+        self.allowed_role_arns(namespace)
+            .is_none_or(|list| list.allows(role_arn))
+    }
+
     /// The role patterns of the first rule matching `namespace`, when it sets any.
     pub fn allowed_role_arns(&self, namespace: &str) -> Option<&RoleAllowlist> {
         self.rule_for(namespace)
@@ -282,5 +290,18 @@ impl Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self::off()
+    }
+}
+
+impl crate::identity::RoleBound for Policy {
+    fn allows(&self, namespace: &str, role_arn: &str) -> bool {
+        self.allows_association_role(namespace, role_arn)
+    }
+}
+
+/// The live policy (swapped on reload) bounds the associations file as it is now.
+impl crate::identity::RoleBound for arc_swap::ArcSwap<Policy> {
+    fn allows(&self, namespace: &str, role_arn: &str) -> bool {
+        self.load().allows_association_role(namespace, role_arn)
     }
 }

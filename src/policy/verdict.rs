@@ -4,6 +4,7 @@
 use super::settings::{FailurePolicy, PolicyMode};
 use crate::identity::role_arn::{self, RoleArnError};
 use crate::identity::sa::ROLE_ARN;
+use crate::identity::{FileEntry, session_policy};
 use crate::object::{Kind, ObjectView};
 use crate::shown::shown;
 
@@ -34,6 +35,9 @@ pub enum IdentityCheck {
     /// `invalid_role_arn`: why the ServiceAccount's role annotation, when set, is no identity.
     Missing {
         invalid_role_arn: Option<RoleArnError>,
+        /// An associations-file entry matched, but its role is outside the namespace's
+        /// allowlist: `(entry, role)` as the message names them.
+        refused_entry: Option<(String, String)>,
     },
     /// A source could not answer in time; `detail` says which and why.
     Unavailable { detail: String },
@@ -188,7 +192,31 @@ impl Policy {
             }
             IdentityCheck::Irsa { .. } => {}
             IdentityCheck::Missing { .. } if scope == Scope::EphemeralContainers => {}
-            IdentityCheck::Missing { invalid_role_arn } => {
+            IdentityCheck::Missing {
+                refused_entry: Some((entry, role)),
+                ..
+            } => {
+                if enforce {
+                    denials.push(format!(
+                        "the associations file's {entry} gives ServiceAccount {sa:?} the role \
+                         {role:?}, which is not an allowed role for namespace {namespace} \
+                         (allowed: {}); it gives no identity",
+                        self.allowed_patterns(namespace)
+                    ));
+                    fixes.push(format!(
+                        "add an entry for {namespace}/{sa} to the associations file (an exact entry wins over \
+                         patterns), or ask the cluster operator to add the role to \
+                         policy.namespaces[].allowedRoleArns"
+                    ));
+                } else {
+                    warnings.push(format!(
+                        "{kind} {name}: the association of ServiceAccount {sa:?} names a role not allowed in namespace {namespace}"
+                    ));
+                }
+            }
+            IdentityCheck::Missing {
+                invalid_role_arn, ..
+            } => {
                 if enforce {
                     let why = invalid_role_arn
                         .as_ref()
@@ -307,6 +335,44 @@ impl Policy {
                 "ServiceAccount {name_shown}: {annotation_prefix}/{ROLE_ARN} is not an allowed role for namespace {namespace_shown}"
             ))])
         }
+    }
+}
+
+impl Policy {
+    /// A warning when the session of a pod matched by the associations file's `entry` would,
+    /// by the estimate of docs/associations.md#session-policy, not fit STS's packed size: its
+    /// six session tags (with `pod_name`, the pod's name or what it will be) plus its session
+    /// policy. Pure; never a denial (the estimate is a model).
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_size_verdict(
+        &self,
+        kind: Kind,
+        name: &str,
+        namespace: &str,
+        service_account: &str,
+        pod_name: &str,
+        entry: &FileEntry,
+    ) -> Verdict {
+        let cluster = self.cluster_name().unwrap_or("");
+        // The cluster ARN's account and region are not known here: those of an ARN of the
+        // usual length stand in.
+        let cluster_arn = format!("arn:aws:eks:us-east-1:111122223333:cluster/{cluster}");
+        let tags =
+            session_policy::eks_tags(&cluster_arn, cluster, namespace, service_account, pod_name);
+        let estimate = session_policy::estimate(
+            tags.into_iter().filter(|_| entry.session_tags),
+            entry.policy_chars,
+        );
+        if estimate.fits() {
+            return Verdict::Allow;
+        }
+        Verdict::Warn(vec![fit_warning(format!(
+            "{kind} {name}: STS packed size ~{}% (tags {}%, policy {}%), over 100% STS refuses",
+            estimate.percent(),
+            estimate.tags_percent,
+            estimate.policy_percent,
+            kind = kind.as_str(),
+        ))])
     }
 }
 

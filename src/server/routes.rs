@@ -256,6 +256,7 @@ fn log_decision(
         (Outcome::Denied | Outcome::Error, Some(status)) => Some(status.message.as_str()),
         _ => None,
     };
+    let identity = decision.matched.as_ref().map(tracing::field::display);
     tracing::info!(
         uid = req.uid.as_str(),
         endpoint,
@@ -268,6 +269,7 @@ fn log_decision(
         reason = decision.reason,
         dry_run = req.dry_run.unwrap_or(false),
         duration_us = elapsed.as_micros() as u64,
+        identity,
         detail,
         "admission decision"
     );

@@ -36,6 +36,8 @@ pub struct FakeAssociation {
     pub target_role_arn: Option<String>,
     pub external_id: Option<String>,
     pub disable_session_tags: Option<bool>,
+    /// The inline session policy, as DescribePodIdentityAssociation returns it.
+    pub policy: Option<String>,
     pub modified_at: u64,
 }
 
@@ -120,6 +122,7 @@ impl FakeEks {
                 target_role_arn: None,
                 external_id: None,
                 disable_session_tags: None,
+                policy: None,
                 modified_at: 1_700_000_000 + n,
             },
         );
@@ -436,6 +439,9 @@ async fn handle(State(state): State<Arc<FakeState>>, req: Request<Body>) -> Resp
         }
         if let Some(d) = a.disable_session_tags {
             body["disableSessionTags"] = json!(d);
+        }
+        if let Some(p) = &a.policy {
+            body["policy"] = json!(p);
         }
         return ok(json!({ "association": body }));
     }

@@ -158,6 +158,7 @@ pub async fn handle(state: &FakeState, req: Request<Body>) -> Result<Response, R
         target_role_arn: field("targetRoleArn"),
         external_id: None,
         disable_session_tags: input["disableSessionTags"].as_bool(),
+        policy: field("policy"),
         modified_at: 1_700_000_000 + n,
     };
     let mut out = summary(&id, &cluster, &a);

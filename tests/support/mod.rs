@@ -449,6 +449,7 @@ pub fn carts_association() -> Association {
         target_role_arn: None,
         external_id: None,
         disable_session_tags: None,
+        policy: None,
         association_id: None,
     }
 }

@@ -41,15 +41,48 @@ pub fn moto_available() -> bool {
 impl Moto {
     /// Starts moto and waits until it answers. Panics with the reason when it cannot.
     pub async fn start() -> Self {
-        Self::launch(None).await
+        Self::launch(Vec::new()).await
     }
 
     /// [`Moto::start`], its resources in the AWS account `account` (`MOTO_ACCOUNT_ID`).
     pub async fn in_account(account: &str) -> Self {
-        Self::launch(Some(account)).await
+        Self::launch(vec![("MOTO_ACCOUNT_ID", account.to_string())]).await
     }
 
-    async fn launch(account: Option<&str>) -> Self {
+    /// [`Moto::start`] with moto's own recorder on: every request it serves is appended to
+    /// `recording` (read it with [`Moto::recorded`]).
+    pub async fn recording(recording: &std::path::Path) -> Self {
+        Self::launch(vec![
+            ("MOTO_ENABLE_RECORDING", "true".to_string()),
+            ("MOTO_RECORDER_FILEPATH", recording.display().to_string()),
+        ])
+        .await
+    }
+
+    /// The requests moto recorded to `recording`, as form parameters.
+    pub fn recorded(recording: &std::path::Path) -> Vec<StsCall> {
+        use base64::Engine;
+        let text = std::fs::read_to_string(recording).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+                let body = entry["body"].as_str().unwrap_or_default();
+                let body = if entry["body_encoded"] == true {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .unwrap()
+                } else {
+                    body.as_bytes().to_vec()
+                };
+                StsCall {
+                    params: form_urlencoded::parse(&body).into_owned().collect(),
+                    signed_by: String::new(),
+                }
+            })
+            .collect()
+    }
+
+    async fn launch(env: Vec<(&'static str, String)>) -> Self {
         assert!(
             moto_available(),
             "moto is not installed: pip install 'moto[server]' (.ci/run does)"
@@ -68,7 +101,7 @@ impl Moto {
                 "-p",
                 &port.to_string(),
             ])
-            .envs(account.map(|a| ("MOTO_ACCOUNT_ID", a)))
+            .envs(env)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

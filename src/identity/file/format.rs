@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::files::{self, ReadError};
-use crate::identity::{Association, role_arn};
+use crate::identity::index::{IndexError, check_patterns};
+use crate::identity::pattern::NamePattern;
+use crate::identity::{Association, role_arn, session_policy};
 use crate::serde_errors::{self, Keys, Problem, Step, YamlError};
 
 /// The default cap on the file's size: about 15,000 associations.
@@ -39,6 +41,9 @@ pub struct Parsed {
     /// The file says `associations: []` in so many words: emptying it is meant. An empty file,
     /// `associations:` or a bare `[]` is what a truncated write looks like too.
     pub explicitly_empty: bool,
+    /// The line of each pattern entry, by position (for `check` and the decision log to name
+    /// the entry that matched); exact entries are found by their names.
+    pub lines: HashMap<usize, usize>,
 }
 
 /// Parses and checks an associations document (YAML or JSON).
@@ -51,6 +56,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
         return Ok(Parsed {
             associations: Vec::new(),
             explicitly_empty: false,
+            lines: HashMap::new(),
         });
     }
     let (list, explicitly_empty, bare) = match serde_errors::from_yaml::<Wrapped>(text) {
@@ -77,12 +83,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
             _ => return Err(invalid(describe(&wrapped_err))),
         },
     };
-    let at = |i: usize| {
+    let locate = |i: usize| {
         let steps = [Step::Key("associations"), Step::Index(i)];
-        match serde_errors::locate(text, if bare { &steps[1..] } else { &steps }) {
-            Some(l) => format!("{l}: associations[{i}]"),
-            None => format!("associations[{i}]"),
-        }
+        serde_errors::locate(text, if bare { &steps[1..] } else { &steps })
+    };
+    let at = |i: usize| match locate(i) {
+        Some(l) => format!("{l}: associations[{i}]"),
+        None => format!("associations[{i}]"),
     };
     for (i, a) in list.iter().enumerate() {
         check(a).map_err(|m| invalid(format!("{}{m}", at(i))))?;
@@ -99,10 +106,51 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
             )));
         }
     }
+    match check_patterns(&list) {
+        Ok(()) => {}
+        Err(IndexError::Tie { first, second }) => {
+            let names = |i: usize| format!("{}/{}", list[i].namespace, list[i].service_account);
+            return Err(invalid(format!(
+                "{} ({}) ties with {} ({}): same precedence level and literal prefixes, and some \
+                 ServiceAccount matches both; make one more specific or remove one",
+                at(second),
+                names(second),
+                at(first),
+                names(first)
+            )));
+        }
+        Err(e) => return Err(invalid(e.to_string())),
+    }
+    // Located once each at load (at most MAX_PATTERNS of them), not on every match.
+    let lines = list
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| {
+            NamePattern(&a.namespace).is_pattern() || NamePattern(&a.service_account).is_pattern()
+        })
+        .filter_map(|(i, _)| Some((i, locate(i)?.line)))
+        .collect();
     Ok(Parsed {
         associations: list,
         explicitly_empty,
+        lines,
     })
+}
+
+/// A DNS-1123 label (namespace) or subdomain (ServiceAccount name), or a pattern of one: `*`
+/// anywhere, the rest of those characters.
+fn is_name_or_pattern(s: &str, max: usize, dots: bool) -> bool {
+    if !NamePattern(s).is_pattern() {
+        return is_dns_name(s, max, dots);
+    }
+    s.len() <= max
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b == b'-'
+                || b == b'*'
+                || (dots && b == b'.')
+        })
 }
 
 /// A DNS-1123 label (namespace) or subdomain (ServiceAccount name).
@@ -123,15 +171,15 @@ fn is_dns_name(s: &str, max: usize, dots: bool) -> bool {
 /// Checks one entry. The message starts with the entry's names once they are known to be
 /// valid names (an invalid one is not repeated: it could be anything).
 fn check(a: &Association) -> Result<(), String> {
-    if !is_dns_name(&a.namespace, 63, false) {
+    if !is_name_or_pattern(&a.namespace, 63, false) {
         return Err(
-            ": namespace is not a valid namespace name (lowercase letters, digits and `-`, at most 63)"
+            ": namespace is not a valid namespace name or pattern (lowercase letters, digits and `-`, at most 63; `*` for any run of them)"
                 .into(),
         );
     }
-    if !is_dns_name(&a.service_account, 253, true) {
+    if !is_name_or_pattern(&a.service_account, 253, true) {
         return Err(
-            ": serviceAccount is not a valid ServiceAccount name (lowercase letters, digits, `-` and `.`, at most 253)"
+            ": serviceAccount is not a valid ServiceAccount name or pattern (lowercase letters, digits, `-` and `.`, at most 253; `*` for any run of them)"
                 .into(),
         );
     }
@@ -139,6 +187,15 @@ fn check(a: &Association) -> Result<(), String> {
     role_arn::validate(&a.role_arn).map_err(|e| format!("{who}: roleArn {e}"))?;
     if let Some(t) = &a.target_role_arn {
         role_arn::validate(t).map_err(|e| format!("{who}: targetRoleArn {e}"))?;
+    }
+    if let Some(policy) = &a.policy {
+        session_policy::validate(policy).map_err(|e| format!("{who}: policy {e}"))?;
+        if a.disable_session_tags != Some(true) {
+            return Err(format!(
+                "{who}: policy needs disableSessionTags: true (EKS accepts a session policy only on \
+                 sessions without the session tags)"
+            ));
+        }
     }
     Ok(())
 }
@@ -314,6 +371,70 @@ mod tests {
             let text = format!("{GOOD}    targetRoleArn: {arn}\n");
             let e = error(&text);
             assert!(e.contains("targetRoleArn") && e.contains(why), "{arn}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_session_policy_is_an_iam_policy_and_needs_disable_session_tags() {
+        let policy = r#"'{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}'"#;
+        let with = |extra: &str| format!("{GOOD}    policy: {policy}\n{extra}");
+        let ok = list(&with("    disableSessionTags: true\n"));
+        assert!(ok[0].policy.as_deref().unwrap().contains("s3:GetObject"));
+        let e = error(&with(""));
+        assert!(
+            e.contains("(team-a/carts): policy needs disableSessionTags: true"),
+            "{e}"
+        );
+        let e = error(&with("    disableSessionTags: false\n"));
+        assert!(e.contains("policy needs disableSessionTags: true"), "{e}");
+        let e = error(&format!(
+            "{GOOD}    disableSessionTags: true\n    policy: '{{\"Statement\": hunter2'\n"
+        ));
+        assert!(
+            e.contains("policy is not JSON") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{GOOD}    disableSessionTags: true\n    policy: '{}'\n",
+            "x".repeat(3000)
+        ));
+        assert!(
+            e.contains("policy is 3000 characters long; STS accepts at most 2048"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn patterns_are_names_with_stars_and_ties_name_both_lines() {
+        let entry = |ns: &str, sa: &str| {
+            format!(
+                "  - namespace: '{ns}'\n    serviceAccount: '{sa}'\n    roleArn: arn:aws:iam::111122223333:role/x\n"
+            )
+        };
+        let text = format!(
+            "associations:\n{}{}",
+            entry("team-*", "*"),
+            entry("*", "api-*")
+        );
+        assert_eq!(list(&text).len(), 2);
+        let parsed = parse(Path::new("a.yaml"), &text).unwrap();
+        assert_eq!(parsed.lines, HashMap::from([(0, 2), (1, 5)]));
+        let text = format!(
+            "associations:\n{}{}",
+            entry("team-*", "a*"),
+            entry("team-*", "a*b")
+        );
+        let e = error(&text);
+        assert!(
+            e.contains("line 5 column 5: associations[1] (team-*/a*b) ties with line 2 column 5: associations[0] (team-*/a*)"),
+            "{e}"
+        );
+        for bad in ["team-?", "Team-*", "team_*", "[ab]*"] {
+            let e = error(&format!("associations:\n{}", entry(bad, "*")));
+            assert!(
+                e.contains("namespace is not a valid namespace name or pattern"),
+                "{bad}: {e}"
+            );
         }
     }
 

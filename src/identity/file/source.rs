@@ -9,16 +9,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 
-use super::format::{DEFAULT_MAX_BYTES, FileError, load, parse_bytes};
+use super::format::{DEFAULT_MAX_BYTES, FileError, Parsed, load, parse_bytes};
 use crate::files;
 use crate::identity::{
-    Association, AssociationIndex, AssociationSource, AssociationSummary, DuplicateAssociation,
-    Freshness, IdentityError, index_associations, index_get,
+    Association, AssociationIndex, AssociationSource, AssociationSummary, Freshness, IdentityError,
+    IndexError, index_associations, index_get,
 };
 use crate::reload::{LastRefused, ReloadOutcome, Reloadable};
 
-fn index(path: &Path, list: Vec<Association>) -> Result<AssociationIndex, FileError> {
-    index_associations(list).map_err(|e| FileError::Invalid {
+fn index(path: &Path, parsed: Parsed) -> Result<AssociationIndex, FileError> {
+    index_associations(parsed.associations, &parsed.lines).map_err(|e| FileError::Invalid {
         path: path.to_owned(),
         message: e.to_string(),
     })
@@ -48,7 +48,7 @@ impl FileSource {
         let (parsed, bytes) = load(&path, max_bytes)?;
         let count = parsed.associations.len();
         let source = Arc::new(Self {
-            index: ArcSwap::from_pointee(index(&path, parsed.associations)?),
+            index: ArcSwap::from_pointee(index(&path, parsed)?),
             path,
             count: count.into(),
             empty_reloads_refused: AtomicU64::new(0),
@@ -63,11 +63,11 @@ impl FileSource {
     }
 
     /// A source over a fixed list (tests, the offline checker).
-    pub fn from_list(list: Vec<Association>) -> Result<Arc<Self>, DuplicateAssociation> {
+    pub fn from_list(list: Vec<Association>) -> Result<Arc<Self>, IndexError> {
         let count = list.len();
         Ok(Arc::new(Self {
             path: PathBuf::from("<memory>"),
-            index: ArcSwap::from_pointee(index_associations(list)?),
+            index: ArcSwap::from_pointee(index_associations(list, &Default::default())?),
             count: count.into(),
             empty_reloads_refused: AtomicU64::new(0),
         }))
@@ -127,6 +127,10 @@ impl AssociationSource for FileSource {
     fn ready(&self) -> bool {
         true
     }
+
+    fn bounded(&self) -> bool {
+        true
+    }
 }
 
 /// Re-reads the file when its bytes change.
@@ -179,7 +183,7 @@ impl Reloadable for FileReloader {
             );
         }
         let count = parsed.associations.len();
-        match index(&self.source.path, parsed.associations) {
+        match index(&self.source.path, parsed) {
             Ok(index) => {
                 self.source.index.store(Arc::new(index));
                 self.source.count.store(count, Ordering::Relaxed);
