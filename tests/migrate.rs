@@ -365,6 +365,16 @@ async fn seed_cases(w: &World) {
         None,
     ));
 
+    // Migrated, and the association scopes its sessions down with an inline session policy.
+    w.role("scoped", vec![irsa_statement("shop", "scoped"), pi.clone()])
+        .await;
+    c.put(sa("scoped", "scoped"));
+    w.eks.add("shop", "scoped", "scoped");
+    w.eks.update("shop", "scoped", |a| {
+        a.disable_session_tags = Some(true);
+        a.policy = Some(SCOPED_POLICY.into());
+    });
+
     // Trust missing (IRSA only).
     w.role(
         "trust-missing",
@@ -500,6 +510,8 @@ fn codes(row: &Row, severity: Severity) -> Vec<&'static str> {
         .collect()
 }
 
+const SCOPED_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+
 /// (ServiceAccount, status, trust state, blocking codes, care codes)
 type Case<'a> = (&'a str, Status, TrustState, &'a [&'a str], &'a [&'a str]);
 
@@ -511,6 +523,13 @@ async fn plan_table_of_migration_cases() {
 
     let table: &[Case] = &[
         ("migrated", Status::Done, TrustState::Present, &[], &[]),
+        (
+            "scoped",
+            Status::Done,
+            TrustState::Present,
+            &[],
+            &["session-policy"],
+        ),
         (
             "trust-missing",
             Status::Ready,
@@ -622,6 +641,11 @@ async fn plan_table_of_migration_cases() {
         table.len(),
         "the plain ServiceAccount has no row"
     );
+    // The session policy the association carries, read from DescribePodIdentityAssociation, is
+    // in the plan's output.
+    let scoped = serde_json::to_value(row(&plan, "scoped")).unwrap();
+    assert_eq!(scoped["association"]["state"], "sameRole", "{scoped}");
+    assert_eq!(scoped["association"]["policy"], SCOPED_POLICY, "{scoped}");
     assert_eq!(
         plan.cluster_account.as_deref(),
         Some(ACCOUNT),
@@ -646,7 +670,7 @@ async fn plan_table_of_migration_cases() {
 
     let b = row(&plan, "before");
     assert_eq!(b.pods_using_irsa, ["before-0", "before-1"]);
-    assert_eq!(plan.totals.associations_existing, 3);
+    assert_eq!(plan.totals.associations_existing, 4);
     assert_eq!(plan.totals.associations_to_create, 5);
     assert_eq!(plan.totals.association_limit, 5000);
     assert_eq!(plan.exit_code(), 1, "something blocks");

@@ -369,3 +369,50 @@ impl AssociationTarget for FileTarget {
         Box::pin(std::future::ready(None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `migrate` reads the associations file through the webhook's own index: a pattern entry
+    /// answers for a ServiceAccount as it does at admission, so a row is `same role` or a
+    /// conflict, never a second association beside the pattern.
+    #[tokio::test]
+    async fn a_pattern_entry_answers_for_the_service_accounts_it_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("associations.yaml");
+        std::fs::write(
+            &path,
+            "associations:
+  - {namespace: team-a, serviceAccount: carts, roleArn: 'arn:aws:iam::111122223333:role/carts'}
+  - {namespace: 'team-*', serviceAccount: '*', roleArn: 'arn:aws:iam::111122223333:role/shared'}
+",
+        )
+        .unwrap();
+        let key = |ns: &str, sa: &str| (ns.to_string(), sa.to_string());
+        let wanted = BTreeSet::from([
+            key("team-a", "carts"),
+            key("team-b", "orders"),
+            key("prod", "api"),
+        ]);
+        let found = FileTarget::new(&path).read(&wanted).await.unwrap();
+        assert_eq!(found.total, 2);
+        let role = |ns: &str, sa: &str| found.get(ns, sa).map(|a| a.role_arn.as_str());
+        assert_eq!(
+            role("team-a", "carts"),
+            Some("arn:aws:iam::111122223333:role/carts")
+        );
+        assert_eq!(
+            role("team-b", "orders"),
+            Some("arn:aws:iam::111122223333:role/shared")
+        );
+        assert_eq!(role("prod", "api"), None);
+        let orders = found.get("team-b", "orders").unwrap();
+        assert_eq!(
+            (orders.namespace.as_str(), orders.service_account.as_str()),
+            ("team-b", "orders")
+        );
+        assert!(found.present.contains(&key("team-b", "orders")));
+        assert!(!found.present.contains(&key("prod", "api")));
+    }
+}
