@@ -598,3 +598,109 @@ fn host_network_pods_with_irsa_get_no_warning() {
         "IRSA does not use the node agent: {warnings:?}"
     );
 }
+
+/// docs/injection.md, "Proxies": a container behind a proxy gets the agent's addresses in its
+/// `NO_PROXY`, appended to what it lists (either spelling), created when absent; other
+/// containers and IRSA pods are left as they are.
+#[test]
+fn no_proxy_gains_the_agent_addresses_behind_a_proxy() {
+    const BOTH: &str = "169.254.170.23,fd00:ec2::23";
+    let pair = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", FULL_URI),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", PI_TOKEN),
+    ];
+    type Env = &'static [(&'static str, &'static str)];
+    // (the container's env, what it ends with after the pair is appended)
+    let rows: [(Env, Env); 7] = [
+        (&[("APP", "1")], &[("APP", "1")]),
+        (
+            &[("HTTPS_PROXY", "http://proxy:3128")],
+            &[("HTTPS_PROXY", "http://proxy:3128")],
+        ),
+        (
+            &[
+                ("http_proxy", "http://proxy:3128"),
+                ("NO_PROXY", "localhost"),
+            ],
+            &[
+                ("http_proxy", "http://proxy:3128"),
+                ("NO_PROXY", "localhost,169.254.170.23,fd00:ec2::23"),
+            ],
+        ),
+        (
+            &[("HTTP_PROXY", "http://p"), ("no_proxy", "localhost,.svc")],
+            &[
+                ("HTTP_PROXY", "http://p"),
+                ("no_proxy", "localhost,.svc,169.254.170.23,fd00:ec2::23"),
+            ],
+        ),
+        (
+            &[("HTTP_PROXY", "http://p"), ("NO_PROXY", BOTH)],
+            &[("HTTP_PROXY", "http://p"), ("NO_PROXY", BOTH)],
+        ),
+        (
+            &[("HTTP_PROXY", "http://p"), ("NO_PROXY", "169.254.0.0/16")],
+            &[
+                ("HTTP_PROXY", "http://p"),
+                ("NO_PROXY", "169.254.0.0/16,fd00:ec2::23"),
+            ],
+        ),
+        (
+            &[("NO_PROXY", ".svc")],
+            &[("NO_PROXY", ".svc,169.254.170.23,fd00:ec2::23")],
+        ),
+    ];
+    for (i, (given, kept)) in rows.iter().enumerate() {
+        let given: Vec<Value> = given
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect();
+        let p = pod(json!({"serviceAccountName": "app",
+            "containers": [{"name": "app", "image": "x", "env": given}]}));
+        let (patched, warnings) = run(&p, &pod_identity(), &InjectionSettings::default());
+        let mut want: Vec<(String, String)> = kept
+            .iter()
+            .chain(&pair)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if i == 1 {
+            // No NO_PROXY of any spelling: both are created.
+            want.push(("NO_PROXY".into(), BOTH.into()));
+            want.push(("no_proxy".into(), BOTH.into()));
+        }
+        assert_eq!(env(&patched["spec"]["containers"][0]), want, "row {i}");
+        assert!(warnings.is_empty(), "row {i}: {warnings:?}");
+    }
+
+    // A NO_PROXY from a reference cannot be read: left alone, with a warning that says so.
+    let p = pod(
+        json!({"serviceAccountName": "app", "containers": [{"name": "app", "image": "x",
+        "env": [{"name": "HTTP_PROXY", "value": "http://p"},
+                {"name": "NO_PROXY", "valueFrom": {"configMapKeyRef": {"name": "proxy", "key": "no"}}}]}]}),
+    );
+    let (patched, warnings) = run(&p, &pod_identity(), &InjectionSettings::default());
+    let c = &patched["spec"]["containers"][0];
+    assert_eq!(c["env"][1]["valueFrom"]["configMapKeyRef"]["name"], "proxy");
+    assert!(c["env"][1].get("value").is_none());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("NO_PROXY") && warnings[0].contains("169.254.170.23"),
+        "{warnings:?}"
+    );
+
+    // IRSA reaches STS, not the agent: its pods' proxy settings are theirs.
+    let p = pod(
+        json!({"serviceAccountName": "app", "containers": [{"name": "app", "image": "x",
+        "env": [{"name": "HTTPS_PROXY", "value": "http://p"}]}]}),
+    );
+    let (patched, _) = run(
+        &p,
+        &irsa(ServiceAccountInfo::default()),
+        &InjectionSettings::default(),
+    );
+    assert!(
+        !env_names(&patched["spec"]["containers"][0])
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("no_proxy"))
+    );
+}

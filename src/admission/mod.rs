@@ -8,6 +8,7 @@
 pub mod injection;
 pub mod mutate;
 pub mod plan;
+pub mod proxy;
 pub mod review;
 pub mod validate;
 

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::injection::InjectionSettings;
+use super::proxy;
 use crate::identity::sa::{TOKEN_EXPIRATION, TOKEN_EXPIRATION_BOUNDS, parse_token_expiration};
 use crate::identity::{IdentityKind, ResolvedIdentity};
 use crate::object::{ObjectView, SpecView};
@@ -113,6 +114,8 @@ pub enum Item<'a> {
     /// The pod's first metadata, when it had none: `{"labels": {…}}`.
     Metadata(PodMetadata),
     Text(&'static str),
+    /// A value written in place of the pod's own (a `NO_PROXY` with the agent's addresses).
+    String(String),
     List(Vec<Item<'a>>),
 }
 
@@ -296,12 +299,51 @@ pub fn mutate_pod<'a>(
             env.push(env_var(ENV_DEFAULT_REGION, region.as_str().into()));
             env.push(env_var(ENV_REGION, region.as_str().into()));
         }
-        if !pair.iter().any(|(name, _)| has_env(name)) {
+        let injects_pair = !pair.iter().any(|(name, _)| has_env(name));
+        if injects_pair {
             for (name, value) in &pair {
                 env.push(env_var(name, value.clone()));
             }
         }
         let container = format!("/spec/{list}/{i}");
+        // Behind a proxy, the agent's addresses go into NO_PROXY, or the SDK's credential
+        // requests go to the proxy (docs/injection.md, "Proxies").
+        if injects_pair
+            && matches!(identity.kind, IdentityKind::PodIdentity(_))
+            && proxy::uses_proxy_settings(c)
+        {
+            let mut listed = false;
+            for (j, var) in c.env.iter().flatten().enumerate() {
+                if !var.name.eq_ignore_ascii_case(proxy::NO_PROXY) {
+                    continue;
+                }
+                listed = true;
+                match &var.value {
+                    Some(value) => {
+                        if let Some(extended) = proxy::with_agent_addresses(value) {
+                            // `add` on an existing member replaces its value (RFC 6902 4.1).
+                            ops.push(add(
+                                format!("{container}/env/{j}/value"),
+                                Item::String(extended),
+                            ));
+                        }
+                    }
+                    None => warnings.push(format!(
+                        "container {} takes {} from a reference: make sure it lists {} and {}, or \
+                         credential requests go through the proxy",
+                        &*c.name,
+                        &*var.name,
+                        proxy::AGENT_ADDRESSES[0],
+                        proxy::AGENT_ADDRESSES[1]
+                    )),
+                }
+            }
+            if !listed {
+                let both: Cow<'a, str> = proxy::AGENT_ADDRESSES.join(",").into();
+                env.push(env_var(proxy::NO_PROXY, both.clone()));
+                env.push(env_var(proxy::NO_PROXY_LOWER, both));
+            }
+        }
         append(&mut ops, &container, "env", &c.env, env);
 
         let mounted = c

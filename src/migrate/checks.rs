@@ -16,13 +16,11 @@ use super::trust::{self, TrustEdit};
 use crate::admission::mutate::{
     ENV_AUTH_TOKEN_FILE, ENV_FULL_URI, ENV_ROLE_ARN, ENV_WEB_IDENTITY_TOKEN_FILE,
 };
+use crate::admission::proxy::{self, AGENT_ADDRESSES};
 use crate::identity::sa::{AUDIENCE, STS_REGIONAL_ENDPOINTS, TOKEN_EXPIRATION};
 
 /// EKS allows this many Pod Identity associations per cluster (a default quota).
 pub const ASSOCIATION_LIMIT: usize = 5000;
-
-/// The Pod Identity Agent's link-local addresses (IPv4, IPv6).
-pub const AGENT_ADDRESSES: [&str; 2] = ["169.254.170.23", "fd00:ec2::23"];
 
 /// Settings of the checks.
 #[derive(Debug, Clone)]
@@ -61,29 +59,10 @@ const STATIC_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 const PROXIES: [&str; 4] = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"];
 const NO_PROXIES: [&str; 2] = ["NO_PROXY", "no_proxy"];
 
-/// Whether a `NO_PROXY` entry covers the agent's address.
+/// Whether a `NO_PROXY` entry covers the agent's IPv4 address (the one every cluster uses).
 fn no_proxy_covers(entry: &str) -> bool {
-    let e = entry.trim().trim_start_matches('[').trim_end_matches(']');
-    if e == "*" || AGENT_ADDRESSES.contains(&e) {
-        return true;
-    }
-    // CIDR (honoured by Go, curl ≥ 7.86 and several SDKs).
-    let Some((net, bits)) = e.split_once('/') else {
-        return false;
-    };
-    let (Ok(net), Ok(bits)) = (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) else {
-        return false;
-    };
-    if bits > 32 {
-        return false;
-    }
-    let mask = if bits == 0 {
-        0
-    } else {
-        u32::MAX << (32 - bits)
-    };
-    let agent: std::net::Ipv4Addr = AGENT_ADDRESSES[0].parse().expect("constant");
-    u32::from(net) & mask == u32::from(agent) & mask
+    let agent = AGENT_ADDRESSES[0].parse().expect("a constant address");
+    proxy::covers(entry, agent)
 }
 
 /// Containers (names) that set a proxy without exempting the agent's address.
