@@ -109,7 +109,11 @@ pub fn shown_commands(block: &Block) -> Vec<Shown> {
     let prompted = block.text.lines().any(|l| l.starts_with("$ "));
     if prompted {
         for line in block.text.lines() {
-            if let (Some(error), Some(last)) = (line.strip_prefix("Error: "), out.last_mut())
+            // `Error: ` from a command's failure, `error: ` from check's reports of its inputs.
+            let error = line
+                .strip_prefix("Error: ")
+                .or_else(|| line.strip_prefix("error: "));
+            if let (Some(error), Some(last)) = (error, out.last_mut())
                 && last.error.is_none()
             {
                 last.error = Some(error.to_string());
