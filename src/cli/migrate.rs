@@ -99,9 +99,15 @@ pub struct ApplyArgs {
     /// Remove the IRSA annotations of ServiceAccounts whose association is in place.
     #[arg(long)]
     pub remove_irsa_annotations: bool,
-    /// Remove the ServiceAccount's OIDC (IRSA) trust from its role once no pod uses IRSA.
+    /// Remove the ServiceAccount's OIDC (IRSA) trust from its role once no pod uses IRSA: only
+    /// the statements of this cluster's OIDC provider (other clusters' trust is kept and listed).
     #[arg(long)]
     pub remove_oidc_trust: bool,
+    /// This cluster's OIDC issuer URL, for --remove-oidc-trust [default: from EKS
+    /// DescribeCluster, else the API server's /.well-known/openid-configuration; required when
+    /// neither answers].
+    #[arg(long, value_name = "URL", requires = "remove_oidc_trust")]
+    pub oidc_issuer: Option<String>,
     /// Rollout-restart the Deployments/StatefulSets/DaemonSets of pods still on IRSA, one at a time.
     #[arg(long)]
     pub restart_workloads: bool,
@@ -284,10 +290,23 @@ pub async fn run(args: MigrateArgs, out: &mut dyn Write) -> i32 {
                 eprintln!("nothing changed: re-run with --approve to make these changes");
                 return plan.exit_code();
             }
+            // Known before any change: without it no OIDC trust can be removed safely.
+            let oidc_issuer = if a.remove_oidc_trust {
+                match crate::migrate::oidc_issuer(&parts, a.oidc_issuer.as_deref()).await {
+                    Ok(issuer) => Some(issuer),
+                    Err(e) => {
+                        eprintln!("error: --remove-oidc-trust: {e}; nothing changed");
+                        return 2;
+                    }
+                }
+            } else {
+                None
+            };
             let options = ApplyOptions {
                 retire: a.retire,
                 remove_irsa_annotations: a.remove_irsa_annotations,
                 remove_oidc_trust: a.remove_oidc_trust,
+                oidc_issuer,
                 restart_workloads: a.restart_workloads,
                 rollout_timeout: a.rollout_timeout,
                 trust_size_limit: a.plan.common.trust_policy_limit,

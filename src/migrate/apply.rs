@@ -15,6 +15,7 @@ use super::trust::{self, OidcEdit, TrustEdit};
 use super::{Created, Parts, Progress, ReadSettings, Rollout, StepError, read_inventory};
 use crate::clock::rfc3339;
 use crate::identity::Association;
+use crate::shown::shown;
 
 /// What `apply` does beyond the plan's actions.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct ApplyOptions {
     pub retire: bool,
     pub remove_irsa_annotations: bool,
     pub remove_oidc_trust: bool,
+    /// This cluster's OIDC issuer (`--oidc-issuer`); else asked of EKS or the API server.
+    pub oidc_issuer: Option<String>,
     pub restart_workloads: bool,
     /// Longest wait for one workload's rollout.
     pub rollout_timeout: Duration,
@@ -38,6 +41,7 @@ impl Default for ApplyOptions {
             retire: false,
             remove_irsa_annotations: false,
             remove_oidc_trust: false,
+            oidc_issuer: None,
             restart_workloads: false,
             rollout_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
@@ -66,6 +70,9 @@ pub struct ApplySummary {
     pub annotations_removed: Vec<String>,
     pub workloads_restarted: Vec<String>,
     pub oidc_trust_removed: Vec<String>,
+    /// `NAMESPACE/NAME: PROVIDER`: web-identity trust of the ServiceAccount by another
+    /// cluster's OIDC provider, left in place.
+    pub oidc_trust_kept: Vec<String>,
     /// ServiceAccounts cleaned up with `--retire` (nothing used them).
     pub retired: Vec<String>,
     /// Rows the plan blocks (not attempted).
@@ -450,6 +457,19 @@ pub async fn apply(
     }
 
     if options.remove_oidc_trust {
+        // Only this cluster's statements go: another cluster may trust the same ServiceAccount.
+        let issuer = match super::oidc_issuer(parts, options.oidc_issuer.as_deref()).await {
+            Ok(issuer) => issuer,
+            Err(e) => {
+                say(out, format_args!("! OIDC trust left in place: {e}"));
+                summary.stop("*".into(), "oidc-trust", e.to_string());
+                return summary;
+            }
+        };
+        say(
+            out,
+            format_args!("OIDC trust of this cluster: issuer {}", shown(&issuer)),
+        );
         // Restarts replaced pods: decide on what runs now.
         let fresh;
         let now = if restarted {
@@ -487,7 +507,7 @@ pub async fn apply(
                     pods: still.join(", "),
                 })
             } else {
-                remove_oidc(parts, row, out, &mut summary).await
+                remove_oidc(parts, row, &issuer, out, &mut summary).await
             };
             if let Err(reason) = result {
                 say(
@@ -501,9 +521,12 @@ pub async fn apply(
     summary
 }
 
+/// Removes this cluster's (`issuer`'s) OIDC trust of a row's ServiceAccount from its role; other
+/// clusters' trust of it is kept and said.
 async fn remove_oidc(
     parts: &Parts<'_>,
     row: &Row,
+    issuer: &str,
     out: &mut dyn Write,
     summary: &mut ApplySummary,
 ) -> Result<(), StepError> {
@@ -511,14 +534,31 @@ async fn remove_oidc(
         return Err(StepError::NotRoleArn);
     };
     let policy = fresh_policy(parts, &row.role_arn).await?;
-    let (after, edit) = trust::without_oidc_trust(&policy, &row.namespace, &row.service_account);
+    let (after, edit) =
+        trust::without_oidc_trust(&policy, &row.namespace, &row.service_account, issuer);
+    for provider in
+        trust::other_clusters_trust(&policy, &row.namespace, &row.service_account, issuer)
+    {
+        say(
+            out,
+            format_args!(
+                "  kept: trusted by another cluster: {} trusts {} through {}",
+                role_name,
+                sa_name(row),
+                shown(&provider)
+            ),
+        );
+        summary
+            .oidc_trust_kept
+            .push(format!("{}: {}", sa_name(row), shown(&provider)));
+    }
     match edit {
         OidcEdit::None => {
             summary.unchanged += 1;
             say(
                 out,
                 format_args!(
-                    "= trust policy of {role_name}: no OIDC trust for {}",
+                    "= trust policy of {role_name}: no OIDC trust of this cluster for {}",
                     sa_name(row)
                 ),
             );
@@ -536,7 +576,7 @@ async fn remove_oidc(
             say(
                 out,
                 format_args!(
-                    "- trust policy of {role_name}: OIDC trust of {}",
+                    "- trust policy of {role_name}: this cluster's OIDC trust of {}",
                     sa_name(row)
                 ),
             );
@@ -561,6 +601,9 @@ pub fn render_summary(s: &ApplySummary) -> String {
     );
     if !s.retired.is_empty() {
         out.push_str(&format!("retired: {}\n", s.retired.join(", ")));
+    }
+    for kept in &s.oidc_trust_kept {
+        out.push_str(&format!("kept: trusted by another cluster: {kept}\n"));
     }
     for x in s.skipped.iter().chain(&s.stopped) {
         out.push_str(&format!(

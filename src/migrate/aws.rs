@@ -257,6 +257,27 @@ impl AssociationTarget for EksTarget {
             arn.split(':').nth(4).map(String::from)
         })
     }
+
+    fn oidc_issuer(&self) -> BoxFuture<'_, Result<Option<String>, EdgeError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .describe_cluster()
+                .name(&self.cluster)
+                .send()
+                .await
+                .map_err(|e| EdgeError::Describe {
+                    cluster: self.cluster.clone(),
+                    message: DisplayErrorContext(&e).to_string(),
+                })?;
+            out.cluster()
+                .and_then(|c| c.identity())
+                .and_then(|i| i.oidc())
+                .and_then(|o| o.issuer())
+                .map(|i| Some(i.to_string()))
+                .ok_or_else(|| EdgeError::NoEksIssuer(self.cluster.clone()))
+        })
+    }
 }
 
 /// Associations in a file (docs/contract.md §7): read, and appended to (written whole, atomically, so the
@@ -367,6 +388,10 @@ impl AssociationTarget for FileTarget {
 
     fn cluster_account(&self) -> BoxFuture<'_, Option<String>> {
         Box::pin(std::future::ready(None))
+    }
+
+    fn oidc_issuer(&self) -> BoxFuture<'_, Result<Option<String>, EdgeError>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }
 

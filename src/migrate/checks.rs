@@ -217,18 +217,24 @@ pub fn plan(inv: &Inventory, settings: &CheckSettings) -> Plan {
         .association_limit
         .saturating_sub(inv.associations.total);
     for sa in &inv.service_accounts {
-        let Some(role_arn) = sa.info.role_arn.clone() else {
-            continue;
-        };
         let mut findings = Vec::new();
         let mut actions = Vec::new();
-        let parts = role_parts(&role_arn);
-        if let Err(e) = crate::identity::role_arn::validate(&role_arn) {
-            findings.push(Finding::block(
-                "invalid-role-arn",
-                format!("`{prefix}/role-arn` {e}"),
-            ));
-        }
+        // A value that is not a role ARN still gets its row, shown safely (escaped, cut), and
+        // blocks it: nothing is done for it, and verify counts it.
+        let role_arn = match (&sa.info.role_arn, sa.invalid_role_arn(prefix)) {
+            (Some(arn), _) => arn.clone(),
+            (None, Some((value, e))) => {
+                findings.push(Finding::block(
+                    "invalid-role-arn",
+                    format!(
+                        "`{prefix}/role-arn` {e}: `{value}`; fix the annotation (arn:aws:iam::ACCOUNT:role/NAME) or remove it"
+                    ),
+                ));
+                value
+            }
+            (None, None) => continue,
+        };
+        let parts = sa.info.role_arn.as_deref().and_then(role_parts);
         let role_account = parts.map(|(a, _)| a.to_string());
 
         let association = match inv.associations.get(&sa.namespace, &sa.name) {

@@ -358,6 +358,29 @@ impl ClusterApi for KubeCluster {
             }
         })
     }
+
+    fn oidc_issuer(&self) -> BoxFuture<'_, Result<String, EdgeError>> {
+        Box::pin(async move {
+            const WHAT: &str = "discovery document (/.well-known/openid-configuration)";
+            let request = hyper::Request::get("/.well-known/openid-configuration")
+                .body(Vec::new())
+                .map_err(|e| EdgeError::Discovery {
+                    what: WHAT,
+                    why: e.to_string(),
+                })?;
+            let text = call(WHAT, self.client.request_text(request)).await?;
+            #[derive(serde::Deserialize)]
+            struct Discovery {
+                issuer: String,
+            }
+            serde_json::from_str::<Discovery>(&text)
+                .map(|d| d.issuer)
+                .map_err(|e| EdgeError::Discovery {
+                    what: WHAT,
+                    why: format!("not a discovery document ({e})"),
+                })
+        })
+    }
 }
 
 impl KubeCluster {

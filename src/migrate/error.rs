@@ -44,6 +44,12 @@ pub enum EdgeError {
     Yaml(serde_yaml_ng::Error),
     #[error("cannot write associations file {path}: {error}")]
     Write { path: String, error: std::io::Error },
+    #[error("EKS DescribeCluster of {cluster}: {message}")]
+    Describe { cluster: String, message: String },
+    #[error("EKS cluster {0} has no OIDC issuer")]
+    NoEksIssuer(String),
+    #[error("the API server's {what}: {why}")]
+    Discovery { what: &'static str, why: String },
 }
 
 /// A row (or one of its steps) that `apply` cannot carry out.
@@ -72,6 +78,13 @@ pub enum StepError {
     NotRoleArn,
     #[error("{reason}; edit the trust policy of {role} by hand")]
     SharedTrust { reason: String, role: String },
+    /// `--remove-oidc-trust` must know which OIDC provider is this cluster's: removing every
+    /// web-identity statement of a ServiceAccount would cut off other clusters trusting it.
+    #[error(
+        "cannot tell this cluster's OIDC issuer ({}); give --oidc-issuer URL (the issuer of the cluster's service-account tokens, as its IAM OIDC provider names it)",
+        tried.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    NoIssuer { tried: Vec<EdgeError> },
 }
 
 impl From<EdgeError> for StepError {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, ServiceAccount};
 use serde::Serialize;
 
+use crate::identity::role_arn::RoleArnError;
 use crate::identity::sa::{AUDIENCE, ROLE_ARN, STS_REGIONAL_ENDPOINTS, TOKEN_EXPIRATION};
 use crate::identity::{Association, ServiceAccountInfo};
 use crate::object::Kind;
@@ -54,6 +55,18 @@ impl ServiceAccountEntry {
 
     pub fn key(&self) -> Key {
         (self.namespace.clone(), self.name.clone())
+    }
+
+    /// The role annotation that is not an IAM role ARN, as output may show it
+    /// ([`crate::shown`]: escaped, cut), and why it is not one.
+    pub fn invalid_role_arn(&self, prefix: &str) -> Option<(String, &RoleArnError)> {
+        let e = self.info.invalid_role_arn.as_ref()?;
+        let value = self
+            .annotations
+            .get(&format!("{prefix}/{ROLE_ARN}"))
+            .map(|v| crate::shown::shown(v.trim()).into_owned())
+            .unwrap_or_default();
+        Some((value, e))
     }
 }
 
@@ -350,7 +363,8 @@ impl Associations {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     pub annotation_prefix: String,
-    /// Annotated with `<prefix>/role-arn` (and within the selectors), sorted.
+    /// Annotated with `<prefix>/role-arn` (and within the selectors), sorted; a value that is
+    /// not a role ARN included (its row is blocked).
     pub service_accounts: Vec<ServiceAccountEntry>,
     /// Pods of the ServiceAccounts above and of those with an association.
     pub pods: Vec<PodEntry>,

@@ -68,6 +68,9 @@ pub trait AssociationTarget: Send + Sync {
     ) -> BoxFuture<'a, Result<Created, EdgeError>>;
     /// The AWS account the cluster runs in, when the target can tell.
     fn cluster_account(&self) -> BoxFuture<'_, Option<String>>;
+    /// The cluster's OIDC issuer URL, when the target can tell (EKS DescribeCluster);
+    /// `Ok(None)` for a target that knows no cluster (an associations file).
+    fn oidc_issuer(&self) -> BoxFuture<'_, Result<Option<String>, EdgeError>>;
 }
 
 /// Which ServiceAccounts a run covers (`--namespace`, `--service-account`).
@@ -148,6 +151,8 @@ pub trait ClusterApi: Send + Sync {
         &'a self,
         workload: &'a WorkloadRef,
     ) -> BoxFuture<'a, Result<Rollout, EdgeError>>;
+    /// The API server's service-account issuer (`/.well-known/openid-configuration`).
+    fn oidc_issuer(&self) -> BoxFuture<'_, Result<String, EdgeError>>;
 }
 
 /// A progress line on stderr while a large cluster is read, on a terminal only.
@@ -222,7 +227,11 @@ pub async fn read_inventory(
         .await?;
     let mut service_accounts: Vec<ServiceAccountEntry> = all_sas
         .into_iter()
-        .filter(|sa| sa.info.role_arn.is_some() && settings.scope.contains(&sa.namespace, &sa.name))
+        // Every annotated ServiceAccount, its annotation a role ARN or not (the checks say so).
+        .filter(|sa| {
+            (sa.info.role_arn.is_some() || sa.info.invalid_role_arn.is_some())
+                && settings.scope.contains(&sa.namespace, &sa.name)
+        })
         .collect();
     service_accounts.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let annotated: BTreeSet<Key> = service_accounts.iter().map(|s| s.key()).collect();
@@ -285,6 +294,28 @@ pub async fn read_inventory(
         roles,
         cluster_account,
     })
+}
+
+/// This cluster's OIDC issuer, for `--remove-oidc-trust`: `given` (`--oidc-issuer`), else EKS
+/// DescribeCluster (the target's cluster), else the API server's discovery document; an error
+/// naming what was tried when none answers.
+pub async fn oidc_issuer(parts: &Parts<'_>, given: Option<&str>) -> Result<String, StepError> {
+    if let Some(issuer) = given {
+        return Ok(issuer.trim().to_string());
+    }
+    let mut tried = Vec::new();
+    match parts.target.oidc_issuer().await {
+        Ok(Some(issuer)) => return Ok(issuer),
+        Ok(None) => {}
+        Err(e) => tried.push(e),
+    }
+    match parts.cluster.oidc_issuer().await {
+        Ok(issuer) => Ok(issuer),
+        Err(e) => {
+            tried.push(e);
+            Err(StepError::NoIssuer { tried })
+        }
+    }
 }
 
 /// Reads the inventory and checks it.

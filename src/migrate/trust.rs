@@ -1,5 +1,7 @@
 //! Role trust policies (pure): does a role trust Pod Identity, the edit that makes it do so,
-//! the edit that drops its IRSA (OIDC) trust for one ServiceAccount, and the size IAM counts.
+//! the edit that drops its IRSA (OIDC) trust for one ServiceAccount (of one cluster's OIDC
+//! issuer only: another cluster's trust of the same ServiceAccount is kept), and the size IAM
+//! counts.
 //!
 //! Edits are semantic: a statement that already allows `pods.eks.amazonaws.com` is extended
 //! (`sts:TagSession` added) rather than a second one appended, so re-running never grows the
@@ -187,6 +189,28 @@ pub enum OidcEdit {
     Shared { reason: String },
 }
 
+/// An issuer URL as IAM names it in an OIDC provider's ARN and in condition keys: `host/path`,
+/// without the scheme or a trailing slash.
+pub fn issuer_host_path(issuer: &str) -> &str {
+    let i = issuer.trim();
+    i.strip_prefix("https://")
+        .unwrap_or(i)
+        .trim_end_matches('/')
+}
+
+/// The OIDC providers a web-identity statement federates (`arn:…:oidc-provider/HOST/PATH`).
+fn federated(statement: &Value) -> Vec<&str> {
+    values(statement.get("Principal").and_then(|p| p.get("Federated")))
+}
+
+/// Whether a web-identity statement trusts the provider of `issuer` (`host/path`).
+fn trusts_issuer(statement: &Value, host_path: &str) -> bool {
+    federated(statement).iter().any(|p| {
+        p.rsplit_once(":oidc-provider/")
+            .is_some_and(|(_, hp)| hp.eq_ignore_ascii_case(host_path))
+    })
+}
+
 /// An Allow statement for `sts:AssumeRoleWithWebIdentity` from a federated principal.
 fn is_web_identity(statement: &Value) -> bool {
     is_allow(statement)
@@ -212,14 +236,18 @@ fn sub_conditions(statement: &Value) -> Vec<(&str, &str, Vec<&str>)> {
         .collect()
 }
 
-/// The policy without the IRSA trust of one ServiceAccount: a web-identity statement whose
-/// `sub` names only it is removed; from a list of subjects only its entry is removed. A
-/// statement that matches it by pattern (`StringLike`) or has no `sub` is left, and said so.
+/// The policy without the IRSA trust of one ServiceAccount through the OIDC provider of
+/// `issuer` (this cluster's): a web-identity statement of that provider whose `sub` names only
+/// it is removed; from a list of subjects only its entry is removed. A statement that matches
+/// it by pattern (`StringLike`) or has no `sub` is left, and said so. Statements of other
+/// providers (other clusters) are never touched: [`other_clusters_trust`] lists them.
 pub fn without_oidc_trust(
     policy: &Value,
     namespace: &str,
     service_account: &str,
+    issuer: &str,
 ) -> (Value, OidcEdit) {
+    let host_path = issuer_host_path(issuer);
     let subject = oidc_subject(namespace, service_account);
     let mut out = policy.clone();
     let Some(list) = statements_mut(&mut out) else {
@@ -229,7 +257,7 @@ pub fn without_oidc_trust(
     let mut shared = None;
     let mut keep = Vec::with_capacity(list.len());
     for mut s in list.drain(..) {
-        if !is_web_identity(&s) {
+        if !is_web_identity(&s) || !trusts_issuer(&s, host_path) {
             keep.push(s);
             continue;
         }
@@ -294,6 +322,34 @@ pub fn without_oidc_trust(
     }
 }
 
+/// The OIDC providers other than `issuer`'s whose web-identity statements name
+/// `namespace`/`service_account` (exactly or by pattern): other clusters' trust, which removing
+/// this cluster's keeps.
+pub fn other_clusters_trust(
+    policy: &Value,
+    namespace: &str,
+    service_account: &str,
+    issuer: &str,
+) -> Vec<String> {
+    let host_path = issuer_host_path(issuer);
+    let subject = oidc_subject(namespace, service_account);
+    let mut out: Vec<String> = statements(policy)
+        .into_iter()
+        .filter(|s| is_web_identity(s) && !trusts_issuer(s, host_path))
+        .filter(|s| {
+            sub_conditions(s).iter().any(|(_, _, vals)| {
+                vals.iter()
+                    .any(|v| *v == subject.as_str() || v.contains(['*', '?']))
+            })
+        })
+        .flat_map(federated)
+        .map(String::from)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Whether any web-identity statement (IRSA trust) names `namespace`/`service_account`.
 pub fn has_oidc_trust(policy: &Value, namespace: &str, service_account: &str) -> bool {
     let subject = oidc_subject(namespace, service_account);
@@ -313,6 +369,8 @@ pub fn render(policy: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ISSUER: &str = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC";
 
     fn irsa(sub: Value, op: &str) -> Value {
         json!({
@@ -393,7 +451,7 @@ mod tests {
     fn oidc_trust_is_removed_for_one_subject_only() {
         let p = irsa(json!("system:serviceaccount:a:b"), "StringEquals");
         assert!(has_oidc_trust(&p, "a", "b"));
-        let (out, edit) = without_oidc_trust(&p, "a", "b");
+        let (out, edit) = without_oidc_trust(&p, "a", "b", ISSUER);
         assert_eq!(
             edit,
             OidcEdit::Removed {
@@ -408,7 +466,7 @@ mod tests {
             json!(["system:serviceaccount:a:b", "system:serviceaccount:a:c"]),
             "StringEquals",
         );
-        let (out, edit) = without_oidc_trust(&shared, "a", "b");
+        let (out, edit) = without_oidc_trust(&shared, "a", "b", ISSUER);
         assert_eq!(
             edit,
             OidcEdit::Removed {
@@ -419,11 +477,48 @@ mod tests {
         assert!(has_oidc_trust(&out, "a", "c") && !has_oidc_trust(&out, "a", "b"));
 
         let other = irsa(json!("system:serviceaccount:a:c"), "StringEquals");
-        assert_eq!(without_oidc_trust(&other, "a", "b").1, OidcEdit::None);
+        assert_eq!(
+            without_oidc_trust(&other, "a", "b", ISSUER).1,
+            OidcEdit::None
+        );
 
         let pattern = irsa(json!("system:serviceaccount:a:*"), "StringLike");
-        let (out, edit) = without_oidc_trust(&pattern, "a", "b");
+        let (out, edit) = without_oidc_trust(&pattern, "a", "b", ISSUER);
         assert!(matches!(edit, OidcEdit::Shared { .. }), "{edit:?}");
         assert_eq!(out, pattern);
+    }
+
+    #[test]
+    fn another_clusters_trust_of_the_same_service_account_is_kept() {
+        let ours = irsa(json!("system:serviceaccount:a:b"), "StringEquals");
+        let mut theirs = ours["Statement"][0]
+            .to_string()
+            .replace("/id/ABC", "/id/OTHER");
+        theirs = theirs.replace("us-east-1", "eu-west-1");
+        let theirs: Value = serde_json::from_str(&theirs).unwrap();
+        let mut both = ours.clone();
+        both["Statement"]
+            .as_array_mut()
+            .unwrap()
+            .push(theirs.clone());
+        let (out, edit) = without_oidc_trust(&both, "a", "b", &format!("{ISSUER}/"));
+        assert_eq!(
+            edit,
+            OidcEdit::Removed {
+                statements: 1,
+                subjects: 0
+            }
+        );
+        assert_eq!(out["Statement"], json!([theirs]));
+        assert_eq!(
+            other_clusters_trust(&both, "a", "b", ISSUER),
+            ["arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/OTHER"]
+        );
+        // Another cluster's issuer: this one's statement is theirs to keep.
+        let elsewhere = "https://oidc.eks.eu-west-1.amazonaws.com/id/OTHER";
+        assert_eq!(
+            without_oidc_trust(&ours, "a", "b", elsewhere).1,
+            OidcEdit::None
+        );
     }
 }

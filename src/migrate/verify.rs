@@ -31,6 +31,9 @@ pub struct AnnotatedLeft {
     /// association wins).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub association_role_arn: Option<String>,
+    /// Why the annotation is not an IAM role ARN (`role_arn` is then its value, shown safely).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_role_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -77,19 +80,24 @@ pub fn verify(inv: &Inventory) -> Report {
         }
     }
     for sa in &inv.service_accounts {
-        if let Some(role) = &sa.info.role_arn {
-            report.still_annotated.push(AnnotatedLeft {
-                namespace: sa.namespace.clone(),
-                service_account: sa.name.clone(),
-                role_arn: role.clone(),
-                has_association: inv.associations.present.contains(&sa.key()),
-                association_role_arn: inv
-                    .associations
-                    .get(&sa.namespace, &sa.name)
-                    .map(|a| a.role_arn.clone())
-                    .filter(|r| r != role),
-            });
-        }
+        let invalid = sa.invalid_role_arn(&inv.annotation_prefix);
+        let (role, invalid) = match (&sa.info.role_arn, invalid) {
+            (Some(role), _) => (role.clone(), None),
+            (None, Some((value, e))) => (value, Some(e.to_string())),
+            (None, None) => continue,
+        };
+        report.still_annotated.push(AnnotatedLeft {
+            namespace: sa.namespace.clone(),
+            service_account: sa.name.clone(),
+            has_association: inv.associations.present.contains(&sa.key()),
+            association_role_arn: inv
+                .associations
+                .get(&sa.namespace, &sa.name)
+                .map(|a| a.role_arn.clone())
+                .filter(|r| *r != role),
+            role_arn: role,
+            invalid_role_arn: invalid,
+        });
     }
     report
 }
@@ -129,6 +137,10 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(out, "ServiceAccounts still annotated with an IRSA role:");
         for a in &r.still_annotated {
             let what = match (&a.association_role_arn, a.has_association) {
+                _ if a.invalid_role_arn.is_some() => format!(
+                    "the annotation {}: not migrated; fix it (a role ARN) or remove it",
+                    a.invalid_role_arn.as_deref().unwrap_or_default()
+                ),
                 (Some(other), _) => format!(
                     "its association gives role {other} (it wins over the annotation): decide which is right (plan shows the conflict)"
                 ),
@@ -145,9 +157,14 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
+    let invalid = r
+        .still_annotated
+        .iter()
+        .filter(|a| a.invalid_role_arn.is_some())
+        .count();
     let _ = writeln!(
         out,
-        "{}: {} pods to restart, {} pods with both, {} ServiceAccounts annotated",
+        "{}: {} pods to restart, {} pods with both, {} ServiceAccounts annotated{}",
         if r.complete() {
             "migration complete"
         } else {
@@ -155,7 +172,12 @@ pub fn table(r: &Report) -> String {
         },
         r.pods_need_restart.len(),
         r.pods_with_both.len(),
-        r.still_annotated.len()
+        r.still_annotated.len(),
+        if invalid > 0 {
+            format!(" ({invalid} not with a role ARN)")
+        } else {
+            String::new()
+        }
     );
     out
 }

@@ -56,6 +56,10 @@ impl super::FakeEks {
     }
 }
 
+/// The OIDC issuer DescribeCluster names (the provider of tests/migrate.rs's IRSA statements).
+pub const OIDC_ISSUER: &str =
+    "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
+
 /// Answers a write or DescribeCluster; any other request is returned for the read side.
 pub async fn handle(state: &FakeState, req: Request<Body>) -> Result<Response, Request<Body>> {
     let path = req.uri().path().to_string();
@@ -84,6 +88,7 @@ pub async fn handle(state: &FakeState, req: Request<Body>) -> Result<Response, R
             "arn": format!("arn:aws:eks:us-east-1:111122223333:cluster/{cluster}"),
             "status": "ACTIVE",
             "version": "1.31",
+            "identity": {"oidc": {"issuer": OIDC_ISSUER}},
         }})));
     }
     if op == "delete" {
