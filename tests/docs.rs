@@ -107,27 +107,6 @@ const SKIP: &[(&str, &str)] = &[
          same command with --agent-principal runs, docs/agent.md's `$ ` example)",
     ),
     (
-        "pod-identity-webhook check -f deploy/empty",
-        "a reader's path: tests/check.rs gives check an empty directory",
-    ),
-    (
-        "pod-identity-webhook check -f - < /dev/null",
-        "shown for its exit 2 and the error on stdout (check's report), which this runner does \
-         not compare: tests/check.rs gives check an empty stream and checks both",
-    ),
-    (
-        "pod-identity-webhook check -f deploy/pipe.yaml",
-        "a FIFO: tests/check.rs makes one and gives it to check",
-    ),
-    (
-        "pod-identity-webhook check -f deploy/nested.yaml",
-        "generated input: tests/check.rs writes the nested flow collections",
-    ),
-    (
-        "pod-identity-webhook check -f deploy/huge-name.yaml",
-        "a 15 MB generated input: tests/check.rs writes it",
-    ),
-    (
         "set -eu",
         "the first line of migrate's generated script, shown as sample output",
     ),
