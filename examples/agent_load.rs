@@ -255,10 +255,13 @@ async fn serve(router: axum::Router, stop: &CancellationToken) -> std::net::Sock
     tokio::spawn(server::serve(
         listener,
         router,
-        ConnLimits::default(),
-        ConnectionLimit::new(4096),
+        server::Serving {
+            limits: ConnLimits::default(),
+            connections: ConnectionLimit::new(4096),
+            make_room: false,
+            drain: Duration::from_secs(1),
+        },
         stop.clone(),
-        Duration::from_secs(1),
     ));
     addr
 }

@@ -67,6 +67,11 @@ const PAIRS: &[(Option<&str>, &[&str], Option<&str>)] = &[
         None,
     ),
     (Some("examples/eks.yaml"), &["overlays/eks"], None),
+    (
+        Some("examples/network-policy.yaml"),
+        &["base", "agent"],
+        Some("components/network-policy"),
+    ),
 ];
 
 fn root() -> PathBuf {

@@ -340,10 +340,13 @@ async fn listen(
                 tasks.spawn(server::serve(
                     listener,
                     router.clone(),
-                    settings.conn_limits,
-                    connection_limit.clone(),
+                    server::Serving {
+                        limits: settings.conn_limits,
+                        connections: connection_limit.clone(),
+                        make_room: false,
+                        drain: Duration::from_secs(5),
+                    },
                     stop.clone(),
-                    Duration::from_secs(5),
                 ));
             }
             // IPv6 is optional (docs/contract.md §9): a node without the address still serves IPv4.
@@ -373,11 +376,15 @@ async fn listen(
     tasks.spawn(server::serve(
         admin,
         server::admin_router(readiness.clone(), metrics.clone()),
-        settings.conn_limits,
-        // The admin port has its own cap: a flood there never takes the pods' slots.
-        ConnectionLimit::new(64),
+        server::Serving {
+            limits: settings.conn_limits,
+            // The admin port has its own cap: a flood there never takes the pods' slots, and
+            // at the cap its idle connections make room for probes.
+            connections: ConnectionLimit::new(64),
+            make_room: true,
+            drain: Duration::from_secs(1),
+        },
         stop.clone(),
-        Duration::from_secs(1),
     ));
     Ok((addrs, admin_addr))
 }

@@ -27,6 +27,7 @@ use super::credentials::CredentialService;
 use super::error::AgentError;
 use super::metrics::AgentMetrics;
 use crate::server::ConnectionLimit;
+use crate::server::idle::{Forget, IdleConnections, MarkBusy};
 use crate::server::listener::accept;
 
 /// The longest token accepted (projected tokens are about 1 KiB).
@@ -290,16 +291,33 @@ pub fn admin_router(readiness: Arc<Readiness>, metrics: Arc<AgentMetrics>) -> Ro
     crate::server::routes::health_router(move || readiness.reasons(), move || metrics.encode())
 }
 
+/// How one listener serves its connections.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub limits: ConnLimits,
+    /// Shared by the listeners that serve the same clients.
+    pub connections: ConnectionLimit,
+    /// The admin port: at the cap, close the longest-idle connection to let a new one in
+    /// (`crate::server::idle`), so probes are never starved.
+    pub make_room: bool,
+    /// After `stop`: how long in-flight requests get to finish.
+    pub drain: Duration,
+}
+
 /// Serves `router` over plain HTTP/1.1 on `listener` until `stop`, then gives open
 /// connections `drain` to finish. Each request carries its [`Conn`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ConnLimits,
-    connection_limit: ConnectionLimit,
+    serving: Serving,
     stop: CancellationToken,
-    drain: Duration,
 ) {
+    let Serving {
+        limits,
+        connections: connection_limit,
+        make_room,
+        drain,
+    } = serving;
     let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -315,9 +333,11 @@ pub async fn serve(
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
+    let idle = make_room.then(IdleConnections::default);
     while let Some((slot, tcp, peer)) = accept(
         &listener,
         &connection_limit,
+        idle.as_ref(),
         &mut connections,
         &stop,
         |e| tracing::warn!(error = %e, "accept failed"),
@@ -330,12 +350,24 @@ pub async fn serve(
             req.extensions_mut().insert(conn);
             router.clone().oneshot(req.map(Body::new))
         });
+        let room = idle.as_ref().map(IdleConnections::watch);
+        let service = MarkBusy::new(service, room.clone());
         let connection = builder.serve_connection(TokioIo::new(tcp), service);
-        let watched = graceful.watch(connection);
+        let served = graceful.watch(connection);
         connections.spawn(async move {
             let _slot = slot;
-            if let Err(e) = watched.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let evicted = async {
+                match &room {
+                    Some(room) => room.evicted().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let _forget = room.clone().map(Forget);
+            tokio::select! {
+                result = served => if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                _ = evicted => tracing::debug!(%peer, "idle admin connection closed to make room"),
             }
         });
     }

@@ -74,6 +74,21 @@ impl ConnectionLimit {
         Slot(permit.expect("the connection semaphore is never closed"))
     }
 
+    /// A slot for the next connection of an admin port: at the cap, the connection idle the
+    /// longest is closed to make room (`idle.rs`); only when every connection has a request in
+    /// progress does the next one wait.
+    pub async fn slot_making_room(&self, idle: &super::idle::IdleConnections) -> Slot {
+        if let Ok(permit) = self.inner.slots.clone().try_acquire_owned() {
+            return Slot(permit);
+        }
+        if !idle.evict_oldest() {
+            return self.slot().await;
+        }
+        // The evicted connection's task frees its slot as soon as it runs.
+        let permit = self.inner.slots.clone().acquire_owned().await;
+        Slot(permit.expect("the connection semaphore is never closed"))
+    }
+
     /// Marks the listener unable (or able again) to accept: at the cap, or accept failing.
     pub fn set_blocked(&self, blocked: bool) {
         let ms = if blocked {

@@ -7,7 +7,8 @@
 //! (`idleTimeout`, see `timeouts.rs`); an HTTP/2 connection's first request
 //! (`headerReadTimeout`) and an HTTP/2 connection without requests in flight (`idleTimeout`,
 //! then GOAWAY), with keep-alive PINGs that close dead peers; request bodies (`body.rs`). Both
-//! ports cap their open connections.
+//! ports cap their open connections; at its cap the admin port closes its longest-idle
+//! connection to let a new one in (`idle.rs`), so probes are never starved.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::idle::{Forget, IdleConnections, MarkBusy, Watched};
 use super::limit::{ConnectionLimit, Slot};
 use super::limits_reached::LimitsReached;
 use super::timeouts::{Activity, Expired, Limits, Phase, TimedIo, Tracked};
@@ -112,15 +114,19 @@ async fn serve(
     let mut connections = tokio::task::JoinSet::new();
 
     let port = options.port;
+    // The admin port (plain HTTP) makes room for probes; the HTTPS port's connections wait.
+    let idle = tls.is_none().then(IdleConnections::default);
     while let Some((slot, tcp, peer)) = accept(
         &listener,
         &connection_limit,
+        idle.as_ref(),
         &mut connections,
         &stop,
         |e| tracing::warn!(port, error = %e, "accept failed"),
     )
     .await
     {
+        let watched = idle.as_ref().map(IdleConnections::watch);
         let tls = tls.clone();
         let builder = builder.clone();
         let router = router.clone();
@@ -129,6 +135,15 @@ async fn serve(
         connections.spawn(async move {
             // Held until the connection closes.
             let _slot = slot;
+            if let Some(watched) = watched {
+                let _forget = Forget(watched.clone());
+                let evicted = watched.evicted();
+                tokio::select! {
+                    _ = evicted => tracing::debug!(%peer, "idle admin connection closed to make room"),
+                    _ = connection(tcp, false, peer, &builder, router, &options, &stop, Some(watched)) => {}
+                }
+                return;
+            }
             match tls {
                 Some(acceptor) => {
                     let accepted =
@@ -146,9 +161,9 @@ async fn serve(
                         }
                     };
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    connection(tls, h2, peer, &builder, router, &options, &stop).await
+                    connection(tls, h2, peer, &builder, router, &options, &stop, None).await
                 }
-                None => connection(tcp, false, peer, &builder, router, &options, &stop).await,
+                None => connection(tcp, false, peer, &builder, router, &options, &stop, None).await,
             }
         });
     }
@@ -166,14 +181,15 @@ async fn serve(
     }
 }
 
-/// The next connection (`TCP_NODELAY` set) and its slot: waits for a free slot, then for a
-/// connection, meanwhile reaping the finished ones of `connections` so the set stays the size
+/// The next connection (`TCP_NODELAY` set) and its slot: waits for a free slot (with `idle`,
+/// at the cap the longest-idle connection is closed to make one), then for a connection, meanwhile reaping the finished ones of `connections` so the set stays the size
 /// of the open ones. An accept error (usually EMFILE) goes to `failed`, then a brief back-off
 /// instead of spinning (the listener counts as blocked until the next accept, for readiness).
 /// `None` once `stop` is cancelled.
 pub async fn accept(
     listener: &TcpListener,
     limit: &ConnectionLimit,
+    idle: Option<&IdleConnections>,
     connections: &mut tokio::task::JoinSet<()>,
     stop: &CancellationToken,
     failed: impl Fn(&std::io::Error),
@@ -181,7 +197,12 @@ pub async fn accept(
     loop {
         let slot = tokio::select! {
             _ = stop.cancelled() => return None,
-            slot = limit.slot() => slot,
+            slot = async {
+                match idle {
+                    Some(idle) => limit.slot_making_room(idle).await,
+                    None => limit.slot().await,
+                }
+            } => slot,
         };
         let accepted = tokio::select! {
             _ = stop.cancelled() => return None,
@@ -204,7 +225,9 @@ pub async fn accept(
 }
 
 /// Serves one connection until it closes, a deadline passes, or `stop` (then it is closed
-/// gracefully, within the drain timeout).
+/// gracefully, within the drain timeout). A `watched` connection is marked busy while it has a
+/// request in progress.
+#[allow(clippy::too_many_arguments)]
 async fn connection<I>(
     io: I,
     h2: bool,
@@ -213,6 +236,7 @@ async fn connection<I>(
     router: Router,
     options: &Options,
     stop: &CancellationToken,
+    watched: Option<Watched>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -225,7 +249,11 @@ async fn connection<I>(
         phase.clone(),
         (options.reached.clone(), options.port),
     );
-    let service = Tracked::new(TowerToHyperService::new(router), phase, activity.clone());
+    let service = Tracked::new(
+        MarkBusy::new(TowerToHyperService::new(router), watched),
+        phase,
+        activity.clone(),
+    );
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     // Once closing (GOAWAY sent, or HTTP/1.1 told to close when idle), the connection still

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod body;
+pub mod idle;
 mod limit;
 pub mod limits_reached;
 pub mod listener;
