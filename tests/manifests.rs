@@ -94,6 +94,9 @@ fn check_typed(doc: &Value, origin: &str) {
         ("apps/v1", "Deployment") => drop(typed::<Deployment>(doc, origin)),
         ("apps/v1", "DaemonSet") => drop(typed::<DaemonSet>(doc, origin)),
         ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(doc, origin)),
+        ("networking.k8s.io/v1", "NetworkPolicy") => drop(typed::<
+            k8s_openapi::api::networking::v1::NetworkPolicy,
+        >(doc, origin)),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(doc, origin)),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             drop(typed::<ClusterRoleBinding>(doc, origin))

@@ -195,14 +195,14 @@ pub async fn accept(
     failed: impl Fn(&std::io::Error),
 ) -> Option<(Slot, TcpStream, SocketAddr)> {
     loop {
-        let slot = tokio::select! {
-            _ = stop.cancelled() => return None,
-            slot = async {
-                match idle {
-                    Some(idle) => limit.slot_making_room(idle).await,
-                    None => limit.slot().await,
-                }
-            } => slot,
+        // With `idle`, a slot is made only for a connection that is there: making one ahead
+        // would close an idle connection that nothing needs closed.
+        let slot = match idle {
+            Some(_) => None,
+            None => tokio::select! {
+                _ = stop.cancelled() => return None,
+                slot = limit.slot() => Some(slot),
+            },
         };
         let accepted = tokio::select! {
             _ = stop.cancelled() => return None,
@@ -213,6 +213,18 @@ pub async fn accept(
             Ok((tcp, peer)) => {
                 limit.set_blocked(false);
                 let _ = tcp.set_nodelay(true);
+                let slot = match (slot, idle) {
+                    (Some(slot), _) => slot,
+                    (None, idle) => tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        slot = async {
+                            match idle {
+                                Some(idle) => limit.slot_making_room(idle).await,
+                                None => limit.slot().await,
+                            }
+                        } => slot,
+                    },
+                };
                 return Some((slot, tcp, peer));
             }
             Err(e) => {
