@@ -688,19 +688,42 @@ fn no_proxy_gains_the_agent_addresses_behind_a_proxy() {
         "{warnings:?}"
     );
 
-    // IRSA reaches STS, not the agent: its pods' proxy settings are theirs.
+    // IRSA reaches STS, not the agent: its pods' proxy settings are theirs, unless the
+    // settings name the STS endpoint they reach directly.
     let p = pod(
         json!({"serviceAccountName": "app", "containers": [{"name": "app", "image": "x",
-        "env": [{"name": "HTTPS_PROXY", "value": "http://p"}]}]}),
+        "env": [{"name": "HTTPS_PROXY", "value": "http://p"}, {"name": "no_proxy", "value": "localhost"}]}]}),
     );
     let (patched, _) = run(
         &p,
         &irsa(ServiceAccountInfo::default()),
         &InjectionSettings::default(),
     );
+    assert_eq!(
+        patched["spec"]["containers"][0]["env"][1]["value"],
+        "localhost"
+    );
+    let settings = InjectionSettings {
+        sts_no_proxy: Some(" sts.eu-west-1.amazonaws.com, 10.1.0.0/16 ".into()),
+        ..InjectionSettings::default()
+    };
+    let (patched, _) = run(&p, &irsa(ServiceAccountInfo::default()), &settings);
+    assert_eq!(
+        patched["spec"]["containers"][0]["env"][1]["value"],
+        "localhost,sts.eu-west-1.amazonaws.com,10.1.0.0/16"
+    );
+    let covered = pod(
+        json!({"serviceAccountName": "app", "containers": [{"name": "app", "image": "x",
+        "env": [{"name": "HTTPS_PROXY", "value": "http://p"}, {"name": "NO_PROXY", "value": ".amazonaws.com,10.1.0.0/16"}]}]}),
+    );
+    let (patched, _) = run(&covered, &irsa(ServiceAccountInfo::default()), &settings);
+    assert_eq!(
+        patched["spec"]["containers"][0]["env"][1]["value"],
+        ".amazonaws.com,10.1.0.0/16"
+    );
     assert!(
         !env_names(&patched["spec"]["containers"][0])
             .iter()
-            .any(|n| n.eq_ignore_ascii_case("no_proxy"))
+            .any(|n| n == "no_proxy")
     );
 }

@@ -62,6 +62,10 @@ pub struct InjectionSettings {
     /// (1 ..= 4096) [default: 1000].
     #[arg(long, required = false, value_name = "N")]
     pub max_volumes: usize,
+    /// For IRSA containers behind a proxy: NO_PROXY entries to add, comma-separated (the STS
+    /// endpoint they reach without the proxy, e.g. sts.eu-west-1.amazonaws.com) [default: none].
+    #[arg(long, value_name = "HOSTS")]
+    pub sts_no_proxy: Option<String>,
     /// Volume name for the IRSA token (fixed by the IRSA webhook's contract).
     #[arg(skip)]
     #[serde(skip)]
@@ -89,8 +93,20 @@ impl Default for InjectionSettings {
             container_credentials_token_path: "eks-pod-identity-token".into(),
             max_containers: DEFAULT_MAX_CONTAINERS,
             max_volumes: DEFAULT_MAX_VOLUMES,
+            sts_no_proxy: None,
             irsa_token_volume_name: "aws-iam-token".into(),
             irsa_token_path: "token".into(),
         }
+    }
+}
+
+impl InjectionSettings {
+    /// The entries of `stsNoProxy`, trimmed, empty ones left out.
+    pub fn sts_no_proxy_entries(&self) -> impl Iterator<Item = &str> {
+        self.sts_no_proxy
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
     }
 }

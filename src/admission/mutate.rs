@@ -306,12 +306,14 @@ pub fn mutate_pod<'a>(
             }
         }
         let container = format!("/spec/{list}/{i}");
-        // Behind a proxy, the agent's addresses go into NO_PROXY, or the SDK's credential
-        // requests go to the proxy (docs/injection.md, "Proxies").
-        if injects_pair
-            && matches!(identity.kind, IdentityKind::PodIdentity(_))
-            && proxy::uses_proxy_settings(c)
-        {
+        // Behind a proxy, what the credentials come from goes into NO_PROXY, or the SDK's
+        // requests go to the proxy (docs/injection.md, "Proxies"): the agent's addresses for
+        // Pod Identity; for IRSA only the STS endpoints the user names.
+        let bypass: Vec<&str> = match &identity.kind {
+            IdentityKind::PodIdentity(_) => proxy::AGENT_ADDRESSES.to_vec(),
+            IdentityKind::Irsa { .. } => settings.sts_no_proxy_entries().collect(),
+        };
+        if injects_pair && !bypass.is_empty() && proxy::uses_proxy_settings(c) {
             let mut listed = false;
             for (j, var) in c.env.iter().flatten().enumerate() {
                 if !var.name.eq_ignore_ascii_case(proxy::NO_PROXY) {
@@ -320,7 +322,7 @@ pub fn mutate_pod<'a>(
                 listed = true;
                 match &var.value {
                     Some(value) => {
-                        if let Some(extended) = proxy::with_agent_addresses(value) {
+                        if let Some(extended) = proxy::with_entries(value, &bypass) {
                             // `add` on an existing member replaces its value (RFC 6902 4.1).
                             ops.push(add(
                                 format!("{container}/env/{j}/value"),
@@ -329,19 +331,18 @@ pub fn mutate_pod<'a>(
                         }
                     }
                     None => warnings.push(format!(
-                        "container {} takes {} from a reference: make sure it lists {} and {}, or \
+                        "container {} takes {} from a reference: make sure it lists {}, or \
                          credential requests go through the proxy",
                         &*c.name,
                         &*var.name,
-                        proxy::AGENT_ADDRESSES[0],
-                        proxy::AGENT_ADDRESSES[1]
+                        bypass.join(" and ")
                     )),
                 }
             }
             if !listed {
-                let both: Cow<'a, str> = proxy::AGENT_ADDRESSES.join(",").into();
-                env.push(env_var(proxy::NO_PROXY, both.clone()));
-                env.push(env_var(proxy::NO_PROXY_LOWER, both));
+                let all: Cow<'a, str> = bypass.join(",").into();
+                env.push(env_var(proxy::NO_PROXY, all.clone()));
+                env.push(env_var(proxy::NO_PROXY_LOWER, all));
             }
         }
         append(&mut ops, &container, "env", &c.env, env);

@@ -61,29 +61,49 @@ pub fn covers(entry: &str, address: IpAddr) -> bool {
     }
 }
 
-/// The agent's addresses that no entry of the comma-separated `no_proxy` covers, in order.
-pub fn uncovered(no_proxy: &str) -> impl Iterator<Item = &'static str> + '_ {
-    AGENT_ADDRESSES.into_iter().filter(move |a| {
-        let address: IpAddr = a.parse().expect("a constant address");
-        !no_proxy.split(',').any(|entry| covers(entry, address))
-    })
+/// Whether one `NO_PROXY` entry covers `target`, an address or a host name: for an address as
+/// [`covers`] says; for a host, the same name (any case), `*`, or a domain it is in (`.amazonaws.com`
+/// and `amazonaws.com` both cover `sts.eu-west-1.amazonaws.com`, as curl and Go read them).
+pub fn entry_covers(entry: &str, target: &str) -> bool {
+    if let Ok(address) = target.trim_start_matches('[').trim_end_matches(']').parse() {
+        return covers(entry, address);
+    }
+    let e = entry.trim().trim_start_matches('.');
+    if entry.trim() == "*" {
+        return true;
+    }
+    if e.is_empty() {
+        return false;
+    }
+    let t = target.to_ascii_lowercase();
+    let e = e.to_ascii_lowercase();
+    t == e || t.ends_with(&format!(".{e}"))
 }
 
-/// `no_proxy` with the agent's uncovered addresses appended (existing entries kept as they
-/// are), or `None` when it already covers both.
-pub fn with_agent_addresses(no_proxy: &str) -> Option<String> {
-    let missing: Vec<&str> = uncovered(no_proxy).collect();
+/// The `wanted` entries that no entry of the comma-separated `no_proxy` covers, in order.
+pub fn uncovered<'w>(no_proxy: &str, wanted: &[&'w str]) -> Vec<&'w str> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|w| !no_proxy.split(',').any(|entry| entry_covers(entry, w)))
+        .collect()
+}
+
+/// `no_proxy` with the `wanted` entries it does not cover appended (its own entries kept as they
+/// are), or `None` when it covers them all.
+pub fn with_entries(no_proxy: &str, wanted: &[&str]) -> Option<String> {
+    let missing = uncovered(no_proxy, wanted);
     if missing.is_empty() {
         return None;
     }
     let kept = no_proxy.trim_end().trim_end_matches(',');
     let mut value = String::with_capacity(kept.len() + 32);
     value.push_str(kept);
-    for address in missing {
+    for entry in missing {
         if !value.is_empty() {
             value.push(',');
         }
-        value.push_str(address);
+        value.push_str(entry);
     }
     Some(value)
 }
@@ -132,20 +152,50 @@ mod tests {
     }
 
     #[test]
+    fn host_names_are_covered_by_their_name_or_a_domain_they_are_in() {
+        let sts = "sts.eu-west-1.amazonaws.com";
+        for entry in [
+            "*",
+            "STS.eu-west-1.amazonaws.com",
+            ".amazonaws.com",
+            "amazonaws.com",
+        ] {
+            assert!(entry_covers(entry, sts), "{entry}");
+        }
+        for entry in [
+            "",
+            ".",
+            "sts.amazonaws.com",
+            "ws.com",
+            "eu-west-1",
+            "169.254.0.0/16",
+        ] {
+            assert!(!entry_covers(entry, sts), "{entry}");
+        }
+        assert_eq!(
+            with_entries("localhost", &[sts, "10.0.0.5"]).as_deref(),
+            Some("localhost,sts.eu-west-1.amazonaws.com,10.0.0.5")
+        );
+    }
+
+    #[test]
     fn missing_addresses_are_appended_and_existing_entries_kept() {
         assert_eq!(
-            with_agent_addresses("localhost,.svc").as_deref(),
+            with_entries("localhost,.svc", &AGENT_ADDRESSES).as_deref(),
             Some("localhost,.svc,169.254.170.23,fd00:ec2::23")
         );
         assert_eq!(
-            with_agent_addresses("").as_deref(),
+            with_entries("", &AGENT_ADDRESSES).as_deref(),
             Some("169.254.170.23,fd00:ec2::23")
         );
         assert_eq!(
-            with_agent_addresses("169.254.0.0/16,").as_deref(),
+            with_entries("169.254.0.0/16,", &AGENT_ADDRESSES).as_deref(),
             Some("169.254.0.0/16,fd00:ec2::23")
         );
-        assert_eq!(with_agent_addresses("169.254.170.23,fd00:ec2::23"), None);
-        assert_eq!(with_agent_addresses("*"), None);
+        assert_eq!(
+            with_entries("169.254.170.23,fd00:ec2::23", &AGENT_ADDRESSES),
+            None
+        );
+        assert_eq!(with_entries("*", &AGENT_ADDRESSES), None);
     }
 }

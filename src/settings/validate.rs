@@ -221,6 +221,19 @@ fn validate_injection(i: &InjectionSettings) -> Result<(), SettingsError> {
     if let Some(region) = &i.aws_default_region {
         validate_region("injection.awsDefaultRegion (--aws-default-region)", region)?;
     }
+    let entries: Vec<&str> = i.sts_no_proxy_entries().collect();
+    if i.sts_no_proxy.is_some() && entries.is_empty()
+        || entries.len() > 16
+        || entries
+            .iter()
+            .any(|e| e.len() > 253 || e.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(invalid(
+            "injection.stsNoProxy (--sts-no-proxy)",
+            "give 1 to 16 comma-separated host names, addresses or CIDR blocks, without spaces, \
+             each at most 253 characters",
+        ));
+    }
     for (key, value) in [
         (
             "injection.maxContainers (--max-containers)",
@@ -362,4 +375,31 @@ fn is_dns_label(v: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !v.starts_with('-')
         && !v.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::Settings;
+
+    #[test]
+    fn sts_no_proxy_takes_a_short_list_of_entries_without_spaces() {
+        let with = |v: &str| {
+            Settings::from_yaml(&format!(
+                "tls:\n  selfSigned: true\ninjection:\n  stsNoProxy: {v:?}\n"
+            ))
+        };
+        let ok = with("sts.eu-west-1.amazonaws.com, 10.0.0.0/8").unwrap();
+        assert_eq!(
+            ok.injection.sts_no_proxy_entries().collect::<Vec<_>>(),
+            ["sts.eu-west-1.amazonaws.com", "10.0.0.0/8"]
+        );
+        let many = vec!["a.example"; 17].join(",");
+        for bad in [" , ", "sts.amazonaws.com other", many.as_str()] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("injection.stsNoProxy (--sts-no-proxy)"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }
