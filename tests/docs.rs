@@ -124,6 +124,10 @@ const NOT_PROGRAM_INPUT: &[(&str, &str)] = &[
         "a container's env before and after the mutating webhook (tests/mutation_table.rs checks it)",
     ),
     (
+        "docs/operations.md:# kustomization.yaml of your overlay",
+        "a kustomization (tests/helm_chart.rs renders the network-policy component and compares it with the chart)",
+    ),
+    (
         "docs/controller.md:apiVersion: kustomize.config.k8s.io/v1beta1",
         "a kustomization (tests/helm_chart.rs renders the shipped overlays and components)",
     ),
