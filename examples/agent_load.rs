@@ -258,6 +258,7 @@ async fn serve(router: axum::Router, stop: &CancellationToken) -> std::net::Sock
         server::Serving {
             limits: ConnLimits::default(),
             connections: ConnectionLimit::new(4096),
+            per_address: None,
             make_room: false,
             drain: Duration::from_secs(1),
         },

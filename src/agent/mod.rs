@@ -49,6 +49,8 @@ pub fn link_name() -> &'static str {
 /// The agent's default listening addresses (the EKS agent's).
 pub const DEFAULT_BINDS: [&str; 2] = ["169.254.170.23:80", "[fd00:ec2::23]:80"];
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:2703";
+/// Open admin connections (probes and scrapes).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Everything `agent` runs with.
 #[derive(Debug, Clone)]
@@ -68,7 +70,10 @@ pub struct AgentSettings {
     pub eks: Option<EksSettings>,
     pub kubeconfig: Option<PathBuf>,
     pub rate_limit: Option<RateLimit>,
+    /// Total credential connections; lowered to fit the open-files limit at start.
     pub max_connections: usize,
+    /// Credential connections one client address may hold (0: no cap).
+    pub max_connections_per_address: usize,
     pub conn_limits: ConnLimits,
     pub reload_interval: Duration,
     pub sweep_interval: Duration,
@@ -101,6 +106,7 @@ impl AgentSettings {
                 burst: 60,
             }),
             max_connections: 1024,
+            max_connections_per_address: 64,
             conn_limits: ConnLimits::default(),
             reload_interval: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(30),
@@ -329,8 +335,30 @@ async fn listen(
     tasks: &mut JoinSet<()>,
 ) -> Result<(Vec<SocketAddr>, SocketAddr), AgentStartError> {
     let router = server::credentials_router(endpoint);
-    // One cap for all credential listeners: they serve the same pods.
-    let connection_limit = ConnectionLimit::new(settings.max_connections);
+    // One cap for all credential listeners: they serve the same pods. It must fit the
+    // open-files limit, as the webhook's HTTPS cap does.
+    let cap = match crate::server::open_files::raise_open_files_limit() {
+        Some(open_files) => {
+            let cap = crate::server::open_files::fitting_cap(
+                settings.max_connections,
+                ADMIN_MAX_CONNECTIONS,
+                open_files,
+            );
+            if cap < settings.max_connections {
+                tracing::warn!(
+                    max_connections = settings.max_connections,
+                    open_files,
+                    lowered_to = cap,
+                    "--max-connections does not fit the open-files limit; lowered (raise ulimit -n to serve more)"
+                );
+            }
+            cap
+        }
+        None => settings.max_connections,
+    };
+    let connection_limit = ConnectionLimit::new(cap);
+    let per_address = (settings.max_connections_per_address > 0)
+        .then(|| server::PerAddressLimit::new(settings.max_connections_per_address));
     let mut addrs = Vec::new();
     for &addr in &settings.binds {
         match tokio::net::TcpListener::bind(addr).await {
@@ -343,6 +371,7 @@ async fn listen(
                     server::Serving {
                         limits: settings.conn_limits,
                         connections: connection_limit.clone(),
+                        per_address: per_address.clone(),
                         make_room: false,
                         drain: Duration::from_secs(5),
                     },
@@ -380,7 +409,8 @@ async fn listen(
             limits: settings.conn_limits,
             // The admin port has its own cap: a flood there never takes the pods' slots, and
             // at the cap its idle connections make room for probes.
-            connections: ConnectionLimit::new(64),
+            connections: ConnectionLimit::new(ADMIN_MAX_CONNECTIONS),
+            per_address: None,
             make_room: true,
             drain: Duration::from_secs(1),
         },

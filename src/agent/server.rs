@@ -1,5 +1,6 @@
 //! The credentials endpoint (`GET /v1/credentials`) and the agent's admin endpoints, over plain
-//! HTTP/1.1. Every client is treated as hostile: a cap on open connections, a bound on the
+//! HTTP/1.1. Every client is treated as hostile: a cap on open connections (in all and per
+//! client address), a bound on the
 //! time to send a request head (which also closes idle keep-alive connections), a bound on
 //! its size, a per-client rate limit, and a bound on the time to answer.
 
@@ -291,12 +292,82 @@ pub fn admin_router(readiness: Arc<Readiness>, metrics: Arc<AgentMetrics>) -> Ro
     crate::server::routes::health_router(move || readiness.reasons(), move || metrics.encode())
 }
 
+/// A cap on the connections one client address holds open (issue 31): without it, one pod
+/// holding 1,100 slow connections (reopened as they closed) made another pod's cached answer
+/// take 3 s. Over the cap a connection is closed at once: waiting would stall the accept loop
+/// for every address.
+#[derive(Debug, Clone)]
+pub struct PerAddressLimit {
+    inner: Arc<PerAddressInner>,
+}
+
+#[derive(Debug)]
+struct PerAddressInner {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+/// One connection's place in its address's count; dropping it gives the place back.
+#[derive(Debug)]
+pub struct AddressSlot {
+    inner: Arc<PerAddressInner>,
+    ip: IpAddr,
+}
+
+impl PerAddressLimit {
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: Arc::new(PerAddressInner {
+                max: max.max(1),
+                open: Default::default(),
+                refused: Default::default(),
+            }),
+        }
+    }
+
+    /// A place for one more connection from `ip`; `None` when it holds the cap already.
+    pub fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
+        let mut open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.inner.max {
+            self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            inner: self.inner.clone(),
+            ip,
+        })
+    }
+
+    /// Connections closed because their address held the cap.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            // The map holds only addresses with connections open.
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// How one listener serves its connections.
 #[derive(Debug, Clone)]
 pub struct Serving {
     pub limits: ConnLimits,
     /// Shared by the listeners that serve the same clients.
     pub connections: ConnectionLimit,
+    /// Connections one client address may hold; over it a new one is closed at once.
+    pub per_address: Option<PerAddressLimit>,
     /// The admin port: at the cap, close the longest-idle connection to let a new one in
     /// (`crate::server::idle`), so probes are never starved.
     pub make_room: bool,
@@ -315,6 +386,7 @@ pub async fn serve(
     let Serving {
         limits,
         connections: connection_limit,
+        per_address,
         make_room,
         drain,
     } = serving;
@@ -344,6 +416,16 @@ pub async fn serve(
     )
     .await
     {
+        let address_slot = match &per_address {
+            Some(limit) => match limit.take(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%peer, "connection closed: its address holds its cap (--max-connections-per-address)");
+                    continue;
+                }
+            },
+            None => None,
+        };
         let conn = Conn { peer, local };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -355,7 +437,7 @@ pub async fn serve(
         let connection = builder.serve_connection(TokioIo::new(tcp), service);
         let served = graceful.watch(connection);
         connections.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, address_slot);
             let evicted = async {
                 match &room {
                     Some(room) => room.evicted().await,
@@ -399,6 +481,22 @@ mod tests {
         assert!(!host_matches("localhost:2705", lo));
         assert!(!host_matches("evil.example.com", v4));
         assert!(!host_matches("", v4));
+    }
+
+    #[test]
+    fn each_address_holds_at_most_its_cap_and_gets_places_back() {
+        let limit = PerAddressLimit::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = limit.take(a).unwrap();
+        let _second = limit.take(a).unwrap();
+        assert!(limit.take(a).is_none(), "a holds its cap");
+        assert!(limit.take(b).is_some(), "b is not counted with a");
+        drop(first);
+        assert!(
+            limit.take(a).is_some(),
+            "a closed connection gives its place back"
+        );
+        assert_eq!(limit.refused(), 1);
     }
 
     #[test]

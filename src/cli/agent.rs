@@ -189,6 +189,10 @@ pub struct RunArgs {
     /// Most credential connections open at once; more wait.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
+    /// Most credential connections one client address may hold open; more are closed at once,
+    /// so one pod cannot take every slot (0: no per-address cap).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_connections_per_address: usize,
     /// A request head must arrive within this; idle connections close after it.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", value_name = "DURATION")]
     pub header_read_timeout: Duration,
@@ -256,6 +260,7 @@ impl RunArgs {
             burst: self.rate_burst,
         });
         s.max_connections = self.max_connections.max(1);
+        s.max_connections_per_address = self.max_connections_per_address;
         s.conn_limits = ConnLimits {
             header_read: self.header_read_timeout,
             ..ConnLimits::default()
