@@ -1143,3 +1143,95 @@ async fn one_address_holding_its_connection_cap_cannot_delay_another_address() {
         took[took.len() - 1]
     );
 }
+
+/// Sends `head` as it is over a fresh TCP connection; the status of the answer.
+async fn raw_status(addr: std::net::SocketAddr, head: String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+}
+
+/// Issue 31: what a proxy in front could read one way and the agent another is refused with
+/// 400, never "the first one wins".
+#[tokio::test]
+async fn ambiguous_requests_are_refused_not_read_one_way() {
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
+    let h = Harness::start(&sts.endpoint, |_| {}).await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let addr = h.addr();
+    let (ip, port) = (addr.ip(), addr.port());
+    let request = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n")
+    };
+    let auth = format!("Authorization: {token}\r\n");
+    let host = format!("Host: {addr}\r\n");
+
+    // As the SDKs send it, and absolute-form naming the same authority: answered.
+    assert_eq!(
+        raw_status(addr, request("/v1/credentials", &format!("{host}{auth}"))).await,
+        200
+    );
+    assert_eq!(
+        raw_status(
+            addr,
+            request(
+                &format!("http://{addr}/v1/credentials"),
+                &format!("{host}{auth}")
+            )
+        )
+        .await,
+        200
+    );
+
+    for (case, head) in [
+        (
+            "two Host headers",
+            request(
+                "/v1/credentials",
+                &format!("{host}Host: 169.254.170.23\r\n{auth}"),
+            ),
+        ),
+        (
+            "two Host headers, ours second",
+            request(
+                "/v1/credentials",
+                &format!("Host: 169.254.170.23\r\n{host}{auth}"),
+            ),
+        ),
+        (
+            "an absolute-form URI naming another authority",
+            request(
+                "http://169.254.170.23/v1/credentials",
+                &format!("{host}{auth}"),
+            ),
+        ),
+        (
+            "a port with a sign",
+            request("/v1/credentials", &format!("Host: {ip}:+{port}\r\n{auth}")),
+        ),
+        (
+            "a port with leading zeros",
+            request("/v1/credentials", &format!("Host: {ip}:00{port}\r\n{auth}")),
+        ),
+        (
+            "two Authorization headers",
+            request(
+                "/v1/credentials",
+                &format!("{host}{auth}Authorization: other-token\r\n"),
+            ),
+        ),
+        (
+            "two Authorization headers, the same twice",
+            request("/v1/credentials", &format!("{host}{auth}{auth}")),
+        ),
+    ] {
+        assert_eq!(raw_status(addr, head).await, 400, "{case}");
+    }
+}

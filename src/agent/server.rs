@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -125,28 +125,102 @@ fn error_response(e: &AgentError) -> Response {
     )
 }
 
+/// How a `Host` header (or an absolute-form URI's authority) names an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostCheck {
+    /// The address and port the request arrived on.
+    Matches,
+    /// Well formed, another address or port.
+    Other,
+    /// Not an IP literal with an optional port in its plain spelling (a sign, leading zeros,
+    /// out of range): refused as malformed rather than read one way here and another way by
+    /// a proxy in front.
+    Malformed,
+}
+
 /// Whether `host` (the Host header) names the address the request arrived on, as the SDKs
 /// send it (`169.254.170.23`, `[fd00:ec2::23]`, or with the port when it is not 80).
-pub fn host_matches(host: &str, local: SocketAddr) -> bool {
+pub fn check_host(host: &str, local: SocketAddr) -> HostCheck {
     let (ip, port) = match host.rsplit_once(':') {
         // An IPv6 literal without a port has colons inside brackets only.
         Some((ip, port)) if !port.contains(']') && (!ip.contains(':') || ip.ends_with(']')) => {
-            (ip, port.parse::<u16>().ok())
+            let plain = !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (port == "0" || !port.starts_with('0'));
+            match port.parse::<u16>() {
+                Ok(p) if plain => (ip, Some(p)),
+                _ => return HostCheck::Malformed,
+            }
         }
         _ => (host, None),
     };
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    let Ok(ip) = ip.parse::<IpAddr>() else {
-        return false;
+    let ip = match ip.strip_prefix('[') {
+        Some(inner) => match inner.strip_suffix(']') {
+            Some(v6) if v6.contains(':') => v6,
+            _ => return HostCheck::Malformed,
+        },
+        None if ip.contains(':') && port.is_some() => return HostCheck::Malformed,
+        None => ip,
     };
-    ip == local.ip() && port.unwrap_or(80) == local.port()
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        // A name: well formed, never ours (DNS rebinding).
+        return HostCheck::Other;
+    };
+    if ip == local.ip() && port.unwrap_or(80) == local.port() {
+        HostCheck::Matches
+    } else {
+        HostCheck::Other
+    }
+}
+
+/// [`check_host`] is [`HostCheck::Matches`].
+pub fn host_matches(host: &str, local: SocketAddr) -> bool {
+    check_host(host, local) == HostCheck::Matches
+}
+
+/// The request's one `Host`: 400 for two, for an absolute-form URI naming another authority,
+/// and for a malformed one; 403 for another address.
+fn checked_host(headers: &HeaderMap, uri: &Uri, local: SocketAddr) -> Result<(), AgentError> {
+    let bad = |m: &str| AgentError::BadRequest("InvalidRequestException", m.to_string());
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    let host = match host {
+        Some(h) => h
+            .to_str()
+            .map_err(|_| bad("the Host header is not ASCII"))?,
+        None => "",
+    };
+    if let Some(authority) = uri.authority()
+        && !authority.as_str().eq_ignore_ascii_case(host)
+    {
+        return Err(bad(
+            "the request URI names another host than the Host header",
+        ));
+    }
+    match check_host(host, local) {
+        HostCheck::Matches => Ok(()),
+        HostCheck::Malformed => Err(bad(
+            "the Host header is not an address with an optional port in plain digits",
+        )),
+        HostCheck::Other => Err(AgentError::AccessDenied(format!(
+            "requests must be addressed to {} (Host header)",
+            local.ip()
+        ))),
+    }
 }
 
 /// The token as the SDKs send it: the whole `Authorization` value.
 fn token_of(headers: &HeaderMap) -> Result<&str, AgentError> {
     let bad = |m: &str| AgentError::BadRequest("InvalidTokenException", m.to_string());
-    let value = headers
-        .get(header::AUTHORIZATION)
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next();
+    if values.next().is_some() {
+        return Err(bad("more than one Authorization header"));
+    }
+    let value = value
         .ok_or_else(|| bad("no Authorization header: send the pod's token (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) as its value"))?;
     let token = value
         .to_str()
@@ -170,20 +244,18 @@ fn token_of(headers: &HeaderMap) -> Result<&str, AgentError> {
 async fn credentials(
     State(endpoint): State<Arc<Endpoint>>,
     Extension(conn): Extension<Conn>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let start = Instant::now();
     let metrics = &endpoint.metrics;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if !host_matches(host, conn.local) {
-        metrics.request("wrong_host", start.elapsed());
-        return error_response(&AgentError::AccessDenied(format!(
-            "requests must be addressed to {} (Host header)",
-            conn.local.ip()
-        )));
+    if let Err(e) = checked_host(&headers, &uri, conn.local) {
+        let outcome = match e {
+            AgentError::AccessDenied(_) => "wrong_host",
+            _ => e.outcome(),
+        };
+        metrics.request(outcome, start.elapsed());
+        return error_response(&e);
     }
     if let Some(limiter) = &endpoint.limiter
         && limiter.check_key(&conn.peer.ip()).is_err()
@@ -481,6 +553,22 @@ mod tests {
         assert!(!host_matches("localhost:2705", lo));
         assert!(!host_matches("evil.example.com", v4));
         assert!(!host_matches("", v4));
+        for malformed in [
+            "169.254.170.23:+80",
+            "169.254.170.23:080",
+            "169.254.170.23:",
+            "169.254.170.23:65536",
+            "[fd00:ec2::23]:-80",
+            "[fd00:ec2::23",
+            "[169.254.170.23]",
+        ] {
+            assert_eq!(
+                check_host(malformed, v4),
+                HostCheck::Malformed,
+                "{malformed}"
+            );
+        }
+        assert_eq!(check_host("169.254.170.24", v4), HostCheck::Other);
     }
 
     #[test]
