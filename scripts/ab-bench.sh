@@ -6,9 +6,11 @@
 # and load-generator CPU per request (user + system from /proc), and the medians of the
 # per-round ratios to each baseline.
 #
-#   scripts/ab-bench.sh ROUNDS SECONDS [--h2] BINARY...
-#   e.g. cp target/release/pod-identity-webhook /tmp/before   # then change, rebuild, and:
+#   scripts/ab-bench.sh ROUNDS SECONDS PROTOCOL BINARY...
+#   PROTOCOL is "" for HTTP/1.1 or --h2 for HTTP/2 (always given, empty or not), e.g.
+#        cp target/release/pod-identity-webhook /tmp/before   # then change, rebuild, and:
 #        scripts/ab-bench.sh 5 3 "" /tmp/before target/release/pod-identity-webhook
+#        scripts/ab-bench.sh 5 3 --h2 /tmp/before target/release/pod-identity-webhook
 #
 # Closed loop, 64 connections, TLS with keep-alive, the captured *.mutate.json pods, 5,000
 # associations (as scripts/load-bench.sh); ENDPOINT=validate drives /validate with the
@@ -16,7 +18,8 @@
 # tests/fixtures/apiserver-v1.24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 4 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+case "$3" in "" | --h2) ;; *) echo "PROTOCOL (the third argument) is \"\" or --h2, not $3" >&2; exit 2 ;; esac
 ROUNDS=$1 SECONDS_PER_RUN=$2
 PROTO=()
 [ -n "$3" ] && PROTO=("$3")

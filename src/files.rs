@@ -95,22 +95,26 @@ pub fn write_replacing(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<
     Ok(())
 }
 
-/// Creates `dir` (and missing parents) with the last component private to the owner (0700,
-/// whatever the umask). An existing directory is left as it is.
+/// Creates `dir` and every missing parent private to the owner (0700, whatever the umask): a key
+/// written under `--out a/b` is not reachable through a world-readable `a` this call made.
+/// Directories that already exist are left as they are.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => std::fs::set_permissions(dir, Permissions::from_mode(0o700)),
-        // Created by someone else meanwhile: leave it as it is, like an existing one.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(e),
+    // The missing ones, outermost first.
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| !p.is_dir())
+        .collect();
+    for dir in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => std::fs::set_permissions(dir, Permissions::from_mode(0o700))?,
+            // Created by someone else meanwhile: leave it as it is, like an existing one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
 /// A directory only this process uses (0700, random name under the temporary directory),

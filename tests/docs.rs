@@ -875,13 +875,19 @@ async fn every_documented_metric_is_on_metrics_of_a_running_webhook_agent_and_co
     let agent =
         support::agent::Harness::start(&sts.endpoint, support::agent::refresh_short_lived).await;
     let token = agent.pod_token("team-a", "carts", "carts-0");
-    let _ = support::agent::get(
+    let (status, body) = support::agent::get(
         agent.addr(),
         "/wrong",
         &agent.addr().to_string(),
         Some(&token),
     )
     .await;
+    // docs/agent.md's table of answers: a wrong path is 404 `NotFound`.
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (404, Some("NotFound")),
+        "{body}"
+    );
     let (status, _) = agent.get(&token).await;
     assert_eq!(status, 200, "the agent serves carts' credentials");
 
@@ -1000,5 +1006,58 @@ fn every_test_file_is_in_the_development_test_table() {
         missing.is_empty(),
         "test files DEVELOPMENT.md's table does not name: {missing:?}; add a row saying what \
          each checks"
+    );
+}
+
+/// docs/agent.md's settings table: every flag `agent --help` lists, with its environment
+/// variable where it has one (and none it does not read).
+#[test]
+fn the_agent_settings_table_has_every_flag_and_environment_variable() {
+    let help = help(&["agent".to_string()]);
+    let mut flags = Vec::new();
+    let mut envs = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("--") {
+            let flag = rest.split([' ', '=']).next().unwrap_or("");
+            if !["help", "version"].contains(&flag) {
+                flags.push(format!("--{flag}"));
+            }
+        }
+        if let Some(rest) = t.strip_prefix("[env: ") {
+            envs.push(rest.split('=').next().unwrap_or("").to_string());
+        }
+    }
+    let doc = markdown::read(Path::new("docs/agent.md"));
+    let table: String = doc
+        .split("## Settings")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/agent.md has a Settings section")
+        .to_string();
+    let missing: Vec<&String> = flags
+        .iter()
+        .chain(&envs)
+        .filter(|name| {
+            !table.contains(&format!("`{name}`")) && !table.contains(&format!("`{name}` "))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/agent.md's settings table leaves out {missing:?} (agent --help has them)"
+    );
+    let documented_envs: BTreeSet<&str> = table
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("POD_IDENTITY_AGENT_"))
+        .collect();
+    let unknown: Vec<&&str> = documented_envs
+        .iter()
+        .filter(|e| !envs.iter().any(|have| have == **e))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/agent.md names environment variables the agent does not read: {unknown:?}"
     );
 }

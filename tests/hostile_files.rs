@@ -208,11 +208,13 @@ fn mode(path: &Path) -> u32 {
 }
 
 #[test]
-fn certs_writes_keys_0600_certificates_0644_and_a_0700_directory_under_umask_000() {
+fn certs_writes_keys_0600_certificates_0644_and_0700_directories_under_umask_000() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nested/certs");
     certs_command(&out);
+    // Every directory the command created, not only the last.
     assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&dir.path().join("nested")), 0o700);
     for (file, want) in [
         ("ca.key", 0o600),
         ("tls.key", 0o600),

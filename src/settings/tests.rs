@@ -215,6 +215,28 @@ fn an_eks_endpoint_needs_a_cluster_name() {
     assert!(load("", &["--self-signed"]).unwrap().eks_source().is_none());
 }
 
+/// docs/configuration.md: every value is validated once, after the merge. The EKS settings too,
+/// with or without a cluster name (a bad value does not wait for `clusterName` to show).
+#[test]
+fn eks_settings_are_validated_without_a_cluster_name_too() {
+    for cluster in ["", "clusterName: prod, "] {
+        for (eks, key) in [
+            ("maxWait: 0s", "eks.maxWait"),
+            ("maxWait: 9s", "eks.maxWait"),
+            ("ttl: 0s", "eks.ttl"),
+            ("concurrency: 0", "eks.concurrency"),
+            ("concurrency: 65", "eks.concurrency"),
+            ("ttl: 1m, negativeTtl: 2m", "eks.negativeTtl"),
+        ] {
+            let text = format!("eks: {{{cluster}{eks}}}\n");
+            let err = error(&text, &["--self-signed"]);
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+    let flags = ["--self-signed", "--eks-max-wait=9s"];
+    assert!(error("", &flags).contains("--eks-max-wait"));
+}
+
 #[test]
 fn a_file_that_is_not_settings_is_not_quoted() {
     let err = error("AWS_SECRET_ACCESS_KEY=abcdefgh12345\n", &["--self-signed"]);

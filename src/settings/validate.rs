@@ -30,9 +30,10 @@ impl Settings {
         }
         self.validate_server()?;
         validate_injection(&self.injection)?;
-        if self.eks.enabled() {
-            validate_eks(&self.eks)?;
-        } else if self.eks.endpoint.is_some() {
+        // Checked whether or not a cluster is named: a bad value in the file is wrong now, not
+        // only once someone adds `clusterName`.
+        validate_eks(&self.eks)?;
+        if !self.eks.enabled() && self.eks.endpoint.is_some() {
             return Err(invalid(
                 "eks.endpoint (--eks-endpoint)",
                 "an EKS endpoint was given without --cluster-name; name the cluster whose Pod \
