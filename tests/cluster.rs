@@ -93,6 +93,10 @@ const CASES: &[(&str, Case)] = &[
         agent_gives_a_real_pod_credentials_through_botocore_and_refuses_a_deleted_pod,
     ),
     (
+        "agent_removes_the_startup_taint_from_its_node_once_ready",
+        agent_removes_the_startup_taint_from_its_node_once_ready,
+    ),
+    (
         "migrate_moves_a_deployment_from_irsa_to_pod_identity",
         migrate_moves_a_deployment_from_irsa_to_pod_identity,
     ),
@@ -483,6 +487,55 @@ fn agent_gives_a_real_pod_credentials_through_botocore_and_refuses_a_deleted_pod
     )
 }
 
+/// Issue 31: a Node created with the startup taint (and another taint that must stay); the
+/// agent started with that node's name removes its taint once ready, and only it.
+fn agent_removes_the_startup_taint_from_its_node_once_ready(tier: &Tier) -> Result<(), Failed> {
+    let plane = &tier.plane;
+    const NODE: &str = "node-with-startup-taint";
+    plane.apply(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\nspec:\n  taints:\n    \
+         - {{key: example.com/other, effect: NoSchedule}}\n    \
+         - {{key: pod-identity-webhook/agent-not-ready, effect: NoSchedule}}\n    \
+         - {{key: pod-identity-webhook/agent-not-ready, effect: NoExecute}}\n"
+    ));
+    let taints = || {
+        plane.kubectl_ok(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={range .spec.taints[*]}{.key}={.effect} {end}",
+        ])
+    };
+    assert!(taints().contains("agent-not-ready"), "{}", taints());
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("associations.yaml"), "associations: []\n")?;
+    // Its STS is never called here.
+    let agent = AgentProcess::start_with(
+        plane,
+        dir.path(),
+        "http://127.0.0.1:9",
+        &[format!("--node-name={NODE}")],
+    );
+    let left = plane.eventually_or_none(Duration::from_secs(30), || {
+        let now = taints();
+        (!now.contains("agent-not-ready")).then_some(now)
+    });
+    let left = left.ok_or_else(|| {
+        format!(
+            "the startup taint is still on the node: {}\nagent:\n{}",
+            taints(),
+            agent.log()
+        )
+    })?;
+    // The other taints stay (the controller manager adds node.kubernetes.io/not-ready too: no
+    // kubelet reports for this node).
+    assert!(left.contains("example.com/other=NoSchedule"), "{left}");
+    println!("taints once the agent is ready: {left}");
+    plane.kubectl_ok(&["delete", "node", NODE]);
+    Ok(())
+}
+
 /// `pod-identity-webhook agent` on a loopback port, reviewing tokens with the control plane and
 /// assuming roles with `sts`; the associations file in `dir`.
 struct AgentProcess {
@@ -493,6 +546,16 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn start(plane: &ControlPlane, dir: &std::path::Path, sts: &str) -> Self {
+        Self::start_with(plane, dir, sts, &[])
+    }
+
+    /// [`AgentProcess::start`] with more flags.
+    fn start_with(
+        plane: &ControlPlane,
+        dir: &std::path::Path,
+        sts: &str,
+        extra: &[String],
+    ) -> Self {
         let (port, admin) = (free_port(), free_port());
         let log = dir.join("agent.log");
         let child = std::process::Command::new(webhook_binary())
@@ -506,6 +569,7 @@ impl AgentProcess {
             .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
             .arg(format!("--sts-endpoint={sts}"))
             .args(["--token-review-ttl", "1s"])
+            .args(extra)
             .env("AWS_ACCESS_KEY_ID", "AKIDAGENTEXAMPLE")
             .env("AWS_SECRET_ACCESS_KEY", "agent-secret-key")
             .env("AWS_CONFIG_FILE", "/dev/null")

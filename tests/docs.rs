@@ -116,6 +116,18 @@ const SKIP: &[(&str, &str)] = &[
 /// `file:first line`.
 const NOT_PROGRAM_INPUT: &[(&str, &str)] = &[
     (
+        "docs/agent.md:# kubeadm: JoinConfiguration of the nodes",
+        "kubeadm's configuration: the startup taint on new nodes",
+    ),
+    (
+        "docs/agent.md:# kind: the cluster's config (kind passes it to kubeadm)",
+        "kind's cluster configuration: the startup taint on new nodes",
+    ),
+    (
+        "docs/agent.md:# Karpenter: startupTaints of the NodePool (taints Karpenter expects something else to remove)",
+        "a Karpenter NodePool: the startup taint on new nodes",
+    ),
+    (
         "docs/check-audit.md:jobs:",
         "a GitHub Actions workflow (its command is check's)",
     ),

@@ -1373,10 +1373,31 @@ fn check_agent(b: &Built) -> DaemonSet {
         }
     }
 
-    // RBAC: create TokenReviews, nothing else; bound to the DaemonSet's account.
+    // RBAC: create TokenReviews and patch nodes (the startup taint), nothing else; bound to the
+    // DaemonSet's account.
     let role: ClusterRole = b.named("ClusterRole", "pod-identity-agent");
     let rules = role.rules.unwrap();
-    assert_eq!(rules.len(), 1);
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[1].api_groups.clone().unwrap(), [""]);
+    assert_eq!(rules[1].resources.clone().unwrap(), ["nodes"]);
+    assert_eq!(rules[1].verbs, ["patch"]);
+    // The node name for it comes from the downward API.
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    let node_name = env
+        .iter()
+        .find(|e| e.name == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(
+        node_name
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "spec.nodeName"
+    );
     assert_eq!(
         rules[0].api_groups.clone().unwrap(),
         ["authentication.k8s.io"]

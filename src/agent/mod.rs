@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod review;
 pub mod server;
 pub mod sts;
+pub mod taint;
 pub mod trust;
 
 use std::net::SocketAddr;
@@ -80,6 +81,10 @@ pub struct AgentSettings {
     pub probe_interval: Duration,
     /// After SIGTERM, stay up unready this long before closing.
     pub shutdown_grace: Duration,
+    /// This node's name (`--node-name`, `NODE_NAME`): where the startup taint is removed.
+    pub node_name: Option<String>,
+    /// The taint key removed from the node once ready; `None`: none.
+    pub startup_taint: Option<String>,
 }
 
 impl AgentSettings {
@@ -112,6 +117,8 @@ impl AgentSettings {
             sweep_interval: Duration::from_secs(30),
             probe_interval: Duration::from_secs(10),
             shutdown_grace: Duration::ZERO,
+            node_name: None,
+            startup_taint: Some(taint::DEFAULT_STARTUP_TAINT.to_string()),
         }
     }
 }
@@ -190,7 +197,11 @@ pub async fn start_with(
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let identities = identities(&settings, &mut tasks, &stop).await?;
-    let reviewer = token_reviewer(&settings).await?;
+    let client = kube_client(&settings).await?;
+    let reviewer: Arc<dyn TokenReviewer> = Arc::new(KubeTokenReviewer::new(
+        client.clone(),
+        settings.review_timeout,
+    ));
     let (issuer, region) = credential_issuer(&settings, &extras).await;
     let mut credential_settings = settings.credentials.clone();
     credential_settings.region = region;
@@ -229,6 +240,22 @@ pub async fn start_with(
     let listening = listen(&settings, endpoint, &readiness, &metrics, &stop, &mut tasks).await;
     let (addrs, admin_addr) = listening.inspect_err(|_| stop.cancel())?;
     tracing::info!(?addrs, %admin_addr, "pod identity agent serving");
+    match (&settings.startup_taint, &settings.node_name) {
+        (Some(key), Some(node)) => {
+            let ready = readiness.clone();
+            tasks.spawn(taint::remove_when_ready(
+                client,
+                node.clone(),
+                key.clone(),
+                move || ready.reasons().is_empty(),
+                stop.clone(),
+            ));
+        }
+        (Some(key), None) => {
+            tracing::info!(taint = %key, "no --node-name (NODE_NAME): the startup taint is not removed")
+        }
+        (None, _) => {}
+    }
     Ok(RunningAgent {
         addrs,
         admin_addr,
@@ -279,17 +306,13 @@ async fn identities(
     Ok(opened.identities)
 }
 
-/// TokenReviews through the Kubernetes API (which the agent cannot do without).
-async fn token_reviewer(
-    settings: &AgentSettings,
-) -> Result<Arc<dyn TokenReviewer>, AgentStartError> {
+/// The Kubernetes client, for TokenReviews (which the agent cannot do without) and the
+/// startup taint.
+async fn kube_client(settings: &AgentSettings) -> Result<kube::Client, AgentStartError> {
     match kube_client::connect(settings.kubeconfig.as_deref(), Otherwise::InCluster).await? {
         ClusterAccess::Client(client, from) => {
             tracing::info!(%from, "reviewing pod tokens through the Kubernetes API");
-            Ok(Arc::new(KubeTokenReviewer::new(
-                client,
-                settings.review_timeout,
-            )))
+            Ok(client)
         }
         ClusterAccess::None => Err(AgentStartError::NoKubernetes),
     }

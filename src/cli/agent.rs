@@ -189,6 +189,12 @@ pub struct RunArgs {
     /// Most credential connections open at once; more wait.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
+    /// This node's name (the downward API's spec.nodeName): the startup taint is removed from it.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Taint key removed from this node once the agent is ready (any effect); empty: none.
+    #[arg(long, default_value = crate::agent::taint::DEFAULT_STARTUP_TAINT, value_name = "KEY")]
+    pub startup_taint: String,
     /// Most credential connections one client address may hold open; more are closed at once,
     /// so one pod cannot take every slot (0: no per-address cap).
     #[arg(long, default_value_t = 64, value_name = "N")]
@@ -261,6 +267,8 @@ impl RunArgs {
         });
         s.max_connections = self.max_connections.max(1);
         s.max_connections_per_address = self.max_connections_per_address;
+        s.node_name = self.node_name.clone().filter(|n| !n.is_empty());
+        s.startup_taint = Some(self.startup_taint.clone()).filter(|k| !k.is_empty());
         s.conn_limits = ConnLimits {
             header_read: self.header_read_timeout,
             ..ConnLimits::default()
