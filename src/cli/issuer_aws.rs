@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::CommandResult;
-use super::issuer::{KeySource, write_documents};
+use super::issuer_keys::{KeySource, sdk, write_documents};
 use crate::issuer::aws::{self, Acl, Ensured};
 use crate::issuer::validate_issuer;
 
@@ -46,23 +46,6 @@ pub struct PublishArgs {
     /// AWS region (else the SDK's: AWS_REGION, the profile).
     #[arg(long)]
     pub region: Option<String>,
-}
-
-/// The SDK configuration for the standard chain, `region` first; IAM needs one to sign.
-pub(super) async fn sdk(region: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(r) = region {
-        loader = loader.region(aws_config::Region::new(r.to_string()));
-    }
-    let shared = loader.load().await;
-    if shared.region().is_none() {
-        // IAM is global and signs in us-east-1.
-        return shared
-            .into_builder()
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
-    }
-    shared
 }
 
 impl PublishArgs {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::CommandResult;
-use super::issuer::cluster_issuer;
+use super::issuer_keys::{cluster_issuer, sdk};
 use crate::issuer::{fetch, verify};
 use crate::kubernetes::client::{ClusterAccess, Otherwise, connect};
 
@@ -70,7 +70,7 @@ impl VerifyArgs {
         let iam = if self.no_aws {
             None
         } else {
-            let shared = super::issuer_aws::sdk(self.region.as_deref()).await;
+            let shared = sdk(self.region.as_deref()).await;
             Some(aws_sdk_iam::Client::new(&shared))
         };
         let plan = verify::Plan {

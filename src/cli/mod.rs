@@ -10,6 +10,7 @@ pub mod check;
 pub mod controller;
 pub mod issuer;
 pub mod issuer_aws;
+pub mod issuer_keys;
 pub mod issuer_verify;
 pub mod migrate;
 pub mod serve;
