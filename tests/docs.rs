@@ -1073,3 +1073,36 @@ fn the_agent_settings_table_has_every_flag_and_environment_variable() {
         "docs/agent.md names environment variables the agent does not read: {unknown:?}"
     );
 }
+
+/// Every flag says what it does: a snapshot line with a flag and nothing after it is a flag
+/// without a doc comment.
+#[test]
+fn every_flag_in_the_help_snapshots_has_a_help_text() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/help");
+    let mut bare = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            let flag_only = t.starts_with('-')
+                && t.split_whitespace()
+                    .all(|w| w.starts_with('-') || w.starts_with('<') || w.ends_with(','));
+            // Long help puts the text on the next line, indented further.
+            let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+            let text_below = !next.is_empty() && !next.starts_with('-');
+            if flag_only && !text_below {
+                bare.push(format!(
+                    "{}: {t}",
+                    path.file_name().unwrap().to_string_lossy()
+                ));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "flags without help text (give each a doc comment):\n{}",
+        bare.join("\n")
+    );
+}

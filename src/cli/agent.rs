@@ -312,8 +312,10 @@ pub struct TrustArgs {
     /// The association's role (named in the `aws iam` command printed to stderr).
     #[arg(long, value_name = "ARN")]
     pub role_arn: String,
+    /// The ServiceAccount's namespace (the `kubernetes-namespace` session tag the policy requires).
     #[arg(long, value_name = "NS")]
     pub namespace: String,
+    /// The ServiceAccount (the `kubernetes-service-account` session tag the policy requires).
     #[arg(long, value_name = "NAME")]
     pub service_account: String,
     /// The agent's own IAM principal (user or role ARN) [default: who the AWS environment's
@@ -323,8 +325,11 @@ pub struct TrustArgs {
     /// Also require the `eks-cluster-name` tag to be this cluster.
     #[arg(long, value_name = "NAME")]
     pub cluster_name: Option<String>,
+    /// AWS region for GetCallerIdentity when --agent-principal is not given [default: from the
+    /// AWS environment, else us-east-1].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
+    /// STS endpoint for that call (private endpoints, an STS stand-in).
     #[arg(long, value_name = "URL")]
     pub sts_endpoint: Option<String>,
     /// Accept `*` or an account root (`arn:aws:iam::ACCOUNT:root`, a bare account id) as the
