@@ -404,42 +404,6 @@ async fn settled_events(fake: &FakeKubeApi, n: usize, settle_ms: u64) -> Vec<Val
     events
 }
 
-/// `controller` on `config` and `kubeconfig`, in this process, without leader election (the
-/// fake API has no Leases; tests/controller_cluster.rs elects on a real API server).
-async fn controller(
-    config: &Path,
-    kubeconfig: &Path,
-    extra: &[&str],
-) -> pod_identity_webhook::controller::Running {
-    use pod_identity_webhook::cli::{Cli, Command};
-    let mut args: Vec<String> = [
-        "pod-identity-webhook",
-        "controller",
-        "--config",
-        &config.display().to_string(),
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--leader-elect=false",
-        "--audit-interval",
-        "100ms",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let Command::Controller(args) = <Cli as clap::Parser>::try_parse_from(args)
-        .expect("controller arguments parse")
-        .command
-    else {
-        panic!("controller expected")
-    };
-    pod_identity_webhook::controller::start(args.settings().expect("settings"))
-        .await
-        .expect("the controller starts")
-}
-
 // Moved from `serve --audit-interval` (the audit left the webhook for the controller): the same
 // gauges, Events and watches, from the controller's admin port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,7 +412,7 @@ async fn controller_exports_gauges_and_events() {
     let config = write_config(dir.path());
     let fake = mixed_cluster(&config).await;
     let kubeconfig = fake.kubeconfig(dir.path());
-    let running = controller(&config, &kubeconfig, &[]).await;
+    let running = support::controller::in_process(&config, &kubeconfig, &[]).await;
     let webhook = running.admin_addr;
 
     let series = |reason: &str| {

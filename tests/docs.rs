@@ -845,7 +845,7 @@ async fn every_documented_metric_is_on_metrics_of_a_running_webhook_agent_and_co
     // The webhook on both sources, the associations file and EKS (the stand-in): a mutation, a
     // validation of the same pod unmutated (a missed injection), a body that is not a review, a
     // connection that never says hello, and a change to the associations file.
-    static_aws_credentials();
+    support::static_aws_credentials();
     let eks = eks_support::FakeEks::start("prod").await;
     let associations = std::fs::read_to_string(root().join("examples/associations.yaml")).unwrap();
     let webhook = support::WebhookBuilder::new()
@@ -924,7 +924,8 @@ async fn every_documented_metric_is_on_metrics_of_a_running_webhook_agent_and_co
         ),
     )
     .unwrap();
-    let controller = start_controller(&config, &kube.kubeconfig(dir.path())).await;
+    let controller =
+        support::controller::in_process(&config, &kube.kubeconfig(dir.path()), &[]).await;
 
     let mut names = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -956,53 +957,6 @@ async fn every_documented_metric_is_on_metrics_of_a_running_webhook_agent_and_co
          may need traffic in this test):\n{}",
         missing.join("\n")
     );
-}
-
-fn static_aws_credentials() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: only the metrics test of this binary builds AWS clients, after this call.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE");
-            std::env::set_var(
-                "AWS_SECRET_ACCESS_KEY",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            );
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
-    });
-}
-
-/// `controller` in this process on the fake API, without leader election (the fake API has no
-/// Leases), auditing every 100 ms.
-async fn start_controller(
-    config: &Path,
-    kubeconfig: &Path,
-) -> pod_identity_webhook::controller::Running {
-    use pod_identity_webhook::cli::{Cli, Command};
-    let args = [
-        "pod-identity-webhook",
-        "controller",
-        "--config",
-        &config.display().to_string(),
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--leader-elect=false",
-        "--audit-interval",
-        "100ms",
-    ]
-    .map(|a| a.to_string());
-    let Command::Controller(args) = <Cli as clap::Parser>::try_parse_from(args)
-        .expect("controller arguments parse")
-        .command
-    else {
-        panic!("controller expected")
-    };
-    pod_identity_webhook::controller::start(args.settings().expect("settings"))
-        .await
-        .expect("the controller starts")
 }
 
 #[test]

@@ -5,7 +5,6 @@
 mod eks_support;
 mod support;
 
-use std::sync::Once;
 use std::time::Duration;
 
 use eks_support::{FakeEks, Fault};
@@ -14,24 +13,6 @@ use pod_identity_webhook::startup;
 use support::{TlsClient, WebhookBuilder, admin_get, decode_patch, sample, wait_readyz};
 
 const CLUSTER: &str = "prod";
-
-/// The webhook takes credentials from the default chain, as in a cluster; here, from the
-/// environment. Set once, before any test of this binary builds an AWS client.
-fn static_credentials() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: every test of this binary calls this first; `Once` makes the others wait, so
-        // nothing reads the environment while it is written.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE");
-            std::env::set_var(
-                "AWS_SECRET_ACCESS_KEY",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            );
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
-    });
-}
 
 fn webhook(endpoint: String) -> WebhookBuilder {
     let mut eks = EksSettings::new(CLUSTER);
@@ -66,7 +47,7 @@ fn carts_review(service_account: &str) -> String {
 
 /// The webhook, ready after one full sync of 5,000 associations (50 `List` calls).
 async fn ready_with_5000(negative_ttl: Option<Duration>) -> (FakeEks, support::Webhook) {
-    static_credentials();
+    support::static_aws_credentials();
     let fake = FakeEks::start(CLUSTER).await;
     fake.add_many(5_000);
     let running = webhook(fake.url())
@@ -93,7 +74,7 @@ async fn mutated_of(running: &startup::Running, service_account: &str, pods: usi
 
 #[tokio::test]
 async fn a_pod_admitted_through_the_server_gets_the_association_eks_serves() {
-    static_credentials();
+    support::static_aws_credentials();
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
     let running = webhook(fake.url()).start().await;
@@ -203,7 +184,7 @@ async fn two_hundred_pods_admitted_at_once_after_the_sync_and_the_association_ar
 
 #[tokio::test]
 async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreachable_eks() {
-    static_credentials();
+    support::static_aws_credentials();
     let fake = FakeEks::start(CLUSTER).await;
     fake.set_down(true);
     let running = webhook(fake.url())
@@ -232,7 +213,7 @@ async fn readiness_waits_for_the_first_sync_then_gives_up_waiting_on_an_unreacha
 #[tokio::test]
 async fn sustained_throttling_shows_in_the_metrics_and_an_unconfirmed_none_is_admitted_with_a_warning()
  {
-    static_credentials();
+    support::static_aws_credentials();
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
     let running = webhook(fake.url())

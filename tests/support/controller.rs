@@ -96,3 +96,40 @@ impl ControllerProcess {
             .ok()
     }
 }
+
+/// `controller` on `config` and `kubeconfig`, in this process, without leader election (the
+/// fake API has no Leases; tests/controller_cluster.rs elects on a real API server), auditing
+/// every 100 ms; `extra` arguments appended.
+pub async fn in_process(
+    config: &Path,
+    kubeconfig: &Path,
+    extra: &[&str],
+) -> pod_identity_webhook::controller::Running {
+    use pod_identity_webhook::cli::{Cli, Command};
+    let mut args: Vec<String> = [
+        "pod-identity-webhook",
+        "controller",
+        "--config",
+        &config.display().to_string(),
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--leader-elect=false",
+        "--audit-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let Command::Controller(args) = <Cli as clap::Parser>::try_parse_from(args)
+        .expect("controller arguments parse")
+        .command
+    else {
+        panic!("controller expected")
+    };
+    pod_identity_webhook::controller::start(args.settings().expect("settings"))
+        .await
+        .expect("the controller starts")
+}

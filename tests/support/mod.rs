@@ -677,3 +677,21 @@ pub async fn run_binary_env(
     .await
     .unwrap()
 }
+
+/// AWS credentials from the environment, as the default chain finds them in a cluster: set once,
+/// before any test of the binary builds an AWS client (every such test calls this first; `Once`
+/// makes the others wait, so nothing reads the environment while it is written).
+pub fn static_aws_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: see above; no other thread reads the environment during the call.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE");
+            std::env::set_var(
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            );
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+    });
+}
