@@ -212,19 +212,7 @@ async fn every_row_of_the_precedence_table_gets_the_same_answer_from_webhook_age
         .map(|(ns, sa, _)| serde_yaml_ng::to_string(&pod(ns, sa)).unwrap())
         .collect();
     std::fs::write(&manifest, docs.join("\n---\n")).unwrap();
-    let (code, stdout, stderr) = run_binary(
-        strings(&[
-            "check",
-            "--config",
-            config.to_str().unwrap(),
-            "-f",
-            manifest.to_str().unwrap(),
-            "--output",
-            "json",
-        ]),
-        None,
-    )
-    .await;
+    let (code, stdout, stderr) = check(&config, &manifest, &["--output", "json"]).await;
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(code, 1, "the refused row is denied: {stdout}{stderr}");
 
@@ -338,17 +326,7 @@ async fn a_tie_is_refused_at_load_by_the_webhook_the_agent_and_check_naming_both
     let config = write_config(dir.path(), &associations);
     let manifest = dir.path().join("pod.yaml");
     std::fs::write(&manifest, pod("team-x", "app").to_string()).unwrap();
-    let (code, stdout, stderr) = run_binary(
-        strings(&[
-            "check",
-            "--config",
-            config.to_str().unwrap(),
-            "-f",
-            manifest.to_str().unwrap(),
-        ]),
-        None,
-    )
-    .await;
+    let (code, stdout, stderr) = check(&config, &manifest, &[]).await;
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stderr.contains(TIE_MESSAGE), "{stderr}");
 
@@ -439,19 +417,7 @@ async fn check_warns_with_the_numbers_when_session_tags_would_not_fit_sts_packed
         .join("---\n"),
     )
     .unwrap();
-    let (code, stdout, stderr) = run_binary(
-        strings(&[
-            "check",
-            "--config",
-            config.to_str().unwrap(),
-            "-f",
-            manifest.to_str().unwrap(),
-            "--output",
-            "json",
-        ]),
-        None,
-    )
-    .await;
+    let (code, stdout, stderr) = check(&config, &manifest, &["--output", "json"]).await;
     assert_eq!(code, 0, "warnings only: {stdout}{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     let objects = report["objects"].as_array().unwrap();
@@ -472,4 +438,17 @@ async fn check_warns_with_the_numbers_when_session_tags_would_not_fit_sts_packed
         objects[2]["identity"]["pattern"],
         format!("untagged-*/{service_account}")
     );
+}
+
+/// `check --config CONFIG -f MANIFEST EXTRA…` as the binary runs it: exit code, stdout, stderr.
+async fn check(config: &Path, manifest: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = strings(&[
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+    args.extend(strings(extra));
+    run_binary(args, None).await
 }
