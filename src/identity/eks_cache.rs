@@ -111,6 +111,9 @@ struct Entry {
     value: Found,
     /// When the EKS call that produced the answer started (newer answers win).
     fetched_at: Instant,
+    /// When the answer went into the cache: a caller that decided to look up before then
+    /// would have joined that call had it come a moment sooner (see [`Inner::start_lookup`]).
+    recorded_at: Instant,
     /// Set after a failed refresh: do not ask EKS about this key again before then.
     retry_at: Option<Instant>,
     origin: Origin,
@@ -137,6 +140,8 @@ impl Entry {
 struct Details {
     value: Arc<Association>,
     fetched_at: Instant,
+    /// As [`Entry::recorded_at`].
+    recorded_at: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -354,6 +359,7 @@ impl Inner {
         let from_snapshot = snap.taken_at.map(|t| Entry {
             value: snap.associations.get(key).cloned(),
             fetched_at: t,
+            recorded_at: t,
             retry_at: None,
             origin: Origin::Sync,
         });
@@ -407,7 +413,18 @@ impl Inner {
     ) -> impl Future<Output = Result<Found, IdentityError>> + use<> {
         let inner = self.clone();
         let (ns, sa, k) = (namespace.to_string(), sa.to_string(), key.to_string());
+        let decided = Instant::now();
         let call = async move {
+            // A call for this key may have finished between this caller's cache miss and its
+            // turn here (it left `in_flight` as soon as its answer was in): that answer is as
+            // new as the one this caller would have joined, so it is not asked for again.
+            if let Some(entry) = inner.cache.get(&k).await
+                && entry.origin == Origin::Point
+                && entry.recorded_at >= decided
+            {
+                bump(&inner.counters.coalesced);
+                return Ok(entry.value);
+            }
             let started = Instant::now();
             let result = inner.call(inner.point_lookup(&ns, &sa)).await;
             inner.record(&k, started, &result).await;
@@ -513,6 +530,7 @@ impl Inner {
                 let entry = Entry {
                     value: value.clone(),
                     fetched_at: started,
+                    recorded_at: Instant::now(),
                     retry_at: None,
                     origin: Origin::Point,
                 };
@@ -554,7 +572,15 @@ impl Inner {
         let call = {
             let inner = self.clone();
             let (ns, sa, id) = (namespace.to_string(), sa.to_string(), id.clone());
+            let decided = Instant::now();
             async move {
+                // As in `start_lookup`: details that came in since this caller looked are used.
+                if let Some(d) = inner.details.get(&id).await
+                    && d.recorded_at >= decided
+                {
+                    bump(&inner.counters.coalesced);
+                    return Ok(Some(d.value));
+                }
                 let started = Instant::now();
                 let result = inner
                     .call(inner.describe(&id))
@@ -569,6 +595,7 @@ impl Inner {
                     let details = Details {
                         value: value.clone(),
                         fetched_at: started,
+                        recorded_at: Instant::now(),
                     };
                     inner.details.insert(id.clone(), details).await;
                 }
