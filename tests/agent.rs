@@ -12,18 +12,12 @@ use eks_support::FakeEks;
 use pod_identity_webhook::agent::server::RateLimit;
 use support::agent::*;
 use support::kube_api::{FakeKubeApi, PodToken};
-use support::sts::{Moto, RecordingSts, StsMode, moto_available};
+use support::sts::{INSTALL_MOTO, MOTO, Moto, RecordingSts, StsMode, moto_available};
 use support::{WAIT, admin_get};
 
+/// Whether moto (the STS stand-in) is missing and the test must stop: a failure under CI.
 fn skip_without_moto() -> bool {
-    if moto_available() {
-        return false;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("moto is not installed; .ci/run installs it (pip install 'moto[server]')");
-    }
-    eprintln!("SKIPPED: moto is not installed (pip install 'moto[server]')");
-    true
+    support::skip::unless(moto_available(), MOTO, INSTALL_MOTO)
 }
 
 #[tokio::test]

@@ -9,6 +9,11 @@ use std::process::Command;
 
 use pod_identity_webhook::agent::link::{self, Ipv6Outcome, LinkKind, LinkPlan};
 
+// Only the skip helper of tests/support: this file needs nothing else from it.
+#[allow(dead_code)] // Not every file uses every part of it.
+#[path = "support/skip.rs"]
+mod skip;
+
 const INSIDE: &str = "POD_IDENTITY_AGENT_LINK_TEST_INSIDE";
 
 /// Whether this machine lets an unprivileged process create a user + network namespace.
@@ -21,10 +26,14 @@ fn namespaces_permitted() -> bool {
 
 #[test]
 fn setup_link_is_idempotent_inside_a_network_namespace() {
-    if !namespaces_permitted() {
-        eprintln!(
-            "SKIPPED: this machine does not permit user + network namespaces (`unshare -rn true` failed)"
-        );
+    if skip::unless(
+        namespaces_permitted(),
+        "an unprivileged user + network namespace (`unshare -rn true` failed)",
+        "install util-linux for unshare and allow user namespaces: \
+         sysctl kernel.unprivileged_userns_clone=1 (Debian), \
+         kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu), or a container run with \
+         --security-opt seccomp=unconfined",
+    ) {
         return;
     }
     let exe = std::env::current_exe().unwrap();

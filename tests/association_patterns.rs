@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use pod_identity_webhook::audit::decide::creation_review;
 use serde_json::{Value, json};
 use support::agent::Harness;
-use support::sts::{Moto, moto_available};
+use support::sts::{INSTALL_MOTO, MOTO, Moto, moto_available};
 use support::{TlsClient, WebhookBuilder, run_binary, serve_config, strings};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/";
@@ -169,12 +169,7 @@ fn described(want: &Want) -> String {
 
 #[tokio::test]
 async fn every_row_of_the_precedence_table_gets_the_same_answer_from_webhook_agent_and_check() {
-    if !moto_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "moto is not installed; .ci/run installs it"
-        );
-        eprintln!("SKIPPED: moto is not installed (pip install 'moto[server]')");
+    if support::skip::unless(moto_available(), MOTO, INSTALL_MOTO) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

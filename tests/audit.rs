@@ -577,12 +577,15 @@ async fn serve_audits_nothing() {
 /// it; through a pipe (the other tests) it never appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_shows_progress_on_a_terminal_only() {
-    if std::process::Command::new("script")
+    let script_found = std::process::Command::new("script")
         .arg("--version")
         .output()
-        .is_err()
-    {
-        eprintln!("script(1) not installed: progress on a terminal not checked");
+        .is_ok();
+    if support::skip::unless(
+        script_found,
+        "script(1), the pseudo-terminal this test runs audit on",
+        "apt-get install util-linux bsdutils; .ci/run installs it",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

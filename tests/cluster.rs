@@ -4,7 +4,7 @@
 //!
 //! Its own harness (libtest-mimic), so that one control plane serves every case and a skip is
 //! printed where `cargo test` shows it. Without Go the tier is skipped with a one-line reason,
-//! unless `POD_IDENTITY_CLUSTER_TESTS=require` (set by `.ci/run`), which makes it fail instead.
+//! unless `CI` is set or `POD_IDENTITY_CLUSTER_TESTS=require` (`.ci/run` sets both): then it fails.
 //! One case alone: `cargo test --test cluster -- NAME`.
 
 #[path = "cluster/missed.rs"]

@@ -17,7 +17,7 @@
 //!
 //! Its own harness (libtest-mimic), one control plane for every case. Without helm (or the
 //! control plane's binaries) the cases that need them are skipped with a one-line reason, unless
-//! `POD_IDENTITY_CLUSTER_TESTS=require` (`.ci/run`), which makes that a failure.
+//! `CI` is set or `POD_IDENTITY_CLUSTER_TESTS=require` (`.ci/run` sets both): then they fail.
 //! One case alone: `cargo test --test helm_chart -- upgrade`.
 
 mod support;
@@ -152,21 +152,10 @@ fn helm_binary() -> Result<PathBuf, String> {
     .clone()
 }
 
-/// Whether the cases that need helm must be skipped: prints `helm chart tests skipped: <reason>`;
-/// under `POD_IDENTITY_CLUSTER_TESTS=require` prints `cannot run` and exits 101 instead.
+/// Whether the cases that need helm must be skipped: `support::skip::tier` prints `helm chart
+/// tests skipped: <reason>`, or fails the run under CI or `POD_IDENTITY_CLUSTER_TESTS=require`.
 fn skip_without_helm() -> bool {
-    let required = std::env::var("POD_IDENTITY_CLUSTER_TESTS").as_deref() == Ok("require");
-    match helm_binary() {
-        Ok(_) => false,
-        Err(reason) if required => {
-            eprintln!("helm chart tests: cannot run: {reason}");
-            std::process::exit(101);
-        }
-        Err(reason) => {
-            println!("helm chart tests skipped: {reason}");
-            true
-        }
-    }
+    support::skip::tier("helm chart tests", helm_binary())
 }
 
 /// Helm's own state (repositories, cache, plugins) in a directory of this run, not in `$HOME`.

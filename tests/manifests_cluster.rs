@@ -8,7 +8,7 @@
 //! break is caught here instead of by a rollout that never ends.
 //!
 //! Its own harness (libtest-mimic), one control plane for every case; skipped with a one-line
-//! reason without the control plane's binaries, unless `POD_IDENTITY_CLUSTER_TESTS=require`.
+//! reason without the control plane's binaries, unless `CI` or `POD_IDENTITY_CLUSTER_TESTS=require`.
 //! One case alone: `cargo test --test manifests_cluster -- overlays/kind`.
 
 mod support;

@@ -70,22 +70,10 @@ fn find_or_build() -> Result<PathBuf, String> {
 }
 
 /// For a test tier's own `main`: whether its cases must be skipped because the control plane's
-/// binaries are not there ([`binaries`] says why). Prints `<tier> skipped: <reason>` and returns
-/// `true`; with `POD_IDENTITY_CLUSTER_TESTS=require` (`.ci/run`) prints `<tier>: cannot run:
-/// <reason>` and exits with status 101 instead, so a missing control plane fails the run.
+/// binaries are not there ([`binaries`] says why); [`super::skip::tier`] prints the reason, and
+/// fails the run instead under CI or `POD_IDENTITY_CLUSTER_TESTS=require` (`.ci/run`).
 pub fn skip_without_control_plane(tier: &str) -> bool {
-    let required = std::env::var("POD_IDENTITY_CLUSTER_TESTS").as_deref() == Ok("require");
-    match binaries() {
-        Ok(_) => false,
-        Err(reason) if required => {
-            eprintln!("{tier}: cannot run: {reason}");
-            std::process::exit(101);
-        }
-        Err(reason) => {
-            println!("{tier} skipped: {reason}");
-            true
-        }
-    }
+    super::skip::tier(tier, binaries())
 }
 
 /// A free TCP port on 127.0.0.1 (closed again; the process that takes it binds it next).

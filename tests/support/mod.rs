@@ -9,6 +9,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod kube_api;
 pub mod markdown;
+pub mod skip;
 pub mod sts;
 
 use std::net::SocketAddr;

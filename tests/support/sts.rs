@@ -28,6 +28,10 @@ impl Drop for Moto {
     }
 }
 
+/// What a test without moto lacks, and how to install it (for `support::skip`).
+pub const MOTO: &str = "moto (the STS and IAM stand-in)";
+pub const INSTALL_MOTO: &str = "pip install 'moto[server]' boto3; .ci/run installs it";
+
 /// Whether moto can be started here (`pip install 'moto[server]'`; `.ci/run` installs it).
 pub fn moto_available() -> bool {
     Command::new("python3")
