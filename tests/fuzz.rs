@@ -7,7 +7,9 @@
 //!
 //! Inputs come from a seeded generator (`FUZZ_SEED`, default 1): each input `i` is derived from
 //! the seed and `i` alone, so a finding is replayed with `FUZZ_SEED=s FUZZ_FROM=i FUZZ_INPUTS=1`.
-//! `cargo test` runs a few thousand; `scripts/fuzz.sh N` runs N in an optimised build.
+//! `cargo test` runs a few thousand; `scripts/fuzz.sh N` runs N in an optimised build. A finding's
+//! body is kept in `target/tmp/fuzz-findings/`; once fixed it joins the bodies of
+//! `tests/fixtures/fuzz-regressions/`, which every `cargo test` replays as stored.
 
 mod support;
 
@@ -607,21 +609,51 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Inputs of seed 1 that were findings once, replayed in every `cargo test`: `"metadata": []`
-/// read as metadata (14435), a pod without metadata patched at `/metadata/labels` (140926), a
-/// number beyond f64 the oracle could not read (1398324).
+/// Where the bodies that were findings once are kept, byte for byte (its README says how one
+/// is added).
+fn regressions_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-regressions")
+}
+
+/// Every body that was a finding once, replayed as stored (not regenerated: a change to the
+/// generator or the captures cannot change what is replayed), and named in the directory's
+/// README with what it found.
 #[test]
 fn earlier_findings_stay_fixed() {
-    let fixtures: Vec<Value> = support::captures(".json")
-        .iter()
-        .map(|c| c.review())
+    let readme = std::fs::read_to_string(regressions_dir().join("README.md")).unwrap();
+    let mut bodies: Vec<_> = std::fs::read_dir(regressions_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "README.md"))
         .collect();
+    bodies.sort();
+    assert!(bodies.len() >= 3, "the regressions are gone: {bodies:?}");
     let hook = webhook();
-    for i in [14_435, 140_926, 1_398_324] {
-        let body = input(1, i, &fixtures);
-        if let Err(f) = hook.check(&body) {
-            panic!("seed 1 input {i}: {}\n  body: {}", f.what, f.body);
+    for path in &bodies {
+        let name = path.file_name().unwrap().to_string_lossy();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not in the README of {}: say what it found",
+            regressions_dir().display()
+        );
+        let body = std::fs::read(path).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.check(&body)));
+        match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(f)) => panic!("{name}: {}", f.what),
+            Err(_) => panic!("{name}: the webhook panicked"),
         }
+    }
+}
+
+/// Keeps a finding's body byte for byte (the line printed is lossy UTF-8), to be added to
+/// `tests/fixtures/fuzz-regressions/` once fixed; returns where it went.
+fn keep_finding(seed: u64, i: u64, body: &[u8]) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-findings");
+    let path = dir.join(format!("seed-{seed}-input-{i}.body"));
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, body)) {
+        Ok(()) => path.display().to_string(),
+        Err(e) => format!("not kept: {}: {e}", path.display()),
     }
 }
 
@@ -665,8 +697,10 @@ fn fuzz_reviews() {
             },
         };
         eprintln!(
-            "FINDING seed={seed} input={i}: {}\n  body: {}",
-            finding.what, finding.body
+            "FINDING seed={seed} input={i}: {}\n  body: {}\n  kept: {}",
+            finding.what,
+            finding.body,
+            keep_finding(seed, i, &body)
         );
         findings.push(i);
         if findings.len() >= 20 {
