@@ -8,20 +8,23 @@
 //!   share them: STS load grows with ServiceAccounts, not pods). Identical concurrent requests
 //!   share one STS call (moka's single flight). Each entry leaves the cache when its
 //!   credentials expire; the cache is bounded by an estimate of its memory.
-//! - Entries are refreshed in the background once fewer than `refresh_before` remain (on use,
-//!   and by [`CredentialService::sweep`]), are served while more than `min_remaining` remain
+//! - Entries are refreshed in the background once fewer than `refresh_before` remain, each up
+//!   to a fixed share of a window earlier ([`refresh`]; on use, and by
+//!   [`CredentialService::sweep`]), are served while more than `min_remaining` remain
 //!   (STS may be down meanwhile), and are dropped when their association goes or changes, or
 //!   when STS refuses the role.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
+
+mod refresh;
 
 use super::error::AgentError;
 use super::metrics::AgentMetrics;
@@ -95,6 +98,22 @@ enum CacheKey {
     ServiceAccount(Arc<str>),
 }
 
+impl CacheKey {
+    /// Where in the refresh window the entry falls. Fixed per key rather than drawn at each
+    /// insert: an entry keeps its place from one refresh to the next, so the pods of a new node
+    /// stay spread, and the spread can be tested. A token's key is already a SHA-256 (uniform, and
+    /// not something a pod chooses); a ServiceAccount's name is hashed the same way.
+    fn jitter_share(&self) -> u64 {
+        let digest: TokenKey = match self {
+            CacheKey::Token(key) => *key,
+            CacheKey::ServiceAccount(name) => Sha256::digest(name.as_bytes()).into(),
+        };
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 fn service_account_key(claims: &PodClaims) -> CacheKey {
     CacheKey::ServiceAccount(format!("{}/{}", claims.namespace, claims.service_account).into())
 }
@@ -106,6 +125,8 @@ pub struct CachedCredentials {
     association: Arc<Association>,
     /// The pod whose request made them (the one whose tags they carry).
     claims: Arc<PodClaims>,
+    /// Refreshed once fewer than this remain (`refresh_before` and the entry's jitter).
+    refresh_lead: Duration,
     /// Served to a client since issued: only such entries are refreshed by the sweep.
     served: AtomicBool,
     refreshing: AtomicBool,
@@ -118,6 +139,7 @@ impl CachedCredentials {
         credentials: IssuedCredentials,
         association: Arc<Association>,
         claims: Arc<PodClaims>,
+        refresh_lead: Duration,
     ) -> Self {
         let body = Bytes::from(credentials.to_json());
         Self {
@@ -125,6 +147,7 @@ impl CachedCredentials {
             body,
             association,
             claims,
+            refresh_lead,
             served: AtomicBool::new(false),
             refreshing: AtomicBool::new(false),
             failed_at: AtomicU64::new(0),
@@ -138,6 +161,11 @@ impl CachedCredentials {
 
     pub fn credentials(&self) -> &IssuedCredentials {
         &self.credentials
+    }
+
+    /// Whether the entry is due for a background refresh at `now`.
+    fn refresh_due(&self, now: SystemTime) -> bool {
+        self.credentials.remaining(now) < self.refresh_lead
     }
 
     /// Estimated memory held by the entry (the cache's weigher).
@@ -190,13 +218,6 @@ impl Expiry<CacheKey, Arc<CachedCredentials>> for UntilExpiry {
     ) -> Option<Duration> {
         Some(value.credentials.remaining(SystemTime::now()))
     }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// The agent's credential logic; cheap to clone (shared state).
@@ -310,7 +331,7 @@ impl CredentialService {
                 && remaining > inner.settings.min_remaining
             {
                 AgentMetrics::count(&inner.metrics.cache_lookups, "hit");
-                if remaining < inner.settings.refresh_before {
+                if remaining < entry.refresh_lead {
                     self.refresh_in_background(key, entry.clone());
                 }
                 entry.served.store(true, Ordering::Relaxed);
@@ -321,6 +342,7 @@ impl CredentialService {
         }
         AgentMetrics::count(&inner.metrics.cache_lookups, "miss");
         let this = self.clone();
+        let lead = self.refresh_lead(&key);
         let entry = inner
             .entries
             .try_get_with(key, async move {
@@ -329,6 +351,7 @@ impl CredentialService {
                     credentials,
                     association,
                     claims,
+                    lead,
                 )))
             })
             .await
@@ -471,112 +494,5 @@ impl CredentialService {
             tracing::warn!(role = %request.role_arn, error = %e, "AssumeRole failed");
         }
         Ok(result?)
-    }
-
-    /// Starts one refresh of `entry` unless one runs or the last failed too recently.
-    fn refresh_in_background(&self, key: CacheKey, entry: Arc<CachedCredentials>) {
-        let failed_at = entry.failed_at.load(Ordering::Relaxed);
-        if failed_at != 0
-            && now_millis().saturating_sub(failed_at)
-                < self.inner.settings.retry_after.as_millis() as u64
-        {
-            return;
-        }
-        if entry.refreshing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            let timeout = this.inner.settings.refresh_timeout;
-            let outcome = tokio::time::timeout(timeout, this.refresh(&key, &entry)).await;
-            let metrics = &this.inner.metrics;
-            match outcome {
-                Ok(Ok(true)) => AgentMetrics::count(&metrics.refreshes, "ok"),
-                Ok(Ok(false)) => AgentMetrics::count(&metrics.refreshes, "dropped"),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "refreshing cached credentials failed; the cached ones are served while they last");
-                    AgentMetrics::count(&metrics.refreshes, "failed");
-                    entry.failed_at.store(now_millis(), Ordering::Relaxed);
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        ?timeout,
-                        "refreshing cached credentials timed out; the cached ones are served while they last"
-                    );
-                    AgentMetrics::count(&metrics.refreshes, "failed");
-                    entry.failed_at.store(now_millis(), Ordering::Relaxed);
-                }
-            }
-            entry.refreshing.store(false, Ordering::Release);
-        });
-    }
-
-    /// Replaces `entry` with fresh credentials (`Ok(true)`), or drops it when its association
-    /// is gone or changed or STS refuses the role (`Ok(false)`).
-    async fn refresh(
-        &self,
-        key: &CacheKey,
-        entry: &Arc<CachedCredentials>,
-    ) -> Result<bool, AgentError> {
-        let inner = &self.inner;
-        let association = match self.association(&entry.claims).await {
-            Ok(a) if same_association(&a, &entry.association) => a,
-            Ok(_) | Err(AgentError::NotFound(_)) => {
-                inner.entries.invalidate(key).await;
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        };
-        match self.issue(&entry.claims, &association).await {
-            Ok(credentials) => {
-                let fresh = CachedCredentials::new(credentials, association, entry.claims.clone());
-                inner.entries.insert(key.clone(), Arc::new(fresh)).await;
-                Ok(true)
-            }
-            Err(AgentError::AccessDenied(_) | AgentError::BadRequest(..)) => {
-                inner.entries.invalidate(key).await;
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// One pass over the cache: entries whose association is gone or changed are dropped,
-    /// and served entries near expiry are refreshed. Run periodically.
-    pub async fn sweep(&self) {
-        let inner = &self.inner;
-        let now = SystemTime::now();
-        let mut gone = Vec::new();
-        for (key, entry) in inner.entries.iter() {
-            match self.association(&entry.claims).await {
-                Ok(a) if same_association(&a, &entry.association) => {
-                    if entry.served.load(Ordering::Relaxed)
-                        && entry.credentials.remaining(now) < inner.settings.refresh_before
-                    {
-                        self.refresh_in_background((*key).clone(), entry.clone());
-                    }
-                }
-                Ok(_) | Err(AgentError::NotFound(_)) => gone.push(key),
-                // Could not tell: keep it.
-                Err(_) => {}
-            }
-        }
-        for key in gone {
-            inner.entries.invalidate(&*key).await;
-            AgentMetrics::count(&inner.metrics.refreshes, "dropped");
-        }
-        inner.entries.run_pending_tasks().await;
-    }
-
-    /// Runs [`CredentialService::sweep`] every `interval` until `stop`.
-    pub async fn run_sweeps(self, interval: Duration, stop: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => self.sweep().await,
-            }
-        }
     }
 }
