@@ -1,12 +1,21 @@
-//! Load on the credentials agent's cached path over loopback, and its memory with many cached
-//! tokens (BENCHMARKS.md, "Credentials agent").
+//! Load on the credentials agent's cached path over loopback, and its memory idle and with many
+//! cached tokens (BENCHMARKS.md, "Credentials agent").
 //!
-//!   cargo run --release --example agent_load -- [TOKENS] [SECONDS] [CONNECTIONS] [ROUNDS]
+//!   cargo run --release --example agent_load -- [TOKENS] [SECONDS] [CONNECTIONS] [ROUNDS] [RATE]
 //!
 //! The agent's HTTP server and credential service are the real ones; the Kubernetes API and STS
-//! behind them answer in-process (each token is reviewed and issued once, during warm-up), so
-//! what is measured is the per-request path: HTTP/1.1 parsing, Host check, token hashing, the
-//! review cache, the association lookup, the credentials cache and the answer.
+//! behind them answer in-process (each token is reviewed and issued once, during warm-up, by one
+//! request to the agent's endpoint), so what is measured is the per-request path: HTTP/1.1
+//! parsing, Host check, token hashing, the review cache, the association lookup, the credentials
+//! cache and the answer. The process's RSS is read once the agent listens (idle) and once every
+//! token is cached; neither the baseline nor the load generator has started yet.
+//!
+//! Without RATE (or 0) the load is a closed loop: as fast as CONNECTIONS go (throughput and
+//! latency). With RATE it is an open loop at RATE requests/s in all, spread over the connections,
+//! for SECONDS per round: latency counts from the actual send when the connection was idle at
+//! its scheduled time (tokio's timer wakes up to a millisecond late, which would otherwise land in
+//! every percentile; that lag is printed apart), from the scheduled time when it was still busy, so
+//! the server's queueing stays in (as `examples/loadgen.rs` does).
 //!
 //! The baseline, measured in the same process in alternating rounds, is the same listener loop
 //! and HTTP stack (`agent::server::serve`, axum) answering the same JSON body for every request:
@@ -97,13 +106,14 @@ async fn main() {
         .skip(1)
         .map(|a| {
             a.parse()
-                .expect("numbers: TOKENS SECONDS CONNECTIONS ROUNDS")
+                .expect("numbers: TOKENS SECONDS CONNECTIONS ROUNDS RATE")
         })
         .collect();
     let tokens = args.first().copied().unwrap_or(10_000) as usize;
     let seconds = args.get(1).copied().unwrap_or(10);
     let connections = args.get(2).copied().unwrap_or(32) as usize;
     let rounds = args.get(3).copied().unwrap_or(3).max(1);
+    let rate = args.get(4).copied().filter(|r| *r > 0);
 
     // The carts association of `examples/associations.yaml`.
     let association: Association = serde_yaml_ng::from_str(
@@ -123,41 +133,36 @@ async fn main() {
         metrics.clone(),
     );
 
-    // Memory: every token reviewed and its credentials cached.
-    let before = rss_kib();
-    for i in 0..tokens {
-        service
-            .credentials(&format!("tok-{i}"))
-            .await
-            .expect("credentials");
-    }
-    let (entries, bytes) = service.cache_size().await;
-    let after = rss_kib();
-    println!(
-        "cached {entries} tokens: cache estimate {:.1} MiB, RSS {:.1} -> {:.1} MiB (+{:.1} MiB, {:.0} bytes/token)",
-        bytes as f64 / 1048576.0,
-        before as f64 / 1024.0,
-        after as f64 / 1024.0,
-        (after - before) as f64 / 1024.0,
-        (after - before) as f64 * 1024.0 / tokens.max(1) as f64
-    );
-
-    // Throughput and latency of cached answers over loopback HTTP/1.1 keep-alive connections,
-    // against the baseline, in alternating rounds.
-    let body = service
-        .credentials("tok-0")
-        .await
-        .expect("cached")
-        .body()
-        .clone();
     let endpoint = Arc::new(Endpoint::new(
-        service,
+        service.clone(),
         metrics,
         Duration::from_millis(1500),
         None,
     ));
     let stop = CancellationToken::new();
     let agent = serve(server::credentials_router(endpoint), &stop).await;
+    // Memory: idle (the agent listening, nothing cached), then every token reviewed and its
+    // credentials cached, each by one request to the agent's endpoint.
+    let idle = rss_kib();
+    warm_up(agent, tokens).await;
+    let (entries, bytes) = service.cache_size().await;
+    let after = rss_kib();
+    println!(
+        "idle RSS {:.1} MiB; cached {entries} tokens: cache estimate {:.1} MiB, RSS {:.1} MiB (+{:.1} MiB, {:.0} bytes/token)",
+        idle as f64 / 1024.0,
+        bytes as f64 / 1048576.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(idle) as f64 / 1024.0,
+        after.saturating_sub(idle) as f64 * 1024.0 / tokens.max(1) as f64
+    );
+
+    // The baseline answers one token's credentials, the same size as every other.
+    let body = service
+        .credentials("tok-0")
+        .await
+        .expect("cached")
+        .body()
+        .clone();
     let baseline = serve(
         axum::Router::new().route(
             "/v1/credentials",
@@ -169,33 +174,83 @@ async fn main() {
         &stop,
     )
     .await;
+
+    // Throughput or latency of cached answers over loopback HTTP/1.1 keep-alive connections,
+    // against the baseline, in alternating rounds.
     let round = Duration::from_secs(seconds);
-    let (mut throughput, mut p99) = (Vec::new(), Vec::new());
+    let (mut throughput, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
     for r in 1..=rounds {
-        let (base_n, base_h) = load(baseline, tokens, connections, round).await;
-        let (agent_n, agent_h) = load(agent, tokens, connections, round).await;
+        let base = load(baseline, tokens, connections, round, rate).await;
+        let ours = load(agent, tokens, connections, round, rate).await;
+        let (b50, a50) = (
+            base.latency.value_at_quantile(0.5),
+            ours.latency.value_at_quantile(0.5),
+        );
         let (b99, a99) = (
-            base_h.value_at_quantile(0.99),
-            agent_h.value_at_quantile(0.99),
+            base.latency.value_at_quantile(0.99),
+            ours.latency.value_at_quantile(0.99),
         );
+        let lag = |r: &Round| match rate {
+            Some(_) => format!(" (timer lag p99 {} us)", r.lag.value_at_quantile(0.99)),
+            None => String::new(),
+        };
         println!(
-            "round {r}: agent {:.0}/s p50 {} us p99 {} us; baseline {:.0}/s p50 {} us p99 {} us",
-            agent_n as f64 / seconds as f64,
-            agent_h.value_at_quantile(0.5),
-            a99,
-            base_n as f64 / seconds as f64,
-            base_h.value_at_quantile(0.5),
-            b99
+            "round {r}: agent {:.0}/s p50 {a50} us p99 {a99} us{}; baseline {:.0}/s p50 {b50} us p99 {b99} us{}",
+            ours.latency.len() as f64 / seconds as f64,
+            lag(&ours),
+            base.latency.len() as f64 / seconds as f64,
+            lag(&base),
         );
-        throughput.push(agent_n as f64 / base_n.max(1) as f64);
+        throughput.push(ours.latency.len() as f64 / base.latency.len().max(1) as f64);
+        p50.push(a50 as f64 / b50.max(1) as f64);
         p99.push(a99 as f64 / b99.max(1) as f64);
     }
     stop.cancel();
+    let load = match rate {
+        Some(rate) => format!("{rate} requests/s (open loop)"),
+        None => "as fast as they go (closed loop)".into(),
+    };
     println!(
-        "cached answers over {connections} connections, {rounds} rounds of {seconds} s: throughput {:.2} x the baseline, p99 {:.2} x the baseline (medians)",
+        "cached answers of {tokens} tokens over {connections} connections at {load}, {rounds} rounds of {seconds} s: throughput {:.2} x the baseline, p50 {:.2} x, p99 {:.2} x (medians)",
         median(&mut throughput),
+        median(&mut p50),
         median(&mut p99)
     );
+}
+
+/// One request per token to the agent at `addr` over one keep-alive connection: each token
+/// reviewed and its credentials issued and cached through the real request path.
+async fn warm_up(addr: std::net::SocketAddr, tokens: usize) {
+    let mut sender = connect(addr).await;
+    for i in 0..tokens {
+        sender.ready().await.expect("the connection stays open");
+        let resp = sender
+            .send_request(credentials_request(addr, &format!("tok-{i}")))
+            .await
+            .expect("the agent answers");
+        assert_eq!(resp.status(), 200, "token {i}");
+        resp.into_body().collect().await.expect("a body");
+    }
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+fn credentials_request(addr: std::net::SocketAddr, token: &str) -> hyper::Request<Empty<Bytes>> {
+    hyper::Request::get("/v1/credentials")
+        .header("host", addr.to_string())
+        .header("authorization", token)
+        .body(Empty::<Bytes>::new())
+        .unwrap()
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -203,49 +258,84 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Closed-loop load of `/v1/credentials` at `addr` over `connections` keep-alive connections
-/// for `duration`: (answers, latency histogram in µs).
+/// What one round of load saw: latencies of answers and, open loop, the timer's lateness (µs).
+struct Round {
+    latency: hdrhistogram::Histogram<u64>,
+    lag: hdrhistogram::Histogram<u64>,
+}
+
+/// Load of `/v1/credentials` at `addr` over `connections` keep-alive connections for `duration`:
+/// closed loop, or open loop at `rate` requests/s in all (see the module comment for latency).
 async fn load(
     addr: std::net::SocketAddr,
     tokens: usize,
     connections: usize,
     duration: Duration,
-) -> (u64, hdrhistogram::Histogram<u64>) {
+    rate: Option<u64>,
+) -> Round {
     let deadline = Instant::now() + duration;
+    // Open loop: each connection sends every `connections / rate` s, their schedules spread over
+    // one such interval.
+    let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r as f64));
     let workers = (0..connections).map(|w| {
         tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+            let mut sender = connect(addr).await;
+            let mut round = Round {
+                latency: hdrhistogram::Histogram::<u64>::new(3).unwrap(),
+                lag: hdrhistogram::Histogram::<u64>::new(3).unwrap(),
+            };
+            let mut next =
+                interval.map(|i| Instant::now() + i.mul_f64(w as f64 / connections as f64));
+            let mut previous_done = Instant::now();
             let mut i = w;
-            while Instant::now() < deadline {
-                let token = format!("tok-{}", i % tokens.max(1));
+            loop {
+                let scheduled = match (next, interval) {
+                    (Some(at), Some(every)) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        next = Some(at + every);
+                        at
+                    }
+                    _ => Instant::now(),
+                };
+                if scheduled >= deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                let start = if previous_done > scheduled {
+                    scheduled
+                } else {
+                    sent
+                };
+                let req = credentials_request(addr, &format!("tok-{}", i % tokens.max(1)));
                 i += connections;
-                let req = hyper::Request::get("/v1/credentials")
-                    .header("host", addr.to_string())
-                    .header("authorization", token)
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                let start = Instant::now();
+                sender.ready().await.unwrap();
                 let resp = sender.send_request(req).await.unwrap();
                 assert_eq!(resp.status(), 200);
                 resp.into_body().collect().await.unwrap();
-                histogram
-                    .record(start.elapsed().as_micros() as u64)
-                    .unwrap();
+                let done = Instant::now();
+                previous_done = done;
+                round
+                    .latency
+                    .saturating_record((done - start).as_micros().max(1) as u64);
+                if interval.is_some() && start == sent {
+                    round
+                        .lag
+                        .saturating_record((sent - scheduled).as_micros().max(1) as u64);
+                }
             }
-            histogram
+            round
         })
     });
-    let mut total = hdrhistogram::Histogram::<u64>::new(3).unwrap();
-    for h in futures::future::join_all(workers).await {
-        total.add(h.unwrap()).unwrap();
+    let mut total = Round {
+        latency: hdrhistogram::Histogram::<u64>::new(3).unwrap(),
+        lag: hdrhistogram::Histogram::<u64>::new(3).unwrap(),
+    };
+    for r in futures::future::join_all(workers).await {
+        let r = r.unwrap();
+        total.latency.add(r.latency).unwrap();
+        total.lag.add(r.lag).unwrap();
     }
-    (total.len(), total)
+    total
 }
 
 /// Serves `router` on a loopback port through the agent's own listener loop.
