@@ -1,6 +1,7 @@
 //! The Kubernetes Events the controller writes (`events.k8s.io/v1`): one per object and reason per
 //! hour, named alike on every replica so a change of leader never doubles one; the audit's
-//! findings and the repair's evictions both go through [`EventWriter`].
+//! findings, the repair's evictions and the GitOps associations controller's refusals all go through
+//! [`EventWriter`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -44,6 +45,16 @@ fn due<'a>(
         })
         .take(MAX_EVENTS_PER_RUN)
         .collect()
+}
+
+/// The object an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regarding {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
 }
 
 /// Writes the audit's and the repair's events (`events.k8s.io/v1`).
@@ -119,6 +130,53 @@ impl EventWriter {
             if let Some(uid) = &f.uid {
                 sent.insert((uid.clone(), f.reason.as_str()), now);
             }
+        }
+    }
+
+    /// One `Warning` event on `regarding` (the GitOps associations controller's refusals and
+    /// reports): named alike on every replica within the hour, so a repeat is answered 409,
+    /// which counts as recorded.
+    pub async fn warn(
+        &self,
+        regarding: &Regarding,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let unix_now = crate::telemetry::metrics::unix_now();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(
+                    &regarding.name,
+                    &regarding.uid,
+                    reason,
+                    unix_now,
+                )),
+                namespace: Some(regarding.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            type_: Some("Warning".into()),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            note: Some(cut(note, NOTE_MAX_BYTES)),
+            regarding: Some(ObjectReference {
+                api_version: Some(regarding.api_version.into()),
+                kind: Some(regarding.kind.into()),
+                name: Some(regarding.name.clone()),
+                namespace: Some(regarding.namespace.clone()),
+                uid: Some(regarding.uid.clone()),
+                ..ObjectReference::default()
+            }),
+            reporting_controller: Some(REPORTING_CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &regarding.namespace);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -45,6 +45,10 @@ pub struct Page {
 pub enum Operation {
     List,
     Describe,
+    /// The GitOps associations controller's writes (`crate::controller::gitops`).
+    Create,
+    Update,
+    Delete,
 }
 
 impl Operation {
@@ -52,6 +56,9 @@ impl Operation {
         match self {
             Self::List => "ListPodIdentityAssociations",
             Self::Describe => "DescribePodIdentityAssociation",
+            Self::Create => "CreatePodIdentityAssociation",
+            Self::Update => "UpdatePodIdentityAssociation",
+            Self::Delete => "DeletePodIdentityAssociation",
         }
     }
 
@@ -59,6 +66,10 @@ impl Operation {
         match self {
             Self::List => "eks:ListPodIdentityAssociations",
             Self::Describe => "eks:DescribePodIdentityAssociation",
+            // Creating with tags also takes eks:TagResource.
+            Self::Create => "eks:CreatePodIdentityAssociation and eks:TagResource",
+            Self::Update => "eks:UpdatePodIdentityAssociation (and iam:PassRole on the role)",
+            Self::Delete => "eks:DeletePodIdentityAssociation",
         }
     }
 }
@@ -70,6 +81,8 @@ pub enum CallErrorKind {
     NotFound,
     /// `InvalidParameterException` / `InvalidRequestException`.
     InvalidRequest,
+    /// `ResourceInUseException`: the ServiceAccount has an association already (Create).
+    InUse,
     /// `AccessDeniedException` and other 401/403 answers.
     AccessDenied,
     /// HTTP 429 or a throttling error code.
@@ -219,6 +232,11 @@ impl AwsEks {
     pub fn cluster(&self) -> &str {
         &self.cluster
     }
+
+    /// The SDK client (the GitOps controller's writes go through it).
+    pub fn sdk(&self) -> &aws_sdk_eks::Client {
+        &self.client
+    }
 }
 
 impl EksApi for AwsEks {
@@ -317,7 +335,11 @@ impl EksApi for AwsEks {
 }
 
 /// Turns an SDK error into a [`CallError`] whose message says what to check.
-fn call_error<E>(operation: Operation, cluster: &str, err: SdkError<E, HttpResponse>) -> CallError
+pub(crate) fn call_error<E>(
+    operation: Operation,
+    cluster: &str,
+    err: SdkError<E, HttpResponse>,
+) -> CallError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -333,8 +355,12 @@ where
                         Operation::List => format!(
                             "cluster `{cluster}` not found; check --cluster-name and --region"
                         ),
-                        Operation::Describe => "association not found".to_string(),
+                        _ => "association not found".to_string(),
                     },
+                ),
+                "ResourceInUseException" => (
+                    CallErrorKind::InUse,
+                    "the ServiceAccount has an association already".to_string(),
                 ),
                 "InvalidParameterException" | "InvalidRequestException" => (
                     CallErrorKind::InvalidRequest,
@@ -345,7 +371,7 @@ where
                 | "UnrecognizedClientException" => (
                     CallErrorKind::AccessDenied,
                     format!(
-                        "access denied; allow {} on cluster `{cluster}` for the webhook's IAM role",
+                        "access denied; allow {} on cluster `{cluster}` for this process's IAM role (the webhook's or the controller's)",
                         operation.permission()
                     ),
                 ),
@@ -365,7 +391,7 @@ where
                 _ if matches!(status, Some(401 | 403)) => (
                     CallErrorKind::AccessDenied,
                     format!(
-                        "access denied; allow {} on cluster `{cluster}` for the webhook's IAM role",
+                        "access denied; allow {} on cluster `{cluster}` for this process's IAM role (the webhook's or the controller's)",
                         operation.permission()
                     ),
                 ),

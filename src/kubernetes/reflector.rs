@@ -39,6 +39,28 @@ pub fn run<K>(
         + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
 {
+    run_notifying(api, writer, strip, log, stop, || {});
+}
+
+/// [`run`], calling `changed` after each watch event is in the store (an object added,
+/// modified or deleted, or a re-list): for loops that reconcile on changes.
+pub fn run_notifying<K>(
+    api: Api<K>,
+    writer: Writer<K>,
+    strip: impl FnMut(&mut K) + Send + 'static,
+    log: WatchLog,
+    stop: CancellationToken,
+    mut changed: impl FnMut() + Send + 'static,
+) where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(strip)
@@ -52,6 +74,7 @@ pub fn run<K>(
                 next = stream.next() => match next {
                     None => return,
                     Some(Ok(_)) => {
+                        changed();
                         if failing {
                             tracing::info!(watch = %log.what, "watch recovered");
                             failing = false;
