@@ -1,5 +1,5 @@
-//! `controller`: the audit (and `--repair`) off the admission path, one replica working through
-//! leader election (`crate::controller`, docs/controller.md).
+//! `controller`: the audit (and `--repair`) off the admission path, and GitOps associations, one
+//! replica working through leader election (`crate::controller`, docs/controller.md).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use super::Prepared;
 use super::audit::SourceArgs;
 use crate::audit::repair::{RepairMode, RepairSettings};
 use crate::controller::election::{DEFAULT_LEASE_NAME, ElectionSettings};
+use crate::controller::gitops::GitopsSettings;
 use crate::controller::{self, ControllerSettings};
 use crate::telemetry::logging::LogFormat;
 
@@ -45,12 +46,23 @@ pub struct ControllerArgs {
     /// recreates (the `needs-restart` findings); bare pods are only reported.
     #[arg(long)]
     pub repair: bool,
-    /// With --repair: list what would be evicted, evict nothing.
-    #[arg(long, requires = "repair")]
+    /// With --repair: list what would be evicted, evict nothing. With GitOps associations:
+    /// log what would be created, updated or deleted, make no EKS write.
+    #[arg(long)]
     pub dry_run: bool,
     /// Least time between two evictions.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub repair_interval: Duration,
+    /// Create, update and delete EKS Pod Identity associations from the
+    /// pod-identity-webhook/association-role-arn annotation of ServiceAccounts
+    /// (docs/controller.md#gitops-associations); needs eks.clusterName [default: the config's
+    /// controller.gitopsAssociations, false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub gitops_associations: Option<bool>,
+    /// How often GitOps associations re-reads every association and puts back what was changed
+    /// out of band [default: the config's controller.gitopsResyncInterval, 5m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub gitops_resync_interval: Option<Duration>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -65,6 +77,16 @@ pub enum ControllerArgsError {
     Election(#[from] crate::controller::election::ElectionSettingsError),
     #[error("--audit-interval must be more than zero")]
     ZeroInterval,
+    #[error("--gitops-resync-interval (controller.gitopsResyncInterval) must be at least 1s")]
+    ShortResync,
+    #[error(
+        "--dry-run needs --repair or GitOps associations (--gitops-associations, controller.gitopsAssociations)"
+    )]
+    DryRunAlone,
+    #[error(
+        "GitOps associations need the EKS cluster: set eks.clusterName in the config or give --cluster-name"
+    )]
+    GitopsWithoutCluster,
 }
 
 impl ControllerArgs {
@@ -89,7 +111,29 @@ impl ControllerArgs {
         } else {
             None
         };
+        let file = &settings.controller;
+        let gitops = self
+            .gitops_associations
+            .unwrap_or(file.gitops_associations)
+            .then(|| GitopsSettings {
+                dry_run: self.dry_run,
+                resync_interval: self
+                    .gitops_resync_interval
+                    .unwrap_or(file.gitops_resync_interval),
+            });
+        if let Some(g) = &gitops {
+            if g.resync_interval < Duration::from_secs(1) {
+                return Err(ControllerArgsError::ShortResync);
+            }
+            if settings.eks_source().is_none() {
+                return Err(ControllerArgsError::GitopsWithoutCluster);
+            }
+        }
+        if self.dry_run && !self.repair && gitops.is_none() {
+            return Err(ControllerArgsError::DryRunAlone);
+        }
         Ok(ControllerSettings {
+            gitops,
             settings,
             interval: self.audit_interval,
             admin_listen: self.admin_listen,
@@ -153,13 +197,59 @@ mod tests {
             .unwrap();
         assert_eq!(s.repair.mode, RepairMode::DryRun);
         assert!(s.election.is_none());
-        assert!(
-            crate::cli::Cli::try_parse_from(["pod-identity-webhook", "controller", "--dry-run"])
-                .is_err()
-        );
+        assert!(matches!(
+            args(&["--dry-run"]).settings(),
+            Err(ControllerArgsError::DryRunAlone)
+        ));
         assert!(
             args(&["--lease-duration", "1s"]).settings().is_err(),
             "a lease shorter than 2s"
+        );
+    }
+
+    #[test]
+    fn gitops_associations_are_off_unless_asked_and_need_the_eks_cluster() {
+        assert_eq!(args(&[]).settings().unwrap().gitops, None);
+        assert!(matches!(
+            args(&["--gitops-associations"]).settings(),
+            Err(ControllerArgsError::GitopsWithoutCluster)
+        ));
+        let s = args(&[
+            "--gitops-associations",
+            "--cluster-name",
+            "prod",
+            "--dry-run",
+            "--gitops-resync-interval",
+            "30s",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(
+            s.gitops,
+            Some(GitopsSettings {
+                dry_run: true,
+                resync_interval: Duration::from_secs(30),
+            })
+        );
+        // --dry-run with GitOps alone leaves repair off.
+        assert_eq!(s.repair.mode, RepairMode::Off);
+        assert!(matches!(
+            args(&[
+                "--gitops-associations=true",
+                "--cluster-name",
+                "prod",
+                "--gitops-resync-interval",
+                "0s"
+            ])
+            .settings(),
+            Err(ControllerArgsError::ShortResync)
+        ));
+        assert_eq!(
+            args(&["--gitops-associations=false", "--dry-run", "--repair"])
+                .settings()
+                .unwrap()
+                .gitops,
+            None
         );
     }
 }

@@ -6,10 +6,12 @@
 //!
 //! - [`audit`]: the audit on watches, its gauges and Events;
 //! - [`repair`]: evicting pods that got through without their identity;
-//! - [`election`]: the Lease.
+//! - [`election`]: the Lease;
+//! - [`gitops`]: GitOps associations (opt-in): EKS associations from ServiceAccount annotations.
 
 pub mod audit;
 pub mod election;
+pub mod gitops;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::admission::Mutator;
 use crate::admission::validate::Validator;
 use crate::audit::repair::{Repair, RepairSettings};
 use crate::identity::ServiceAccountStore;
+use crate::identity::eks_client::{AwsEks, ClientTuning};
 use crate::kubernetes::client as kube_client;
 use crate::namespaces::NamespaceStore;
 use crate::policy::Policy;
@@ -32,6 +35,9 @@ use crate::startup::{self, StartError, Work};
 use crate::telemetry::metrics::new_registry;
 use audit::AuditMetrics;
 use election::ElectionSettings;
+use gitops::Gitops;
+use gitops::metrics::GitopsMetrics;
+use gitops::plan::OwnerTag;
 
 /// The webhook's decisions: what `/mutate` and `/validate` would answer.
 pub struct Decisions {
@@ -52,6 +58,8 @@ pub struct ControllerSettings {
     /// The Lease; `None` (`--leader-elect=false`): this replica always works.
     pub election: Option<ElectionSettings>,
     pub repair: RepairSettings,
+    /// GitOps associations (`--gitops-associations`); `None`: off.
+    pub gitops: Option<gitops::GitopsSettings>,
 }
 
 /// Why the controller could not start.
@@ -65,6 +73,12 @@ pub enum ControllerError {
     NoCluster,
     #[error("cannot use the leader election Lease: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error(
+        "GitOps associations need the EKS cluster: set eks.clusterName in the config or give --cluster-name"
+    )]
+    GitopsWithoutCluster,
+    #[error("GitOps associations: {0}")]
+    GitopsEks(#[from] crate::identity::eks_client::EksSetupError),
 }
 
 impl From<crate::policy::InvalidPolicy> for ControllerError {
@@ -120,6 +134,23 @@ pub async fn start(cs: ControllerSettings) -> Result<Running, ControllerError> {
     let (mutator, validator) = startup::decisions(settings, policy, sources);
     let decisions = Arc::new(Decisions { mutator, validator });
     let metrics = AuditMetrics::register(&mut registry);
+    let gitops = match cs.gitops {
+        Some(g) => {
+            let eks = settings
+                .eks_source()
+                .ok_or(ControllerError::GitopsWithoutCluster)?;
+            let api = AwsEks::from_settings(eks, &ClientTuning::default()).await?;
+            tracing::info!(cluster = %api.cluster(), dry_run = g.dry_run, "GitOps associations on");
+            Some(Arc::new(Gitops {
+                api: Arc::new(api),
+                allowlist: decisions.validator.shared_policy(),
+                owner: OwnerTag::default(),
+                settings: g,
+                metrics: GitopsMetrics::register(&mut registry),
+            }))
+        }
+        None => None,
+    };
     let leader = Gauge::<i64>::default();
     registry.register(
         "controller_leader",
@@ -181,13 +212,13 @@ pub async fn start(cs: ControllerSettings) -> Result<Running, ControllerError> {
             let manager = e.manager(audit.watches.client.clone()).await?;
             work.tasks
                 .spawn(election::lead(manager, stop, on_change, move |s| {
-                    audit.run(s)
+                    leader_work(&audit, gitops.clone(), s)
                 }));
         }
         None => {
             tracing::info!("leader election off: this replica always works");
             on_change(true);
-            work.tasks.spawn(audit.run(stop));
+            work.tasks.spawn(leader_work(&audit, gitops, stop));
         }
     }
     tracing::info!(%admin_addr, interval = ?cs.interval, repair = ?cs.repair.mode, "pod-identity-webhook controller started");
@@ -196,6 +227,24 @@ pub async fn start(cs: ControllerSettings) -> Result<Running, ControllerError> {
         leading,
         work,
     })
+}
+
+/// What the leader runs: the audit and, when on, GitOps associations, until `stop`.
+fn leader_work(
+    audit: &AuditJob,
+    gitops: Option<Arc<Gitops>>,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let audit_run = audit.run(stop.clone());
+    let client = audit.watches.client.clone();
+    async move {
+        match gitops {
+            Some(g) => {
+                tokio::join!(audit_run, g.run(client, stop));
+            }
+            None => audit_run.await,
+        }
+    }
 }
 
 /// Why `/readyz` fails: the decisions' watches have not listed yet.

@@ -100,6 +100,9 @@ pub struct Settings {
     pub policy: PolicySettings,
     #[command(flatten)]
     pub server: ServerSettings,
+    /// Read by `controller` only; `serve` has no flags for it.
+    #[arg(skip)]
+    pub controller: ControllerFileSettings,
     #[command(flatten)]
     #[serde(skip)]
     pub aliases: Aliases,
@@ -321,6 +324,28 @@ pub struct Aliases {
     pub ipv6: bool,
 }
 
+/// The `controller` section: what `pod-identity-webhook controller` does besides the audit
+/// (docs/controller.md); its flags win over it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerFileSettings {
+    /// GitOps associations (`--gitops-associations`): associations from ServiceAccount
+    /// annotations.
+    pub gitops_associations: bool,
+    /// Every association re-read (drift put back) this often (`--gitops-resync-interval`).
+    #[serde(with = "humantime_serde")]
+    pub gitops_resync_interval: Duration,
+}
+
+impl Default for ControllerFileSettings {
+    fn default() -> Self {
+        Self {
+            gitops_associations: false,
+            gitops_resync_interval: Duration::from_secs(300),
+        }
+    }
+}
+
 /// The flags and environment variables given to `serve`, as clap matched them. Declares the
 /// arguments of [`Settings`]; [`Flags::apply`] writes the given ones over a [`Settings`].
 #[derive(Debug, Clone, Default)]
@@ -379,6 +404,7 @@ impl Default for Settings {
             injection: InjectionSettings::default(),
             policy: PolicySettings::default(),
             server: ServerSettings::default(),
+            controller: ControllerFileSettings::default(),
             aliases: Aliases::default(),
             flags: Flags::default(),
         }
