@@ -140,6 +140,10 @@ const NOT_PROGRAM_INPUT: &[(&str, &str)] = &[
         "a kustomization (tests/helm_chart.rs renders the network-policy component and compares it with the chart)",
     ),
     (
+        "docs/controller.md:# a ServiceAccount GitOps associations makes an association for",
+        "a ServiceAccount (tests/gitops_associations.rs annotates them the same way)",
+    ),
+    (
         "docs/controller.md:apiVersion: kustomize.config.k8s.io/v1beta1",
         "a kustomization (tests/helm_chart.rs renders the shipped overlays and components)",
     ),
@@ -903,9 +907,31 @@ async fn every_documented_metric_is_on_metrics_of_a_running_webhook_agent_and_co
     let (status, _) = agent.get(&token).await;
     assert_eq!(status, 200, "the agent serves carts' credentials");
 
-    // The controller, on a cluster with a Deployment that has no identity.
+    // The controller, on a cluster with a Deployment that has no identity, and GitOps
+    // associations on the EKS stand-in for a ServiceAccount annotated with a role.
     let dir = tempfile::tempdir().unwrap();
-    let kube = support::kube_api::FakeKubeApi::start(0, Vec::new()).await;
+    let annotated = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": "docs-gitops",
+            "namespace": "team-a",
+            "uid": "uid-docs-gitops",
+            "resourceVersion": "4002",
+            "annotations": {
+                "pod-identity-webhook/association-role-arn": "arn:aws:iam::111122223333:role/docs-gitops"
+            }
+        }
+    });
+    let kube = support::kube_api::FakeKubeApi::start_changed(
+        0,
+        Vec::new(),
+        support::kube_api::Changes {
+            service_accounts: vec![annotated],
+            ..Default::default()
+        },
+    )
+    .await;
     let (_, deployment) = support::fixture("deployment-create-carts.validate.json");
     let mut deployment: serde_json::Value = serde_json::from_slice(&deployment).unwrap();
     let mut deployment = deployment["request"]["object"].take();
@@ -924,8 +950,21 @@ async fn every_documented_metric_is_on_metrics_of_a_running_webhook_agent_and_co
         ),
     )
     .unwrap();
-    let controller =
-        support::controller::in_process(&config, &kube.kubeconfig(dir.path()), &[]).await;
+    let eks_url = eks.url();
+    let controller = support::controller::in_process(
+        &config,
+        &kube.kubeconfig(dir.path()),
+        &[
+            "--gitops-associations",
+            "--cluster-name",
+            "prod",
+            "--region",
+            "us-east-1",
+            "--eks-endpoint",
+            &eks_url,
+        ],
+    )
+    .await;
 
     let mut names = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -4,6 +4,8 @@
 //! - `GET /clusters/{name}/pod-identity-associations?namespace&serviceAccount&maxResults&nextToken`
 //! - `GET /clusters/{name}/pod-identity-associations/{associationId}`
 //!
+//! (and, in `writes`, Create, Update and Delete).
+//!
 //! Errors follow the service model: a JSON body `{"message": …}` and the `x-amzn-ErrorType`
 //! header (`ResourceNotFoundException` 404, `InvalidParameterException` 400, `ServerException`
 //! 500, `TooManyRequestsException` 429). Every request is counted.
@@ -38,6 +40,8 @@ pub struct FakeAssociation {
     pub disable_session_tags: Option<bool>,
     /// The inline session policy, as DescribePodIdentityAssociation returns it.
     pub policy: Option<String>,
+    /// The association's tags (CreatePodIdentityAssociation's `tags`, Describe's `tags`).
+    pub tags: BTreeMap<String, String>,
     pub modified_at: u64,
 }
 
@@ -123,6 +127,7 @@ impl FakeEks {
                 external_id: None,
                 disable_session_tags: None,
                 policy: None,
+                tags: BTreeMap::new(),
                 modified_at: 1_700_000_000 + n,
             },
         );
@@ -172,7 +177,7 @@ impl FakeEks {
             .retain(|_, a| !(a.namespace == namespace && a.service_account == service_account));
     }
 
-    /// Answers the next `n` requests with `fault`.
+    /// Answers the next `n` List and Describe requests with `fault`.
     pub fn fail_next(&self, n: usize, fault: Fault) {
         let mut f = self.state.faults.lock().unwrap();
         for _ in 0..n {
@@ -280,6 +285,28 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The answer of the next queued fault, if any.
+fn fault_answer(queue: &Mutex<VecDeque<Fault>>) -> Option<Response> {
+    let fault = queue.lock().unwrap().pop_front()?;
+    Some(match fault {
+        Fault::Throttle => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate exceeded",
+        ),
+        Fault::Server => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServerException",
+            "internal failure",
+        ),
+        Fault::InvalidParameter => error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterException",
+            "invalid parameter",
+        ),
+    })
+}
+
 fn ok(body: Value) -> Response {
     (
         StatusCode::OK,
@@ -383,30 +410,8 @@ async fn handle(State(state): State<Arc<FakeState>>, req: Request<Body>) -> Resp
             "internal failure",
         );
     }
-    let fault = state.faults.lock().unwrap().pop_front();
-    match fault {
-        Some(Fault::Throttle) => {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequestsException",
-                "Rate exceeded",
-            );
-        }
-        Some(Fault::Server) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ServerException",
-                "internal failure",
-            );
-        }
-        Some(Fault::InvalidParameter) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterException",
-                "invalid parameter",
-            );
-        }
-        None => {}
+    if let Some(answer) = fault_answer(&state.faults) {
+        return answer;
     }
     let cluster = segments[1];
     if cluster != state.cluster {
@@ -428,7 +433,7 @@ async fn handle(State(state): State<Arc<FakeState>>, req: Request<Body>) -> Resp
         };
         let mut body = summary(id, cluster, a);
         body["roleArn"] = json!(a.role_arn);
-        body["tags"] = json!({});
+        body["tags"] = json!(a.tags);
         body["createdAt"] = json!(1_700_000_000.0);
         body["modifiedAt"] = json!(a.modified_at as f64);
         if let Some(t) = &a.target_role_arn {
