@@ -1,12 +1,14 @@
 //! The `controller` command on a real kube-apiserver and kube-controller-manager
 //! (tests/support/control_plane.rs): its audit's watches surviving an API server restart, the
 //! repair of pods admitted while the webhook was down (replacements mutated, a
-//! PodDisruptionBudget respected), and leader election between two processes.
+//! PodDisruptionBudget respected), and leader election between two processes, with GitOps
+//! associations on the EKS stand-in too.
 //!
 //! Its own harness, as the cluster tier; each case has a control plane of its own (a restart,
 //! a Lease), so they do not disturb one another. One case alone:
 //! `cargo test --test controller_cluster -- NAME`.
 
+mod eks_support;
 mod support;
 
 use std::time::Duration;
@@ -33,6 +35,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "two_controllers_one_works_the_other_takes_over_within_the_lease_duration",
         two_controllers_one_works_the_other_takes_over_within_the_lease_duration,
+    ),
+    (
+        "two_controllers_with_gitops_associations_one_acts_and_the_takeover_creates_nothing_twice",
+        two_controllers_with_gitops_associations_one_acts_and_the_takeover_creates_nothing_twice,
     ),
     (
         "controller_rss_at_n_pods (BENCHMARKS.md; runs with CONTROLLER_RSS_PODS=N)",
@@ -354,6 +360,136 @@ fn two_controllers_one_works_the_other_takes_over_within_the_lease_duration() ->
     ensure(
         took <= Duration::from_secs(5),
         format!("the takeover took {took:?}, more than the 3 s lease and its renewal"),
+    )
+}
+
+/// Two controller processes with GitOps associations on one Lease of 3 s and the EKS stand-in:
+/// only the leader reconciles (the standby's gitops metrics stay empty); the leader is killed
+/// while more ServiceAccounts are annotated, the standby takes over within the lease duration
+/// and creates the rest; the stand-in saw exactly one Create request per ServiceAccount.
+fn two_controllers_with_gitops_associations_one_acts_and_the_takeover_creates_nothing_twice()
+-> Result<(), Failed> {
+    support::static_aws_credentials();
+    let plane = ControlPlane::start(&binaries()?);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let eks = rt.block_on(eks_support::FakeEks::start("demo"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kubeconfig: {}\neks: {{clusterName: demo, region: us-east-1, endpoint: \"{}\"}}\n",
+            plane.kubeconfig.display(),
+            eks.url()
+        ),
+    )
+    .unwrap();
+    namespace(&plane, "team-a");
+    let annotate = |sa: &str| {
+        service_account(
+            &plane,
+            "team-a",
+            sa,
+            &[(
+                "pod-identity-webhook/association-role-arn",
+                &eks_support::role_arn(&format!("team-a-{sa}")),
+            )],
+        )
+    };
+    for sa in ["carts", "orders", "payments"] {
+        annotate(sa);
+    }
+    let args = [
+        "--lease-duration",
+        "3s",
+        "--lease-namespace",
+        "default",
+        "--audit-interval",
+        "1s",
+        "--gitops-associations",
+        "--gitops-resync-interval",
+        "2s",
+    ];
+    let leader = |c: &ControllerProcess| {
+        sample(c.admin_port, "pod_identity_webhook_controller_leader ") == Some(1.0)
+    };
+    let reconciles = |c: &ControllerProcess| {
+        sample(
+            c.admin_port,
+            "pod_identity_webhook_gitops_reconciles_total{result=\"ok\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let mut first = ControllerProcess::start(&config, "first", &args);
+    plane.eventually(
+        "the first controller leads",
+        Duration::from_secs(30),
+        || leader(&first).then_some(()),
+    );
+    let second = ControllerProcess::start(&config, "second", &args);
+    plane.eventually(
+        "the leader creates three associations",
+        Duration::from_secs(30),
+        || (eks.all().len() == 3).then_some(()),
+    );
+    // Two resyncs of the leader; the standby reconciles nothing.
+    std::thread::sleep(Duration::from_secs(4));
+    ensure(
+        leader(&first) && !leader(&second) && reconciles(&first) >= 2.0,
+        format!(
+            "first leads {} ({} reconciles), second leads {}",
+            leader(&first),
+            reconciles(&first),
+            leader(&second)
+        ),
+    )?;
+    ensure(
+        reconciles(&second) == 0.0 && eks.write_requests("create") == 3,
+        format!(
+            "the standby reconciled {} times; Create requests {}",
+            reconciles(&second),
+            eks.write_requests("create")
+        ),
+    )?;
+
+    first.kill();
+    let killed = std::time::Instant::now();
+    annotate("shipping");
+    annotate("billing");
+    let took = plane.eventually_or_none(Duration::from_secs(10), || {
+        leader(&second).then(|| killed.elapsed())
+    });
+    let Some(took) = took else {
+        return Err(format!("no takeover; second's log:\n{}", second.log_tail(30)).into());
+    };
+    ensure(
+        took <= Duration::from_secs(5),
+        format!("the takeover took {took:?}, more than the 3 s lease and its renewal"),
+    )?;
+    let all = plane.eventually_or_none(Duration::from_secs(20), || {
+        (eks.all().len() == 5).then_some(())
+    });
+    ensure(
+        all.is_some(),
+        format!(
+            "associations after the takeover: {:?}\n{}",
+            eks.all(),
+            second.log_tail(30)
+        ),
+    )?;
+    // Two more resyncs: nothing is created again.
+    std::thread::sleep(Duration::from_secs(4));
+    ensure(
+        eks.write_requests("create") == 5
+            && eks.creates() == 5
+            && eks.write_requests("update") + eks.write_requests("delete") == 0,
+        format!(
+            "Create requests {} (created {}), Update {}, Delete {}: one Create per ServiceAccount expected",
+            eks.write_requests("create"),
+            eks.creates(),
+            eks.write_requests("update"),
+            eks.write_requests("delete")
+        ),
     )
 }
 
