@@ -819,8 +819,8 @@ async fn the_binary_reads_its_aws_profile_and_eks_endpoint_from_the_standard_set
     let credentials = dir.path().join("credentials");
     std::fs::write(
         &credentials,
-        // The key the fake EKS accepts signatures of.
-        "[agent]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = secret-from-profile\n",
+        // A key the fakes of EKS and STS know the secret of (tests/support/sigv4.rs).
+        "[agent]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = secret-from-profile\n",
     )
     .unwrap();
     let (port, admin_port) = (free_port(), free_port());
@@ -867,14 +867,15 @@ async fn the_binary_reads_its_aws_profile_and_eks_endpoint_from_the_standard_set
     assert_eq!(
         eks.unsigned(),
         0,
-        "EKS calls signed with the profile's keys"
+        "EKS calls signed with the profile's keys (the fake signs them again with the \
+         profile's secret and compares)"
     );
     let calls = sts.assume_role_calls();
     assert_eq!(
         calls[0].params["RoleArn"],
         "arn:aws:iam::111122223333:role/carts"
     );
-    assert_eq!(calls[0].signed_by, "AKIDEXAMPLE", "the profile's keys");
+    assert_eq!(calls[0].signed_by, "AKIDFROMPROFILE", "the profile's keys");
     assert_eq!(
         calls[0].tags()[0].1,
         "arn:aws:eks:eu-central-1:111122223333:cluster/kind",

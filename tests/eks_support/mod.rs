@@ -13,6 +13,12 @@
 
 pub mod writes;
 
+// The one SigV4 check of the fakes; by path, since not every file with this module has
+// tests/support (where a file has both, the two copies are independent).
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/sigv4.rs"]
+pub mod sigv4;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +34,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pod_identity_webhook::identity::eks_client::{AwsEks, ClientTuning};
 use serde_json::{Value, json};
+use sigv4::Refusal;
 
 /// One association as the fake stores it.
 #[derive(Debug, Clone)]
@@ -62,7 +69,8 @@ pub struct FakeState {
     next_id: AtomicU64,
     pub list_requests: AtomicUsize,
     pub describe_requests: AtomicUsize,
-    /// Requests without a SigV4 `Authorization` header (rejected with 403).
+    /// Requests whose SigV4 signature is refused: none, an unknown key, or not the one the
+    /// known secret gives (answered 403 as EKS does).
     pub unsigned_requests: AtomicUsize,
     faults: Mutex<VecDeque<Fault>>,
     down: AtomicBool,
@@ -221,16 +229,24 @@ impl FakeEks {
 
     /// The `aws-sdk-eks` client of [`FakeEks::client`].
     pub fn sdk_client(&self, tuning: &ClientTuning) -> aws_sdk_eks::Client {
+        self.sdk_client_signing_with(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            tuning,
+        )
+    }
+
+    /// An `aws-sdk-eks` client for this fake that signs with `key` and `secret`.
+    pub fn sdk_client_signing_with(
+        &self,
+        key: &str,
+        secret: &str,
+        tuning: &ClientTuning,
+    ) -> aws_sdk_eks::Client {
         let conf = aws_sdk_eks::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "AKIDEXAMPLE",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                None,
-                None,
-                "fake-eks-test",
-            ))
+            .credentials_provider(Credentials::new(key, secret, None, None, "fake-eks-test"))
             .endpoint_url(self.url())
             .retry_config(tuning.retry_config())
             .timeout_config(tuning.timeout_config())
@@ -255,22 +271,39 @@ pub fn role_arn(role: &str) -> String {
     format!("arn:aws:iam::111122223333:role/{role}")
 }
 
-/// A request not signed (SigV4) with the key the fake knows, counted and refused as EKS does.
-fn refuse_unsigned(state: &FakeState, req: &Request<Body>) -> Option<Response> {
-    let signed = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
-    if signed {
-        return None;
-    }
+/// The request's SigV4 verdict, taken once at the door ([`sigv4::verify`]: signed again with
+/// the known secret and compared), so both the read and the write side refuse alike.
+#[derive(Clone)]
+pub struct Signature(Result<String, Refusal>);
+
+/// A request whose signature EKS would refuse, counted and answered as the REST-JSON front end
+/// of an AWS service answers: 403 (400 for an incomplete header) with the error type in
+/// `x-amzn-ErrorType`.
+fn refuse_unsigned(state: &FakeState, signature: &Signature) -> Option<Response> {
+    let refusal = signature.0.as_ref().err()?;
     state.unsigned_requests.fetch_add(1, Ordering::SeqCst);
-    Some(error(
-        StatusCode::FORBIDDEN,
-        "AccessDeniedException",
-        "request is not signed",
-    ))
+    Some(match refusal {
+        Refusal::Missing => error(
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ),
+        Refusal::Incomplete(why) => {
+            error(StatusCode::BAD_REQUEST, "IncompleteSignatureException", why)
+        }
+        Refusal::UnknownKey => error(
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ),
+        Refusal::Mismatch => error(
+            StatusCode::FORBIDDEN,
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. \
+             Check your AWS Secret Access Key and signing method. Consult the service \
+             documentation for details.",
+        ),
+    })
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -372,7 +405,24 @@ fn summary(id: &str, cluster: &str, a: &FakeAssociation) -> Value {
 }
 
 async fn handle(State(state): State<Arc<FakeState>>, req: Request<Body>) -> Response {
-    let req = match writes::handle(&state, req).await {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterException",
+            "body too large",
+        );
+    };
+    let signature = Signature(sigv4::verify(
+        parts.method.as_str(),
+        &parts.uri.to_string(),
+        &parts.headers,
+        &body,
+        "eks",
+        sigv4::known,
+    ));
+    let req = Request::from_parts(parts, Body::from(body));
+    let req = match writes::handle(&state, req, &signature).await {
         Ok(answer) => return answer,
         Err(req) => req,
     };
@@ -400,7 +450,7 @@ async fn handle(State(state): State<Arc<FakeState>>, req: Request<Body>) -> Resp
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    if let Some(refused) = refuse_unsigned(&state, &req) {
+    if let Some(refused) = refuse_unsigned(&state, &signature) {
         return refused;
     }
     if state.down.load(Ordering::SeqCst) {

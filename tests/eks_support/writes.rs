@@ -24,7 +24,9 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{FakeAssociation, FakeState, error, fault_answer, ok, refuse_unsigned, summary};
+use super::{
+    FakeAssociation, FakeState, Signature, error, fault_answer, ok, refuse_unsigned, summary,
+};
 
 /// Write-side counters and faults.
 #[derive(Default)]
@@ -136,7 +138,11 @@ pub const OIDC_ISSUER: &str =
     "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
 
 /// Answers a write or DescribeCluster; any other request is returned for the read side.
-pub async fn handle(state: &FakeState, req: Request<Body>) -> Result<Response, Request<Body>> {
+pub async fn handle(
+    state: &FakeState,
+    req: Request<Body>,
+    signature: &Signature,
+) -> Result<Response, Request<Body>> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
@@ -150,7 +156,7 @@ pub async fn handle(state: &FakeState, req: Request<Body>) -> Result<Response, R
     if op != "describe-cluster" {
         *state.writes.requests.lock().unwrap().entry(op).or_default() += 1;
     }
-    if let Some(refused) = refuse_unsigned(state, &req) {
+    if let Some(refused) = refuse_unsigned(state, signature) {
         return Ok(refused);
     }
     if op != "describe-cluster" {

@@ -9,8 +9,10 @@ pub mod control_plane;
 pub mod controller;
 pub mod kube_api;
 pub mod markdown;
+pub mod sigv4;
 pub mod skip;
 pub mod sts;
+pub mod sts_limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

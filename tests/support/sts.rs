@@ -1,8 +1,12 @@
 //! STS for tests: `moto` in server mode (a real STS implementation: AssumeRole, chaining,
 //! GetCallerIdentity), and a small recording STS of our own where a test needs to see what went
-//! over the wire (moto ignores session tags) or to make STS fail, hang or throttle.
+//! over the wire (moto ignores session tags) or to make STS fail, hang or throttle. The recording
+//! STS checks what STS checks: the SigV4 signature against the known keys (`sigv4`) and
+//! AssumeRole's documented limits (`sts_limits`), answering STS's errors.
 
 use super::Served;
+use super::sigv4::{Refusal, known, verify};
+use super::sts_limits::{self, assume_role_violations};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -11,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
@@ -205,7 +209,51 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap()
 }
 
-async fn handle(State(r): State<Arc<Recorder>>, headers: HeaderMap, body: Bytes) -> Response {
+/// An STS error as STS sends it: `ErrorResponse` XML.
+fn sts_error(status: u16, code: &str, message: &str) -> Response {
+    let message = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    xml(
+        status,
+        format!(
+            r#"<ErrorResponse xmlns="{NS}"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>c0ffee00-0000-4000-8000-0000000000ee</RequestId></ErrorResponse>"#
+        ),
+    )
+}
+
+/// What STS answers a request whose signature it refuses.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Missing => sts_error(
+            403,
+            "MissingAuthenticationToken",
+            "Request is missing Authentication Token",
+        ),
+        Refusal::Incomplete(why) => sts_error(400, "IncompleteSignature", &why),
+        Refusal::UnknownKey => sts_error(
+            403,
+            "InvalidClientTokenId",
+            "The security token included in the request is invalid.",
+        ),
+        Refusal::Mismatch => sts_error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. \
+             Check your AWS Secret Access Key and signing method. Consult the service \
+             documentation for details.",
+        ),
+    }
+}
+
+async fn handle(
+    State(r): State<Arc<Recorder>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     // `AWS4-HMAC-SHA256 Credential=AKID/20261203/us-east-1/sts/aws4_request, ...`
     let signed_by = headers
@@ -217,6 +265,26 @@ async fn handle(State(r): State<Arc<Recorder>>, headers: HeaderMap, body: Bytes)
         .to_string();
     let call = StsCall { params, signed_by };
     r.calls.lock().unwrap().push(call.clone());
+    // As STS: the signature first, then the parameters' documented limits.
+    // The keys the tests sign with, and the credentials this STS issued (role chaining).
+    let secret_of = |key: &str| {
+        known(key).or_else(|| {
+            let n: usize = key.strip_prefix("ASIARECORDED")?.parse().ok()?;
+            (1..=r.issued.load(std::sync::atomic::Ordering::Relaxed))
+                .contains(&n)
+                .then(|| (format!("secret-{n}"), Some(format!("session-token-{n}"))))
+        })
+    };
+    let uri = uri.to_string();
+    if let Err(refusal) = verify(method.as_str(), &uri, &headers, &body, "sts", secret_of) {
+        return refused(refusal);
+    }
+    if call.action() == "AssumeRole" {
+        let violations = assume_role_violations(&call.params);
+        if !violations.is_empty() {
+            return sts_error(400, "ValidationError", &sts_limits::message(&violations));
+        }
+    }
     let mode = r.mode.lock().unwrap().clone();
     match mode {
         StsMode::Hang => std::future::pending().await,
