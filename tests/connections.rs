@@ -171,25 +171,41 @@ async fn a_body_that_stops_arriving_is_cut_off_within_the_body_read_timeout() {
 #[tokio::test]
 async fn a_body_that_trickles_is_cut_off_at_the_body_timeout() {
     let running = webhook().start().await;
-    let mut stream = raw(&running, false).await;
-    stream.write_all(&head(1000)).await.unwrap();
-    // A byte every 100 ms: never stalled for the read timeout, never complete.
+    let stream = raw(&running, false).await;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    writer.write_all(&head(1000)).await.unwrap();
+    // A byte every 100 ms: never stalled for the read timeout, never complete. The reader
+    // sees the server's answer and its close; the writer stops when the reader is done.
     let start = Instant::now();
-    let trickle = async {
-        for _ in 0..100 {
-            if stream.write_all(b" ").await.is_err() {
-                break;
+    let (done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..200 {
+            tokio::select! {
+                _ = &mut done => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
         }
-    };
-    let _ = tokio::time::timeout(BODY_TOTAL + SLACK, trickle).await;
-    assert_eq!(
-        limit_reached(&running, "https", "body_timeout").await,
-        1.0,
-        "cut off after {:?}",
-        start.elapsed()
+    });
+    let answer = everything(&mut reader, BODY_TOTAL).await;
+    let after = start.elapsed();
+    drop(done_tx);
+    trickle.await.unwrap();
+
+    // The whole-body bound fired, not the per-read one (which a byte every 100 ms never trips).
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        after >= BODY_TOTAL - Duration::from_millis(50),
+        "closed after {after:?}, before the body timeout"
     );
+    assert_eq!(limit_reached(&running, "https", "body_timeout").await, 1.0);
+    assert_eq!(
+        limit_reached(&running, "https", "body_read_timeout").await,
+        0.0
+    );
+    review_ok(&running, false).await;
 }
 
 #[tokio::test]

@@ -189,7 +189,8 @@ async fn a_decision_slower_than_the_header_read_timeout_is_answered() {
 }
 
 #[tokio::test]
-async fn an_idle_http2_connection_is_kept_until_the_idle_timeout() {
+async fn an_idle_http2_connection_outlives_the_header_read_timeout() {
+    // Its close at the idle timeout is `connections.rs`'s `an_idle_http2_connection_gets_goaway_after_the_idle_timeout`.
     review_again_after(true, HEADER_READ * 3).await;
 }
 
