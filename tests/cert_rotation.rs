@@ -1,6 +1,7 @@
 //! Serving certificates (docs/contract.md §4): PEM chains with PKCS#8, PKCS#1 and SEC1 keys; rotation by
 //! rewriting the files and by a Kubernetes Secret volume's `..data` symlink swap, seen by the
-//! next handshake while an open connection keeps working; bad files fail start-up by name.
+//! next handshake while an open connection keeps working; a new key beside the old certificate (the
+//! torn moment of a rotation) refused while the old pair serves; bad files fail start-up by name.
 
 mod support;
 
@@ -13,6 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use support::{TlsClient, WAIT, WebhookBuilder, fixture};
 
 use pod_identity_webhook::certs;
+use pod_identity_webhook::reload::ReloadOutcome;
 use pod_identity_webhook::server::tls;
 use pod_identity_webhook::settings::TlsSettings;
 use pod_identity_webhook::startup::Running;
@@ -90,9 +92,15 @@ async fn rewritten_files_are_served_to_new_handshakes_and_open_connections_conti
     assert_eq!(old.peer_certificate, der(&a.cert));
     answers(&mut old).await;
 
-    // The key first, then the certificate: the torn moment in between is refused and the old
-    // pair keeps serving until both match.
+    // The key first, then the certificate: through the torn moment in between (reloads every
+    // 20 ms look at it), new handshakes still get the old pair.
     std::fs::write(&key, &b.key).unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let mut torn = connect(&running, &ca).await;
+        assert_eq!(torn.peer_certificate, der(&a.cert));
+        answers(&mut torn).await;
+    }
     std::fs::write(&cert, &b.cert).unwrap();
     eventually_serves(&running, &ca, &der(&b.cert)).await;
     answers(&mut old).await;
@@ -102,6 +110,38 @@ async fn rewritten_files_are_served_to_new_handshakes_and_open_connections_conti
         "the open connection kept its session"
     );
     running.shutdown().await;
+}
+
+#[test]
+fn a_new_key_beside_the_old_certificate_is_refused_and_the_old_pair_kept() {
+    tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (a, b) = (pair(), pair());
+    std::fs::write(&cert, &a.cert).unwrap();
+    std::fs::write(&key, &a.key).unwrap();
+    let resolver = tls::CertResolver::new(tls::load_certified_key(&cert, &key).unwrap());
+    let mut reloader = tls::CertReloader::new(cert.clone(), key.clone(), resolver.clone());
+    let served = |r: &tls::CertResolver| r.current().cert[0].clone();
+
+    std::fs::write(&key, &b.key).unwrap();
+    match reloader.check() {
+        ReloadOutcome::Failed(why) => {
+            assert!(why.contains("does not belong to the certificate"), "{why}");
+            assert!(
+                !why.contains("PRIVATE KEY"),
+                "the key is never quoted: {why}"
+            );
+        }
+        other => panic!("the torn pair was taken: {other:?}"),
+    }
+    assert_eq!(served(&resolver), der(&a.cert));
+    // Refused once: looking again at the same torn pair changes nothing.
+    assert!(matches!(reloader.check(), ReloadOutcome::Unchanged));
+
+    std::fs::write(&cert, &b.cert).unwrap();
+    assert!(matches!(reloader.check(), ReloadOutcome::Reloaded));
+    assert_eq!(served(&resolver), der(&b.cert));
 }
 
 /// Lays out a Secret volume as the kubelet does: `..<timestamp>/` holds the files, `..data`
