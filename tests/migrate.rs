@@ -8,8 +8,14 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use aws_sdk_iam::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_iam::config::{ConfigBag, Intercept};
+use aws_sdk_iam::error::BoxError;
+use aws_sdk_iam::operation::get_role::GetRoleInput;
 use eks_support::FakeEks;
 use pod_identity_webhook::migrate::apply::{self, ApplyOptions, ApplySummary as Summary};
 use pod_identity_webhook::migrate::aws::{EksTarget, FileTarget, IamRoles};
@@ -31,9 +37,9 @@ const CLUSTER: &str = "prod";
 const PREFIX: &str = "eks.amazonaws.com";
 const OIDC: &str = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
 
-/// An IAM client of moto's.
-fn iam(moto: &Moto) -> aws_sdk_iam::Client {
-    let conf = aws_sdk_iam::Config::builder()
+/// An IAM client of moto's; `get_roles`, when given, counts the GetRole calls made through it.
+fn iam(moto: &Moto, get_roles: Option<GetRoleCounter>) -> aws_sdk_iam::Client {
+    let mut conf = aws_sdk_iam::Config::builder()
         .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
         .region(aws_sdk_iam::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_iam::config::Credentials::new(
@@ -43,9 +49,38 @@ fn iam(moto: &Moto) -> aws_sdk_iam::Client {
             None,
             "test",
         ))
-        .endpoint_url(&moto.endpoint)
-        .build();
-    aws_sdk_iam::Client::from_conf(conf)
+        .endpoint_url(&moto.endpoint);
+    if let Some(counter) = get_roles {
+        conf = conf.interceptor(counter);
+    }
+    aws_sdk_iam::Client::from_conf(conf.build())
+}
+
+/// Counts the GetRole operations a client runs (one per operation, whatever its retries).
+#[derive(Debug, Clone, Default)]
+struct GetRoleCounter(Arc<AtomicUsize>);
+
+impl GetRoleCounter {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for GetRoleCounter {
+    fn name(&self) -> &'static str {
+        "GetRoleCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if context.input().downcast_ref::<GetRoleInput>().is_some() {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
 }
 
 fn arn(role: &str) -> String {
@@ -166,6 +201,8 @@ struct World {
     kube: KubeCluster,
     target: EksTarget,
     roles: IamRoles,
+    /// GetRole calls made by the program (not by the test's own `iam` client).
+    get_roles: GetRoleCounter,
     dir: tempfile::TempDir,
 }
 
@@ -174,13 +211,15 @@ impl World {
         let cluster = FakeKubeApi::empty().await;
         let eks = FakeEks::start(CLUSTER).await;
         let moto = Moto::in_account(ACCOUNT).await;
-        let iam = iam(&moto);
+        let iam = iam(&moto, None);
+        let get_roles = GetRoleCounter::default();
         cluster.put(node("linux-1", "linux"));
         cluster.put(node("win-1", "windows"));
         Self {
             kube: KubeCluster::new(cluster.client(), PREFIX),
             target: EksTarget::new(eks.sdk_client(&eks_support::fast_tuning()), CLUSTER),
-            roles: IamRoles::new(iam.clone()),
+            roles: IamRoles::new(self::iam(&moto, Some(get_roles.clone()))),
+            get_roles,
             cluster,
             eks,
             iam,
@@ -1348,6 +1387,7 @@ async fn large_clusters_are_read_in_pages() {
     assert!(pages.iter().all(|p| p.contains("limit=500")));
     assert!(pages[1].contains("continue="));
     // One GetRole for a role shared by all.
+    assert_eq!(w.get_roles.count(), 1);
     assert_eq!(plan.totals.trust_updates, 1);
     assert!(matches!(
         &row(&plan, "sa-0000").actions[0],

@@ -513,6 +513,11 @@ async fn lookups_cut_short_by_the_budget_count_as_errors() {
     let answer = c.review("/mutate?timeout=1s", body).await.unwrap().json();
     assert_eq!(answer["response"]["allowed"], true);
     assert!(answer["response"].get("patch").is_none());
+    let warnings = answer["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains("AWS credentials not injected: identity lookup for team-a/carts failed"),
+        "{warnings}"
+    );
     let text = metrics(&running).await;
     assert_eq!(
         sample(

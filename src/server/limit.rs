@@ -168,7 +168,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn slots_are_counted_and_the_next_connection_waits_for_a_free_one() {
         let limit = ConnectionLimit::new(2);
         let a = limit.slot().await;
@@ -195,8 +195,21 @@ mod tests {
         assert_eq!(limit.open(), 2);
     }
 
-    #[test]
-    fn a_cap_of_zero_still_lets_one_connection_in() {
-        assert_eq!(ConnectionLimit::new(0).max(), 1);
+    #[tokio::test(start_paused = true)]
+    async fn a_cap_of_zero_still_lets_one_connection_in() {
+        let limit = ConnectionLimit::new(0);
+        assert_eq!(limit.max(), 1);
+        let first = tokio::time::timeout(Duration::from_secs(1), limit.slot())
+            .await
+            .expect("one connection gets a slot");
+        assert_eq!(limit.open(), 1);
+        // The second waits for it, as at any cap.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), limit.slot())
+                .await
+                .is_err()
+        );
+        drop(first);
+        assert_eq!(limit.open(), 0);
     }
 }
