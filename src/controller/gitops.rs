@@ -173,8 +173,6 @@ impl Gitops {
                     role_arn,
                 } => {
                     hand_made += 1;
-                    tracing::warn!(service_account = %key, association_id = %crate::shown::Shown(association_id), role_arn = %crate::shown::Shown(role_arn),
-                        "gitops associations: the ServiceAccount has an association this controller did not make; left alone");
                     let note = format!(
                         "association {} (role {}) was not made by this controller (no {}={} tag): it is left alone. Delete it to let the annotation {} take effect, or remove the annotation.",
                         crate::shown::Shown(association_id),
@@ -183,8 +181,13 @@ impl Gitops {
                         self.owner.value,
                         plan::ROLE_ANNOTATION,
                     );
-                    self.event(events, memory, &uids, key, "HandMadeAssociation", &note)
-                        .await;
+                    if self
+                        .event(events, memory, &uids, key, "HandMadeAssociation", &note)
+                        .await
+                    {
+                        tracing::warn!(service_account = %key, association_id = %crate::shown::Shown(association_id), role_arn = %crate::shown::Shown(role_arn),
+                            "gitops associations: the ServiceAccount has an association this controller did not make; left alone");
+                    }
                 }
                 write => ok &= self.write(memory, write).await,
             }
@@ -347,12 +350,16 @@ impl Gitops {
                 crate::shown::Shown(&key.namespace),
             ),
         };
-        tracing::warn!(service_account = %key, "gitops associations: refused: {note}");
-        self.event(events, memory, uids, key, "AssociationRefused", &note)
-            .await;
+        if self
+            .event(events, memory, uids, key, "AssociationRefused", &note)
+            .await
+        {
+            tracing::warn!(service_account = %key, "gitops associations: refused: {note}");
+        }
     }
 
-    /// A `Warning` event on the ServiceAccount, once an hour.
+    /// A `Warning` event on the ServiceAccount, once an hour; true when it was due (the caller
+    /// logs it then too: a report repeated at every reconcile would drown the log).
     async fn event(
         &self,
         events: &EventWriter,
@@ -361,15 +368,17 @@ impl Gitops {
         key: &Key,
         reason: &'static str,
         note: &str,
-    ) {
-        let Some(uid) = uids.get(key) else { return };
+    ) -> bool {
+        let Some(uid) = uids.get(key) else {
+            return true;
+        };
         let now = Instant::now();
         memory
             .evented
             .retain(|_, at| now.duration_since(*at) < crate::audit::events::EVENT_REPEAT);
         let sent = (uid.clone(), reason);
         if memory.evented.contains_key(&sent) {
-            return;
+            return false;
         }
         let regarding = Regarding {
             api_version: "v1",
@@ -389,6 +398,7 @@ impl Gitops {
                 tracing::warn!(service_account = %key, error = %e, "cannot record the event; trying at the next reconcile")
             }
         }
+        true
     }
 
     /// An EKS call, counted by operation and outcome.
