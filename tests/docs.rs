@@ -144,6 +144,10 @@ const NOT_PROGRAM_INPUT: &[(&str, &str)] = &[
         "a ServiceAccount (tests/gitops_associations.rs annotates them the same way)",
     ),
     (
+        "docs/controller.md:# kustomization.yaml of your overlay, GitOps associations on",
+        "a kustomization (tests/helm_chart.rs and tests/manifests_cluster.rs render components/gitops-associations)",
+    ),
+    (
         "docs/controller.md:apiVersion: kustomize.config.k8s.io/v1beta1",
         "a kustomization (tests/helm_chart.rs renders the shipped overlays and components)",
     ),

@@ -55,6 +55,11 @@ const PAIRS: &[(Option<&str>, &[&str], Option<&str>)] = &[
         &["base", "agent"],
         Some("components/controller"),
     ),
+    (
+        Some("examples/gitops-associations.yaml"),
+        &["base", "agent"],
+        Some("components/gitops-associations"),
+    ),
     (Some("examples/kind.yaml"), &["overlays/kind"], None),
     (
         Some("examples/cert-manager.yaml"),

@@ -1562,3 +1562,74 @@ fn the_base_and_the_agent_alone_run_a_tagged_image_of_this_version() {
         }
     }
 }
+
+/// `components/gitops-associations` is the controller component with `--gitops-associations`
+/// added: the same Deployment and RBAC (ServiceAccounts read with get, list and watch, Events
+/// created), GitOps on, repair still off.
+#[test]
+fn the_gitops_associations_component_is_the_controller_with_gitops_on() {
+    let overlay = tempfile::tempdir().unwrap();
+    let manifests = root().join("manifests");
+    let compose = |component: &str| {
+        std::fs::write(
+            overlay.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
+                manifests.join("base").display(),
+                manifests.join(component).display()
+            ),
+        )
+        .unwrap();
+        let docs = build(overlay.path());
+        for doc in &docs {
+            check_typed(doc, component);
+        }
+        Built {
+            name: "base + a controller component",
+            docs,
+        }
+    };
+    let plain = compose("components/controller");
+    let gitops = compose("components/gitops-associations");
+    let name = "pod-identity-webhook-controller";
+    let args = |b: &Built| {
+        let d: Deployment = b.named("Deployment", name);
+        webhook_container(&d).args.unwrap()
+    };
+    let mut expected = args(&plain);
+    expected.push("--gitops-associations".into());
+    assert_eq!(args(&gitops), expected);
+    let cli =
+        Cli::try_parse_from(std::iter::once("pod-identity-webhook".to_string()).chain(expected))
+            .unwrap();
+    let CliCommand::Controller(controller) = cli.command else {
+        panic!("the container must run `controller`")
+    };
+    assert_eq!(controller.gitops_associations, Some(true));
+    assert!(
+        !controller.repair && !controller.dry_run,
+        "repair and dry run are opt-in"
+    );
+    let rules = |b: &Built| {
+        let role: ClusterRole = b.named("ClusterRole", name);
+        serde_json::to_value(role.rules).unwrap()
+    };
+    assert_eq!(
+        rules(&gitops),
+        rules(&plain),
+        "the controller's RBAC covers it"
+    );
+    let has = |resource: &str, verbs: &[&str]| {
+        rules(&gitops).as_array().unwrap().iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == resource)
+                && verbs
+                    .iter()
+                    .all(|v| r["verbs"].as_array().unwrap().iter().any(|x| x == v))
+        })
+    };
+    assert!(has("serviceaccounts", &["get", "list", "watch"]) && has("events", &["create"]));
+}
