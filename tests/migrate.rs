@@ -17,6 +17,10 @@ use aws_sdk_iam::config::{ConfigBag, Intercept};
 use aws_sdk_iam::error::BoxError;
 use aws_sdk_iam::operation::get_role::GetRoleInput;
 use eks_support::FakeEks;
+use pod_identity_webhook::admission::Mutator;
+use pod_identity_webhook::admission::review::{Review, response_body};
+use pod_identity_webhook::identity::file::FileSource;
+use pod_identity_webhook::identity::{Association, Identities};
 use pod_identity_webhook::migrate::apply::{self, ApplyOptions, ApplySummary as Summary};
 use pod_identity_webhook::migrate::aws::{EksTarget, FileTarget, IamRoles};
 use pod_identity_webhook::migrate::checks::CheckSettings;
@@ -28,6 +32,7 @@ use pod_identity_webhook::migrate::rows::{
 use pod_identity_webhook::migrate::{
     self, AssociationTarget, Parts, Progress, ReadSettings, Scope, trust, verify,
 };
+use pod_identity_webhook::settings::InjectionSettings;
 use serde_json::{Value, json};
 use support::kube_api::FakeKubeApi;
 use support::sts::Moto;
@@ -856,6 +861,36 @@ async fn a_failure_in_the_middle_leaves_a_state_plan_explains() {
     assert!(summary.stopped.is_empty(), "{out}");
 }
 
+/// `pod` as the webhook admits it: the program's own mutation (`Mutator`) of a creation review,
+/// with the association of `shop/<service_account>` to the role of that name, its patch applied.
+async fn admitted_by_the_webhook(pod: &Value, service_account: &str) -> Value {
+    let association = Association {
+        namespace: "shop".into(),
+        service_account: service_account.into(),
+        role_arn: arn(service_account),
+        target_role_arn: None,
+        external_id: None,
+        disable_session_tags: None,
+        policy: None,
+        association_id: None,
+    };
+    let identities = Identities::new(PREFIX)
+        .with_associations(FileSource::from_list(vec![association]).unwrap());
+    let mutator = Mutator::new(InjectionSettings::default(), identities);
+    let (_, body) = support::fixture("pod-create-carts.mutate.json");
+    let mut review: Value = serde_json::from_slice(&body).unwrap();
+    review["request"]["object"] = pod.clone();
+    review["request"]["namespace"] = pod["metadata"]["namespace"].clone();
+    review["request"]["name"] = pod["metadata"]["name"].clone();
+    let body = serde_json::to_vec(&review).unwrap();
+    let review = Review::read(&body).unwrap();
+    let decision = mutator
+        .review(&review.request, Duration::from_secs(5))
+        .await;
+    let answer = response_body(&review.api_version, &decision.response);
+    support::apply_answer(pod, &serde_json::from_slice(&answer).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_then_verify_then_remove_annotations_and_oidc_trust() {
     let w = World::start().await;
@@ -950,6 +985,27 @@ async fn restart_then_verify_then_remove_annotations_and_oidc_trust() {
             .as_str()
             .unwrap();
     assert!(at.ends_with('Z') && at.len() == 20, "{at}");
+
+    // The replacements come from the Deployment's template; the webhook admits them with its own
+    // mutation (the association now wins), as the API server would call it.
+    let replacements: Vec<String> = w
+        .cluster
+        .names("pods", "shop")
+        .into_iter()
+        .filter(|n| n.starts_with("before-") && n.ends_with("-g2"))
+        .collect();
+    assert_eq!(replacements, ["before-0-g2", "before-1-g2"]);
+    for name in &replacements {
+        let pod = w.cluster.get("pods", "shop", name).unwrap();
+        let admitted = admitted_by_the_webhook(&pod, "before").await;
+        let env = &admitted["spec"]["containers"][0]["env"];
+        assert!(
+            env.to_string()
+                .contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            "{env}"
+        );
+        w.cluster.put(admitted);
+    }
 
     // Only the bare pod is left on IRSA.
     let report = w.verify().await;

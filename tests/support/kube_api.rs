@@ -14,8 +14,10 @@
 //! [`FakeKubeApi::start`] serves the captured cluster (its ServiceAccount list, watch events and
 //! Namespace list); [`FakeKubeApi::empty`] an empty one that tests fill with
 //! [`FakeKubeApi::put`]. A PATCH that changes a workload's pod template bumps
-//! `metadata.generation`; a small controller then replaces the workload's pods and reports the
-//! rollout done (unless the workload was marked stuck with [`FakeKubeApi::stall`]).
+//! `metadata.generation`; a small controller then replaces the workload's pods with pods of its
+//! template, stored as is (no webhook runs here: a test admits them with the program's own
+//! mutation), and reports the rollout done (unless the workload was marked stuck with
+//! [`FakeKubeApi::stall`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -782,8 +784,8 @@ impl Cluster {
         Some(self.write("MODIFIED", with_kind(patched, res.2, res.3)))
     }
 
-    /// What the controllers do after a pod template change: new pods (the old ones deleted),
-    /// then a finished rollout status.
+    /// What the controllers do after a pod template change: new pods from the template (the old
+    /// ones deleted), then a finished rollout status. What admission would add is not added.
     fn roll(&self, plural: &str, ns: &str, name: &str) {
         let mut objects = self.objects.lock().unwrap();
         let key = (plural.to_string(), ns.to_string(), name.to_string());
@@ -809,27 +811,24 @@ impl Cluster {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let generation = workload["metadata"]["generation"].as_i64().unwrap_or(1);
-        for (k, mut pod) in old {
+        let template = &workload["spec"]["template"];
+        for (k, old_pod) in old {
             objects.remove(&k);
-            // The webhook (the association now wins) injects Pod Identity into the new pod.
-            for c in pod["spec"]["containers"]
-                .as_array_mut()
-                .into_iter()
-                .flatten()
-            {
-                let env = c["env"].as_array().cloned().unwrap_or_default();
-                let mut env: Vec<Value> = env
-                    .into_iter()
-                    .filter(|e| {
-                        e["name"] != "AWS_ROLE_ARN" && e["name"] != "AWS_WEB_IDENTITY_TOKEN_FILE"
-                    })
-                    .collect();
-                env.push(json!({"name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": "http://169.254.170.23/v1/credentials"}));
-                env.push(json!({"name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "value": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"}));
-                c["env"] = Value::Array(env);
-            }
+            // A replacement as the controller makes it: the workload's pod template, stored as
+            // is (no webhook runs here; a test admits new pods with the program's own mutation).
             let new_name = format!("{}-g{generation}", k.2);
-            pod["metadata"]["name"] = json!(new_name);
+            let mut spec = template["spec"].clone();
+            spec["nodeName"] = old_pod["spec"]["nodeName"].clone();
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": new_name, "namespace": ns, "uid": format!("uid-pod-{ns}-{new_name}"),
+                    "labels": template["metadata"]["labels"].clone(),
+                    "ownerReferences": old_pod["metadata"]["ownerReferences"].clone(),
+                },
+                "spec": spec,
+                "status": {"phase": "Running"},
+            });
             objects.insert((k.0, k.1, new_name), pod);
         }
         let w = objects.get_mut(&key).unwrap();
