@@ -77,6 +77,37 @@ async fn the_listed_service_accounts_carry_their_irsa_annotations() {
     stop.cancel();
 }
 
+/// The API server expires the watch (`410 Gone`, as after an etcd compaction): the reflector
+/// lists again and sees what changed while no watch could tell it.
+#[tokio::test]
+async fn a_watch_expired_with_410_gone_relists_and_sees_what_changed_meanwhile() {
+    let account = |role: &str| {
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+            "name": "carts", "namespace": "team-a",
+            "annotations": {"eks.amazonaws.com/role-arn": format!("arn:aws:iam::111122223333:role/{role}")}}})
+    };
+    let api = FakeKubeApi::empty().await;
+    api.put(account("carts"));
+    let stop = CancellationToken::new();
+    let store = KubeServiceAccounts::start(api.client(), settings(), stop.clone());
+    wait_ready(&store).await;
+    eventually_role(&store, "carts", |r| {
+        r == Some("arn:aws:iam::111122223333:role/carts")
+    })
+    .await;
+    let lists = api.lists();
+
+    // Changed with no watch event, then every watch expired: only a new list can show it.
+    api.put_unwatched(account("carts-v2"));
+    api.expire_watches();
+    eventually_role(&store, "carts", |r| {
+        r == Some("arn:aws:iam::111122223333:role/carts-v2")
+    })
+    .await;
+    assert!(api.lists() > lists, "listed again after the 410");
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn watch_events_add_annotate_and_delete() {
     // ADDED then MODIFIED (annotated with a role).

@@ -156,6 +156,9 @@ struct Cluster {
     /// Events created (`events.k8s.io/v1`), as posted.
     events: Mutex<Vec<Value>>,
     reviews: Arc<TokenReviews>,
+    /// Watches that started before this resourceVersion are expired (`410 Gone`), as after an
+    /// etcd compaction ([`FakeKubeApi::expire_watches`]).
+    compacted: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -174,6 +177,7 @@ impl Cluster {
             forbidden: Default::default(),
             events: Default::default(),
             reviews: Default::default(),
+            compacted: Default::default(),
         }
     }
 
@@ -181,6 +185,12 @@ impl Cluster {
     /// with the next resourceVersion; lists answer the new state and watches get the event,
     /// the object as written.
     fn write(&self, event: &str, object: Value) -> Value {
+        self.write_as(event, object, true)
+    }
+
+    /// [`Cluster::write`]; with `watched` false no watch ever gets the event (as if compacted
+    /// away): only a list shows the change.
+    fn write_as(&self, event: &str, object: Value, watched: bool) -> Value {
         let (_, key) = resource_and_key(&object);
         let mut history = self.history.lock().unwrap();
         let rv = history.next();
@@ -193,12 +203,14 @@ impl Cluster {
                 objects.insert(key.clone(), without_kind(object.clone()));
             }
         }
-        history.events.push(WatchEvent {
-            plural: key.0,
-            namespace: key.1,
-            resource_version: rv,
-            line: json!({"type": event, "object": object}).to_string(),
-        });
+        if watched {
+            history.events.push(WatchEvent {
+                plural: key.0,
+                namespace: key.1,
+                resource_version: rv,
+                line: json!({"type": event, "object": object}).to_string(),
+            });
+        }
         drop(history);
         self.changed.send_modify(|n| *n += 1);
         object
@@ -676,6 +688,19 @@ fn watch(s: Arc<Cluster>, plural: &str, ns: Option<&str>, since: u64) -> Respons
         let (plural, ns) = (plural.clone(), ns.clone());
         async move {
             loop {
+                if next == usize::MAX {
+                    return None; // expired: the API server ends the watch after its ERROR
+                }
+                let compacted = s.compacted.load(std::sync::atomic::Ordering::SeqCst);
+                if since < compacted {
+                    // What kube-apiserver sends when the watch's resourceVersion is compacted.
+                    let gone = json!({"type": "ERROR", "object": {
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "Expired", "code": 410,
+                        "message": format!("too old resource version: {since} ({compacted})")}});
+                    let bytes = Ok::<_, std::io::Error>(format!("{gone}\n").into_bytes());
+                    return Some((bytes, (s, woken, usize::MAX)));
+                }
                 let found = {
                     let history = s.history.lock().unwrap();
                     history
@@ -1029,6 +1054,27 @@ impl FakeKubeApi {
         let (_, key) = resource_and_key(&object);
         let exists = self.state.objects.lock().unwrap().contains_key(&key);
         self.push_change(if exists { "MODIFIED" } else { "ADDED" }, object);
+    }
+
+    /// Changes an object (with `apiVersion` and `kind`) with no watch event (as if etcd had
+    /// compacted it away): only a list shows it. With [`FakeKubeApi::expire_watches`], what
+    /// changes while a watch is gone.
+    pub fn put_unwatched(&self, object: Value) {
+        let (_, key) = resource_and_key(&object);
+        let exists = self.state.objects.lock().unwrap().contains_key(&key);
+        let event = if exists { "MODIFIED" } else { "ADDED" };
+        self.state.write_as(event, object, false);
+    }
+
+    /// Expires every open watch, and any started from an older resourceVersion, as the API
+    /// server does after a compaction: an `ERROR` event with a `Status` of code 410 (`Expired`),
+    /// then the end of the stream. A client must list again.
+    pub fn expire_watches(&self) {
+        let now = self.state.history.lock().unwrap().resource_version;
+        self.state
+            .compacted
+            .store(now, std::sync::atomic::Ordering::SeqCst);
+        self.state.changed.send_modify(|n| *n += 1);
     }
 
     /// Changes an object (with `apiVersion` and `kind`) as a controller or user would:
