@@ -1145,3 +1145,120 @@ async fn ambiguous_requests_are_refused_not_read_one_way() {
         assert_eq!(raw_status(addr, head).await, 400, "{case}");
     }
 }
+
+#[tokio::test]
+async fn a_deleted_pods_token_is_refused_once_its_review_outlives_the_token_review_ttl() {
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
+    let ttl = Duration::from_secs(1);
+    let h = Harness::start(&sts.endpoint, |s| s.credentials.review_ttl = ttl).await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let (status, _) = h.get(&token).await;
+    assert_eq!(status, 200);
+    let reviews = h.kube.token_reviews().count();
+
+    // The pod is deleted: the API server no longer authenticates its token.
+    h.kube.token_reviews().revoke(&token);
+    let revoked = Instant::now();
+    // Within the TTL the cached review may still serve it (no new TokenReview); a refusal this
+    // early would mean the TTL had already passed.
+    let (status, body) = h.get(&token).await;
+    match status {
+        200 => assert_eq!(
+            h.kube.token_reviews().count(),
+            reviews,
+            "served from the cached review"
+        ),
+        _ => {
+            assert_refused(status, &body, 403, "AccessDenied");
+            assert!(revoked.elapsed() >= ttl, "refused before the TTL: {body}");
+        }
+    }
+
+    // The cached review expires (the event, not a sleep of the TTL): the next request is reviewed
+    // again and refused as the API server answers.
+    let deadline = Instant::now() + WAIT;
+    while h.agent.service.review_cache_entries().await > 0 {
+        assert!(Instant::now() < deadline, "the review outlived its TTL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = h.get(&token).await;
+    assert_refused(status, &body, 403, "AccessDenied");
+    assert_message(&body, "invalid bearer token");
+    assert!(h.kube.token_reviews().count() > reviews, "reviewed again");
+    assert_eq!(sts.assume_role_calls().len(), 1, "STS is not asked for it");
+}
+
+#[tokio::test]
+async fn cached_credentials_are_replaced_when_the_association_changes_its_role() {
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
+    let h = Harness::start(&sts.endpoint, |s| {
+        s.reload_interval = Duration::from_millis(100);
+    })
+    .await;
+    let token = h.pod_token("team-a", "carts", "carts-1");
+    let (status, first) = h.get(&token).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(sts.assume_role_calls()[0].params["RoleArn"], CARTS_ROLE);
+
+    // The association now names another role; the agent reloads the file.
+    let role_b = "arn:aws:iam::111122223333:role/carts-b";
+    std::fs::write(&h.associations, ASSOCIATIONS.replace(CARTS_ROLE, role_b)).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let second = loop {
+        let (status, answer) = h.get(&token).await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["AccessKeyId"] != first["AccessKeyId"] {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "role A's cached credentials still served after the change"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The new credentials are role B's, from one new AssumeRole; role A is not asked again.
+    let roles: Vec<String> = sts
+        .assume_role_calls()
+        .iter()
+        .map(|c| c.params["RoleArn"].to_string())
+        .collect();
+    assert_eq!(roles, [CARTS_ROLE, role_b], "{second}");
+    let (status, again) = h.get(&token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        again["AccessKeyId"], second["AccessKeyId"],
+        "role B's are cached"
+    );
+    assert_eq!(sts.assume_role_calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_token_over_16_kib_is_refused_as_invalid_and_the_agent_keeps_serving() {
+    let sts = RecordingSts::issuing(Duration::from_secs(3600)).await;
+    let h = Harness::start(&sts.endpoint, |_| {}).await;
+    let host = h.addr().to_string();
+    let limit = pod_identity_webhook::agent::server::MAX_TOKEN_BYTES;
+    assert_eq!(limit, 16 * 1024, "docs/agent.md: over 16 KiB");
+
+    // One byte over: 400 InvalidTokenException, and the API server is not asked.
+    let long = format!("eyJhbGciOiJSUzI1NiJ9.{}", "a".repeat(limit));
+    let (status, body) = get(h.addr(), "/v1/credentials", &host, Some(&long[..limit + 1])).await;
+    assert_refused(status, &body, 400, "InvalidTokenException");
+    assert_message(&body, "longer than any service account token");
+    assert_eq!(h.kube.token_reviews().count(), 0);
+
+    // Exactly 16 KiB is a token to review (the API server does not know this one).
+    let (status, body) = get(h.addr(), "/v1/credentials", &host, Some(&long[..limit])).await;
+    assert_refused(status, &body, 403, "AccessDenied");
+    assert_eq!(h.kube.token_reviews().count(), 1);
+
+    // The agent keeps serving.
+    let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-1")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        h.metric("pod_identity_agent_requests_total{outcome=\"bad_request\"}")
+            .await,
+        1.0
+    );
+}
