@@ -2,7 +2,8 @@
 //! the recording STS (`tests/support/sts.rs`) and the EKS fake (`tests/eks_support`) sign every
 //! request again with the secret they know and refuse a wrong secret, an unknown key or no
 //! signature with the service's error; the recording STS holds AssumeRole to its documented
-//! limits (session name, duration, session tags) with STS's `ValidationError`.
+//! limits (session name, duration, session tags) with STS's `ValidationError`. The fake
+//! Kubernetes API requires its bearer token, as the API server requires a known one.
 
 mod eks_support;
 mod support;
@@ -246,4 +247,23 @@ async fn eks_refuses_a_wrong_secret_an_unknown_key_and_no_signature() {
             .contains("x-amzn-errortype: missingauthenticationtokenexception"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn the_fake_api_server_refuses_a_client_without_its_bearer_token() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let fake = support::kube_api::FakeKubeApi::empty().await;
+    let with: kube::Api<ServiceAccount> = kube::Api::all(fake.client());
+    assert!(with.list(&Default::default()).await.is_ok());
+
+    for token in [None, Some("someone-else")] {
+        let mut config = kube::Config::new(format!("http://{}", fake.addr).parse().unwrap());
+        config.auth_info.token = token.map(|t| t.to_string().into());
+        let without: kube::Api<ServiceAccount> =
+            kube::Api::all(kube::Client::try_from(config).unwrap());
+        match without.list(&Default::default()).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 401, "{status:?}"),
+            other => panic!("{token:?}: {other:?}"),
+        }
+    }
 }

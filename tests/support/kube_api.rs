@@ -43,6 +43,27 @@ fn captured(name: &str) -> String {
 /// The user of the kubeconfigs the fake writes (and of its 403 answers).
 const USER: &str = "tester";
 
+/// The bearer token the fake API server requires of every request (401 otherwise, as
+/// kube-apiserver answers an unknown token); the kubeconfigs and clients of this module carry it.
+pub const TOKEN: &str = "fake-api-server-token-5f0c";
+
+/// Refuses a request without [`TOKEN`] as kube-apiserver does: 401 with an `Unauthorized` Status.
+async fn require_token(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer == Some(TOKEN) {
+        return next.run(req).await;
+    }
+    json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "Unauthorized", "reason": "Unauthorized", "code": 401}),
+    )
+}
+
 /// Where a resource lives: (API prefix, plural, kind, apiVersion, namespaced).
 type Resource = (&'static str, &'static str, &'static str, &'static str, bool);
 
@@ -900,7 +921,7 @@ clusters:
   cluster: {{server: \"http://{server}\"}}
 users:
 - name: {USER}
-  user: {{}}
+  user: {{token: {TOKEN}}}
 contexts:
 - name: fake
   context: {{cluster: fake, user: {USER}}}
@@ -1024,6 +1045,7 @@ impl FakeKubeApi {
             )
             .route("/version", get(version))
             .fallback(resource_request)
+            .layer(axum::middleware::from_fn(require_token))
             .with_state(state.clone());
         let served = Served::start(app).await;
         Self {
@@ -1035,7 +1057,8 @@ impl FakeKubeApi {
 
     /// A client for the fake, as kube-rs builds one from a kubeconfig.
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        let mut config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        config.auth_info.token = Some(TOKEN.to_string().into());
         kube::Client::try_from(config).unwrap()
     }
 
