@@ -364,25 +364,29 @@ async fn with_sts_down_cached_credentials_are_served_until_they_near_expiry() {
     let expires = expiration(&first);
     sts.fail(503, "ServiceUnavailable");
 
+    // The agent decided between the moments before and after each request, so the time left
+    // before it (for a 200) and after it (for a 503) bound what it saw at any load. `Expiration`
+    // has whole seconds, at most 1 s earlier than what the agent keeps.
+    let left_at = |t: SystemTime| expires.duration_since(t).unwrap_or_default();
     let started = Instant::now();
     let mut served = 0;
     loop {
+        let before = SystemTime::now();
         let (status, body) = h.get(&token).await;
-        let left = expires
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
         if status == 200 {
             assert_eq!(body["AccessKeyId"], first["AccessKeyId"], "the cached ones");
+            let left = left_at(before);
             assert!(
                 left > Duration::from_secs(2),
-                "served too close to expiry: {left:?}"
+                "served with --min-remaining (3 s) gone: {left:?}"
             );
             served += 1;
         } else {
             assert_refused(status, &body, 503, "ServiceUnavailable");
+            let left = left_at(SystemTime::now());
             assert!(
-                left <= Duration::from_secs(4),
-                "refused while {left:?} remained"
+                left <= Duration::from_secs(3),
+                "refused while more than --min-remaining (3 s) remained: {left:?}"
             );
             break;
         }
@@ -390,8 +394,8 @@ async fn with_sts_down_cached_credentials_are_served_until_they_near_expiry() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
-        served >= 4,
-        "cached credentials were served while STS was down ({served})"
+        served >= 1,
+        "cached credentials were served while STS was down"
     );
     assert!(
         h.metric("pod_identity_agent_refreshes_total{result=\"failed\"}")
@@ -412,6 +416,7 @@ async fn slow_sts_or_api_server_gives_503_within_the_request_timeout() {
     let started = Instant::now();
     let (status, body) = h.get(&token).await;
     assert_refused(status, &body, 503, "ServiceUnavailable");
+    assert_message(&body, "no credentials within 800ms");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -427,7 +432,8 @@ async fn slow_sts_or_api_server_gives_503_within_the_request_timeout() {
         .store(5_000, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-2")).await;
-    assert_eq!(status, 503, "{body}");
+    assert_refused(status, &body, 503, "ServiceUnavailable");
+    assert_message(&body, "the Kubernetes API did not answer within 500ms");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -452,15 +458,19 @@ async fn cached_credentials_are_refreshed_in_the_background_and_dropped_with_the
         assert!(Instant::now() < deadline, "no background refresh");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let started = Instant::now();
+    let hits = h
+        .metric("pod_identity_agent_cache_lookups_total{result=\"hit\"}")
+        .await;
     let (status, second) = h.get(&token).await;
     assert_eq!(status, 200);
     assert_ne!(
         second["AccessKeyId"], first["AccessKeyId"],
         "the refreshed ones"
     );
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
+    assert_eq!(
+        h.metric("pod_identity_agent_cache_lookups_total{result=\"hit\"}")
+            .await,
+        hits + 1.0,
         "answered from the cache"
     );
     assert!(
