@@ -1089,3 +1089,76 @@ async fn a_role_outside_the_allowlist_is_never_injected() {
         }
     }
 }
+
+/// docs/policy.md: in every pattern `*` stops at `/` and `**` crosses it, in role allowlists
+/// and in `namespace/serviceAccount` exemptions alike.
+#[tokio::test]
+async fn a_double_star_crosses_slashes_where_a_single_star_stops() {
+    let p = policy(
+        r#"
+tls: {selfSigned: true}
+policy:
+  defaultMode: enforce
+  namespaces:
+    - match: "paths"
+      allowedRoleArns:
+        - "arn:aws:iam::111122223333:role/teams/**"
+        - "arn:aws:iam::111122223333:role/flat/*"
+  exemptions: ["batch/**"]
+"#,
+    );
+    let role = |path: &str| format!("arn:aws:iam::111122223333:role/{path}");
+    for (path, allowed) in [
+        ("teams/a/carts", true),
+        ("teams/a/b/c/carts", true),
+        ("flat/carts", true),
+        ("flat/a/carts", false),
+        ("other/teams/a", false),
+    ] {
+        assert_eq!(
+            p.allows_association_role("paths", &role(path)),
+            allowed,
+            "role/{path}"
+        );
+    }
+    // `batch/**` exempts every ServiceAccount of `batch`: a pod there is allowed without an
+    // identity, as in an exempt namespace; one in `paths` is denied.
+    let v = Validator::new(p, identities()).with_namespaces(Arc::new(namespaces()));
+    check(
+        "exempted by batch/**",
+        &decide(&v, &pod("batch", Some("job-runner"))).await,
+        &Expect::Allow,
+    );
+    check(
+        "not exempted",
+        &decide(&v, &pod("paths", Some("job-runner"))).await,
+        &deny(&[
+            "Pod paths/pod-x",
+            "\"job-runner\" has no EKS Pod Identity association",
+        ]),
+    );
+}
+
+/// docs/policy.md: a mirror pod (the kubelet's copy of a static pod) is allowed by `/validate`
+/// whatever the namespace's mode: the kubelet cannot change it and a denial only hides it.
+#[tokio::test]
+async fn mirror_pods_are_allowed_in_an_enforce_namespace() {
+    let v = validator();
+    let plain = pod("team-c", Some("no-identity"));
+    check(
+        "the same pod, not a mirror",
+        &decide(&v, &plain).await,
+        &deny(&[
+            "Pod team-c/pod-x",
+            "\"no-identity\" has no EKS Pod Identity association",
+        ]),
+    );
+    let mut mirror: Value = serde_json::from_str(&plain).unwrap();
+    mirror["request"]["object"]["metadata"]["annotations"] =
+        json!({"kubernetes.io/config.mirror": "0123456789abcdef"});
+    check(
+        "mirror pod",
+        &decide(&v, &mirror.to_string()).await,
+        &Expect::Allow,
+    );
+}
