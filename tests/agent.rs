@@ -643,11 +643,7 @@ async fn the_binary_takes_the_standard_aws_settings_and_never_logs_secrets() {
     // Killed if the test fails before it stops the agent itself.
     let _guard = KillOnDrop(child.id());
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        assert!(Instant::now() < deadline, "the agent never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_listening(admin, "the agent").await;
     support::wait_readyz(admin, 200).await;
 
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

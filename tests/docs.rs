@@ -45,6 +45,10 @@ const SKIP: &[(&str, &str)] = &[
     ("$EDITOR ", "interactive"),
     ("cargo test ", "the test suite itself"),
     (
+        "scripts/suite-under-load.sh",
+        "the test suite itself, five times under load",
+    ),
+    (
         "UPDATE_SNAPSHOTS=1 cargo test ",
         "rewrites tests/fixtures/help/: run by hand after a help change",
     ),

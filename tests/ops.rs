@@ -607,3 +607,62 @@ async fn a_policy_change_in_the_config_file_applies_without_restart() {
     }
     running.shutdown().await;
 }
+
+/// The real binary on a signal: SIGTERM (the kubelet's) and SIGINT (a terminal's) each turn
+/// `/readyz` unready for the shutdown grace while `/livez` still answers, then the process
+/// drains and exits 0.
+#[tokio::test]
+async fn the_binary_on_sigterm_or_sigint_turns_unready_then_exits_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let (https, admin) = (
+            support::control_plane::free_port(),
+            support::control_plane::free_port(),
+        );
+        let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        let associations = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/associations.yaml");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+            .args(["serve", "--self-signed", "--log-format", "json"])
+            .arg("--associations")
+            .arg(&associations)
+            .args(["--listen", &format!("127.0.0.1:{https}")])
+            .args(["--admin-listen", &admin_addr.to_string()])
+            .args(["--shutdown-grace", "2s", "--drain-timeout", "2s"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        support::wait_listening(admin_addr, "the webhook").await;
+        wait_readyz(admin_addr, 200).await;
+
+        let pid = child.id().to_string();
+        let sent = std::time::Instant::now();
+        let kill = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        wait_readyz(admin_addr, 503).await;
+        assert_eq!(admin_get(admin_addr, "/livez").await.0, 200, "SIG{signal}");
+
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let took = sent.elapsed();
+        let logs = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "SIG{signal}: {:?}\n{logs}",
+            out.status
+        );
+        assert!(logs.contains("shutdown requested"), "SIG{signal}: {logs}");
+        // It stayed up for the grace (unready), and did not wait past grace + drain + slack.
+        assert!(
+            took >= Duration::from_secs(2),
+            "SIG{signal}: exited after {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(2 + 2) + WAIT,
+            "SIG{signal}: {took:?}"
+        );
+    }
+}

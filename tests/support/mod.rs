@@ -356,6 +356,19 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Waits until a process started by the test accepts connections on `addr` (bounded by
+/// [`WAIT`]); `what` names it in the failure.
+pub async fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never listened on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `/readyz` until it answers `want` (bounded by [`WAIT`]).
 pub async fn wait_readyz(addr: SocketAddr, want: u16) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
