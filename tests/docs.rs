@@ -45,7 +45,7 @@ const SKIP: &[(&str, &str)] = &[
     ("$EDITOR ", "interactive"),
     ("cargo test ", "the test suite itself"),
     (
-        "scripts/suite-under-load.sh",
+        "scripts/suite-under-load.sh ",
         "the test suite itself, five times under load",
     ),
     (
