@@ -518,3 +518,65 @@ async fn an_admin_client_that_sends_a_header_now_and_then_is_cut_off_at_the_head
         1.0
     );
 }
+
+/// Reads HTTP/2 frames (9-byte header, then the payload) until the server closes: the frame
+/// types seen, in order, and when the close came.
+async fn frames_until_closed(
+    stream: &mut (impl AsyncRead + Unpin),
+    within: Duration,
+) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    let mut types = Vec::new();
+    let read = async {
+        let mut header = [0u8; 9];
+        while stream.read_exact(&mut header).await.is_ok() {
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            types.push(header[3]);
+        }
+    };
+    tokio::time::timeout(within + SLACK, read)
+        .await
+        .unwrap_or_else(|_| panic!("the server kept the connection open past {within:?}"));
+    (types, start.elapsed())
+}
+
+/// HTTP/2 keep-alive PINGs (docs/operations.md): the server PINGs a quiet connection every
+/// interval and closes a peer that does not answer within the keep-alive timeout, long before
+/// any request or idle bound would.
+#[tokio::test]
+async fn a_peer_that_does_not_answer_http2_pings_is_closed_after_the_keep_alive_timeout() {
+    const PING: u8 = 0x6;
+    const INTERVAL: Duration = Duration::from_millis(300);
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let running = webhook()
+        .settings(|s| {
+            // The first-request and idle bounds far away: only the PINGs can close it.
+            s.server.header_read_timeout = Duration::from_secs(20);
+            s.server.idle_timeout = Duration::from_secs(30);
+            s.server.connections.http2_keep_alive_interval = INTERVAL;
+            s.server.connections.http2_keep_alive_timeout = TIMEOUT;
+        })
+        .start()
+        .await;
+    let mut stream = raw(&running, true).await;
+    // The client preface and an empty SETTINGS frame; then this peer never answers again.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let (types, after) = frames_until_closed(&mut stream, INTERVAL + TIMEOUT).await;
+    assert!(types.contains(&PING), "no PING among the frames {types:?}");
+    assert!(
+        after >= INTERVAL,
+        "closed after {after:?}, before the first PING was due"
+    );
+    assert!(
+        after < Duration::from_secs(10),
+        "closed after {after:?}: by another bound, not the PING timeout"
+    );
+    review_ok(&running, true).await;
+}
