@@ -1,7 +1,9 @@
 //! Keep-alive connections over real TLS (issue 6, lifecycle). The API server keeps idle webhook
 //! connections for 90 s and does not retry a POST on a connection the server has just closed:
 //! an idle HTTP/1.1 connection stays open well past the header read timeout, which bounds only a
-//! request head from its first byte; an idle connection is closed after the idle timeout.
+//! request head from its first byte; an idle connection is closed after the idle timeout. Which
+//! deadline closed a connection is read from `connection_limits_reached_total`, not guessed from
+//! how long it took.
 
 mod support;
 
@@ -12,36 +14,53 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use pod_identity_webhook::startup::Running;
 use support::{
-    ControlledSource, TlsClient, Webhook, WebhookBuilder, admin_get, carts_association, fixture,
-    sample, tls_stream,
+    ControlledSource, TlsClient, WAIT, WebhookBuilder, admin_get, carts_association, fixture,
+    limit_reached, sample, tls_stream,
 };
 
 const HEADER_READ: Duration = Duration::from_millis(300);
 const IDLE: Duration = Duration::from_millis(1500);
-/// Slack for a loaded CI machine: a close may come this much later than its timeout.
+/// An idle timeout no test reaches: for tests whose connections must stay open however long a
+/// loaded machine stretches their pauses.
+const NO_IDLE: Duration = Duration::from_secs(3600);
+/// Slack for a loaded CI machine: a close may come this much later than its timeout (a sanity
+/// bound; which timeout fired is read from the counters).
 const SLACK: Duration = Duration::from_secs(3);
 
-/// A webhook with short timeouts whose lookups `source` answers, capped at `max_connections`.
-async fn start_capped(source: Arc<ControlledSource>, max_connections: Option<usize>) -> Webhook {
-    WebhookBuilder::new()
-        .source(source)
-        .settings(|s| {
-            s.server.header_read_timeout = HEADER_READ;
-            s.server.idle_timeout = IDLE;
-            if let Some(max) = max_connections {
-                s.server.max_connections = max;
-            }
-        })
-        .start()
-        .await
+/// The deadlines of an HTTPS connection that an idle or slow connection could run into.
+const CONNECTION_DEADLINES: [&str; 4] = [
+    "header_read_timeout",
+    "idle_timeout",
+    "http2_first_request_timeout",
+    "http2_idle_timeout",
+];
+
+/// A webhook with short timeouts whose lookups `source` answers.
+fn webhook(source: Arc<ControlledSource>) -> WebhookBuilder {
+    WebhookBuilder::new().source(source).settings(|s| {
+        s.server.header_read_timeout = HEADER_READ;
+        s.server.idle_timeout = IDLE;
+    })
 }
 
 fn carts_source() -> Arc<ControlledSource> {
     ControlledSource::new(true, Duration::ZERO, Some(carts_association()))
 }
 
-async fn start() -> Webhook {
-    start_capped(carts_source(), None).await
+/// Asserts how many HTTPS connections each of [`CONNECTION_DEADLINES`] closed: `fired` names
+/// those that did and how often, every other one closed none.
+async fn deadlines_reached(running: &Running, fired: &[(&str, f64)]) {
+    let mut reached = Vec::new();
+    let mut want = Vec::new();
+    for limit in CONNECTION_DEADLINES {
+        reached.push((
+            limit,
+            limit_reached(running.admin_addr, "https", limit).await,
+        ));
+        let times = fired.iter().find(|(l, _)| *l == limit).map_or(0.0, |f| f.1);
+        want.push((limit, times));
+    }
+    assert_eq!(reached, want, "connections closed by each deadline");
 }
 
 async fn raw(running: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
@@ -92,20 +111,26 @@ async fn read_answer(stream: &mut (impl AsyncRead + Unpin)) -> String {
 async fn closed_after(stream: &mut (impl AsyncRead + Unpin)) -> Duration {
     let start = Instant::now();
     let mut chunk = [0u8; 1024];
-    match tokio::time::timeout(IDLE * 4 + SLACK, stream.read(&mut chunk)).await {
+    match tokio::time::timeout(WAIT, stream.read(&mut chunk)).await {
         Ok(Ok(0)) | Ok(Err(_)) => start.elapsed(),
         Ok(Ok(n)) => panic!("unexpected {n} bytes from the server"),
-        Err(_) => panic!("the server kept the connection open"),
+        Err(_) => panic!("the server kept the connection open for {WAIT:?}"),
     }
 }
 
-/// One review, `idle` without traffic, then a second review on the same connection.
+/// One review, `idle` without traffic, then a second review on the same connection; no
+/// deadline closed anything.
 async fn review_again_after(h2: bool, idle: Duration) {
-    let running = start().await;
+    // Only the header read timeout is within reach, however long the pause really lasts.
+    let running = webhook(carts_source())
+        .settings(|s| s.server.idle_timeout = NO_IDLE)
+        .start()
+        .await;
     let mut client = TlsClient::to(&running, h2).await;
     let (path, body) = fixture("pod-create-carts.mutate.json");
     let first = client.review(&path, body.clone()).await.unwrap();
     assert_eq!(first.status, 200);
+    // Time passing without traffic (a sleep lasts at least this long).
     tokio::time::sleep(idle).await;
     let again = client
         .review(&path, body)
@@ -113,6 +138,7 @@ async fn review_again_after(h2: bool, idle: Duration) {
         .expect("the same connection still serves");
     assert_eq!(again.status, 200);
     assert!(again.json()["response"]["patch"].is_string());
+    deadlines_reached(&running, &[]).await;
 }
 
 #[tokio::test]
@@ -123,12 +149,13 @@ async fn an_idle_keep_alive_connection_outlives_the_header_read_timeout() {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
-    let running = start().await;
+    let running = webhook(carts_source()).start().await;
     let mut stream = raw(&running).await;
     let (_, body) = fixture("pod-create-carts.mutate.json");
     stream.write_all(&request(&body)).await.unwrap();
     assert_eq!(read_answer(&mut stream).await, "HTTP/1.1 200 OK");
     let after = closed_after(&mut stream).await;
+    deadlines_reached(&running, &[("idle_timeout", 1.0)]).await;
     assert!(
         after >= IDLE - Duration::from_millis(50),
         "closed after {after:?}"
@@ -136,29 +163,38 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     assert!(after < IDLE + HEADER_READ + SLACK, "closed after {after:?}");
 }
 
-/// The server closes `stream` after the header read timeout, well before the idle timeout.
-async fn cut_off_by_the_head_timeout(stream: &mut (impl AsyncRead + Unpin)) {
+/// The server closes `stream` at the header read timeout, the `nth` connection it closed so.
+async fn cut_off_by_the_head_timeout(
+    running: &Running,
+    stream: &mut (impl AsyncRead + Unpin),
+    nth: f64,
+) {
     let after = closed_after(stream).await;
-    let early = HEADER_READ - Duration::from_millis(50);
-    assert!(after >= early, "closed after {after:?}");
+    deadlines_reached(running, &[("header_read_timeout", nth)]).await;
     assert!(
-        after < IDLE,
-        "closed by the idle timeout, not the head's: {after:?}"
+        after >= HEADER_READ - Duration::from_millis(50),
+        "closed after {after:?}"
     );
+    assert!(after < HEADER_READ + SLACK, "closed after {after:?}");
 }
 
 #[tokio::test]
 async fn a_request_head_that_does_not_arrive_in_time_is_cut_off() {
-    let running = start().await;
+    // No idle timeout within reach: the pause below cannot run into it, however long it lasts.
+    let running = webhook(carts_source())
+        .settings(|s| s.server.idle_timeout = NO_IDLE)
+        .start()
+        .await;
     // Half a head, then nothing (a slow or hostile client).
     let mut stream = raw(&running).await;
     stream
         .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
-    cut_off_by_the_head_timeout(&mut stream).await;
+    cut_off_by_the_head_timeout(&running, &mut stream, 1.0).await;
 
-    // After one answer, the next head's clock starts at its first byte.
+    // After one answer, the next head's clock starts at its first byte: two head timeouts of
+    // quiet, then half a head still gets a whole head timeout.
     let mut stream = raw(&running).await;
     let (_, body) = fixture("pod-create-carts.mutate.json");
     stream.write_all(&request(&body)).await.unwrap();
@@ -168,24 +204,24 @@ async fn a_request_head_that_does_not_arrive_in_time_is_cut_off() {
         .write_all(b"POST /mutate HTTP/1.1\r\n")
         .await
         .unwrap();
-    cut_off_by_the_head_timeout(&mut stream).await;
+    cut_off_by_the_head_timeout(&running, &mut stream, 2.0).await;
 
-    // A connection that never sends a request is closed too.
+    // A connection that never sends a request is closed by the same deadline.
     let mut stream = raw(&running).await;
-    let after = closed_after(&mut stream).await;
-    assert!(after < IDLE, "closed after {after:?}");
+    cut_off_by_the_head_timeout(&running, &mut stream, 3.0).await;
 }
 
 #[tokio::test]
 async fn a_decision_slower_than_the_header_read_timeout_is_answered() {
     // Lookups take three header read timeouts: the head was complete, the time is the decision's.
     let source = ControlledSource::new(true, HEADER_READ * 3, Some(carts_association()));
-    let running = start_capped(source, None).await;
+    let running = webhook(source).start().await;
     let mut client = TlsClient::to(&running, false).await;
     let (path, body) = fixture("pod-create-carts.mutate.json");
     let answer = client.review(&path, body).await.unwrap();
     assert_eq!(answer.status, 200);
     assert!(answer.json()["response"]["patch"].is_string());
+    deadlines_reached(&running, &[]).await;
 }
 
 #[tokio::test]
@@ -203,7 +239,15 @@ async fn connection_metric(running: &Running, name: &str) -> f64 {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
-    let running = start_capped(carts_source(), Some(2)).await;
+    // No idle timeout within reach: only the test's `drop` frees a slot, however long the wait
+    // below lasts on a loaded machine.
+    let running = webhook(carts_source())
+        .settings(|s| {
+            s.server.max_connections = 2;
+            s.server.idle_timeout = NO_IDLE;
+        })
+        .start()
+        .await;
     let (path, body) = fixture("pod-create-carts.mutate.json");
     let mut first = TlsClient::to(&running, false).await;
     let mut second = TlsClient::to(&running, true).await;
@@ -212,13 +256,21 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     }
     assert_eq!(connection_metric(&running, "connections_open").await, 2.0);
     assert_eq!(connection_metric(&running, "connections_max").await, 2.0);
+    // The listener stops accepting once the second connection takes the last slot.
+    let deadline = Instant::now() + WAIT;
+    while connection_metric(&running, "connection_limit_reached_total").await != 1.0 {
+        assert!(Instant::now() < deadline, "the cap was never reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
-    // The third waits in the listen backlog: connected, but its handshake is not answered.
+    // The third waits in the listen backlog: connected, but its handshake is not answered, for
+    // as long as it is left waiting (a head timeout here).
     let ca = running.self_signed_ca_pem.clone().unwrap();
     let addr = running.https_addr;
     let third = tokio::spawn(async move { tls_stream(addr, &ca, false).await });
     tokio::time::sleep(HEADER_READ).await;
     assert!(!third.is_finished(), "a connection beyond the cap waits");
+    assert_eq!(connection_metric(&running, "connections_open").await, 2.0);
     assert_eq!(
         connection_metric(&running, "connection_limit_reached_total").await,
         1.0
@@ -230,7 +282,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     );
 
     drop(first);
-    let mut third = tokio::time::timeout(SLACK, third)
+    let mut third = tokio::time::timeout(WAIT, third)
         .await
         .expect("a closed connection lets the waiting one in")
         .unwrap()
@@ -238,4 +290,6 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     third.write_all(&request(&body)).await.unwrap();
     assert_eq!(read_answer(&mut third).await, "HTTP/1.1 200 OK");
     assert_eq!(connection_metric(&running, "connections_open").await, 2.0);
+    // No deadline closed any of them: the first left because the test closed it.
+    deadlines_reached(&running, &[]).await;
 }

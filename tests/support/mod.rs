@@ -385,6 +385,20 @@ pub async fn wait_readyz(addr: SocketAddr, want: u16) -> String {
     }
 }
 
+/// How many times a webhook's connection deadline or cap `limit` ended or refused something on
+/// `port` (https, admin): `connection_limits_reached_total`, 0 before the first.
+pub async fn limit_reached(admin: SocketAddr, port: &str, limit: &str) -> f64 {
+    let (status, text) = admin_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    sample(
+        &text,
+        &format!(
+            "pod_identity_webhook_connection_limits_reached_total{{port=\"{port}\",limit=\"{limit}\"}}"
+        ),
+    )
+    .unwrap_or(0.0)
+}
+
 /// The value of one sample line of the Prometheus text (`name{labels} value`); `None` when the
 /// sample is absent.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
