@@ -1,7 +1,14 @@
 //! The EKS association source against the local EKS REST-JSON server (tests/eks_support): the
 //! real `aws-sdk-eks` client, its signing and its retries run on every call (issues 3 and 18).
+//!
+//! Real time and real sockets (the SDK's own timers run, so tokio's paused clock cannot be used):
+//! TTLs are short so tests see them expire, and a test that needs an answer to still be cached
+//! gives its TTL a margin far above the calls' time on a loaded machine. A test whose subject is
+//! not the wait bound (`max_wait`) waits up to [`WAIT`], so a slow machine cannot turn its
+//! answer into a timeout; a test of a timeout says which one fired (error variant and counters).
 
 mod eks_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +17,7 @@ use eks_support::{FakeEks, Fault, fast_tuning, role_arn};
 use pod_identity_webhook::identity::eks_cache::{CacheOptions, EksSource};
 use pod_identity_webhook::identity::{AssociationSource, Freshness, IdentityError};
 use pod_identity_webhook::settings::{EksSettings, FailureMode};
+use support::WAIT;
 
 const CLUSTER: &str = "prod";
 const SESSION_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::reports/*"}]}"#;
@@ -18,7 +26,7 @@ fn options() -> CacheOptions {
     let mut s = EksSettings::new(CLUSTER);
     s.ttl = Duration::from_millis(400);
     s.negative_ttl = Duration::from_millis(150);
-    s.max_wait = Duration::from_millis(300);
+    s.max_wait = WAIT;
     s.sync_interval = Duration::from_millis(200);
     s.ready_timeout = Duration::from_secs(5);
     let mut o = CacheOptions::from_settings(&s);
@@ -57,7 +65,7 @@ async fn has(src: &EksSource, ns: &str, sa: &str) -> Result<bool, IdentityError>
 
 /// Polls (bounded) until `details` gives `want`; the caches refresh in the background.
 async fn eventually(src: &EksSource, ns: &str, sa: &str, want: Option<String>) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     loop {
         let got = role_of(src, ns, sa).await;
         if matches!(&got, Ok(v) if *v == want) {
@@ -71,6 +79,19 @@ async fn eventually(src: &EksSource, ns: &str, sa: &str, want: Option<String>) {
     }
 }
 
+/// Polls (bounded) until the source is ready: its sync loop completed a full sync.
+async fn wait_ready(src: &EksSource) {
+    let deadline = Instant::now() + WAIT;
+    while !src.ready() {
+        assert!(
+            Instant::now() < deadline,
+            "never turned ready: {:?}",
+            src.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_full_sync_of_5000_associations_is_50_list_calls_and_ready_follows_it() {
     let fake = FakeEks::start(CLUSTER).await;
@@ -81,10 +102,7 @@ async fn a_full_sync_of_5000_associations_is_50_list_calls_and_ready_follows_it(
     let stop = tokio_util::sync::CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(src.clone().run_sync(stop.clone()));
-    while !src.ready() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never ready");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_ready(&src).await;
     // Reported, not asserted: timings belong to benches (BENCHMARKS.md has the release numbers).
     eprintln!(
         "5,000 associations: ready after {:?} (debug build)",
@@ -133,8 +151,9 @@ async fn two_hundred_concurrent_lookups_right_after_an_association_is_created_ma
     let src = source(&fake, opts.clone());
     src.sync_now().await.unwrap();
     assert!(!has(&src, "team-a", "fresh").await.unwrap());
-    // The synced "none" is older than the negative TTL when the association appears.
-    tokio::time::sleep(opts.negative_ttl + Duration::from_millis(20)).await;
+    // The point lookup's "none" is older than the negative TTL when the association appears
+    // (time must pass; a sleep lasts at least that long).
+    tokio::time::sleep(opts.negative_ttl).await;
     fake.add("team-a", "fresh", "fresh");
     fake.set_delay(Duration::from_millis(50)); // every lookup arrives while the first runs
     let lists = fake.lists();
@@ -158,9 +177,7 @@ async fn two_hundred_concurrent_lookups_right_after_an_association_is_created_ma
 async fn two_hundred_concurrent_lookups_right_after_a_sync_find_an_association_created_since() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add_many(5_000);
-    let mut opts = long_ttls();
-    opts.max_wait = Duration::from_secs(2);
-    let src = source(&fake, opts);
+    let src = source(&fake, long_ttls());
     src.sync_now().await.unwrap();
     let synced = fake.lists();
     fake.add("team-a", "fresh", "fresh");
@@ -200,31 +217,35 @@ async fn two_hundred_concurrent_lookups_right_after_a_sync_find_an_association_c
 async fn an_expired_none_during_an_outage_is_unconfirmed_never_silently_none() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
-    let opts = options();
+    let mut opts = options();
+    // The cached "none" must still stand one lookup later, however slow the machine.
+    opts.negative_ttl = Duration::from_secs(1);
     let src = source(&fake, opts.clone());
     src.sync_now().await.unwrap();
     // Issue 28: the sync's absence is no answer; a point lookup's "none" stands within the
-    // negative TTL ...
+    // negative TTL, even with EKS failing ...
     assert!(!has(&src, "team-a", "fresh").await.unwrap());
     fake.set_down(true);
+    let lists = fake.lists();
     assert!(!has(&src, "team-a", "fresh").await.unwrap());
-    tokio::time::sleep(opts.negative_ttl + Duration::from_millis(20)).await;
-    // ... after it, with EKS failing, the answer says it could not be confirmed, in time.
-    let err = tokio::time::timeout(
-        opts.max_wait + Duration::from_secs(2),
-        has(&src, "team-a", "fresh"),
-    )
-    .await
-    .expect("bounded")
-    .unwrap_err();
-    assert!(err.to_string().contains("could not confirm"), "{err}");
+    assert_eq!(fake.lists(), lists, "answered from the cache");
+    tokio::time::sleep(opts.negative_ttl).await;
+    // ... after it, the answer says EKS could not confirm it: EKS's failure, not a wait that
+    // ran out.
+    let err = has(&src, "team-a", "fresh").await.unwrap_err();
+    assert!(
+        err.to_string().contains("could not confirm")
+            && err.to_string().contains("ServerException"),
+        "{err}"
+    );
+    let stats = src.stats();
+    assert_eq!((stats.unconfirmed, stats.timeouts), (1, 0), "{stats:?}");
     // The known association is still served.
     assert!(has(&src, "team-a", "carts").await.unwrap());
-    assert!(src.stats().unconfirmed >= 1);
 
     fake.set_down(false);
     fake.add("team-a", "fresh", "fresh");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     while !matches!(has(&src, "team-a", "fresh").await, Ok(true)) {
         assert!(Instant::now() < deadline, "never recovered");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -289,11 +310,7 @@ async fn the_background_sync_loop_picks_up_changes_and_turns_ready() {
     assert!(!src.ready(), "not ready before the first sync");
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(src.clone().run_sync(stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !src.ready() {
-        assert!(Instant::now() < deadline, "never turned ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_ready(&src).await;
     fake.set_role("team-a", "carts", "carts-v2");
     eventually(&src, "team-a", "carts", Some(role_arn("carts-v2"))).await;
     stop.cancel();
@@ -304,7 +321,12 @@ async fn the_background_sync_loop_picks_up_changes_and_turns_ready() {
 async fn changes_show_up_after_the_ttl_without_a_sync() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
-    let src = source(&fake, options());
+    let mut opts = options();
+    // The cached answers must still stand a few lookups later, however slow the machine.
+    opts.negative_ttl = Duration::from_secs(1);
+    opts.ttl = Duration::from_millis(1500);
+    opts.details_ttl = opts.ttl;
+    let src = source(&fake, opts);
     assert_eq!(
         role_of(&src, "team-a", "carts").await.unwrap(),
         Some(role_arn("carts"))
@@ -314,11 +336,13 @@ async fn changes_show_up_after_the_ttl_without_a_sync() {
     fake.set_role("team-a", "carts", "carts-v2");
     fake.add("team-a", "db", "db");
     // Within the TTLs the cached answers stand ...
+    let requests = fake.requests();
     assert_eq!(
         role_of(&src, "team-a", "carts").await.unwrap(),
         Some(role_arn("carts"))
     );
     assert_eq!(role_of(&src, "team-a", "db").await.unwrap(), None);
+    assert_eq!(fake.requests(), requests, "answered from the cache");
     // ... after them the new ones arrive (the negative TTL is the shorter one).
     eventually(&src, "team-a", "db", Some(role_arn("db"))).await;
     eventually(&src, "team-a", "carts", Some(role_arn("carts-v2"))).await;
@@ -333,9 +357,8 @@ async fn a_thousand_concurrent_lookups_of_a_cold_service_account_make_one_list_a
     fake.add("team-a", "carts", "carts");
     // Slow enough that every lookup arrives while the first is still in flight.
     fake.set_delay(Duration::from_millis(100));
-    let mut opts = options();
-    opts.max_wait = Duration::from_secs(3);
-    let src = source(&fake, opts);
+    // Nothing expires while the thousand lookups run, however long they take to start.
+    let src = source(&fake, long_ttls());
     let lookups: Vec<_> = (0..1_000)
         .map(|_| {
             let src = src.clone();
@@ -356,7 +379,8 @@ async fn a_thousand_concurrent_lookups_of_a_cold_service_account_make_one_list_a
 #[tokio::test]
 async fn bypass_negative_asks_eks_again_and_concurrent_bypasses_share_the_call() {
     let fake = FakeEks::start(CLUSTER).await;
-    let src = source(&fake, options());
+    // The cached "none" is fresh: only the bypass makes the lookups ask again.
+    let src = source(&fake, long_ttls());
     assert_eq!(role_of(&src, "team-a", "fresh").await.unwrap(), None);
     fake.add("team-a", "fresh", "fresh");
     let lists = fake.lists();
@@ -395,16 +419,28 @@ async fn throttling_is_retried_with_backoff_by_the_sdk() {
 async fn sustained_throttling_pauses_calls_and_shows_in_the_counters() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.fail_next(10_000, Fault::Throttle);
-    let src = source(&fake, options());
+    let mut opts = options();
+    // Paused for the rest of the test, however slow the machine: no probe goes out.
+    opts.breaker_cooldown = 6 * WAIT;
+    opts.breaker_max_cooldown = 6 * WAIT;
+    let src = source(&fake, opts);
     let err = has(&src, "team-a", "sa-0").await.unwrap_err();
     assert!(err.to_string().contains("throttled"), "{err}");
+    let mut paused = 0;
     for i in 1..50 {
-        assert!(has(&src, "team-a", &format!("sa-{i}")).await.is_err());
+        let err = has(&src, "team-a", &format!("sa-{i}")).await.unwrap_err();
+        paused += usize::from(err.to_string().contains("calls paused"));
     }
     let stats = src.stats();
     assert!(stats.paused, "{stats:?}");
     let threshold = src.options().breaker_threshold as usize;
     assert_eq!(stats.list_errors as usize, threshold);
+    assert_eq!(
+        paused,
+        50 - threshold,
+        "refused by the pause, without a call"
+    );
+    assert_eq!(stats.timeouts, 0, "no wait ran out: {stats:?}");
     // Each failed call made at most three (backed-off) attempts; then calls paused.
     assert!(fake.lists() <= threshold * 3, "{} requests", fake.lists());
     assert!(src.sync_now().await.is_err());
@@ -455,7 +491,12 @@ async fn invalid_parameter_is_not_retried_and_a_wrong_cluster_names_the_flag() {
 async fn eks_down_serves_last_known_data_within_the_bound_and_does_not_storm() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
-    let opts = options();
+    let mut opts = options();
+    opts.max_wait = Duration::from_millis(300);
+    // A probe per cool-down (at least 0.8 s, jittered): a loaded machine's slow loop below
+    // lets through a few, not a storm.
+    opts.breaker_cooldown = Duration::from_secs(1);
+    opts.breaker_max_cooldown = Duration::from_secs(2);
     let bound = opts.max_wait + Duration::from_secs(2); // scheduling slack on a busy machine
     let src = source(&fake, opts.clone());
     // Known through a point lookup (no full sync: every other key stays unknown).
@@ -464,9 +505,12 @@ async fn eks_down_serves_last_known_data_within_the_bound_and_does_not_storm() {
         Some(role_arn("carts"))
     );
     fake.set_down(true);
-    tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
+    // Time must pass for the known answer to expire.
+    tokio::time::sleep(opts.ttl).await;
 
     let before = fake.requests();
+    let started = Instant::now();
+    let mut paused = 0;
     for i in 0..200 {
         // The known association keeps being served ...
         let known = tokio::time::timeout(bound, role_of(&src, "team-a", "carts"))
@@ -477,14 +521,28 @@ async fn eks_down_serves_last_known_data_within_the_bound_and_does_not_storm() {
         let cold = tokio::time::timeout(bound, role_of(&src, "team-a", &format!("sa-{i}")))
             .await
             .expect("answered within the bound");
-        assert!(cold.is_err(), "{cold:?}");
+        let err = cold.expect_err("an unknown ServiceAccount during an outage");
+        paused += usize::from(err.to_string().contains("calls paused"));
     }
+    let took = started.elapsed();
     let during = fake.requests() - before;
-    // Five failed lookups open the breaker; each took at most three attempts.
-    assert!(during <= 30, "{during} requests reached a failing EKS");
+    // Five failed calls pause them; each took at most three attempts. A loop slower than the
+    // cool-down lets one probe (three attempts) through per cool-down.
+    let probes = (took.as_millis() / 800) as usize;
+    assert!(
+        during <= 30 + 3 * probes,
+        "{during} requests reached a failing EKS in {took:?}"
+    );
+    // Almost every lookup was refused by the pause, without a call.
+    assert!(
+        paused >= 190 - probes,
+        "{paused} of 200 refused by the pause"
+    );
     let stats = src.stats();
-    assert!(stats.paused, "{stats:?}");
-    assert!(stats.stale > 0);
+    assert_eq!(
+        stats.stale, 200,
+        "every known answer served stale: {stats:?}"
+    );
 
     // A sync while down fails and changes nothing.
     assert!(src.sync_now().await.is_err());
@@ -503,27 +561,33 @@ async fn eks_down_serves_last_known_data_within_the_bound_and_does_not_storm() {
 async fn a_slow_eks_is_bounded_and_the_answer_arrives_in_the_background() {
     let fake = FakeEks::start(CLUSTER).await;
     fake.add("team-a", "carts", "carts");
-    fake.set_delay(Duration::from_millis(400)); // > max_wait (300 ms) for each call
-    let src = source(&fake, options());
-    let err = tokio::time::timeout(Duration::from_secs(3), has(&src, "team-a", "carts"))
+    let mut opts = long_ttls();
+    opts.max_wait = Duration::from_millis(300);
+    // Five times the wait, under the SDK's own attempt timeout (3 s): the wait runs out first.
+    fake.set_delay(5 * opts.max_wait);
+    let src = source(&fake, opts.clone());
+    let err = tokio::time::timeout(WAIT, has(&src, "team-a", "carts"))
         .await
         .expect("the wait is bounded")
         .unwrap_err();
-    assert!(matches!(err, IdentityError::Timeout { .. }), "{err}");
-    // The lookup continues and fills the cache for the next admission.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while src.stats().cache_entries == 0 {
+    assert!(
+        matches!(err, IdentityError::Timeout { waited, .. } if waited == opts.max_wait),
+        "{err}"
+    );
+    let stats = src.stats();
+    assert_eq!((stats.timeouts, stats.list_errors), (1, 0), "{stats:?}");
+    // The lookup continues and fills the cache for the next admission: lookups meanwhile join
+    // it (and stop waiting at the bound), the first one after it is answered from the cache.
+    let deadline = Instant::now() + WAIT;
+    while !matches!(has(&src, "team-a", "carts").await, Ok(true)) {
         assert!(
             Instant::now() < deadline,
-            "background lookup never finished"
+            "the background lookup never filled the cache: {:?}",
+            src.stats()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        src.lookup("x", "y", Freshness::Cached).await.ok(); // lets moka count
     }
-    fake.set_delay(Duration::ZERO);
-    let lists = fake.lists();
-    assert!(has(&src, "team-a", "carts").await.unwrap());
-    assert_eq!(fake.lists(), lists, "served from the cache");
+    assert_eq!(fake.lists(), 1, "one call: the later lookups joined it");
+    assert_eq!(src.stats().list_errors, 0);
 }
 
 #[tokio::test]
@@ -533,12 +597,20 @@ async fn a_slow_eks_with_stale_data_serves_it_at_once() {
     let opts = options();
     let src = source(&fake, opts.clone());
     src.sync_now().await.unwrap();
-    fake.set_delay(Duration::from_secs(2));
-    tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
-    let answer = tokio::time::timeout(opts.max_wait, has(&src, "team-a", "carts"))
+    let delay = Duration::from_secs(2);
+    fake.set_delay(delay);
+    // Time must pass for the synced answer to expire.
+    tokio::time::sleep(opts.ttl).await;
+    let answer = tokio::time::timeout(delay, has(&src, "team-a", "carts"))
         .await
         .expect("stale data does not wait for EKS");
     assert!(answer.unwrap());
+    let stats = src.stats();
+    assert_eq!(
+        (stats.stale, stats.timeouts),
+        (1, 0),
+        "the expired answer, served without waiting: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -547,15 +619,23 @@ async fn admit_unmutated_mode_gives_an_error_instead_of_stale_data() {
     fake.add("team-a", "carts", "carts");
     let mut opts = options();
     opts.failure_mode = FailureMode::AdmitUnmutated;
+    opts.max_wait = Duration::from_millis(300);
     let src = source(&fake, opts.clone());
     src.sync_now().await.unwrap();
-    fake.set_delay(Duration::from_secs(2));
-    tokio::time::sleep(opts.ttl + Duration::from_millis(50)).await;
-    let answer = tokio::time::timeout(Duration::from_secs(2), has(&src, "team-a", "carts"))
+    fake.set_delay(Duration::from_secs(2)); // far past max_wait, under the SDK's timeouts
+    // Time must pass for the synced answer to expire.
+    tokio::time::sleep(opts.ttl).await;
+    let answer = tokio::time::timeout(WAIT, has(&src, "team-a", "carts"))
         .await
         .expect("bounded");
     assert!(
-        matches!(answer, Err(IdentityError::Timeout { .. })),
+        matches!(answer, Err(IdentityError::Timeout { waited, .. }) if waited == opts.max_wait),
         "{answer:?}"
+    );
+    let stats = src.stats();
+    assert_eq!(
+        (stats.timeouts, stats.stale),
+        (1, 0),
+        "the wait ran out; nothing stale served: {stats:?}"
     );
 }
