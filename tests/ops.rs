@@ -11,7 +11,7 @@ use pod_identity_webhook::settings::{Flags, Settings, TlsSettings};
 use pod_identity_webhook::startup::Running;
 use support::{
     ControlledSource, TlsClient, WAIT, WebhookBuilder, admin_get, carts_association, fixture,
-    fixture_with_uid, sample, wait_readyz,
+    fixture_with_uid, replace_file, sample, wait_readyz,
 };
 
 const CARTS_ASSOCIATIONS: &str = "associations:
@@ -423,13 +423,6 @@ async fn certificate_reload_is_counted_and_updates_the_expiry() {
     running.shutdown().await;
 }
 
-/// Replaces `path`'s content in one step (a rename), so no check sees it half written.
-fn replace(path: &Path, content: impl AsRef<[u8]>) {
-    let next = path.with_extension("next");
-    std::fs::write(&next, content).unwrap();
-    std::fs::rename(&next, path).unwrap();
-}
-
 /// `reloads_total{result="failed"}` counts a bad content once, however many checks see it (at
 /// a 10 ms interval, about 30 while each stays), for the certificate and the associations file
 /// alike; another bad content, or the same one after a good one, counts again.
@@ -476,24 +469,24 @@ async fn a_bad_file_is_one_failed_reload_however_long_it_stays() {
         format!("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA{n}\n-----END CERTIFICATE-----\n")
     };
 
-    replace(&cert, bad_cert(1));
-    replace(&associations, "associations: [{namespace: team-a}]\n");
+    replace_file(&cert, bad_cert(1));
+    replace_file(&associations, "associations: [{namespace: team-a}]\n");
     settles_at("certificate", "failed", 1.0).await;
     settles_at("associations", "failed", 1.0).await;
 
     // Another bad content is another failure.
-    replace(&cert, bad_cert(2));
-    replace(&associations, "associations: {}\n");
+    replace_file(&cert, bad_cert(2));
+    replace_file(&associations, "associations: {}\n");
     settles_at("certificate", "failed", 2.0).await;
     settles_at("associations", "failed", 2.0).await;
 
     // Back to the good content (nothing to reload: it is what is in force), then the second
     // bad content again: counted again.
-    replace(&cert, &good.cert_pem);
-    replace(&associations, CARTS_ASSOCIATIONS);
+    replace_file(&cert, &good.cert_pem);
+    replace_file(&associations, CARTS_ASSOCIATIONS);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    replace(&cert, bad_cert(2));
-    replace(&associations, "associations: {}\n");
+    replace_file(&cert, bad_cert(2));
+    replace_file(&associations, "associations: {}\n");
     settles_at("certificate", "failed", 3.0).await;
     settles_at("associations", "failed", 3.0).await;
 

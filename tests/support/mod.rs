@@ -408,6 +408,32 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// Polls `/metrics` on `admin` until `series` reads `want` (bounded by [`WAIT`]): the wait for
+/// something a counter shows happening. Returns the metrics text it read it in.
+pub async fn wait_sample(admin: SocketAddr, series: &str, want: f64) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, text) = admin_get(admin, "/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        let got = sample(&text, series);
+        if got == Some(want) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never read {want} (last {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Replaces `path`'s content in one step (a rename), so no reload check sees it half written.
+pub fn replace_file(path: &std::path::Path, content: impl AsRef<[u8]>) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, content).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
 /// An association source whose readiness the test flips and whose lookups take `delay`.
 pub struct ControlledSource {
     pub ready: AtomicBool,
