@@ -271,6 +271,14 @@ impl TlsClient {
         .expect("the webhook accepts TLS connections")
     }
 
+    /// Whether the server has closed the connection (the client's side has ended).
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
     /// POSTs `body` to `path` with `content_type`.
     pub async fn post(
         &mut self,
@@ -388,15 +396,52 @@ pub async fn wait_readyz(addr: SocketAddr, want: u16) -> String {
 /// How many times a webhook's connection deadline or cap `limit` ended or refused something on
 /// `port` (https, admin): `connection_limits_reached_total`, 0 before the first.
 pub async fn limit_reached(admin: SocketAddr, port: &str, limit: &str) -> f64 {
+    limit_sample(&metrics_text(admin).await, port, limit)
+}
+
+async fn metrics_text(admin: SocketAddr) -> String {
     let (status, text) = admin_get(admin, "/metrics").await;
     assert_eq!(status, 200);
+    text
+}
+
+fn limit_sample(metrics: &str, port: &str, limit: &str) -> f64 {
     sample(
-        &text,
+        metrics,
         &format!(
             "pod_identity_webhook_connection_limits_reached_total{{port=\"{port}\",limit=\"{limit}\"}}"
         ),
     )
     .unwrap_or(0.0)
+}
+
+/// Every limit `connection_limits_reached_total` counts (docs/operations.md).
+pub const CONNECTION_LIMITS: [&str; 8] = [
+    "handshake_timeout",
+    "header_read_timeout",
+    "idle_timeout",
+    "http2_first_request_timeout",
+    "http2_idle_timeout",
+    "body_read_timeout",
+    "body_timeout",
+    "body_memory",
+];
+
+/// Asserts which of [`CONNECTION_LIMITS`] ended or refused something on a webhook's `port`:
+/// `fired` names those that did and how often; every other one never did.
+pub async fn limits_reached(admin: SocketAddr, port: &str, fired: &[(&str, f64)]) {
+    let metrics = metrics_text(admin).await;
+    let mut reached = Vec::new();
+    let mut want = Vec::new();
+    for limit in CONNECTION_LIMITS {
+        reached.push((limit, limit_sample(&metrics, port, limit)));
+        let times = fired.iter().find(|(l, _)| *l == limit).map_or(0.0, |f| f.1);
+        want.push((limit, times));
+    }
+    assert_eq!(
+        reached, want,
+        "times each limit was reached on the {port} port"
+    );
 }
 
 /// The value of one sample line of the Prometheus text (`name{labels} value`); `None` when the
@@ -439,6 +484,9 @@ pub struct ControlledSource {
     pub ready: AtomicBool,
     /// Lookups started so far (to know requests are in flight).
     pub started: std::sync::atomic::AtomicUsize,
+    /// Lookups in progress now, and the most there were at one time.
+    pub in_progress: std::sync::atomic::AtomicUsize,
+    pub most_at_once: std::sync::atomic::AtomicUsize,
     pub delay: Duration,
     pub association: Option<Arc<Association>>,
 }
@@ -448,6 +496,8 @@ impl ControlledSource {
         Arc::new(Self {
             ready: AtomicBool::new(ready),
             started: Default::default(),
+            in_progress: Default::default(),
+            most_at_once: Default::default(),
             delay,
             association: association.map(Arc::new),
         })
@@ -482,6 +532,7 @@ impl AssociationSource for ControlledSource {
     ) -> BoxFuture<'a, Result<Option<Arc<Association>>, IdentityError>> {
         Box::pin(async move {
             self.started.fetch_add(1, Ordering::AcqRel);
+            let _in_progress = InProgress::enter(self);
             tokio::time::sleep(self.delay).await;
             Ok(self
                 .association
@@ -493,6 +544,23 @@ impl AssociationSource for ControlledSource {
 
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// One lookup of a [`ControlledSource`] in progress, until dropped (answered or cancelled).
+struct InProgress<'a>(&'a ControlledSource);
+
+impl<'a> InProgress<'a> {
+    fn enter(source: &'a ControlledSource) -> Self {
+        let now = source.in_progress.fetch_add(1, Ordering::AcqRel) + 1;
+        source.most_at_once.fetch_max(now, Ordering::AcqRel);
+        Self(source)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
