@@ -291,6 +291,11 @@ async fn refusals_carry_the_eks_agent_codes() {
     sts.fail(400, "ValidationError");
     let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-3")).await;
     assert_refused(status, &body, 400, "InvalidParameterException");
+    // Session tags and policy over STS's packed size: the pod is told so, as a bad request.
+    sts.fail(400, "PackedPolicyTooLarge");
+    let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-5")).await;
+    assert_refused(status, &body, 400, "InvalidParameterException");
+    assert_message(&body, "PackedPolicyTooLarge");
     // STS failing: 503.
     sts.fail(500, "InternalFailure");
     let (status, body) = h.get(&h.pod_token("team-a", "carts", "carts-4")).await;
@@ -300,7 +305,7 @@ async fn refusals_carry_the_eks_agent_codes() {
     assert_eq!(h.metric(&outcome("access_denied")).await, 4.0);
     assert_eq!(h.metric(&outcome("not_found")).await, 1.0);
     assert_eq!(h.metric(&outcome("wrong_host")).await, 1.0);
-    assert_eq!(h.metric(&outcome("bad_request")).await, 3.0);
+    assert_eq!(h.metric(&outcome("bad_request")).await, 4.0);
     assert_eq!(h.metric(&outcome("throttled")).await, 1.0);
     assert_eq!(h.metric(&outcome("unavailable")).await, 1.0);
 }

@@ -261,3 +261,128 @@ fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+/// The real binary with stderr into a pipe nobody reads: once the pipe and the bounded queue
+/// are full, further lines are dropped and counted in `log_lines_dropped_total`, and every
+/// admission is still answered (a blocking logger would hang them at the first full pipe).
+#[tokio::test]
+async fn a_stderr_nobody_reads_costs_counted_lines_never_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pod_identity_webhook::certs::generate(&["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &certs.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &certs.key_pem).unwrap();
+    let (https, admin) = (
+        support::control_plane::free_port(),
+        support::control_plane::free_port(),
+    );
+    let https_addr: std::net::SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let associations =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/associations.yaml");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+        .args(["serve", "--log-format", "json"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .arg("--associations")
+        .arg(&associations)
+        .args(["--listen", &https_addr.to_string()])
+        .args(["--admin-listen", &admin_addr.to_string()])
+        // One decision line per review.
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut child = KilledOnDrop(child);
+    // Held, never read: the pipe fills and the log writer thread blocks on it.
+    let _unread = child.0.stderr.take().unwrap();
+    support::wait_listening(admin_addr, "the webhook").await;
+    support::wait_readyz(admin_addr, 200).await;
+
+    let dropped = || async {
+        let (_, metrics) = support::admin_get(admin_addr, "/metrics").await;
+        const SERIES: &str = "pod_identity_webhook_log_lines_dropped_total";
+        support::sample(&metrics, SERIES).expect(SERIES)
+    };
+    assert_eq!(dropped().await, 0.0, "nothing dropped before the flood");
+
+    // Reviews from four connections until lines are dropped (the pipe and the 16,384-line queue
+    // hold about that many decision lines), then a thousand more: all answered, and with the
+    // writer stuck every one of their decision lines is dropped and counted.
+    const ROUND: usize = 500;
+    const MAX_REVIEWS: usize = 100_000;
+    let (_, body) = fixture_with_uid("pod-create-carts.mutate.json", "flood");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(
+            support::TlsClient::connect(https_addr, &certs.ca_cert_pem, false)
+                .await
+                .expect("the webhook accepts TLS"),
+        );
+    }
+    let mut answered = 0;
+    while dropped().await == 0.0 {
+        assert!(
+            answered < MAX_REVIEWS,
+            "{answered} reviews and no line dropped: is the log queue bounded?"
+        );
+        clients = flood(clients, &body, ROUND).await;
+        answered += ROUND;
+    }
+    let before = dropped().await;
+    clients = flood(clients, &body, 1000).await;
+    let after = dropped().await;
+    assert!(
+        after - before >= 1000.0,
+        "1,000 decisions while the writer is stuck, {} lines dropped",
+        after - before
+    );
+    drop(clients);
+    eprintln!("lines first dropped within {answered} reviews; {after} dropped in all");
+}
+
+/// `reviews` admission reviews of `body` shared among `clients`, each answered 200 within 30 s
+/// (a logger that blocked on the full pipe would hold them for ever).
+async fn flood(
+    clients: Vec<support::TlsClient>,
+    body: &[u8],
+    reviews: usize,
+) -> Vec<support::TlsClient> {
+    let each = reviews / clients.len();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let body = body.to_vec();
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    let answer = tokio::time::timeout(
+                        std::time::Duration::from_secs(30),
+                        client.review("/mutate", body.clone()),
+                    )
+                    .await
+                    .expect("a review waited 30 s: logging blocked the admission")
+                    .expect("the review is answered");
+                    assert_eq!(answer.status, 200, "{}", answer.text());
+                }
+                client
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.unwrap());
+    }
+    clients
+}
+
+/// A process the test started, killed when the test ends (or fails).
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

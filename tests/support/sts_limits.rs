@@ -5,6 +5,11 @@
 //! DurationSeconds 900–43200, at most 50 Tags (keys 1–128, values 0–256 characters), at most 50
 //! TransitiveTagKeys, Policy 1–2048 characters, ExternalId 2–1224 characters of `[\w+=,.@:/-]`,
 //! RoleArn 20–2048 characters.
+//!
+//! Not modelled: STS's packed size (`PackedPolicyTooLarge`). STS compresses the session policy
+//! and tags into a binary form whose format and limit are not published, so any rule here
+//! would refuse what STS accepts or the reverse; the agent's answer to that refusal is tested
+//! by making the recording STS fail with it (`tests/agent.rs`).
 
 use std::collections::BTreeMap;
 
