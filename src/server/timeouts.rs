@@ -10,7 +10,10 @@
 //!
 //! The phases of a connection, as the transport and the service see them:
 //! `Head` (bytes of a request are arriving) → `Processing` (hyper called the service: the head is
-//! complete) → `Idle` (the answer is being written; next comes the next request's first byte).
+//! complete; its body is the service's to time) → `Answered` (the service has its answer) →
+//! `Idle` (the answer is being written; next comes the next request's first byte). A write while
+//! `Processing` (a `100 Continue`, asking for the body) changes nothing: the body that follows
+//! is not a new head.
 //! Per request this costs two clock reads and no timer registration: the one timer of a
 //! connection is re-armed only when it fires.
 
@@ -50,7 +53,8 @@ impl Default for Limits {
 
 const HEAD: u8 = 0;
 const PROCESSING: u8 = 1;
-const IDLE: u8 = 2;
+const ANSWERED: u8 = 2;
+const IDLE: u8 = 3;
 
 /// The phase of one connection, shared by its transport ([`TimedIo`]) and its service
 /// ([`Tracked`]).
@@ -63,6 +67,12 @@ impl Phase {
     }
     fn set(&self, phase: u8) {
         self.0.store(phase, Ordering::Relaxed);
+    }
+    /// `from` → `to` only if the phase is still `from`.
+    fn advance(&self, from: u8, to: u8) {
+        let _ = self
+            .0
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -170,10 +180,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
 
 impl<T> TimedIo<T> {
     /// The answer is going out: the connection is idle from here until the next request's
-    /// first byte. (Also after a `100 Continue`, written while the body is still to come: its
-    /// first bytes then start a new head timeout, and the final answer an idle one.)
+    /// first byte. Not while the service still has the request: what hyper writes then is a
+    /// `100 Continue`, and the body it asks for is timed by the service, not as a head.
     fn wrote(&mut self, n: usize, cx: &mut Context<'_>) {
-        if n > 0 && self.limits.is_some() && self.phase.get() != IDLE {
+        let phase = self.phase.get();
+        if n > 0 && self.limits.is_some() && phase != IDLE && phase != PROCESSING {
             self.phase.set(IDLE);
             self.since = Instant::now();
             // hyper may not read again before the client sends: the timer must be armed now.
@@ -326,8 +337,10 @@ where
         self.activity.started();
         let in_flight = InFlight(self.activity.clone());
         let answer = self.inner.call(req);
+        let phase = self.phase.clone();
         Box::pin(async move {
             let answer = answer.await;
+            phase.advance(PROCESSING, ANSWERED);
             drop(in_flight);
             answer
         })
