@@ -1273,3 +1273,30 @@ async fn a_token_over_16_kib_is_refused_as_invalid_and_the_agent_keeps_serving()
         1.0
     );
 }
+
+/// Lifetimes the agent cannot work with are refused before anything starts, naming the flags:
+/// a session outside STS's 15m–12h, and a refresh point at or past the credentials' lifetime
+/// (every cached answer would start a refresh), which for a target role is at most an hour.
+#[tokio::test]
+async fn the_agent_refuses_lifetimes_it_cannot_refresh_within() {
+    for (flags, says) in [
+        (
+            &["--session-duration", "10m"][..],
+            "--session-duration must be between 15m and 12h",
+        ),
+        (
+            &["--session-duration", "15m", "--refresh-before", "15m"],
+            "--refresh-before (15m) must be shorter than the credentials' lifetime (15m",
+        ),
+        (
+            &["--session-duration", "2h", "--refresh-before", "1h"],
+            "--refresh-before (1h) must be shorter than the credentials' lifetime (1h",
+        ),
+    ] {
+        let mut args = support::strings(&["agent", "--cluster-name", "kind"]);
+        args.extend(support::strings(flags));
+        let (code, _, stderr) = support::run_binary(args, None).await;
+        assert_ne!(code, 0, "{flags:?}");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::Prepared;
+use crate::agent::credentials::CHAINED_SESSION_MAX;
 use crate::agent::server::{ConnLimits, RateLimit};
 use crate::agent::sts::{AwsSts, StsSettings};
 use crate::agent::{AgentSettings, DEFAULT_ADMIN_LISTEN, trust};
@@ -23,6 +24,13 @@ pub enum ArgsError {
     NoClusterName,
     #[error("--session-duration must be between 15m and 12h (STS limits)")]
     SessionDuration,
+    #[error(
+        "--refresh-before ({refresh_before}) must be shorter than the credentials' lifetime ({lifetime}: --session-duration, at most 1h for an association's target role): otherwise every answer starts a refresh"
+    )]
+    RefreshBefore {
+        refresh_before: humantime::FormattedDuration,
+        lifetime: humantime::FormattedDuration,
+    },
     /// Quoted, not chained (it would be printed twice).
     #[error("--config: {0}")]
     Config(String),
@@ -252,6 +260,13 @@ impl RunArgs {
         c.cluster_arn = self.cluster_arn.clone();
         if !(900..=43_200).contains(&self.session_duration.as_secs()) {
             return Err(ArgsError::SessionDuration);
+        }
+        let lifetime = self.session_duration.min(CHAINED_SESSION_MAX);
+        if self.refresh_before >= lifetime {
+            return Err(ArgsError::RefreshBefore {
+                refresh_before: humantime::format_duration(self.refresh_before),
+                lifetime: humantime::format_duration(lifetime),
+            });
         }
         c.session_duration = self.session_duration;
         c.refresh_before = self.refresh_before;

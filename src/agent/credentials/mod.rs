@@ -64,6 +64,10 @@ pub struct CredentialSettings {
     pub max_reviews: u64,
 }
 
+/// Longest a chained session (an association's target role, assumed with the first role's
+/// credentials) lasts, whatever `session_duration` says: STS's limit for role chaining.
+pub const CHAINED_SESSION_MAX: Duration = Duration::from_secs(3600);
+
 impl CredentialSettings {
     pub fn new(cluster_name: impl Into<String>, region: impl Into<String>) -> Self {
         Self {
@@ -465,8 +469,7 @@ impl CredentialService {
         let second = AssumeRequest {
             role_arn: target.clone(),
             session_name: session_name(&settings.cluster_name, who, &random_suffix()),
-            // A chained session lasts at most an hour.
-            duration: settings.session_duration.min(Duration::from_secs(3600)),
+            duration: settings.session_duration.min(CHAINED_SESSION_MAX),
             tags: Vec::new(),
             external_id: association.external_id.clone(),
             policy: association.policy.clone(),

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{CacheKey, CachedCredentials, CredentialService, same_association};
+use super::{
+    CHAINED_SESSION_MAX, CacheKey, CachedCredentials, CredentialService, same_association,
+};
 use crate::agent::error::AgentError;
 use crate::agent::metrics::AgentMetrics;
 
@@ -19,14 +21,11 @@ use crate::agent::metrics::AgentMetrics;
 /// average, about 6 % more calls (12.5 % for the earliest).
 const WINDOW_DIVISOR: u32 = 3;
 
-/// Longest a chained session lasts, whatever `session_duration` says.
-const CHAINED_MAX: Duration = Duration::from_secs(3600);
-
 /// Width of the jitter window for these settings: a third of `refresh_before`, and never so wide
 /// that a fresh entry is due at once (at most a third of what the shortest session, an hour when
 /// chained, lasts beyond `refresh_before`).
 pub(super) fn window(refresh_before: Duration, session_duration: Duration) -> Duration {
-    let shortest = session_duration.min(CHAINED_MAX);
+    let shortest = session_duration.min(CHAINED_SESSION_MAX);
     (refresh_before / WINDOW_DIVISOR).min(shortest.saturating_sub(refresh_before) / WINDOW_DIVISOR)
 }
 
