@@ -108,53 +108,9 @@ fn label(values: &Option<String>) -> String {
 // ---------------------------------------------------------------------------------------------
 // helm
 
-/// The helm binary: `$HELM`, else what `hack/helm.sh` built (it returns at once when built).
-/// `Err` is a one-line reason.
+/// The helm binary (see `support::tools::helm`).
 fn helm_binary() -> Result<PathBuf, String> {
-    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(path) = std::env::var_os("HELM") {
-            let path = PathBuf::from(path);
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(format!("HELM={} is not a file", path.display()))
-            };
-        }
-        let out = Command::new(root().join("hack/helm.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("hack/helm.sh could not run: {e}"))?;
-        if !out.status.success() {
-            if Command::new("go").arg("version").output().is_err() {
-                return Err(
-                    "Go not found: install Go 1.24 or newer and run hack/helm.sh \
-                            (or set HELM to a helm v4 binary)"
-                        .into(),
-                );
-            }
-            return Err(format!(
-                "hack/helm.sh failed ({}); run it by hand to see why",
-                out.status
-            ));
-        }
-        let path = PathBuf::from(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim(),
-        );
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "hack/helm.sh printed {}, which is not a file",
-                path.display()
-            ))
-        }
-    })
-    .clone()
+    support::tools::helm()
 }
 
 /// Whether the cases that need helm must be skipped: `support::skip::tier` prints `helm chart

@@ -17,10 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-// Only the skip helper of tests/support: this file needs nothing else from it.
+// Only the skip helper and the tool lookups of tests/support: this file needs nothing else.
 #[allow(dead_code)] // Not every file uses every part of it.
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/tools.rs"]
+mod tools;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -229,14 +231,10 @@ fn make_executable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The control plane's kubectl (kustomize built in), when `hack/control-plane.sh` has built it.
-fn real_kubectl() -> Option<PathBuf> {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent()?;
-    std::fs::read_dir(target.join("control-plane"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .find(|p| p.is_file())
+/// The control plane's kubectl (kustomize built in): `$CONTROL_PLANE_DIR`'s, else built by
+/// `hack/control-plane.sh`.
+fn real_kubectl() -> Result<PathBuf, String> {
+    tools::control_plane().map(|dir| dir.join("kubectl"))
 }
 
 #[test]
@@ -283,7 +281,7 @@ fn the_image_loaded_is_the_image_applied_and_the_secret_is_never_replaced() {
     assert!(applied[0].contains("../../../../manifests/overlays/kind"));
     // ... and, rendered, every container of the webhook and the agent runs it.
     match real_kubectl() {
-        Some(kubectl) => {
+        Ok(kubectl) => {
             let out = Command::new(kubectl)
                 .arg("kustomize")
                 .arg(s.certs_dir("demo").join("overlay"))
@@ -304,9 +302,9 @@ fn the_image_loaded_is_the_image_applied_and_the_secret_is_never_replaced() {
             assert!(text.contains("value: demo"), "the agent's cluster name");
             assert!(text.contains("POD_IDENTITY_AGENT_STS_ENDPOINT"), "stand-in");
         }
-        None => skip::missing(
+        Err(why) => skip::missing(
             "the control plane's kubectl (the applied kustomization is not rendered)",
-            "run hack/control-plane.sh; .ci/run does",
+            &why,
         ),
     }
 
@@ -482,25 +480,26 @@ fn real_sts_needs_the_secret_and_drops_the_stand_in() {
         applied[0]
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("AWS CLI step is skipped"));
-    if let Some(kubectl) = real_kubectl() {
-        let out = Command::new(kubectl)
-            .arg("kustomize")
-            .arg(s.certs_dir("pod-identity-webhook").join("overlay"))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("STS_ENDPOINT"));
+    match real_kubectl() {
+        Ok(kubectl) => {
+            let out = Command::new(kubectl)
+                .arg("kustomize")
+                .arg(s.certs_dir("pod-identity-webhook").join("overlay"))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("STS_ENDPOINT"));
+        }
+        Err(why) => skip::missing(
+            "the control plane's kubectl (the real-STS overlay is not rendered)",
+            &why,
+        ),
     }
 }
 
-/// The helm `hack/helm.sh` built, when it has.
-fn real_helm() -> Option<PathBuf> {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent()?;
-    std::fs::read_dir(target.join("helm"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("helm"))
-        .find(|p| p.is_file())
+/// helm: `$HELM`, else built by `hack/helm.sh`.
+fn real_helm() -> Result<PathBuf, String> {
+    tools::helm()
 }
 
 #[test]
@@ -565,7 +564,7 @@ fn helm_installs_the_chart_with_the_image_loaded_and_the_ca() {
     // Rendered by the real helm with the same arguments: every container runs the image, both
     // webhook configurations trust the CA, the agent names this cluster and uses the stand-in.
     match real_helm() {
-        Some(helm) => {
+        Ok(helm) => {
             let mut args: Vec<String> = call[3..]
                 .iter()
                 .filter(|a| !a.starts_with("kind-") && *a != "--kube-context")
@@ -611,9 +610,9 @@ fn helm_installs_the_chart_with_the_image_loaded_and_the_ca() {
                 "the script made the namespaces"
             );
         }
-        None => skip::missing(
+        Err(why) => skip::missing(
             "helm built by hack/helm.sh (the chart is not rendered)",
-            "run hack/helm.sh; .ci/run does",
+            &why,
         ),
     }
 

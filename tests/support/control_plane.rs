@@ -20,53 +20,9 @@ use rcgen::{
 /// The issuer the API server writes into service-account tokens.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// Where the control plane's binaries are: `$CONTROL_PLANE_DIR`, else what `hack/control-plane.sh`
-/// built (it returns at once when they are already there). `Err` is a one-line reason that names
-/// the command to run.
+/// Where the control plane's binaries are (see [`super::tools::control_plane`]).
 pub fn binaries() -> Result<PathBuf, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(find_or_build).clone()
-}
-
-fn find_or_build() -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = match std::env::var_os("CONTROL_PLANE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            // The script answers at once when the binaries are built; it needs Go only to build.
-            let out = Command::new(root.join("hack/control-plane.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|e| format!("hack/control-plane.sh could not run: {e}"))?;
-            if !out.status.success() {
-                if Command::new("go").arg("version").output().is_err() {
-                    return Err("Go not found: install Go 1.24 or newer and run \
-                                hack/control-plane.sh (or set CONTROL_PLANE_DIR)"
-                        .into());
-                }
-                return Err(format!(
-                    "hack/control-plane.sh failed ({}); run it by hand to see why",
-                    out.status
-                ));
-            }
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
-        }
-    };
-    for bin in [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kubectl",
-    ] {
-        if !dir.join(bin).is_file() {
-            return Err(format!(
-                "{} has no {bin}: run hack/control-plane.sh",
-                dir.display()
-            ));
-        }
-    }
-    Ok(dir)
+    super::tools::control_plane()
 }
 
 /// For a test tier's own `main`: whether its cases must be skipped because the control plane's

@@ -13,6 +13,7 @@ pub mod sigv4;
 pub mod skip;
 pub mod sts;
 pub mod sts_limits;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
