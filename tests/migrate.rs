@@ -1,6 +1,6 @@
 //! `migrate` against real parts: IAM is moto in server mode (GetRole, UpdateAssumeRolePolicy,
 //! CreateRole to seed), EKS associations the local REST-JSON fake (`tests/eks_support`), the
-//! cluster the fake Kubernetes API (`tests/support/kube_api.rs`) holding objects shaped like the
+//! cluster the fake Kubernetes API (`tests/support/kube_api/`) holding objects shaped like the
 //! real API server's captures. The SDKs and kube-rs run unchanged.
 
 mod eks_support;
