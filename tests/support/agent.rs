@@ -1,5 +1,6 @@
 //! The credentials agent as tests run it: started in-process on loopback with the fake
-//! Kubernetes API, an associations file and a given STS endpoint, plus a plain HTTP client.
+//! Kubernetes API, an associations file and a given STS endpoint, plus a plain HTTP client, the
+//! assertions on its answers, and the skip when moto is missing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use pod_identity_webhook::agent::{self, AgentExtras, AgentSettings, RunningAgent
 use serde_json::Value;
 
 use super::kube_api::{FakeKubeApi, PodToken};
+use super::sts::{INSTALL_MOTO, MOTO, moto_available};
 use super::{WAIT, admin_get, sample};
 
 pub const CARTS_ROLE: &str = "arn:aws:iam::111122223333:role/carts";
@@ -28,6 +30,11 @@ pub const ASSOCIATIONS: &str = "associations:
   - {namespace: team-b, serviceAccount: batch, roleArn: 'arn:aws:iam::111122223333:role/batch',
      disableSessionTags: true}
 ";
+
+/// Whether moto (the STS stand-in) is missing and the test must stop: a failure under CI.
+pub fn skip_without_moto() -> bool {
+    super::skip::unless(moto_available(), MOTO, INSTALL_MOTO)
+}
 
 /// The agent's own AWS identity in these tests (static keys; moto accepts any).
 pub fn agent_aws_config() -> aws_config::SdkConfig {

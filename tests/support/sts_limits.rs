@@ -9,7 +9,7 @@
 //! Not modelled: STS's packed size (`PackedPolicyTooLarge`). STS compresses the session policy
 //! and tags into a binary form whose format and limit are not published, so any rule here
 //! would refuse what STS accepts or the reverse; the agent's answer to that refusal is tested
-//! by making the recording STS fail with it (`tests/agent.rs`).
+//! by making the recording STS fail with it (`tests/agent_refusals.rs`).
 
 use std::collections::BTreeMap;
 
