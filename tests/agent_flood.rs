@@ -129,6 +129,15 @@ async fn one_address_holding_its_connection_cap_cannot_delay_another_address() {
         p90(&alone)
     );
     assert!(open > 0, "the flooder held some connections");
+    // And it was the cap that closed them: every connection past it is counted.
+    let over_cap = h
+        .metric("pod_identity_agent_connections_over_address_cap_total")
+        .await;
+    let closed = held.len() - open;
+    assert!(
+        over_cap >= closed as f64,
+        "{over_cap} connections counted over the cap, {closed} of the flooder's closed"
+    );
     // The 90th percentile keeps one scheduling hiccup from failing the test; the baseline of
     // the same run keeps a loaded machine's slowness from counting as the flood's.
     let bound = BOUND.max(10 * p90(&alone));

@@ -44,6 +44,9 @@ pub struct AgentMetrics {
     pub refreshes: Family<ResultLabels, Counter>,
     pub cache_entries: Gauge,
     pub cache_bytes: Gauge,
+    /// `agent_connections_over_address_cap_total`: connections closed at once because their
+    /// address held `--max-connections-per-address`.
+    pub over_address_cap: Counter,
     /// Set by the owner of the caches before each scrape.
     entries_source: std::sync::Mutex<Option<CacheSize>>,
 }
@@ -105,8 +108,15 @@ impl AgentMetrics {
             "Estimated memory of the cached credentials",
             cache_bytes.clone(),
         );
+        let over_address_cap = Counter::default();
+        registry.register(
+            "connections_over_address_cap",
+            "Connections closed at once because their address held --max-connections-per-address",
+            over_address_cap.clone(),
+        );
         Self {
             registry,
+            over_address_cap,
             requests,
             request_duration,
             sts_calls,

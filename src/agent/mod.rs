@@ -380,8 +380,12 @@ async fn listen(
         None => settings.max_connections,
     };
     let connection_limit = ConnectionLimit::new(cap);
-    let per_address = (settings.max_connections_per_address > 0)
-        .then(|| server::PerAddressLimit::new(settings.max_connections_per_address));
+    let per_address = (settings.max_connections_per_address > 0).then(|| {
+        server::PerAddressLimit::new(
+            settings.max_connections_per_address,
+            metrics.over_address_cap.clone(),
+        )
+    });
     let mut addrs = Vec::new();
     for &addr in &settings.binds {
         match tokio::net::TcpListener::bind(addr).await {

@@ -377,7 +377,8 @@ pub struct PerAddressLimit {
 struct PerAddressInner {
     max: usize,
     open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
-    refused: std::sync::atomic::AtomicU64,
+    /// `agent_connections_over_address_cap_total`.
+    refused: prometheus_client::metrics::counter::Counter,
 }
 
 /// One connection's place in its address's count; dropping it gives the place back.
@@ -388,12 +389,13 @@ pub struct AddressSlot {
 }
 
 impl PerAddressLimit {
-    pub fn new(max: usize) -> Self {
+    /// `refused` counts the connections closed for holding the cap.
+    pub fn new(max: usize, refused: prometheus_client::metrics::counter::Counter) -> Self {
         Self {
             inner: Arc::new(PerAddressInner {
                 max: max.max(1),
                 open: Default::default(),
-                refused: Default::default(),
+                refused,
             }),
         }
     }
@@ -403,7 +405,7 @@ impl PerAddressLimit {
         let mut open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= self.inner.max {
-            self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            self.inner.refused.inc();
             return None;
         }
         *n += 1;
@@ -415,7 +417,7 @@ impl PerAddressLimit {
 
     /// Connections closed because their address held the cap.
     pub fn refused(&self) -> u64 {
-        self.inner.refused.load(Ordering::Relaxed)
+        self.inner.refused.get()
     }
 }
 
@@ -573,7 +575,7 @@ mod tests {
 
     #[test]
     fn each_address_holds_at_most_its_cap_and_gets_places_back() {
-        let limit = PerAddressLimit::new(2);
+        let limit = PerAddressLimit::new(2, Default::default());
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let first = limit.take(a).unwrap();
         let _second = limit.take(a).unwrap();
