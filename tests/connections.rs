@@ -326,9 +326,7 @@ async fn bodies_beyond_the_memory_budget_are_refused_at_once() {
         .settings(|s| {
             s.server.max_body_bytes = 64 * 1024;
             s.server.connections.body_memory_bytes = 64 * 1024;
-            // No deadline ever gives the first body's budget back (nor closes it while it
-            // waits after its `100 Continue`): only the test does.
-            s.server.idle_timeout = NEVER;
+            // No deadline ever gives the first body's budget back: only the test does.
             s.server.connections.body_read_timeout = NEVER;
             s.server.connections.body_timeout = NEVER;
         })
