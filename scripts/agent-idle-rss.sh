@@ -7,6 +7,8 @@
 #   scripts/agent-idle-rss.sh [SECONDS] [BINARY]   (BINARY: default the release build, built first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
 WAIT_SECONDS="${1:-10}"
 BINARY="${2:-}"
 PORT="${PORT:-19480}"
@@ -17,13 +19,7 @@ if [ -z "$BINARY" ]; then
   BINARY=target/release/pod-identity-webhook
 fi
 WORK="$(mktemp -d)"
-PID=
-cleanup() {
-  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit "$WORK"
 cat >"$WORK/kubeconfig" <<'EOF'
 apiVersion: v1
 kind: Config

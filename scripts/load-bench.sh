@@ -27,13 +27,7 @@ ADMIN_PORT="${ADMIN_PORT:-18081}"
 cargo build --release --locked --bin pod-identity-webhook --example baseline_server --example loadgen >&2
 BIN=target/release
 WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit "$WORK"
 
 bench_workdir "$BIN/pod-identity-webhook" "$WORK"
 
@@ -47,14 +41,12 @@ wait_port() {
 
 "$BIN/examples/baseline_server" "127.0.0.1:$BASE_PORT" "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/baseline.log" &
 BASE_PID=$!
-PIDS+=("$BASE_PID")
 # Logs on, as in production (JSON, one line per decision), written to a file.
 RUST_LOG="${WEBHOOK_RUST_LOG:-info}" "$BIN/pod-identity-webhook" serve \
   --listen "127.0.0.1:$OURS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
   --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
   --associations "$WORK/associations.yaml" --log-format json 2>"$WORK/webhook.log" &
 OURS_PID=$!
-PIDS+=("$OURS_PID")
 wait_port "$BASE_PORT"
 wait_port "$OURS_PORT"
 

@@ -22,13 +22,7 @@ FIXTURES=$(bench_fixtures)
 cargo build --release --locked --bin pod-identity-webhook >&2
 BIN=target/release
 WORK="$(mktemp -d)"
-PID=
-cleanup() {
-  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit "$WORK"
 bench_workdir "$BIN/pod-identity-webhook" "$WORK"
 
 "$BIN/pod-identity-webhook" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
